@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything distilld needs to build, test and run on Debian 12, from Debian's own
+# packages. Idempotent: packages already present are left alone. Run as root (or with sudo).
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config git
+  protobuf-c-compiler libprotobuf-c-dev        # .prototxt/.caffemodel I/O (code generated at build time)
+  libuv1-dev libhiredis-dev redis-server       # the daemon and its queue
+  libturbojpeg0-dev libpng-dev                 # image decoding
+  libopenblas-dev                              # CPU GEMM
+  clang libclang-rt-14-dev                     # libFuzzer targets and sanitizer builds
+  python3                                      # dataset and plot helpers
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
