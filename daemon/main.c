@@ -1,2 +1,48 @@
+/* distilld: entry point and verb dispatch. */
+#include <stdarg.h>
 #include <stdio.h>
-int main(void) { return 0; }
+#include <string.h>
+
+#include "cli.h"
+
+void dd_cli_error(const char *fmt, ...) {
+  va_list ap;
+  fputs("distilld: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "distilld %s: knowledge distillation from a frozen Caffe teacher into a student net\n"
+          "\n"
+          "usage:\n"
+          "  distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
+          "                 [--phase TRAIN|TEST]\n"
+          "      parse and summarise a net, and lint it (exit 0 clean, 1 warnings, 2 errors)\n"
+          "  distilld --version\n"
+          "  distilld help\n",
+          DD_VERSION);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *verb = argv[1];
+  if (!strcmp(verb, "check")) return dd_cmd_check(argc - 2, argv + 2);
+  if (!strcmp(verb, "--version") || !strcmp(verb, "version")) {
+    printf("distilld %s\n", DD_VERSION);
+    return 0;
+  }
+  if (!strcmp(verb, "help") || !strcmp(verb, "--help") || !strcmp(verb, "-h")) {
+    usage(stdout);
+    return 0;
+  }
+  dd_cli_error("unknown command \"%s\"", verb);
+  usage(stderr);
+  return 2;
+}

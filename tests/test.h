@@ -46,9 +46,12 @@ static const char *test__name;
   } while (0)
 
 /* Substring check with the haystack shown on failure. */
-#define CHECK_CONTAINS(hay, needle)                                                      \
-  CHECKF((hay) != NULL && strstr((hay), (needle)) != NULL, "\"%s\" not found in \"%s\"", \
-         (needle), (hay) ? (hay) : "(null)")
+static inline int test__contains(const char *hay, const char *needle) {
+  return hay != NULL && strstr(hay, needle) != NULL;
+}
+static inline const char *test__str(const char *s) { return s ? s : "(null)"; }
+#define CHECK_CONTAINS(hay, needle) \
+  CHECKF(test__contains((hay), (needle)), "\"%s\" not found in \"%s\"", (needle), test__str(hay))
 
 #define RUN(fn)                                                        \
   do {                                                                 \

@@ -1,0 +1,74 @@
+/* Convolution (2-D): Caffe's kernel/pad/stride/dilation fields (repeated or _h/_w), groups and
+ * an optional bias. Bottom (N, C, H, W) -> top (N, num_output, H', W') with
+ * H' = (H + 2 pad - (dilation (k - 1) + 1)) / stride + 1. Params: weight
+ * (num_output, C / group, kh, kw), bias (num_output). */
+#include "dd_error.h"
+#include "layer.h"
+
+/* Reads one of Caffe's "repeated or _h/_w" spatial settings. Returns 0 or an error. */
+static int spatial(dd_shape_ctx *c, const char *what, size_t n, const uint32_t *v, int has_h,
+                   uint32_t h, int has_w, uint32_t w, uint32_t dflt, int64_t out[2]) {
+  if (has_h || has_w) {
+    if (n) return dd_shape_fail(c, "give %s either as %s or as %s_h/%s_w, not both", what, what, what, what);
+    if (!(has_h && has_w)) return dd_shape_fail(c, "%s_h and %s_w must be given together", what, what);
+    out[0] = h;
+    out[1] = w;
+    return 0;
+  }
+  if (n > 2) return dd_shape_fail(c, "%s has %zu values; 2-D convolution takes 1 or 2", what, n);
+  out[0] = n ? v[0] : dflt;
+  out[1] = n == 2 ? v[1] : out[0];
+  return 0;
+}
+
+static int conv_shape(dd_shape_ctx *c) {
+  const Caffe__ConvolutionParameter *p = c->lp->convolution_param;
+  if (!p || !p->has_num_output || p->num_output == 0)
+    return dd_shape_fail(c, "convolution_param { num_output: N } is required and must be > 0");
+  int64_t k[2], pad[2], st[2], dil[2];
+  int r;
+  if ((r = spatial(c, "kernel", p->n_kernel_size, p->kernel_size, p->has_kernel_h, p->kernel_h,
+                   p->has_kernel_w, p->kernel_w, 0, k)))
+    return r;
+  if (k[0] <= 0 || k[1] <= 0) return dd_shape_fail(c, "kernel_size (or kernel_h/kernel_w) must be > 0");
+  if ((r = spatial(c, "pad", p->n_pad, p->pad, p->has_pad_h, p->pad_h, p->has_pad_w, p->pad_w, 0, pad)))
+    return r;
+  if ((r = spatial(c, "stride", p->n_stride, p->stride, p->has_stride_h, p->stride_h, p->has_stride_w,
+                   p->stride_w, 1, st)))
+    return r;
+  if (st[0] <= 0 || st[1] <= 0) return dd_shape_fail(c, "stride must be > 0");
+  if ((r = spatial(c, "dilation", p->n_dilation, p->dilation, 0, 0, 0, 0, 1, dil))) return r;
+  if (dil[0] <= 0 || dil[1] <= 0) return dd_shape_fail(c, "dilation must be > 0");
+  if (p->group == 0) return dd_shape_fail(c, "group must be > 0");
+  if (p->num_output % p->group)
+    return dd_shape_fail(c, "num_output %u is not a multiple of group %u", p->num_output, p->group);
+  c->n_params = p->bias_term ? 2 : 1;
+  c->params[1] = dd_shape_make(1, (int64_t[]){p->num_output});
+  const dd_shape *b = &c->bottoms[0];
+  if (!dd_shape_known(b)) {
+    c->params[0] = dd_shape_unknown();
+    c->tops[0] = dd_shape_unknown();
+    return 0;
+  }
+  if (p->axis != 1 || b->ndim != 4)
+    return dd_shape_fail(c, "only 2-D convolution over (N, C, H, W) with axis 1 is supported (bottom has %d axes)",
+                         b->ndim);
+  int64_t ch = b->dims[1];
+  if (ch % p->group)
+    return dd_shape_fail(c, "input channels %lld are not a multiple of group %u", (long long)ch, p->group);
+  c->params[0] = dd_shape_4(p->num_output, ch / p->group, k[0], k[1]);
+  int64_t o[2];
+  for (int i = 0; i < 2; i++) {
+    int64_t ext = dil[i] * (k[i] - 1) + 1;
+    int64_t in = b->dims[2 + i] + 2 * pad[i];
+    if (in < ext)
+      return dd_shape_fail(c, "the %s kernel extent %lld is larger than the padded input %lld",
+                           i ? "horizontal" : "vertical", (long long)ext, (long long)in);
+    o[i] = (in - ext) / st[i] + 1;
+  }
+  for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_4(b->dims[0], p->num_output, o[0], o[1]);
+  return 0;
+}
+
+/* One bottom/top pair (Caffe allows several sharing the weights; no net here needs it). */
+const dd_layer_ops dd_layer_conv = {"Convolution", 1, 1, 1, 1, 0, conv_shape};

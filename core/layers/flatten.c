@@ -1,0 +1,21 @@
+/* Flatten axes [axis, end_axis] into one. */
+#include "dd_error.h"
+#include "layer.h"
+
+static int flatten_shape(dd_shape_ctx *c) {
+  const Caffe__FlattenParameter *p = c->lp->flatten_param;
+  const dd_shape *b = &c->bottoms[0];
+  if (!dd_shape_known(b)) {
+    c->tops[0] = dd_shape_unknown();
+    return 0;
+  }
+  int a = dd_shape_axis(b, p ? p->axis : 1), e = dd_shape_axis(b, p ? p->end_axis : -1);
+  if (a < 0 || e < 0 || e < a) return dd_shape_fail(c, "flatten axes out of range for a bottom with %d axes", b->ndim);
+  dd_shape t = dd_shape_make(a, b->dims);
+  t.dims[t.ndim++] = dd_shape_count_range(b, a, e + 1);
+  for (int d = e + 1; d < b->ndim; d++) t.dims[t.ndim++] = b->dims[d];
+  c->tops[0] = t;
+  return 0;
+}
+
+const dd_layer_ops dd_layer_flatten = {"Flatten", 1, 1, 1, 1, 0, flatten_shape};

@@ -1,0 +1,35 @@
+/* ImageData: batches of images from a list file (`path label` lines), transformed as
+ * transform_param says. Tops: data (N, C, H, W) and label (N). H and W are known before reading
+ * any image only when a crop or a resize fixes them. */
+#include "dd_error.h"
+#include "layer.h"
+
+static int image_data_shape(dd_shape_ctx *c) {
+  const Caffe__ImageDataParameter *p = c->lp->image_data_param;
+  const Caffe__TransformationParameter *t = c->lp->transform_param;
+  if (!p || !p->source || !p->source[0])
+    return dd_shape_fail(c, "image_data_param { source: \"LIST.txt\" } is required");
+  int64_t n = p->batch_size;
+  if (n <= 0) return dd_shape_fail(c, "image_data_param.batch_size must be > 0");
+  int gray = t && t->force_gray, color = t && t->force_color;
+  if (gray && color) return dd_shape_fail(c, "transform_param sets both force_color and force_gray");
+  int64_t ch = color ? 3 : gray ? 1 : (p->is_color ? 3 : 1);
+  int64_t crop = t && t->crop_size ? t->crop_size : p->crop_size;
+  if (t && t->mean_file && t->n_mean_value)
+    return dd_shape_fail(c, "transform_param: give mean_file or mean_value, not both");
+  if (t && t->n_mean_value != 0 && t->n_mean_value != 1 && (int64_t)t->n_mean_value != ch)
+    return dd_shape_fail(c, "transform_param has %zu mean_value entries for %d channels: give 1 or %d",
+                         t->n_mean_value, (int)ch, (int)ch);
+  if ((p->new_height == 0) != (p->new_width == 0))
+    return dd_shape_fail(c, "image_data_param: set new_height and new_width together");
+  if (crop > 0)
+    c->tops[0] = dd_shape_4(n, ch, crop, crop);
+  else if (p->new_height > 0)
+    c->tops[0] = dd_shape_4(n, ch, p->new_height, p->new_width);
+  else
+    c->tops[0] = dd_shape_unknown();
+  if (c->nt > 1) c->tops[1] = dd_shape_make(1, &n);
+  return 0;
+}
+
+const dd_layer_ops dd_layer_image_data = {"ImageData", 0, 0, 1, 2, 0, image_data_shape};

@@ -1,0 +1,59 @@
+/* Pooling: MAX, AVE (and global), with Caffe's output size: ceil((H + 2 pad - k) / stride) + 1
+ * (floor with round_mode FLOOR), less one when padding would make the last window start in the
+ * padding. MAX may have a second top (the argmax mask). */
+#include "dd_error.h"
+#include "layer.h"
+
+static int pooling_shape(dd_shape_ctx *c) {
+  const Caffe__PoolingParameter *p = c->lp->pooling_param;
+  if (!p) return dd_shape_fail(c, "pooling_param is required");
+  if (p->pool == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC)
+    return dd_shape_fail(c, "STOCHASTIC pooling is not supported (use MAX or AVE)");
+  if (c->nt == 2 && p->pool != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX)
+    return dd_shape_fail(c, "only MAX pooling has a second (mask) top");
+  int has_k = p->has_kernel_size, has_khw = p->has_kernel_h || p->has_kernel_w;
+  if (p->global_pooling) {
+    if (has_k || has_khw) return dd_shape_fail(c, "global_pooling takes no kernel size");
+  } else {
+    if (has_k == has_khw) return dd_shape_fail(c, "give kernel_size, or kernel_h and kernel_w (not both)");
+    if (has_khw && !(p->has_kernel_h && p->has_kernel_w))
+      return dd_shape_fail(c, "kernel_h and kernel_w must be given together");
+  }
+  if ((p->has_pad_h || p->has_pad_w) && p->has_pad)
+    return dd_shape_fail(c, "give pad, or pad_h and pad_w (not both)");
+  if ((p->has_stride_h || p->has_stride_w) && p->has_stride)
+    return dd_shape_fail(c, "give stride, or stride_h and stride_w (not both)");
+  int64_t pad[2] = {p->has_pad_h ? p->pad_h : p->pad, p->has_pad_w ? p->pad_w : p->pad};
+  int64_t st[2] = {p->has_stride_h ? p->stride_h : p->stride, p->has_stride_w ? p->stride_w : p->stride};
+  const dd_shape *b = &c->bottoms[0];
+  if (!dd_shape_known(b)) {
+    for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_unknown();
+    return 0;
+  }
+  if (b->ndim != 4) return dd_shape_fail(c, "pooling needs a (N, C, H, W) bottom, got %d axes", b->ndim);
+  int64_t k[2];
+  if (p->global_pooling) {
+    k[0] = b->dims[2];
+    k[1] = b->dims[3];
+    if (pad[0] || pad[1] || st[0] != 1 || st[1] != 1)
+      return dd_shape_fail(c, "global_pooling needs pad 0 and stride 1");
+  } else {
+    k[0] = has_k ? p->kernel_size : p->kernel_h;
+    k[1] = has_k ? p->kernel_size : p->kernel_w;
+  }
+  if (k[0] <= 0 || k[1] <= 0) return dd_shape_fail(c, "the kernel size must be > 0");
+  if (st[0] <= 0 || st[1] <= 0) return dd_shape_fail(c, "stride must be > 0");
+  if (pad[0] >= k[0] || pad[1] >= k[1]) return dd_shape_fail(c, "pad must be smaller than the kernel");
+  int64_t o[2];
+  for (int i = 0; i < 2; i++) {
+    int64_t span = b->dims[2 + i] + 2 * pad[i] - k[i];
+    if (span < 0) return dd_shape_fail(c, "the kernel is larger than the padded input");
+    o[i] = p->round_mode == CAFFE__POOLING_PARAMETER__ROUND_MODE__FLOOR ? span / st[i] + 1
+                                                                      : (span + st[i] - 1) / st[i] + 1;
+    if (pad[i] && (o[i] - 1) * st[i] >= b->dims[2 + i] + pad[i]) o[i]--;
+  }
+  for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_4(b->dims[0], b->dims[1], o[0], o[1]);
+  return 0;
+}
+
+const dd_layer_ops dd_layer_pooling = {"Pooling", 1, 1, 1, 2, 0, pooling_shape};

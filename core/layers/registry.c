@@ -1,0 +1,68 @@
+/* The layer registration table: prototxt `type` -> ops. One line per layer kind. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dd_error.h"
+#include "layer.h"
+
+#define DD_LAYER_TABLE(XX)             \
+  XX("Input", input)                   \
+  XX("ImageData", image_data)          \
+  XX("Convolution", conv)              \
+  XX("BatchNorm", batch_norm)          \
+  XX("Scale", scale)                   \
+  XX("Bias", bias)                     \
+  XX("ReLU", relu)                     \
+  XX("Pooling", pooling)               \
+  XX("InnerProduct", inner_product)    \
+  XX("Eltwise", eltwise)               \
+  XX("Dropout", dropout)               \
+  XX("Softmax", softmax)               \
+  XX("SoftmaxWithLoss", softmax_loss)  \
+  XX("Accuracy", accuracy)             \
+  XX("Concat", concat)                 \
+  XX("Flatten", flatten)               \
+  XX("Split", split)                   \
+  XX("Silence", silence)               \
+  XX("KDLoss", kd_loss)
+
+#define XX(type, name) extern const dd_layer_ops dd_layer_##name;
+DD_LAYER_TABLE(XX)
+#undef XX
+
+static const dd_layer_ops *const layer_table[] = {
+#define XX(type, name) &dd_layer_##name,
+    DD_LAYER_TABLE(XX)
+#undef XX
+};
+
+const dd_layer_ops *dd_layer_ops_find(const char *type) {
+  if (!type) return NULL;
+  for (size_t i = 0; i < sizeof layer_table / sizeof layer_table[0]; i++)
+    if (strcmp(layer_table[i]->type, type) == 0) return layer_table[i];
+  return NULL;
+}
+
+void dd_layer_types_list(char *buf, size_t len) {
+  size_t used = 0;
+  if (len) buf[0] = '\0';
+  for (size_t i = 0; i < sizeof layer_table / sizeof layer_table[0] && used < len; i++)
+    used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", layer_table[i]->type);
+}
+
+int dd_shape_fail(dd_shape_ctx *c, const char *fmt, ...) {
+  if (c->err && c->errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+  }
+  return DD_ESHAPE;
+}
+
+int dd_shape_bottoms_known(const dd_shape_ctx *c) {
+  for (int i = 0; i < c->nb; i++)
+    if (!dd_shape_known(&c->bottoms[i])) return 0;
+  return 1;
+}

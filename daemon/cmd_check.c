@@ -1,0 +1,245 @@
+/* `distilld check`: parse a net (and optionally weights and a solver), print a per-layer summary
+ * and the lints of core/net_check.c. Exit status 0 clean, 1 warnings only, 2 errors. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caffe_io.h"
+#include "cli.h"
+#include "dd_error.h"
+#include "net_check.h"
+#include "solver_check.h"
+
+/* Prints one diagnostic; continuation lines of the message are indented under it. */
+static void print_diag(const dd_diag *d) {
+  static const char *const lv[] = {"note", "warning", "error"};
+  fprintf(stderr, "%s: ", lv[d->level]);
+  if (d->where) fprintf(stderr, "%s: ", d->where);
+  for (const char *p = d->msg; *p; p++) {
+    fputc(*p, stderr);
+    if (*p == '\n') fputs("  ", stderr);
+  }
+  fputc('\n', stderr);
+}
+
+static void print_rules(const Caffe__NetStateRule *r, const char *kind) {
+  printf(" %s{", kind);
+  if (r->has_phase) printf(" phase %s", dd_phase_name(r->phase));
+  if (r->has_min_level) printf(" min_level %d", r->min_level);
+  if (r->has_max_level) printf(" max_level %d", r->max_level);
+  for (size_t i = 0; i < r->n_stage; i++) printf(" stage \"%s\"", r->stage[i]);
+  for (size_t i = 0; i < r->n_not_stage; i++) printf(" not_stage \"%s\"", r->not_stage[i]);
+  printf(" }");
+}
+
+/* The weights' blobs for a layer name, across all --weights files (the last file that has the
+ * layer wins, as Caffe applies them in order). */
+typedef struct {
+  const char *path;
+  dd_weight_layer *layers;
+  size_t n;
+} weights_file;
+
+static const dd_weight_layer *find_weights(const weights_file *wf, size_t nwf, const char *name) {
+  const dd_weight_layer *found = NULL;
+  for (size_t f = 0; f < nwf; f++)
+    for (size_t i = 0; i < wf[f].n; i++)
+      if (wf[f].layers[i].name && name && !strcmp(wf[f].layers[i].name, name)) found = &wf[f].layers[i];
+  return found;
+}
+
+static void print_summary(const Caffe__NetParameter *net, const char *path, const dd_net_graph *g,
+                          const weights_file *wf, size_t nwf) {
+  printf("net \"%s\" (%s), phase %s: %zu of %zu layers\n", net->name ? net->name : "", path,
+         dd_phase_name(g->phase), g->n_layers, net->n_layer);
+  char s[96];
+  for (size_t i = 0; i < g->n_layers; i++) {
+    const dd_glayer *l = &g->layers[i];
+    const Caffe__LayerParameter *lp = l->lp;
+    printf("[%zu] %s (%s) ", i, lp->name ? lp->name : "(unnamed)", lp->type ? lp->type : "?");
+    for (size_t b = 0; b < lp->n_bottom; b++) printf("%s%s", b ? ", " : "", lp->bottom[b]);
+    printf(" -> ");
+    for (size_t t = 0; t < lp->n_top; t++) printf("%s%s", t ? ", " : "", lp->top[t]);
+    for (size_t r = 0; r < lp->n_include; r++) print_rules(lp->include[r], "include ");
+    for (size_t r = 0; r < lp->n_exclude; r++) print_rules(lp->exclude[r], "exclude ");
+    printf("\n");
+    if (l->nt) {
+      printf("    tops:");
+      for (int t = 0; t < l->nt; t++) {
+        printf(" %s %s", lp->top[t], dd_shape_str(&g->blobs[l->top[t]].shape, s, sizeof s));
+        if (l->loss_weight[t] != 0 || (t == 0 && l->ops && l->ops->is_loss) || lp->n_loss_weight)
+          printf(" (loss_weight %g)", l->loss_weight[t]);
+        printf("%s", t + 1 < l->nt ? "," : "");
+      }
+      printf("\n");
+    }
+    if (l->n_params) {
+      printf("    params:");
+      for (int p = 0; p < l->n_params; p++)
+        printf(" %s lr_mult %g decay_mult %g%s%s", dd_shape_str(&l->param_shape[p], s, sizeof s),
+               l->lr_mult[p], l->decay_mult[p], l->param_learns[p] ? " (learns)" : " (frozen)",
+               p + 1 < l->n_params ? ";" : "");
+      printf("\n");
+    }
+    if (nwf) {
+      const dd_weight_layer *w = find_weights(wf, nwf, lp->name);
+      if (w && w->n_blobs) {
+        printf("    weights:");
+        for (size_t b = 0; b < w->n_blobs; b++)
+          printf(" %s%s", dd_blob_proto_shape_str(w->blobs[b], s, sizeof s), b + 1 < w->n_blobs ? "," : "");
+        printf("\n");
+      } else if (l->n_params) {
+        printf("    weights: none (filler values)\n");
+      }
+    }
+    if (l->bn_moves_stats) printf("    statistics: batch (updated by every forward)\n");
+    printf("    backward: %s", l->need_backward ? "yes" : "no");
+    if (lp->n_propagate_down) {
+      printf(" (propagate_down:");
+      for (size_t b = 0; b < lp->n_propagate_down; b++) printf(" %s", lp->propagate_down[b] ? "true" : "false");
+      printf(")");
+    }
+    printf("\n");
+  }
+}
+
+static int parse_phase(const char *s, Caffe__Phase *out) {
+  if (!strcmp(s, "TRAIN") || !strcmp(s, "train")) *out = CAFFE__PHASE__TRAIN;
+  else if (!strcmp(s, "TEST") || !strcmp(s, "test")) *out = CAFFE__PHASE__TEST;
+  else return -1;
+  return 0;
+}
+
+int dd_cmd_check(int argc, char **argv) {
+  const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL;
+  Caffe__Phase phase = CAFFE__PHASE__TRAIN;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = NULL;
+    if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase"))) {
+      if (i + 1 >= argc) {
+        dd_cli_error("check: %s needs a value", a);
+        return 2;
+      }
+      val = argv[++i];
+    }
+    if (!strcmp(a, "--weights"))
+      weights_arg = val;
+    else if (!strcmp(a, "--solver"))
+      solver_path = val;
+    else if (!strcmp(a, "--phase")) {
+      if (parse_phase(val, &phase)) {
+        dd_cli_error("check: --phase takes TRAIN or TEST, not \"%s\"", val);
+        return 2;
+      }
+    } else if (a[0] == '-' && a[1]) {
+      dd_cli_error("check: unknown option \"%s\"", a);
+      return 2;
+    } else if (!net_path)
+      net_path = a;
+    else {
+      dd_cli_error("check: one net at a time (got \"%s\" and \"%s\")", net_path, a);
+      return 2;
+    }
+  }
+  if (!net_path && !solver_path) {
+    dd_cli_error("check: usage: distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST]");
+    return 2;
+  }
+
+  int status = 2, r;
+  char err[2048];
+  dd_diags diags = {0};
+  Caffe__SolverParameter *solver = NULL;
+  Caffe__NetParameter *net = NULL;
+  dd_net_graph *g = NULL;
+  weights_file wf[16];
+  size_t nwf = 0;
+  Caffe__NetParameter *wnets[16] = {0};
+  char *wlist = NULL;
+
+  if (solver_path) {
+    if ((r = dd_solver_read_text(&solver, solver_path, err, sizeof err))) {
+      fprintf(stderr, "error: %s\n", err);
+      goto done;
+    }
+    dd_solver_check(solver, &diags);
+    printf("solver %s: type %s, lr_policy %s, base_lr %g, max_iter %d\n", solver_path,
+           solver->type ? solver->type : "SGD", solver->lr_policy ? solver->lr_policy : "(unset)",
+           solver->base_lr, solver->max_iter);
+  }
+  const Caffe__NetParameter *netp = NULL;
+  const char *net_name = net_path;
+  if (net_path) {
+    if ((r = dd_net_read_text(&net, net_path, err, sizeof err))) {
+      fprintf(stderr, "error: %s\n", err);
+      goto done;
+    }
+    netp = net;
+  } else if (solver->net_param || solver->train_net_param) {
+    netp = solver->net_param ? solver->net_param : solver->train_net_param;
+    net_name = solver_path;
+  } else if (solver->net || solver->train_net) {
+    net_name = solver->net ? solver->net : solver->train_net;
+    if ((r = dd_net_read_text(&net, net_name, err, sizeof err))) {
+      fprintf(stderr, "error: %s (the net named by the solver %s)\n", err, solver_path);
+      goto done;
+    }
+    netp = net;
+  } else {
+    fprintf(stderr, "error: %s names no net (net, net_param, train_net or train_net_param) and none was given\n",
+            solver_path);
+    goto done;
+  }
+
+  if (weights_arg) {
+    wlist = strdup(weights_arg);
+    if (!wlist) goto done;
+    char *save = NULL;
+    for (char *w = strtok_r(wlist, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+      if (nwf == sizeof wf / sizeof wf[0]) {
+        fprintf(stderr, "error: at most %zu weights files\n", nwf);
+        goto done;
+      }
+      if ((r = dd_caffemodel_read(&wnets[nwf], w, err, sizeof err))) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+      }
+      wf[nwf].path = w;
+      if ((r = dd_weight_layers(&wf[nwf].layers, &wf[nwf].n, wnets[nwf], err, sizeof err))) {
+        fprintf(stderr, "error: %s: %s\n", w, err);
+        caffe__net_parameter__free_unpacked(wnets[nwf], NULL);
+        goto done;
+      }
+      nwf++;
+    }
+  }
+
+  if ((r = dd_net_check(&g, netp, phase, &diags))) {
+    fprintf(stderr, "error: %s\n", dd_strerror(r));
+    goto done;
+  }
+  for (size_t f = 0; f < nwf; f++)
+    if ((r = dd_net_check_weights(g, wnets[f], wf[f].path, &diags))) {
+      fprintf(stderr, "error: %s\n", dd_strerror(r));
+      goto done;
+    }
+  print_summary(netp, net_name, g, wf, nwf);
+  status = diags.n_errors ? 2 : diags.n_warnings ? 1 : 0;
+
+done:
+  for (size_t k = 0; k < diags.n; k++) print_diag(&diags.v[k]);
+  if (status != 2 || diags.n_errors)
+    fprintf(stderr, "check: %d error(s), %d warning(s)\n", diags.n_errors, diags.n_warnings);
+  dd_diags_free(&diags);
+  dd_net_graph_free(g);
+  for (size_t f = 0; f < nwf; f++) {
+    free(wf[f].layers);
+    caffe__net_parameter__free_unpacked(wnets[f], NULL);
+  }
+  free(wlist);
+  if (net) caffe__net_parameter__free_unpacked(net, NULL);
+  if (solver) caffe__solver_parameter__free_unpacked(solver, NULL);
+  return status;
+}
