@@ -8,7 +8,7 @@
 #define DD_VERSION "0.0.0"
 #endif
 
-/* `distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST]`.
+/* `distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] [-q]`.
  * Exit status: 0 clean, 1 warnings only, 2 errors. */
 int dd_cmd_check(int argc, char **argv);
 

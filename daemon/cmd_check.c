@@ -50,9 +50,23 @@ static const dd_weight_layer *find_weights(const weights_file *wf, size_t nwf, c
 }
 
 static void print_summary(const Caffe__NetParameter *net, const char *path, const dd_net_graph *g,
-                          const weights_file *wf, size_t nwf) {
-  printf("net \"%s\" (%s), phase %s: %zu of %zu layers\n", net->name ? net->name : "", path,
-         dd_phase_name(g->phase), g->n_layers, net->n_layer);
+                          const weights_file *wf, size_t nwf, int quiet) {
+  int64_t total = 0, learning = 0;
+  int unknown = 0;
+  for (size_t i = 0; i < g->n_layers; i++)
+    for (int p = 0; p < g->layers[i].n_params; p++) {
+      int64_t c = dd_shape_count(&g->layers[i].param_shape[p]);
+      if (c < 0) {
+        unknown = 1;
+        continue;
+      }
+      total += c;
+      if (g->layers[i].param_learns[p]) learning += c;
+    }
+  printf("net \"%s\" (%s), phase %s: %zu of %zu layers, %lld parameters%s (%lld learn)\n",
+         net->name ? net->name : "", path, dd_phase_name(g->phase), g->n_layers, net->n_layer,
+         (long long)total, unknown ? "+" : "", (long long)learning);
+  if (quiet) return;
   char s[96];
   for (size_t i = 0; i < g->n_layers; i++) {
     const dd_glayer *l = &g->layers[i];
@@ -114,9 +128,14 @@ static int parse_phase(const char *s, Caffe__Phase *out) {
 int dd_cmd_check(int argc, char **argv) {
   const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL;
   Caffe__Phase phase = CAFFE__PHASE__TRAIN;
+  int quiet = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *val = NULL;
+    if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+      quiet = 1;
+      continue;
+    }
     if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase"))) {
       if (i + 1 >= argc) {
         dd_cli_error("check: %s needs a value", a);
@@ -225,10 +244,11 @@ int dd_cmd_check(int argc, char **argv) {
       fprintf(stderr, "error: %s\n", dd_strerror(r));
       goto done;
     }
-  print_summary(netp, net_name, g, wf, nwf);
+  print_summary(netp, net_name, g, wf, nwf, quiet);
   status = diags.n_errors ? 2 : diags.n_warnings ? 1 : 0;
 
 done:
+  fflush(stdout); /* the summary first, then the diagnostics, also when both go to one pipe */
   for (size_t k = 0; k < diags.n; k++) print_diag(&diags.v[k]);
   if (status != 2 || diags.n_errors)
     fprintf(stderr, "check: %d error(s), %d warning(s)\n", diags.n_errors, diags.n_warnings);

@@ -20,8 +20,9 @@ static void usage(FILE *f) {
           "\n"
           "usage:\n"
           "  distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
-          "                 [--phase TRAIN|TEST]\n"
-          "      parse and summarise a net, and lint it (exit 0 clean, 1 warnings, 2 errors)\n"
+          "                 [--phase TRAIN|TEST] [-q|--quiet]\n"
+          "      parse a net, print a per-layer summary (one line with --quiet) and lint it:\n"
+          "      exit 0 clean, 1 warnings, 2 errors. Default phase TRAIN.\n"
           "  distilld --version\n"
           "  distilld help\n",
           DD_VERSION);
