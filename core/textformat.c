@@ -14,8 +14,6 @@
 #include "textformat.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -237,8 +235,8 @@ static int unescape_append(parser *p, const token *t, char **buf, size_t *len, s
       *o++ = *s++;
       continue;
     }
+    int col = t->col + (int)(s - t->p); /* of the backslash */
     s++;
-    int col = t->col + (int)(s - t->p);
     switch (*s) {
       case 'a': *o++ = '\a'; s++; break;
       case 'b': *o++ = '\b'; s++; break;
@@ -433,7 +431,11 @@ static int read_scalar(parser *p, const ProtobufCFieldDescriptor *f, value *v) {
     }
     case PROTOBUF_C_TYPE_FLOAT:
     case PROTOBUF_C_TYPE_DOUBLE: {
-      double d;
+      /* A float field reads the text with strtof (one rounding, so every float the printer
+       * writes reads back bit-exactly, FLT_MAX included); a double field with strtod. */
+      int is_f = f->type == PROTOBUF_C_TYPE_FLOAT;
+      double d = 0;
+      float fv = 0;
       if (t.kind == T_IDENT) {
         char w[16] = {0};
         size_t n = t.len < sizeof w - 1 ? t.len : sizeof w - 1;
@@ -449,40 +451,48 @@ static int read_scalar(parser *p, const ProtobufCFieldDescriptor *f, value *v) {
           return perr(p, t.line, t.col, "field \"%s\" takes %s, found %s", f->name, type_name(f),
                       what);
         }
+        fv = (float)d;
       } else if (t.kind == T_NUMBER) {
         char buf[128];
         if (t.len >= sizeof buf)
           return perr(p, t.line, t.col, "field \"%s\": number too long", f->name);
-        if (!t.is_float && t.len > 2 && t.p[0] == '0' && (t.p[1] == 'x' || t.p[1] == 'X')) {
+        if (!t.is_float && t.len > 1 && t.p[0] == '0') {
+          /* hex or octal, read as for an integer field */
           uint64_t mag;
-          if (parse_magnitude(&t, &mag))
-            return perr(p, t.line, t.col, "field \"%s\": hex number out of range", f->name);
+          int pr = parse_magnitude(&t, &mag);
+          if (pr == 2)
+            return perr(p, t.line, t.col, "field \"%s\": invalid digits in number %.*s", f->name,
+                        (int)t.len, t.p);
+          if (pr == 1)
+            return perr(p, line, col, "%s%.*s is out of range for field \"%s\" (%s)",
+                        neg ? "-" : "", (int)t.len, t.p, f->name, type_name(f));
           d = (double)mag;
+          fv = (float)mag;
         } else {
           memcpy(buf, t.p, t.len);
           size_t n = t.len;
           if (n > 0 && (buf[n - 1] == 'f' || buf[n - 1] == 'F')) n--;
           buf[n] = '\0';
-          errno = 0;
-          d = strtod(buf, NULL);
+          if (is_f)
+            fv = strtof(buf, NULL);
+          else
+            d = strtod(buf, NULL);
+          /* a number token never spells inf: inf here means the value overflowed */
+          if (is_f ? isinf(fv) : isinf(d))
+            return perr(p, line, col, "%s%.*s is out of range for field \"%s\" (%s)",
+                        neg ? "-" : "", (int)t.len, t.p, f->name, type_name(f));
         }
       } else {
         tok_describe(&t, what, sizeof what);
         return perr(p, t.line, t.col, "field \"%s\" takes %s, found %s", f->name, type_name(f),
                     what);
       }
-      if (neg) d = -d;
-      if (f->type == PROTOBUF_C_TYPE_FLOAT) {
-        if (isfinite(d) && fabs(d) > FLT_MAX)
-          return perr(p, line, col, "%s%.*s is out of range for field \"%s\" (a float)",
-                      neg ? "-" : "", (int)t.len, t.p, f->name);
-        v->u.f = (float)d;
-      } else {
-        if (isinf(d) && t.kind == T_NUMBER)
-          return perr(p, line, col, "%s%.*s is out of range for field \"%s\" (a double)",
-                      neg ? "-" : "", (int)t.len, t.p, f->name);
-        v->u.d = d;
-      }
+      /* NaN is stored as the one canonical NaN, whatever its sign, so printing it ("nan") and
+       * reading it back gives the same bits. */
+      if (is_f)
+        v->u.f = isnan(fv) ? NAN : neg ? -fv : fv;
+      else
+        v->u.d = isnan(d) ? (double)NAN : neg ? -d : d;
       break;
     }
     case PROTOBUF_C_TYPE_BOOL: {
@@ -529,8 +539,9 @@ static int read_scalar(parser *p, const ProtobufCFieldDescriptor *f, value *v) {
         v->u.i32 = num;
       } else {
         tok_describe(&t, what, sizeof what);
-        return perr(p, t.line, t.col, "field \"%s\" takes a value of enum %s, found %s", f->name,
-                    ed->short_name, what);
+        return perr(p, neg ? line : t.line, neg ? col : t.col,
+                    "field \"%s\" takes a value of enum %s, found %s", f->name, ed->short_name,
+                    neg ? "'-'" : what);
       }
       break;
     }
@@ -784,10 +795,12 @@ static int parse_fields(parser *p, ProtobufCMessage *m, char close, const token 
                  "; note: the '#' comment at line %d column %d runs to the end of its line and "
                  "hides %d '%c' (was this text pasted on one line?)",
                  p->hid_line, p->hid_col, p->hid_count, close);
-      /* Report at the block, with the path of the block itself. */
+      /* Report at the block, with the path of the block itself. A file that ends with a line
+       * break ends on the line before the end-of-file token. */
+      int last_line = p->tok.line - (p->tok.col == 1 && p->tok.line > 1);
       r = perr(p, open->line, open->col,
                "'%c' opened here for field \"%s\" is never closed: the file ends at line %d%s",
-               open->sym, open_field, p->tok.line, note);
+               open->sym, open_field, last_line, note);
       goto out;
     }
     if (p->tok.kind == T_SYM && (p->tok.sym == '}' || p->tok.sym == '>')) {
