@@ -1,0 +1,707 @@
+/* CPU kernels behind the backend table (semantics in backend.h). Plain loops over Caffe's
+ * layouts, readable first; parallel over independent images, planes or channels through the
+ * backend's pool. Reductions accumulate in double and per-thread partials are reduced in thread
+ * order, so results are reproducible for a given thread count. */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "rng.h"
+
+static dd_threadpool *pool_of(dd_backend *be) { return ((dd_cpu_ctx *)be->ctx)->pool; }
+static int threads_of(dd_backend *be) { return dd_threadpool_threads(pool_of(be)); }
+
+/* ---- BLAS-like ------------------------------------------------------------------------------ */
+
+void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n) {
+  (void)be;
+  if (value == 0.0f) {
+    memset(x, 0, (size_t)n * sizeof *x);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) x[i] = value;
+}
+
+void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y) {
+  (void)be;
+  if (beta == 0.0f)
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i];
+  else if (beta == 1.0f)
+    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+  else
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i] + beta * y[i];
+}
+
+void dd_cpu_scale(dd_backend *be, int64_t n, float alpha, const float *x, float *y) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i];
+}
+
+double dd_cpu_dot(dd_backend *be, int64_t n, const float *x, const float *y) {
+  (void)be;
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)x[i] * y[i];
+  return s;
+}
+
+double dd_cpu_asum(dd_backend *be, int64_t n, const float *x) {
+  (void)be;
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += fabs((double)x[i]);
+  return s;
+}
+
+/* ---- convolution: im2col + GEMM, one image per task ------------------------------------------ */
+
+static int conv_is_1x1(const dd_conv_desc *d) {
+  return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+/* Per-thread workspace layout: [col: K * HW][dw partial: out_c * K][db partial: out_c] with
+ * K = (c / group) * kh * kw. */
+static int64_t conv_k(const dd_conv_desc *d) { return (int64_t)(d->c / d->group) * d->kh * d->kw; }
+static int64_t conv_hw(const dd_conv_desc *d) { return (int64_t)d->out_h * d->out_w; }
+static int64_t conv_ws_floats(const dd_conv_desc *d) {
+  return conv_k(d) * conv_hw(d) + (int64_t)d->out_c * conv_k(d) + d->out_c;
+}
+
+size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
+  return (size_t)threads_of(be) * (size_t)conv_ws_floats(d) * sizeof(float);
+}
+
+/* col (K, out_h * out_w) from the channels [c0, c0 + cg) of one image x (C, H, W). */
+static void im2col(const dd_conv_desc *d, const float *x, int c0, int cg, float *col) {
+  int64_t hw = conv_hw(d);
+  for (int c = 0; c < cg; c++) {
+    const float *xc = x + (int64_t)(c0 + c) * d->h * d->w;
+    for (int ki = 0; ki < d->kh; ki++)
+      for (int kj = 0; kj < d->kw; kj++) {
+        float *row = col + ((int64_t)(c * d->kh + ki) * d->kw + kj) * hw;
+        for (int oh = 0; oh < d->out_h; oh++) {
+          int ih = oh * d->sh - d->ph + ki * d->dh;
+          float *r = row + (int64_t)oh * d->out_w;
+          if (ih < 0 || ih >= d->h) {
+            memset(r, 0, (size_t)d->out_w * sizeof *r);
+            continue;
+          }
+          const float *xr = xc + (int64_t)ih * d->w;
+          int iw = -d->pw + kj * d->dw;
+          if (d->sw == 1 && iw >= 0 && iw + d->out_w <= d->w) {
+            memcpy(r, xr + iw, (size_t)d->out_w * sizeof *r);
+            continue;
+          }
+          for (int ow = 0; ow < d->out_w; ow++, iw += d->sw) r[ow] = (iw >= 0 && iw < d->w) ? xr[iw] : 0.0f;
+        }
+      }
+  }
+}
+
+/* Adds col (K, out_h * out_w) back into the channels [c0, c0 + cg) of one image dx. */
+static void col2im_add(const dd_conv_desc *d, const float *col, int c0, int cg, float *dx) {
+  int64_t hw = conv_hw(d);
+  for (int c = 0; c < cg; c++) {
+    float *xc = dx + (int64_t)(c0 + c) * d->h * d->w;
+    for (int ki = 0; ki < d->kh; ki++)
+      for (int kj = 0; kj < d->kw; kj++) {
+        const float *row = col + ((int64_t)(c * d->kh + ki) * d->kw + kj) * hw;
+        for (int oh = 0; oh < d->out_h; oh++) {
+          int ih = oh * d->sh - d->ph + ki * d->dh;
+          if (ih < 0 || ih >= d->h) continue;
+          const float *r = row + (int64_t)oh * d->out_w;
+          float *xr = xc + (int64_t)ih * d->w;
+          int iw = -d->pw + kj * d->dw;
+          for (int ow = 0; ow < d->out_w; ow++, iw += d->sw)
+            if (iw >= 0 && iw < d->w) xr[iw] += r[ow];
+        }
+      }
+  }
+}
+
+typedef struct {
+  const dd_conv_desc *d;
+  float *y, *dx, *dw, *dbias;
+  const float *x, *w, *bias, *dy;
+  float *ws;
+} conv_job;
+
+static void conv_fwd_task(void *ctx, int n, int t) {
+  conv_job *j = ctx;
+  const dd_conv_desc *d = j->d;
+  int64_t hw = conv_hw(d), k = conv_k(d), ocg = d->out_c / d->group, cg = d->c / d->group;
+  float *col = j->ws + (int64_t)t * conv_ws_floats(d);
+  const float *x = j->x + (int64_t)n * d->c * d->h * d->w;
+  float *y = j->y + (int64_t)n * d->out_c * hw;
+  for (int g = 0; g < d->group; g++) {
+    const float *src = x + (int64_t)g * cg * d->h * d->w;
+    if (!conv_is_1x1(d)) {
+      im2col(d, x, (int)(g * cg), (int)cg, col);
+      src = col;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ocg, (int)hw, (int)k, 1.0f,
+                j->w + g * ocg * k, (int)k, src, (int)hw, 0.0f, y + g * ocg * hw, (int)hw);
+  }
+  if (j->bias)
+    for (int oc = 0; oc < d->out_c; oc++) {
+      float b = j->bias[oc], *yr = y + oc * hw;
+      for (int64_t i = 0; i < hw; i++) yr[i] += b;
+    }
+}
+
+void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x,
+                         const float *w, const float *bias, void *ws) {
+  conv_job j = {.d = d, .y = y, .x = x, .w = w, .bias = bias, .ws = ws};
+  dd_threadpool_run(pool_of(be), d->n, conv_fwd_task, &j);
+}
+
+static void conv_bwd_data_task(void *ctx, int n, int t) {
+  conv_job *j = ctx;
+  const dd_conv_desc *d = j->d;
+  int64_t hw = conv_hw(d), k = conv_k(d), ocg = d->out_c / d->group, cg = d->c / d->group;
+  float *col = j->ws + (int64_t)t * conv_ws_floats(d);
+  float *dx = j->dx + (int64_t)n * d->c * d->h * d->w;
+  const float *dy = j->dy + (int64_t)n * d->out_c * hw;
+  if (conv_is_1x1(d)) {
+    for (int g = 0; g < d->group; g++)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)hw, (int)ocg, 1.0f,
+                  j->w + g * ocg * k, (int)k, dy + g * ocg * hw, (int)hw, 0.0f,
+                  dx + (int64_t)g * cg * d->h * d->w, (int)hw);
+    return;
+  }
+  memset(dx, 0, (size_t)d->c * d->h * d->w * sizeof *dx);
+  for (int g = 0; g < d->group; g++) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)hw, (int)ocg, 1.0f,
+                j->w + g * ocg * k, (int)k, dy + g * ocg * hw, (int)hw, 0.0f, col, (int)hw);
+    col2im_add(d, col, (int)(g * cg), (int)cg, dx);
+  }
+}
+
+void dd_cpu_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy,
+                               const float *w, void *ws) {
+  conv_job j = {.d = d, .dx = dx, .dy = dy, .w = w, .ws = ws};
+  dd_threadpool_run(pool_of(be), d->n, conv_bwd_data_task, &j);
+}
+
+/* One task per thread: thread t handles images t, t + T, ... into its own partial sums. */
+typedef struct {
+  conv_job j;
+  int threads;
+} conv_filter_job;
+
+static void conv_bwd_filter_task(void *ctx, int t, int thread) {
+  (void)thread;
+  conv_filter_job *fj = ctx;
+  conv_job *j = &fj->j;
+  const dd_conv_desc *d = j->d;
+  int64_t hw = conv_hw(d), k = conv_k(d), ocg = d->out_c / d->group, cg = d->c / d->group;
+  float *col = j->ws + (int64_t)t * conv_ws_floats(d);
+  float *pdw = col + k * hw, *pdb = pdw + (int64_t)d->out_c * k;
+  memset(pdw, 0, (size_t)(d->out_c * k + d->out_c) * sizeof *pdw);
+  for (int n = t; n < d->n; n += fj->threads) {
+    const float *x = j->x + (int64_t)n * d->c * d->h * d->w;
+    const float *dy = j->dy + (int64_t)n * d->out_c * hw;
+    for (int g = 0; g < d->group; g++) {
+      const float *src = x + (int64_t)g * cg * d->h * d->w;
+      if (!conv_is_1x1(d)) {
+        im2col(d, x, (int)(g * cg), (int)cg, col);
+        src = col;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ocg, (int)k, (int)hw, 1.0f,
+                  dy + g * ocg * hw, (int)hw, src, (int)hw, 1.0f, pdw + g * ocg * k, (int)k);
+    }
+    if (j->dbias)
+      for (int oc = 0; oc < d->out_c; oc++) {
+        const float *r = dy + oc * hw;
+        double s = 0;
+        for (int64_t i = 0; i < hw; i++) s += r[i];
+        pdb[oc] += (float)s;
+      }
+  }
+}
+
+void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
+                                 const float *dy, const float *x, void *ws) {
+  int threads = threads_of(be);
+  if (threads > d->n) threads = d->n;
+  conv_filter_job fj = {{.d = d, .dw = dw, .dbias = dbias, .dy = dy, .x = x, .ws = ws}, threads};
+  dd_threadpool_run(pool_of(be), threads, conv_bwd_filter_task, &fj);
+  int64_t k = conv_k(d), hw = conv_hw(d), wcount = (int64_t)d->out_c * k;
+  for (int t = 0; t < threads; t++) {
+    const float *pdw = (const float *)ws + (int64_t)t * conv_ws_floats(d) + k * hw;
+    for (int64_t i = 0; i < wcount; i++) dw[i] += pdw[i];
+    if (dbias)
+      for (int oc = 0; oc < d->out_c; oc++) dbias[oc] += pdw[wcount + oc];
+  }
+}
+
+/* ---- pooling: one (n, c) plane per task ------------------------------------------------------ */
+
+typedef struct {
+  const dd_pool_desc *d;
+  float *y, *dx;
+  const float *x, *dy;
+  int32_t *mask;
+  const int32_t *cmask;
+} pool_job;
+
+static void pool_fwd_task(void *ctx, int plane, int t) {
+  (void)t;
+  pool_job *j = ctx;
+  const dd_pool_desc *d = j->d;
+  const float *x = j->x + (int64_t)plane * d->h * d->w;
+  float *y = j->y + (int64_t)plane * d->out_h * d->out_w;
+  int32_t *mask = j->mask ? j->mask + (int64_t)plane * d->out_h * d->out_w : NULL;
+  for (int oh = 0; oh < d->out_h; oh++)
+    for (int ow = 0; ow < d->out_w; ow++) {
+      int hs = oh * d->sh - d->ph, ws = ow * d->sw - d->pw;
+      int he, we;
+      if (d->method == 0) {
+        he = hs + d->kh < d->h ? hs + d->kh : d->h;
+        we = ws + d->kw < d->w ? ws + d->kw : d->w;
+        if (hs < 0) hs = 0;
+        if (ws < 0) ws = 0;
+        float best = -FLT_MAX;
+        int arg = -1;
+        for (int h = hs; h < he; h++)
+          for (int w = ws; w < we; w++)
+            if (x[h * d->w + w] > best) {
+              best = x[h * d->w + w];
+              arg = h * d->w + w;
+            }
+        y[oh * d->out_w + ow] = best;
+        if (mask) mask[oh * d->out_w + ow] = arg;
+      } else {
+        he = hs + d->kh < d->h + d->ph ? hs + d->kh : d->h + d->ph;
+        we = ws + d->kw < d->w + d->pw ? ws + d->kw : d->w + d->pw;
+        int size = (he - hs) * (we - ws);
+        if (hs < 0) hs = 0;
+        if (ws < 0) ws = 0;
+        if (he > d->h) he = d->h;
+        if (we > d->w) we = d->w;
+        float s = 0;
+        for (int h = hs; h < he; h++)
+          for (int w = ws; w < we; w++) s += x[h * d->w + w];
+        y[oh * d->out_w + ow] = s / (float)size;
+      }
+    }
+}
+
+void dd_cpu_pool_forward(dd_backend *be, const dd_pool_desc *d, float *y, int32_t *mask,
+                         const float *x) {
+  pool_job j = {.d = d, .y = y, .x = x, .mask = mask};
+  dd_threadpool_run(pool_of(be), d->n * d->c, pool_fwd_task, &j);
+}
+
+static void pool_bwd_task(void *ctx, int plane, int t) {
+  (void)t;
+  pool_job *j = ctx;
+  const dd_pool_desc *d = j->d;
+  float *dx = j->dx + (int64_t)plane * d->h * d->w;
+  const float *dy = j->dy + (int64_t)plane * d->out_h * d->out_w;
+  memset(dx, 0, (size_t)d->h * d->w * sizeof *dx);
+  if (d->method == 0) {
+    const int32_t *mask = j->cmask + (int64_t)plane * d->out_h * d->out_w;
+    for (int i = 0; i < d->out_h * d->out_w; i++)
+      if (mask[i] >= 0) dx[mask[i]] += dy[i];
+    return;
+  }
+  for (int oh = 0; oh < d->out_h; oh++)
+    for (int ow = 0; ow < d->out_w; ow++) {
+      int hs = oh * d->sh - d->ph, ws = ow * d->sw - d->pw;
+      int he = hs + d->kh < d->h + d->ph ? hs + d->kh : d->h + d->ph;
+      int we = ws + d->kw < d->w + d->pw ? ws + d->kw : d->w + d->pw;
+      int size = (he - hs) * (we - ws);
+      if (hs < 0) hs = 0;
+      if (ws < 0) ws = 0;
+      if (he > d->h) he = d->h;
+      if (we > d->w) we = d->w;
+      float g = dy[oh * d->out_w + ow] / (float)size;
+      for (int h = hs; h < he; h++)
+        for (int w = ws; w < we; w++) dx[h * d->w + w] += g;
+    }
+}
+
+void dd_cpu_pool_backward(dd_backend *be, const dd_pool_desc *d, float *dx, const float *dy,
+                          const int32_t *mask) {
+  pool_job j = {.d = d, .dx = dx, .dy = dy, .cmask = mask};
+  dd_threadpool_run(pool_of(be), d->n * d->c, pool_bwd_task, &j);
+}
+
+/* ---- BatchNorm: one channel per task -------------------------------------------------------- */
+
+typedef struct {
+  int n, c, s, global;
+  float *y, *dx, *mean, *inv_std, *mean_sum, *var_sum, *factor;
+  const float *x, *dy, *cy, *cmean_sum, *cvar_sum, *cfactor, *cinv_std;
+  float maf, eps;
+} bn_job;
+
+static void bn_train_task(void *ctx, int ch, int t) {
+  (void)t;
+  bn_job *j = ctx;
+  int64_t m = (int64_t)j->n * j->s;
+  double sum = 0;
+  for (int i = 0; i < j->n; i++) {
+    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) sum += x[k];
+  }
+  float mean = (float)(sum / (double)m);
+  double sq = 0;
+  for (int i = 0; i < j->n; i++) {
+    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) {
+      double v = (double)x[k] - mean;
+      sq += v * v;
+    }
+  }
+  float var = (float)(sq / (double)m);
+  float inv = 1.0f / sqrtf(var + j->eps);
+  for (int i = 0; i < j->n; i++) {
+    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
+    float *y = j->y + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) y[k] = (x[k] - mean) * inv;
+  }
+  j->mean[ch] = mean;
+  j->inv_std[ch] = inv;
+  float corr = m > 1 ? (float)m / (float)(m - 1) : 1.0f;
+  j->mean_sum[ch] = mean + j->maf * j->mean_sum[ch];
+  j->var_sum[ch] = corr * var + j->maf * j->var_sum[ch];
+}
+
+void dd_cpu_bn_forward_train(dd_backend *be, int n, int c, int s, float *y, const float *x,
+                             float *mean, float *inv_std, float *mean_sum, float *var_sum,
+                             float *factor, float maf, float eps) {
+  bn_job j = {.n = n, .c = c, .s = s, .y = y, .x = x, .mean = mean, .inv_std = inv_std,
+              .mean_sum = mean_sum, .var_sum = var_sum, .maf = maf, .eps = eps};
+  dd_threadpool_run(pool_of(be), c, bn_train_task, &j);
+  factor[0] = factor[0] * maf + 1.0f;
+}
+
+static void bn_global_task(void *ctx, int ch, int t) {
+  (void)t;
+  bn_job *j = ctx;
+  float sc = j->cfactor[0] == 0.0f ? 0.0f : 1.0f / j->cfactor[0];
+  float mean = j->cmean_sum[ch] * sc, var = j->cvar_sum[ch] * sc;
+  float inv = 1.0f / sqrtf(var + j->eps);
+  for (int i = 0; i < j->n; i++) {
+    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
+    float *y = j->y + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) y[k] = (x[k] - mean) * inv;
+  }
+  j->mean[ch] = mean;
+  j->inv_std[ch] = inv;
+}
+
+void dd_cpu_bn_forward_global(dd_backend *be, int n, int c, int s, float *y, const float *x,
+                              float *mean, float *inv_std, const float *mean_sum,
+                              const float *var_sum, const float *factor, float eps) {
+  bn_job j = {.n = n, .c = c, .s = s, .y = y, .x = x, .mean = mean, .inv_std = inv_std,
+              .cmean_sum = mean_sum, .cvar_sum = var_sum, .cfactor = factor, .eps = eps};
+  dd_threadpool_run(pool_of(be), c, bn_global_task, &j);
+}
+
+static void bn_bwd_task(void *ctx, int ch, int t) {
+  (void)t;
+  bn_job *j = ctx;
+  float inv = j->cinv_std[ch];
+  if (j->global) {
+    for (int i = 0; i < j->n; i++) {
+      const float *dy = j->dy + ((int64_t)i * j->c + ch) * j->s;
+      float *dx = j->dx + ((int64_t)i * j->c + ch) * j->s;
+      for (int k = 0; k < j->s; k++) dx[k] = dy[k] * inv;
+    }
+    return;
+  }
+  int64_t m = (int64_t)j->n * j->s;
+  double sdy = 0, sdyy = 0;
+  for (int i = 0; i < j->n; i++) {
+    const float *dy = j->dy + ((int64_t)i * j->c + ch) * j->s;
+    const float *y = j->cy + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) {
+      sdy += dy[k];
+      sdyy += (double)dy[k] * y[k];
+    }
+  }
+  float mdy = (float)(sdy / (double)m), mdyy = (float)(sdyy / (double)m);
+  for (int i = 0; i < j->n; i++) {
+    const float *dy = j->dy + ((int64_t)i * j->c + ch) * j->s;
+    const float *y = j->cy + ((int64_t)i * j->c + ch) * j->s;
+    float *dx = j->dx + ((int64_t)i * j->c + ch) * j->s;
+    for (int k = 0; k < j->s; k++) dx[k] = (dy[k] - mdy - y[k] * mdyy) * inv;
+  }
+}
+
+void dd_cpu_bn_backward(dd_backend *be, int n, int c, int s, float *dx, const float *dy,
+                        const float *y, const float *inv_std, int global) {
+  bn_job j = {.n = n, .c = c, .s = s, .dx = dx, .dy = dy, .cy = y, .cinv_std = inv_std, .global = global};
+  dd_threadpool_run(pool_of(be), c, bn_bwd_task, &j);
+}
+
+/* ---- per-channel scale and bias --------------------------------------------------------------- */
+
+void dd_cpu_channel_affine(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, float *y,
+                           const float *x, const float *scale, const float *bias) {
+  (void)be;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t d = 0; d < dim; d++) {
+      const float *xr = x + (o * dim + d) * inner;
+      float *yr = y + (o * dim + d) * inner;
+      float s = scale ? scale[d] : 1.0f, b = bias ? bias[d] : 0.0f;
+      for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + b;
+    }
+}
+
+void dd_cpu_channel_affine_backward(dd_backend *be, int64_t outer, int64_t dim, int64_t inner,
+                                    float *dx, float *dscale, float *dbias, const float *dy,
+                                    const float *x, const float *scale) {
+  (void)be;
+  for (int64_t d = 0; d < dim; d++) {
+    double ss = 0, sb = 0;
+    float s = scale ? scale[d] : 1.0f;
+    for (int64_t o = 0; o < outer; o++) {
+      const float *dyr = dy + (o * dim + d) * inner;
+      const float *xr = x ? x + (o * dim + d) * inner : NULL;
+      if (dscale)
+        for (int64_t i = 0; i < inner; i++) ss += (double)dyr[i] * xr[i];
+      if (dbias)
+        for (int64_t i = 0; i < inner; i++) sb += dyr[i];
+    }
+    if (dscale) dscale[d] += (float)ss;
+    if (dbias) dbias[d] += (float)sb;
+    if (dx)
+      for (int64_t o = 0; o < outer; o++) {
+        const float *dyr = dy + (o * dim + d) * inner;
+        float *dxr = dx + (o * dim + d) * inner;
+        for (int64_t i = 0; i < inner; i++) dxr[i] = dyr[i] * s;
+      }
+  }
+}
+
+/* ---- elementwise -------------------------------------------------------------------------- */
+
+void dd_cpu_relu_forward(dd_backend *be, int64_t n, float *y, const float *x, float slope) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : x[i] * slope;
+}
+
+void dd_cpu_relu_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const float *x,
+                          float slope) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : dy[i] * slope;
+}
+
+void dd_cpu_mul(dd_backend *be, int64_t n, float *y, const float *a, const float *b) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+void dd_cpu_max_update(dd_backend *be, int64_t n, float *y, int32_t *argmax, const float *x,
+                       int32_t index) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++)
+    if (x[i] > y[i]) {
+      y[i] = x[i];
+      argmax[i] = index;
+    }
+}
+
+void dd_cpu_max_backward(dd_backend *be, int64_t n, float *dx, const float *dy,
+                         const int32_t *argmax, int32_t index) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) dx[i] = argmax[i] == index ? dy[i] : 0.0f;
+}
+
+void dd_cpu_dropout_forward(dd_backend *be, int64_t n, float *y, float *mask, const float *x,
+                            uint64_t seed, float ratio, float scale) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) {
+    float u = (float)(dd_hash64(seed, (uint64_t)i) >> 40) * (1.0f / 16777216.0f);
+    float keep = u >= ratio ? 1.0f : 0.0f;
+    mask[i] = keep;
+    y[i] = x[i] * keep * scale;
+  }
+}
+
+/* ---- softmax and losses ------------------------------------------------------------------- */
+
+void dd_cpu_softmax_forward(dd_backend *be, int64_t outer, int64_t ch, int64_t inner, float *y,
+                            const float *x) {
+  (void)be;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const float *xp = x + o * ch * inner + i;
+      float *yp = y + o * ch * inner + i;
+      float mx = -FLT_MAX;
+      for (int64_t c = 0; c < ch; c++)
+        if (xp[c * inner] > mx) mx = xp[c * inner];
+      float sum = 0;
+      for (int64_t c = 0; c < ch; c++) {
+        yp[c * inner] = expf(xp[c * inner] - mx);
+        sum += yp[c * inner];
+      }
+      for (int64_t c = 0; c < ch; c++) yp[c * inner] /= sum;
+    }
+}
+
+void dd_cpu_softmax_backward(dd_backend *be, int64_t outer, int64_t ch, int64_t inner, float *dx,
+                             const float *dy, const float *y) {
+  (void)be;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const float *dyp = dy + o * ch * inner + i, *yp = y + o * ch * inner + i;
+      float *dxp = dx + o * ch * inner + i;
+      float dot = 0;
+      for (int64_t c = 0; c < ch; c++) dot += dyp[c * inner] * yp[c * inner];
+      for (int64_t c = 0; c < ch; c++) dxp[c * inner] = (dyp[c * inner] - dot) * yp[c * inner];
+    }
+}
+
+double dd_cpu_xent_forward(dd_backend *be, int64_t outer, int64_t ch, int64_t inner,
+                           const float *prob, const float *label, int has_ignore,
+                           int ignore_label, int64_t *valid) {
+  (void)be;
+  double loss = 0;
+  int64_t count = 0;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int l = (int)label[o * inner + i];
+      if (has_ignore && l == ignore_label) continue;
+      if (l < 0 || l >= ch) l = 0; /* validated by the layer before the call */
+      float p = prob[(o * ch + l) * inner + i];
+      loss -= log(p > FLT_MIN ? p : FLT_MIN);
+      count++;
+    }
+  *valid = count;
+  return loss;
+}
+
+void dd_cpu_xent_backward(dd_backend *be, int64_t outer, int64_t ch, int64_t inner, float *dx,
+                          const float *prob, const float *label, int has_ignore, int ignore_label,
+                          float scale) {
+  (void)be;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int l = (int)label[o * inner + i];
+      float *dxp = dx + o * ch * inner + i;
+      const float *pp = prob + o * ch * inner + i;
+      if (has_ignore && l == ignore_label) {
+        for (int64_t c = 0; c < ch; c++) dxp[c * inner] = 0;
+        continue;
+      }
+      for (int64_t c = 0; c < ch; c++) dxp[c * inner] = (pp[c * inner] - (c == l ? 1.0f : 0.0f)) * scale;
+    }
+}
+
+void dd_cpu_accuracy(dd_backend *be, int64_t outer, int64_t ch, int64_t inner, const float *x,
+                     const float *label, int top_k, int has_ignore, int ignore_label,
+                     int64_t *correct, int64_t *valid, float *pc_correct, float *pc_total) {
+  (void)be;
+  int64_t ok = 0, n = 0;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int l = (int)label[o * inner + i];
+      if (has_ignore && l == ignore_label) continue;
+      if (l < 0 || l >= ch) continue;
+      n++;
+      if (pc_total) pc_total[l] += 1;
+      const float *xp = x + o * ch * inner + i;
+      float v = xp[(int64_t)l * inner];
+      int better = 0;
+      for (int64_t c = 0; c < ch; c++)
+        if (xp[c * inner] > v) better++;
+      if (better < top_k) {
+        ok++;
+        if (pc_correct) pc_correct[l] += 1;
+      }
+    }
+  *correct = ok;
+  *valid = n;
+}
+
+double dd_cpu_kd_forward_backward(dd_backend *be, int64_t outer, int64_t ch, const float *s,
+                                  const float *t, float temp, float *ds, float scale) {
+  (void)be;
+  double total = 0;
+  for (int64_t o = 0; o < outer; o++) {
+    const float *sr = s + o * ch, *tr = t + o * ch;
+    double ms = -DBL_MAX, mt = -DBL_MAX;
+    for (int64_t c = 0; c < ch; c++) {
+      if (sr[c] / temp > ms) ms = sr[c] / temp;
+      if (tr[c] / temp > mt) mt = tr[c] / temp;
+    }
+    double zs = 0, zt = 0;
+    for (int64_t c = 0; c < ch; c++) {
+      zs += exp(sr[c] / temp - ms);
+      zt += exp(tr[c] / temp - mt);
+    }
+    double lzs = log(zs), lzt = log(zt), kl = 0;
+    for (int64_t c = 0; c < ch; c++) {
+      double lq = sr[c] / temp - ms - lzs, lp = tr[c] / temp - mt - lzt, p = exp(lp);
+      kl += p * (lp - lq);
+      if (ds) ds[o * ch + c] = (float)(scale * temp * (exp(lq) - p));
+    }
+    total += (double)temp * temp * kl;
+  }
+  return total;
+}
+
+void dd_cpu_copy_rows(dd_backend *be, int64_t rows, int64_t cols, float *dst, int64_t dst_stride,
+                      const float *src, int64_t src_stride, int accumulate) {
+  (void)be;
+  for (int64_t r = 0; r < rows; r++) {
+    float *d = dst + r * dst_stride;
+    const float *s = src + r * src_stride;
+    if (accumulate)
+      for (int64_t i = 0; i < cols; i++) d[i] += s[i];
+    else
+      memcpy(d, s, (size_t)cols * sizeof *d);
+  }
+}
+
+/* ---- solvers ---------------------------------------------------------------------------------- */
+
+void dd_cpu_regularize(dd_backend *be, int64_t n, float *g, const float *w, float decay, int l1) {
+  (void)be;
+  if (l1)
+    for (int64_t i = 0; i < n; i++) g[i] += decay * (float)((w[i] > 0) - (w[i] < 0));
+  else
+    for (int64_t i = 0; i < n; i++) g[i] += decay * w[i];
+}
+
+void dd_cpu_sgd_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate,
+                       float momentum, int nesterov) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) {
+    float prev = h[i];
+    h[i] = momentum * h[i] + rate * g[i];
+    g[i] = nesterov ? (1.0f + momentum) * h[i] - momentum * prev : h[i];
+    w[i] -= g[i];
+  }
+}
+
+void dd_cpu_adam_update(dd_backend *be, int64_t n, float *w, float *g, float *m, float *v,
+                        float rate, float b1, float b2, float eps, int t) {
+  (void)be;
+  float corr = sqrtf(1.0f - powf(b2, (float)t)) / (1.0f - powf(b1, (float)t));
+  for (int64_t i = 0; i < n; i++) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    g[i] = rate * corr * m[i] / (sqrtf(v[i]) + eps);
+    w[i] -= g[i];
+  }
+}
+
+void dd_cpu_adagrad_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate,
+                           float eps, float rms_decay, int rmsprop) {
+  (void)be;
+  for (int64_t i = 0; i < n; i++) {
+    if (rmsprop)
+      h[i] = rms_decay * h[i] + (1.0f - rms_decay) * g[i] * g[i];
+    else
+      h[i] += g[i] * g[i];
+    g[i] = rate * g[i] / (sqrtf(h[i]) + eps);
+    w[i] -= g[i];
+  }
+}
