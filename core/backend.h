@@ -65,7 +65,8 @@ typedef struct dd_backend_ops {
   /* dx = conv_transpose(dy, w) */
   void (*conv_backward_data)(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy,
                              const float *w, void *ws);
-  /* accumulates: dw += corr(x, dy); dbias += sum over N, H, W of dy (dbias may be NULL) */
+  /* accumulates: dw += corr(x, dy) (dw may be NULL); dbias += sum over N, H, W of dy (dbias
+   * may be NULL) */
   void (*conv_backward_filter)(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
                                const float *dy, const float *x, void *ws);
 

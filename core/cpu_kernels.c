@@ -202,14 +202,14 @@ static void conv_bwd_filter_task(void *ctx, int t, int thread) {
   for (int n = t; n < d->n; n += fj->threads) {
     const float *x = j->x + (int64_t)n * d->c * d->h * d->w;
     const float *dy = j->dy + (int64_t)n * d->out_c * hw;
-    for (int g = 0; g < d->group; g++) {
+    for (int g = 0; g < d->group && j->dw; g++) {
       const float *src = x + (int64_t)g * cg * d->h * d->w;
       if (!conv_is_1x1(d)) {
         im2col(d, x, (int)(g * cg), (int)cg, col);
         src = col;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ocg, (int)k, (int)hw, 1.0f,
-                  dy + g * ocg * hw, (int)hw, src, (int)hw, 1.0f, pdw + g * ocg * k, (int)k);
+                    dy + g * ocg * hw, (int)hw, src, (int)hw, 1.0f, pdw + g * ocg * k, (int)k);
     }
     if (j->dbias)
       for (int oc = 0; oc < d->out_c; oc++) {
@@ -230,7 +230,8 @@ void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *d
   int64_t k = conv_k(d), hw = conv_hw(d), wcount = (int64_t)d->out_c * k;
   for (int t = 0; t < threads; t++) {
     const float *pdw = (const float *)ws + (int64_t)t * conv_ws_floats(d) + k * hw;
-    for (int64_t i = 0; i < wcount; i++) dw[i] += pdw[i];
+    if (dw)
+      for (int64_t i = 0; i < wcount; i++) dw[i] += pdw[i];
     if (dbias)
       for (int oc = 0; oc < d->out_c; oc++) dbias[oc] += pdw[wcount + oc];
   }

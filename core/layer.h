@@ -2,17 +2,21 @@
  * one registration table (core/layers/registry.c) mapping the prototxt's `type` string to it.
  * Adding a layer = one new file + one line in DD_LAYER_TABLE.
  *
- * For now a layer kind knows its arity and its shape logic (top and parameter shapes from bottom
- * shapes, with Caffe's rules and checks); the engine adds forward and backward to the same table.
- * The shape logic is the one place each layer's shapes are computed: `distilld check` uses it on
- * its own, and the engine's reshape calls it. */
+ * A layer kind knows its arity, its shape logic (top and parameter shapes from bottom shapes,
+ * with Caffe's rules and checks), its parameter fillers, and its forward and backward passes,
+ * which do all numeric work through the backend table (backend.h). The shape logic is the one
+ * place each layer's shapes are computed: `distilld check` uses it on its own, and the net's
+ * reshape calls it. */
 #ifndef DD_LAYER_H
 #define DD_LAYER_H
 
 #include <stddef.h>
 
+#include "backend.h"
 #include "caffe.pb-c.h"
+#include "rng.h"
 #include "shape.h"
+#include "tensor.h"
 
 #define DD_MAX_LAYER_PARAMS 4
 
@@ -29,6 +33,29 @@ typedef struct {
   size_t errlen;
 } dd_shape_ctx;
 
+typedef struct dd_layer dd_layer;
+
+/* A layer instance in a net. Tensors are owned by the net; `priv` by the layer. */
+struct dd_layer {
+  const struct dd_layer_ops *ops;
+  const Caffe__LayerParameter *lp;
+  const char *name;
+  dd_backend *be;
+  Caffe__Phase phase;
+  int nb, nt;
+  dd_tensor **bottom, **top;
+  /* Backward computes bottom[i]'s diff only where propagate_down[i]. */
+  unsigned char *propagate_down;
+  int n_params;
+  dd_tensor *params[DD_MAX_LAYER_PARAMS];
+  /* Backward accumulates param[i]'s diff only where param_propagate_down[i] (lr_mult != 0). */
+  unsigned char param_propagate_down[DD_MAX_LAYER_PARAMS];
+  float *loss_weight; /* nt */
+  void *priv;         /* ops->priv_size bytes, zeroed, freed by the net */
+  uint64_t seed;      /* per-layer seed (dropout masks) */
+  const int64_t *iter; /* the owning net's forward counter */
+};
+
 typedef struct dd_layer_ops {
   const char *type;
   int min_bottoms, max_bottoms; /* max -1: any number */
@@ -38,6 +65,20 @@ typedef struct dd_layer_ops {
   /* Fills tops, params and n_params; returns 0, or DD_EINVAL / DD_ESHAPE with a message (without
    * the layer's name: the caller adds it). */
   int (*shape)(dd_shape_ctx *c);
+  /* The filler for parameter `index` (NULL: the layer has no such parameter); `dflt` is scratch
+   * a layer may fill and return for a default that is not in the prototxt. */
+  const Caffe__FillerParameter *(*filler)(const Caffe__LayerParameter *lp, int index,
+                                          Caffe__FillerParameter *dflt);
+  size_t priv_size;
+  /* Called after the tops and params have their shapes, and again after every reshape:
+   * (re)allocates backend buffers (workspaces, masks). Returns 0 or DD_ENOMEM / DD_EINVAL with a
+   * message. May be NULL. */
+  int (*setup)(dd_layer *l, char *err, size_t errlen);
+  void (*forward)(dd_layer *l);
+  /* NULL: the layer has no backward pass (data layers, Accuracy). */
+  void (*backward)(dd_layer *l);
+  /* Frees what setup allocated (not priv itself). May be NULL. */
+  void (*destroy)(dd_layer *l);
 } dd_layer_ops;
 
 /* The ops for a prototxt `type`, or NULL when distilld does not implement it. */
@@ -54,5 +95,18 @@ int dd_shape_bottoms_known(const dd_shape_ctx *c);
 int dd__axes_param_shape(dd_shape_ctx *c, int axis, int num_axes, dd_shape *out);
 /* Loss/Accuracy: the label count must be outer * inner of the prediction over the axis. */
 int dd__check_labels(dd_shape_ctx *c, int axis_param, int *axis_out);
+/* BatchNorm: whether it normalises with its stored statistics (use_global_stats, default TEST). */
+int dd_bn_uses_global(const dd_layer *l);
+/* Softmax-like layers: (outer, channels, inner) of bottom 0 around softmax_param.axis. */
+void dd__softmax_dims(const dd_layer *l, int64_t *outer, int64_t *ch, int64_t *inner);
+/* Writes a scalar from the host into a 1-element backend tensor's data. */
+void dd__set_scalar(dd_tensor *t, float v);
+/* Backend buffer helper for setup: (re)allocates *p to hold `bytes` (tracking the size in
+ * *cap). Returns 0 or DD_ENOMEM. */
+int dd__ensure_buffer(dd_backend *be, void **p, size_t *cap, size_t bytes);
+/* Product of shape dims [from, to). */
+static inline int64_t dd__count(const dd_tensor *t, int from, int to) {
+  return dd_shape_count_range(&t->shape, from, to);
+}
 
 #endif

@@ -20,4 +20,67 @@ static int batch_norm_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_batch_norm = {"BatchNorm", 1, 1, 1, 1, 0, batch_norm_shape};
+/* All three blobs start at zero (Caffe). */
+static const Caffe__FillerParameter *bn_filler(const Caffe__LayerParameter *lp, int i,
+                                               Caffe__FillerParameter *dflt) {
+  (void)lp;
+  (void)i;
+  return dflt; /* the caller's default: constant 0 */
+}
+
+typedef struct {
+  float *mean, *inv_std; /* C each, backend memory */
+  size_t cap_m, cap_i;
+  int n, c, s;
+} bn_priv;
+
+/* Caffe: use_global_stats defaults to (phase == TEST); an explicit value wins. */
+int dd_bn_uses_global(const dd_layer *l) {
+  const Caffe__BatchNormParameter *p = l->lp->batch_norm_param;
+  return p && p->has_use_global_stats ? p->use_global_stats : l->phase == CAFFE__PHASE__TEST;
+}
+
+static int bn_setup(dd_layer *l, char *err, size_t errlen) {
+  bn_priv *bp = l->priv;
+  const dd_shape *b = &l->bottom[0]->shape;
+  bp->n = (int)b->dims[0];
+  bp->c = b->ndim > 1 ? (int)b->dims[1] : 1;
+  bp->s = (int)dd_shape_count_range(b, 2, b->ndim);
+  size_t bytes = (size_t)bp->c * sizeof(float);
+  if (dd__ensure_buffer(l->be, (void **)&bp->mean, &bp->cap_m, bytes) ||
+      dd__ensure_buffer(l->be, (void **)&bp->inv_std, &bp->cap_i, bytes))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  return 0;
+}
+
+static void bn_forward(dd_layer *l) {
+  bn_priv *bp = l->priv;
+  const Caffe__BatchNormParameter *p = l->lp->batch_norm_param;
+  float eps = p ? p->eps : 1e-5f, maf = p ? p->moving_average_fraction : 0.999f;
+  if (dd_bn_uses_global(l))
+    l->be->ops->bn_forward_global(l->be, bp->n, bp->c, bp->s, l->top[0]->data, l->bottom[0]->data,
+                                  bp->mean, bp->inv_std, l->params[0]->data, l->params[1]->data,
+                                  l->params[2]->data, eps);
+  else
+    l->be->ops->bn_forward_train(l->be, bp->n, bp->c, bp->s, l->top[0]->data, l->bottom[0]->data,
+                                 bp->mean, bp->inv_std, l->params[0]->data, l->params[1]->data,
+                                 l->params[2]->data, maf, eps);
+}
+
+static void bn_backward(dd_layer *l) {
+  bn_priv *bp = l->priv;
+  if (!l->propagate_down[0]) return;
+  l->be->ops->bn_backward(l->be, bp->n, bp->c, bp->s, l->bottom[0]->diff, l->top[0]->diff,
+                          l->top[0]->data, bp->inv_std, dd_bn_uses_global(l));
+}
+
+static void bn_destroy(dd_layer *l) {
+  bn_priv *bp = l->priv;
+  if (bp->mean) l->be->ops->free(l->be, bp->mean);
+  if (bp->inv_std) l->be->ops->free(l->be, bp->inv_std);
+}
+
+const dd_layer_ops dd_layer_batch_norm = {
+    .type = "BatchNorm", .min_bottoms = 1, .max_bottoms = 1, .min_tops = 1, .max_tops = 1,
+    .shape = batch_norm_shape, .filler = bn_filler, .priv_size = sizeof(bn_priv), .setup = bn_setup,
+    .forward = bn_forward, .backward = bn_backward, .destroy = bn_destroy};

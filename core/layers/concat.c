@@ -26,4 +26,28 @@ static int concat_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_concat = {"Concat", 1, -1, 1, 1, 0, concat_shape};
+static int concat_axis(const dd_layer *l) {
+  const Caffe__ConcatParameter *p = l->lp->concat_param;
+  int axis = p ? (p->has_concat_dim ? (int)p->concat_dim : p->axis) : 1;
+  return dd_shape_axis(&l->top[0]->shape, axis);
+}
+
+static void concat_run(dd_layer *l, int backward) {
+  int a = concat_axis(l);
+  int64_t rows = dd__count(l->top[0], 0, a), tcols = dd__count(l->top[0], a, l->top[0]->shape.ndim), off = 0;
+  for (int i = 0; i < l->nb; i++) {
+    int64_t cols = dd__count(l->bottom[i], a, l->bottom[i]->shape.ndim);
+    if (!backward)
+      l->be->ops->copy_rows(l->be, rows, cols, l->top[0]->data + off, tcols, l->bottom[i]->data, cols, 0);
+    else if (l->propagate_down[i])
+      l->be->ops->copy_rows(l->be, rows, cols, l->bottom[i]->diff, cols, l->top[0]->diff + off, tcols, 0);
+    off += cols;
+  }
+}
+
+static void concat_forward(dd_layer *l) { concat_run(l, 0); }
+static void concat_backward(dd_layer *l) { concat_run(l, 1); }
+
+const dd_layer_ops dd_layer_concat = {
+    .type = "Concat", .min_bottoms = 1, .max_bottoms = -1, .min_tops = 1, .max_tops = 1,
+    .shape = concat_shape, .forward = concat_forward, .backward = concat_backward};

@@ -21,11 +21,9 @@ static int spatial(dd_shape_ctx *c, const char *what, size_t n, const uint32_t *
   return 0;
 }
 
-static int conv_shape(dd_shape_ctx *c) {
-  const Caffe__ConvolutionParameter *p = c->lp->convolution_param;
-  if (!p || !p->has_num_output || p->num_output == 0)
-    return dd_shape_fail(c, "convolution_param { num_output: N } is required and must be > 0");
-  int64_t k[2], pad[2], st[2], dil[2];
+/* Kernel, pad, stride and dilation from Caffe's fields; checks them. */
+static int geometry(dd_shape_ctx *c, const Caffe__ConvolutionParameter *p, int64_t k[2],
+                    int64_t pad[2], int64_t st[2], int64_t dil[2]) {
   int r;
   if ((r = spatial(c, "kernel", p->n_kernel_size, p->kernel_size, p->has_kernel_h, p->kernel_h,
                    p->has_kernel_w, p->kernel_w, 0, k)))
@@ -39,6 +37,16 @@ static int conv_shape(dd_shape_ctx *c) {
   if (st[0] <= 0 || st[1] <= 0) return dd_shape_fail(c, "stride must be > 0");
   if ((r = spatial(c, "dilation", p->n_dilation, p->dilation, 0, 0, 0, 0, 1, dil))) return r;
   if (dil[0] <= 0 || dil[1] <= 0) return dd_shape_fail(c, "dilation must be > 0");
+  return 0;
+}
+
+static int conv_shape(dd_shape_ctx *c) {
+  const Caffe__ConvolutionParameter *p = c->lp->convolution_param;
+  if (!p || !p->has_num_output || p->num_output == 0)
+    return dd_shape_fail(c, "convolution_param { num_output: N } is required and must be > 0");
+  int64_t k[2], pad[2], st[2], dil[2];
+  int r;
+  if ((r = geometry(c, p, k, pad, st, dil))) return r;
   if (p->group == 0) return dd_shape_fail(c, "group must be > 0");
   if (p->num_output % p->group)
     return dd_shape_fail(c, "num_output %u is not a multiple of group %u", p->num_output, p->group);
@@ -70,5 +78,60 @@ static int conv_shape(dd_shape_ctx *c) {
   return 0;
 }
 
+static const Caffe__FillerParameter *conv_filler(const Caffe__LayerParameter *lp, int i,
+                                                 Caffe__FillerParameter *dflt) {
+  (void)dflt;
+  return i == 0 ? lp->convolution_param->weight_filler : lp->convolution_param->bias_filler;
+}
+
+typedef struct {
+  dd_conv_desc d;
+  void *ws;
+  size_t ws_cap;
+} conv_priv;
+
+static int conv_setup(dd_layer *l, char *err, size_t errlen) {
+  conv_priv *cp = l->priv;
+  const Caffe__ConvolutionParameter *p = l->lp->convolution_param;
+  int64_t k[2], pad[2], st[2], dil[2];
+  dd_shape_ctx c = {.lp = l->lp, .err = err, .errlen = errlen};
+  if (geometry(&c, p, k, pad, st, dil)) return DD_EINVAL;
+  const dd_shape *b = &l->bottom[0]->shape, *t = &l->top[0]->shape;
+  cp->d = (dd_conv_desc){.n = (int)b->dims[0], .c = (int)b->dims[1], .h = (int)b->dims[2], .w = (int)b->dims[3],
+                         .out_c = (int)t->dims[1], .out_h = (int)t->dims[2], .out_w = (int)t->dims[3],
+                         .kh = (int)k[0], .kw = (int)k[1], .sh = (int)st[0], .sw = (int)st[1],
+                         .ph = (int)pad[0], .pw = (int)pad[1], .dh = (int)dil[0], .dw = (int)dil[1],
+                         .group = (int)p->group};
+  size_t bytes = l->be->ops->conv_workspace(l->be, &cp->d);
+  if (dd__ensure_buffer(l->be, &cp->ws, &cp->ws_cap, bytes))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for a %zu-byte convolution workspace", bytes);
+  return 0;
+}
+
+static void conv_forward(dd_layer *l) {
+  conv_priv *cp = l->priv;
+  l->be->ops->conv_forward(l->be, &cp->d, l->top[0]->data, l->bottom[0]->data, l->params[0]->data,
+                           l->n_params > 1 ? l->params[1]->data : NULL, cp->ws);
+}
+
+static void conv_backward(dd_layer *l) {
+  conv_priv *cp = l->priv;
+  float *dw = l->param_propagate_down[0] ? l->params[0]->diff : NULL;
+  float *db = l->n_params > 1 && l->param_propagate_down[1] ? l->params[1]->diff : NULL;
+  if (dw || db)
+    l->be->ops->conv_backward_filter(l->be, &cp->d, dw, db, l->top[0]->diff, l->bottom[0]->data, cp->ws);
+  if (l->propagate_down[0])
+    l->be->ops->conv_backward_data(l->be, &cp->d, l->bottom[0]->diff, l->top[0]->diff,
+                                   l->params[0]->data, cp->ws);
+}
+
+static void conv_destroy(dd_layer *l) {
+  conv_priv *cp = l->priv;
+  if (cp->ws) l->be->ops->free(l->be, cp->ws);
+}
+
 /* One bottom/top pair (Caffe allows several sharing the weights; no net here needs it). */
-const dd_layer_ops dd_layer_conv = {"Convolution", 1, 1, 1, 1, 0, conv_shape};
+const dd_layer_ops dd_layer_conv = {
+    .type = "Convolution", .min_bottoms = 1, .max_bottoms = 1, .min_tops = 1, .max_tops = 1,
+    .shape = conv_shape, .filler = conv_filler, .priv_size = sizeof(conv_priv), .setup = conv_setup,
+    .forward = conv_forward, .backward = conv_backward, .destroy = conv_destroy};

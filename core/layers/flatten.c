@@ -18,4 +18,17 @@ static int flatten_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_flatten = {"Flatten", 1, 1, 1, 1, 0, flatten_shape};
+/* The data does not move; Caffe shares the memory, distilld copies it (a flatten sits before an
+ * InnerProduct, where the copy is small). */
+static void flatten_forward(dd_layer *l) {
+  if (l->top[0] != l->bottom[0])
+    l->be->ops->copy(l->be, l->top[0]->data, l->bottom[0]->data, (size_t)l->top[0]->count * sizeof(float));
+}
+static void flatten_backward(dd_layer *l) {
+  if (l->propagate_down[0] && l->top[0] != l->bottom[0])
+    l->be->ops->copy(l->be, l->bottom[0]->diff, l->top[0]->diff, (size_t)l->top[0]->count * sizeof(float));
+}
+
+const dd_layer_ops dd_layer_flatten = {
+    .type = "Flatten", .min_bottoms = 1, .max_bottoms = 1, .min_tops = 1, .max_tops = 1,
+    .shape = flatten_shape, .forward = flatten_forward, .backward = flatten_backward};

@@ -32,4 +32,15 @@ static int image_data_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_image_data = {"ImageData", 0, 0, 1, 2, 0, image_data_shape};
+static int image_data_setup(dd_layer *l, char *err, size_t errlen) {
+  (void)l;
+  return dd_errorf(DD_EUNSUPPORTED, err, errlen,
+                   "the ImageData layer cannot run yet (the image pipeline is not built): feed the "
+                   "net through Input layers (distilld train/forward --input NAME=FILE.binaryproto)");
+}
+
+static void image_data_forward(dd_layer *l) { (void)l; }
+
+const dd_layer_ops dd_layer_image_data = {
+    .type = "ImageData", .min_bottoms = 0, .max_bottoms = 0, .min_tops = 1, .max_tops = 2,
+    .shape = image_data_shape, .setup = image_data_setup, .forward = image_data_forward};

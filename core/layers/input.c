@@ -25,4 +25,9 @@ static int input_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_input = {"Input", 0, 0, 1, -1, 0, input_shape};
+/* The data is whatever the caller put into the tops. */
+static void input_forward(dd_layer *l) { (void)l; }
+
+const dd_layer_ops dd_layer_input = {
+    .type = "Input", .min_bottoms = 0, .max_bottoms = 0, .min_tops = 1, .max_tops = -1,
+    .shape = input_shape, .forward = input_forward};

@@ -16,4 +16,45 @@ static int kd_loss_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_kd_loss = {"KDLoss", 2, 2, 1, 1, 1, kd_loss_shape};
+typedef struct {
+  float *ds; /* the student gradient, computed with the loss */
+  size_t cap;
+  int64_t outer, ch;
+} kd_priv;
+
+static float temperature(const dd_layer *l) {
+  return l->lp->distill_loss_param ? l->lp->distill_loss_param->temperature : 4.0f;
+}
+
+static int kd_setup(dd_layer *l, char *err, size_t errlen) {
+  kd_priv *kp = l->priv;
+  kp->outer = dd__count(l->bottom[0], 0, 1);
+  kp->ch = dd__count(l->bottom[0], 1, l->bottom[0]->shape.ndim);
+  if (dd__ensure_buffer(l->be, (void **)&kp->ds, &kp->cap, (size_t)l->bottom[0]->count * sizeof(float)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  return 0;
+}
+
+static void kd_forward(dd_layer *l) {
+  kd_priv *kp = l->priv;
+  double loss = l->be->ops->kd_forward_backward(l->be, kp->outer, kp->ch, l->bottom[0]->data, l->bottom[1]->data,
+                                                temperature(l), kp->ds, l->loss_weight[0] / (float)kp->outer);
+  dd__set_scalar(l->top[0], (float)(loss / (double)kp->outer));
+}
+
+static void kd_backward(dd_layer *l) {
+  kd_priv *kp = l->priv;
+  if (l->propagate_down[0])
+    l->be->ops->copy(l->be, l->bottom[0]->diff, kp->ds, (size_t)l->bottom[0]->count * sizeof(float));
+  /* the teacher's logits (bottom 1) never get a gradient */
+}
+
+static void kd_destroy(dd_layer *l) {
+  kd_priv *kp = l->priv;
+  if (kp->ds) l->be->ops->free(l->be, kp->ds);
+}
+
+const dd_layer_ops dd_layer_kd_loss = {
+    .type = "KDLoss", .min_bottoms = 2, .max_bottoms = 2, .min_tops = 1, .max_tops = 1, .is_loss = 1,
+    .shape = kd_loss_shape, .priv_size = sizeof(kd_priv), .setup = kd_setup, .forward = kd_forward,
+    .backward = kd_backward, .destroy = kd_destroy};

@@ -56,4 +56,49 @@ static int pooling_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_pooling = {"Pooling", 1, 1, 1, 2, 0, pooling_shape};
+typedef struct {
+  dd_pool_desc d;
+  int32_t *mask;
+  size_t mask_cap;
+} pool_priv;
+
+static int pooling_setup(dd_layer *l, char *err, size_t errlen) {
+  pool_priv *pp = l->priv;
+  const Caffe__PoolingParameter *p = l->lp->pooling_param;
+  const dd_shape *b = &l->bottom[0]->shape, *t = &l->top[0]->shape;
+  int g = p->global_pooling;
+  pp->d = (dd_pool_desc){.n = (int)b->dims[0], .c = (int)b->dims[1], .h = (int)b->dims[2], .w = (int)b->dims[3],
+                         .out_h = (int)t->dims[2], .out_w = (int)t->dims[3],
+                         .kh = g ? (int)b->dims[2] : (int)(p->has_kernel_size ? p->kernel_size : p->kernel_h),
+                         .kw = g ? (int)b->dims[3] : (int)(p->has_kernel_size ? p->kernel_size : p->kernel_w),
+                         .sh = (int)(p->has_stride_h ? p->stride_h : p->stride),
+                         .sw = (int)(p->has_stride_w ? p->stride_w : p->stride),
+                         .ph = (int)(p->has_pad_h ? p->pad_h : p->pad), .pw = (int)(p->has_pad_w ? p->pad_w : p->pad),
+                         .method = p->pool == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX ? 0 : 1};
+  if (pp->d.method == 0 &&
+      dd__ensure_buffer(l->be, (void **)&pp->mask, &pp->mask_cap, (size_t)l->top[0]->count * sizeof(int32_t)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  return 0;
+}
+
+static void pooling_forward(dd_layer *l) {
+  pool_priv *pp = l->priv;
+  l->be->ops->pool_forward(l->be, &pp->d, l->top[0]->data, pp->mask, l->bottom[0]->data);
+}
+
+static void pooling_backward(dd_layer *l) {
+  pool_priv *pp = l->priv;
+  if (l->propagate_down[0])
+    l->be->ops->pool_backward(l->be, &pp->d, l->bottom[0]->diff, l->top[0]->diff, pp->mask);
+}
+
+static void pooling_destroy(dd_layer *l) {
+  pool_priv *pp = l->priv;
+  if (pp->mask) l->be->ops->free(l->be, pp->mask);
+}
+
+/* Caffe's optional second (mask) top of MAX pooling is not offered: no net here reads it. */
+const dd_layer_ops dd_layer_pooling = {
+    .type = "Pooling", .min_bottoms = 1, .max_bottoms = 1, .min_tops = 1, .max_tops = 1,
+    .shape = pooling_shape, .priv_size = sizeof(pool_priv), .setup = pooling_setup,
+    .forward = pooling_forward, .backward = pooling_backward, .destroy = pooling_destroy};

@@ -66,3 +66,15 @@ int dd_shape_bottoms_known(const dd_shape_ctx *c) {
     if (!dd_shape_known(&c->bottoms[i])) return 0;
   return 1;
 }
+
+void dd__set_scalar(dd_tensor *t, float v) { t->be->ops->upload(t->be, t->data, &v, sizeof v); }
+
+int dd__ensure_buffer(dd_backend *be, void **p, size_t *cap, size_t bytes) {
+  if (bytes <= *cap && *p) return 0;
+  void *n = be->ops->alloc(be, bytes);
+  if (!n) return DD_ENOMEM;
+  if (*p) be->ops->free(be, *p);
+  *p = n;
+  *cap = bytes;
+  return 0;
+}

@@ -39,4 +39,84 @@ static int scale_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_scale = {"Scale", 1, 2, 1, 1, 0, scale_shape};
+/* Scale: constant 1 unless `filler` says otherwise; bias: constant 0 unless `bias_filler`. With
+ * two bottoms the only parameter is the bias. */
+static const Caffe__FillerParameter *scale_filler(const Caffe__LayerParameter *lp, int i,
+                                                  Caffe__FillerParameter *dflt) {
+  const Caffe__ScaleParameter *p = lp->scale_param;
+  int is_bias = lp->n_bottom == 2 || i == 1;
+  if (is_bias) return p && p->bias_filler ? p->bias_filler : dflt;
+  if (p && p->filler) return p->filler;
+  dflt->has_value = 1;
+  dflt->value = 1.0f;
+  return dflt;
+}
+
+typedef struct {
+  int64_t outer, dim, inner;
+  float *saved; /* a copy of the input when running in place (backward needs x) */
+  size_t saved_cap;
+} scale_priv;
+
+static int scale_setup(dd_layer *l, char *err, size_t errlen) {
+  scale_priv *sp = l->priv;
+  const Caffe__ScaleParameter *p = l->lp->scale_param;
+  const dd_shape *b = &l->bottom[0]->shape;
+  int axis = dd_shape_axis(b, p ? p->axis : 1);
+  int num_axes = l->nb == 2 ? l->bottom[1]->shape.ndim : (p ? p->num_axes : 1);
+  int end = num_axes == -1 ? b->ndim : axis + num_axes;
+  sp->outer = dd_shape_count_range(b, 0, axis);
+  sp->dim = dd_shape_count_range(b, axis, end);
+  sp->inner = dd_shape_count_range(b, end, b->ndim);
+  if (l->top[0] == l->bottom[0] &&
+      dd__ensure_buffer(l->be, (void **)&sp->saved, &sp->saved_cap, (size_t)l->bottom[0]->count * sizeof(float)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  return 0;
+}
+
+static const float *scale_of(const dd_layer *l) {
+  return l->nb == 2 ? l->bottom[1]->data : l->params[0]->data;
+}
+static dd_tensor *bias_of(const dd_layer *l) {
+  const Caffe__ScaleParameter *p = l->lp->scale_param;
+  if (!p || !p->bias_term) return NULL;
+  return l->nb == 2 ? l->params[0] : l->params[1];
+}
+
+static void scale_forward(dd_layer *l) {
+  scale_priv *sp = l->priv;
+  if (sp->saved) l->be->ops->copy(l->be, sp->saved, l->bottom[0]->data, (size_t)l->bottom[0]->count * sizeof(float));
+  dd_tensor *bias = bias_of(l);
+  l->be->ops->channel_affine(l->be, sp->outer, sp->dim, sp->inner, l->top[0]->data,
+                             l->bottom[0]->data, scale_of(l), bias ? bias->data : NULL);
+}
+
+static void scale_backward(dd_layer *l) {
+  scale_priv *sp = l->priv;
+  const float *x = sp->saved ? sp->saved : l->bottom[0]->data;
+  dd_tensor *bias = bias_of(l);
+  int bias_pd = bias && l->param_propagate_down[l->nb == 2 ? 0 : 1];
+  float *dscale = NULL;
+  if (l->nb == 2) {
+    if (l->propagate_down[1]) {
+      l->be->ops->fill(l->be, l->bottom[1]->diff, 0.0f, l->bottom[1]->count);
+      dscale = l->bottom[1]->diff;
+    }
+  } else if (l->param_propagate_down[0]) {
+    dscale = l->params[0]->diff;
+  }
+  l->be->ops->channel_affine_backward(l->be, sp->outer, sp->dim, sp->inner,
+                                      l->propagate_down[0] ? l->bottom[0]->diff : NULL, dscale,
+                                      bias_pd ? bias->diff : NULL, l->top[0]->diff, x, scale_of(l));
+}
+
+static void scale_destroy(dd_layer *l) {
+  scale_priv *sp = l->priv;
+  if (sp->saved) l->be->ops->free(l->be, sp->saved);
+}
+
+const dd_layer_ops dd_layer_scale = {
+    .type = "Scale", .min_bottoms = 1, .max_bottoms = 2, .min_tops = 1, .max_tops = 1,
+    .shape = scale_shape, .filler = scale_filler, .priv_size = sizeof(scale_priv),
+    .setup = scale_setup, .forward = scale_forward, .backward = scale_backward,
+    .destroy = scale_destroy};

@@ -32,4 +32,72 @@ static int softmax_loss_shape(dd_shape_ctx *c) {
   return 0;
 }
 
-const dd_layer_ops dd_layer_softmax_loss = {"SoftmaxWithLoss", 2, 2, 1, 2, 1, softmax_loss_shape};
+typedef struct {
+  float *prob;
+  size_t cap;
+  float normalizer;
+} sml_priv;
+
+static int sml_setup(dd_layer *l, char *err, size_t errlen) {
+  sml_priv *sp = l->priv;
+  if (dd__ensure_buffer(l->be, (void **)&sp->prob, &sp->cap, (size_t)l->bottom[0]->count * sizeof(float)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  return 0;
+}
+
+/* Caffe's normalisation modes; `normalize: false` without `normalization` means BATCH_SIZE. */
+static float normalizer(const dd_layer *l, int64_t outer, int64_t inner, int64_t valid) {
+  const Caffe__LossParameter *lp = l->lp->loss_param;
+  int mode = CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID;
+  if (lp && lp->has_normalization)
+    mode = lp->normalization;
+  else if (lp && lp->has_normalize)
+    mode = lp->normalize ? CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID
+                         : CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE;
+  double n;
+  switch (mode) {
+    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__FULL: n = (double)(outer * inner); break;
+    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID:
+      n = lp && lp->has_ignore_label ? (double)valid : (double)(outer * inner);
+      break;
+    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE: n = (double)outer; break;
+    default: n = 1.0;
+  }
+  return n < 1.0 ? 1.0f : (float)n;
+}
+
+static void sml_forward(dd_layer *l) {
+  sml_priv *sp = l->priv;
+  const Caffe__LossParameter *lp = l->lp->loss_param;
+  int64_t o, c, i, valid;
+  dd__softmax_dims(l, &o, &c, &i);
+  l->be->ops->softmax_forward(l->be, o, c, i, sp->prob, l->bottom[0]->data);
+  int has_ignore = lp && lp->has_ignore_label;
+  double loss = l->be->ops->xent_forward(l->be, o, c, i, sp->prob, l->bottom[1]->data, has_ignore,
+                                         has_ignore ? lp->ignore_label : 0, &valid);
+  sp->normalizer = normalizer(l, o, i, valid);
+  dd__set_scalar(l->top[0], (float)(loss / sp->normalizer));
+  if (l->nt > 1)
+    l->be->ops->copy(l->be, l->top[1]->data, sp->prob, (size_t)l->bottom[0]->count * sizeof(float));
+}
+
+static void sml_backward(dd_layer *l) {
+  sml_priv *sp = l->priv;
+  if (!l->propagate_down[0]) return; /* labels never get a gradient */
+  const Caffe__LossParameter *lp = l->lp->loss_param;
+  int64_t o, c, i;
+  dd__softmax_dims(l, &o, &c, &i);
+  int has_ignore = lp && lp->has_ignore_label;
+  l->be->ops->xent_backward(l->be, o, c, i, l->bottom[0]->diff, sp->prob, l->bottom[1]->data, has_ignore,
+                            has_ignore ? lp->ignore_label : 0, l->loss_weight[0] / sp->normalizer);
+}
+
+static void sml_destroy(dd_layer *l) {
+  sml_priv *sp = l->priv;
+  if (sp->prob) l->be->ops->free(l->be, sp->prob);
+}
+
+const dd_layer_ops dd_layer_softmax_loss = {
+    .type = "SoftmaxWithLoss", .min_bottoms = 2, .max_bottoms = 2, .min_tops = 1, .max_tops = 2,
+    .is_loss = 1, .shape = softmax_loss_shape, .priv_size = sizeof(sml_priv), .setup = sml_setup,
+    .forward = sml_forward, .backward = sml_backward, .destroy = sml_destroy};
