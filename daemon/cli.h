@@ -12,6 +12,12 @@
  * Exit status: 0 clean, 1 warnings only, 2 errors. */
 int dd_cmd_check(int argc, char **argv);
 
+/* Caffe-style verbs on the engine (daemon/cmd_train.c). Exit status 0 ok, 1 failure, 2 usage. */
+int dd_cmd_train(int argc, char **argv);
+int dd_cmd_test(int argc, char **argv);
+int dd_cmd_time(int argc, char **argv);
+int dd_cmd_forward(int argc, char **argv);
+
 /* Prints "distilld: " + message to stderr. */
 void dd_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

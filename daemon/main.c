@@ -23,6 +23,16 @@ static void usage(FILE *f) {
           "                 [--phase TRAIN|TEST] [-q|--quiet]\n"
           "      parse a net, print a per-layer summary (one line with --quiet) and lint it:\n"
           "      exit 0 clean, 1 warnings, 2 errors. Default phase TRAIN.\n"
+          "  distilld train --solver S.prototxt [--weights W[,W...] | --snapshot S.solverstate]\n"
+          "                 [--input NAME=F.binaryproto]... [--threads N]\n"
+          "      train a net with a Caffe solver; snapshots resume bit-identically\n"
+          "  distilld test --model M.prototxt --weights W [--iterations N] [--input NAME=F]...\n"
+          "      TEST-phase forwards, averaged outputs\n"
+          "  distilld time --model M.prototxt [--iterations N] [--phase TRAIN|TEST] [--input NAME=F]...\n"
+          "      per-layer forward and backward times\n"
+          "  distilld forward --model M.prototxt [--weights W] [--phase TRAIN|TEST] --input NAME=F...\n"
+          "                   [--backward] --dump DIR\n"
+          "      one forward (and backward); every blob and parameter to DIR/NAME.binaryproto\n"
           "  distilld --version\n"
           "  distilld help\n",
           DD_VERSION);
@@ -35,6 +45,10 @@ int main(int argc, char **argv) {
   }
   const char *verb = argv[1];
   if (!strcmp(verb, "check")) return dd_cmd_check(argc - 2, argv + 2);
+  if (!strcmp(verb, "train")) return dd_cmd_train(argc - 2, argv + 2);
+  if (!strcmp(verb, "test")) return dd_cmd_test(argc - 2, argv + 2);
+  if (!strcmp(verb, "time")) return dd_cmd_time(argc - 2, argv + 2);
+  if (!strcmp(verb, "forward")) return dd_cmd_forward(argc - 2, argv + 2);
   if (!strcmp(verb, "--version") || !strcmp(verb, "version")) {
     printf("distilld %s\n", DD_VERSION);
     return 0;

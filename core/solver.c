@@ -1,0 +1,477 @@
+/* The solver (see solver.h): Caffe's Solver::Step / SGDSolver::ApplyUpdate and the snapshot
+ * formats, on the backend table. */
+#define _POSIX_C_SOURCE 200809L
+#include "solver.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "caffe_io.h"
+#include "dd_error.h"
+#include "net_check.h"
+
+#define DD_MAX_OUTPUTS 32
+
+struct dd_solver {
+  Caffe__SolverParameter *sp; /* owned copy */
+  dd_backend *be;
+  dd_net *net, *test_net;
+  dd_solver_hooks hooks;
+  dd_solver_type type;
+  int iter;
+  int n_hist;      /* history buffers per parameter: 1, or 2 for Adam */
+  float **history; /* n_params * n_hist backend buffers */
+  /* smoothed loss (Caffe's UpdateSmoothedLoss) */
+  double *losses;
+  int n_losses, loss_pos;
+  double smoothed;
+  /* outputs: scalar blobs no layer consumes */
+  int n_out, n_test_out;
+  dd_tensor *out[DD_MAX_OUTPUTS], *test_out[DD_MAX_OUTPUTS];
+  const char *out_names[DD_MAX_OUTPUTS], *test_out_names[DD_MAX_OUTPUTS];
+  double out_vals[DD_MAX_OUTPUTS], test_vals[DD_MAX_OUTPUTS];
+  /* throughput */
+  double last_display_t, wait_ms_acc;
+  int last_display_iter, batch, run_start_iter;
+  double start_t;
+};
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+double dd_solver_learning_rate(const Caffe__SolverParameter *sp, int iter) {
+  const char *p = sp->lr_policy ? sp->lr_policy : "fixed";
+  double base = sp->base_lr, lr = base;
+  int warm = sp->warmup_iter;
+  if (!strcmp(p, "fixed")) {
+    lr = base;
+  } else if (!strcmp(p, "step")) {
+    lr = base * pow(sp->gamma, floor((double)iter / (sp->stepsize > 0 ? sp->stepsize : 1)));
+  } else if (!strcmp(p, "exp")) {
+    lr = base * pow(sp->gamma, iter);
+  } else if (!strcmp(p, "inv")) {
+    lr = base * pow(1.0 + sp->gamma * iter, -(double)sp->power);
+  } else if (!strcmp(p, "multistep")) {
+    int step = 0;
+    while ((size_t)step < sp->n_stepvalue && iter >= sp->stepvalue[step]) step++;
+    lr = base * pow(sp->gamma, step);
+  } else if (!strcmp(p, "poly")) {
+    lr = base * pow(1.0 - (double)iter / (sp->max_iter > 0 ? sp->max_iter : 1), sp->power);
+  } else if (!strcmp(p, "sigmoid")) {
+    lr = base * (1.0 / (1.0 + exp(-sp->gamma * (iter - sp->stepsize))));
+  } else if (!strcmp(p, "cosine")) {
+    int span = sp->max_iter - warm;
+    double t = span > 0 ? (double)(iter - warm) / span : 1.0;
+    if (t < 0) t = 0;
+    if (t > 1) t = 1;
+    lr = base * 0.5 * (1.0 + cos(3.14159265358979323846 * t));
+  }
+  if (warm > 0 && iter < warm) lr *= (double)(iter + 1) / warm;
+  return lr;
+}
+
+static int parse_type(const Caffe__SolverParameter *sp, dd_solver_type *t) {
+  const char *ty = sp->type;
+  if (!ty && sp->has_solver_type) {
+    static const char *const names[] = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"};
+    ty = names[sp->solver_type];
+  }
+  if (!ty) ty = "SGD";
+  if (!strcmp(ty, "SGD")) *t = DD_SOLVER_SGD;
+  else if (!strcmp(ty, "Nesterov")) *t = DD_SOLVER_NESTEROV;
+  else if (!strcmp(ty, "Adam")) *t = DD_SOLVER_ADAM;
+  else if (!strcmp(ty, "AdaGrad")) *t = DD_SOLVER_ADAGRAD;
+  else if (!strcmp(ty, "RMSProp")) *t = DD_SOLVER_RMSPROP;
+  else return -1;
+  return 0;
+}
+
+/* Caffe's net outputs: blobs left over after every layer consumed its bottoms. Scalars only. */
+static int find_outputs(const dd_net *n, dd_tensor **out, const char **names) {
+  int k = 0;
+  for (size_t b = 0; b < n->n_blobs; b++) {
+    int consumed = 0;
+    for (size_t i = 0; i < n->n_layers && !consumed; i++)
+      for (int j = 0; j < n->graph->layers[i].nb; j++)
+        if (n->graph->layers[i].bottom[j] == (int)b) {
+          /* in place: consumed and re-produced by the same layer */
+          int inplace = 0;
+          for (int t = 0; t < n->graph->layers[i].nt; t++) inplace |= n->graph->layers[i].top[t] == (int)b;
+          if (!inplace) consumed = 1;
+        }
+    if (consumed || n->graph->blobs[b].producer < 0 || n->blobs[b]->count != 1) continue;
+    const dd_glayer *pl = &n->graph->layers[n->graph->blobs[b].producer];
+    if (pl->ops && strcmp(pl->ops->type, "Input") == 0) continue;
+    if (k < DD_MAX_OUTPUTS) {
+      out[k] = n->blobs[b];
+      names[k] = n->blobs[b]->name;
+      k++;
+    }
+  }
+  return k;
+}
+
+int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const Caffe__NetParameter *net_param,
+                     dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, char *err, size_t errlen) {
+  *out = NULL;
+  dd_solver *s = calloc(1, sizeof *s);
+  if (!s) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  int r;
+  size_t len = protobuf_c_message_get_packed_size(&sp_in->base);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) goto oom;
+  protobuf_c_message_pack(&sp_in->base, buf);
+  s->sp = caffe__solver_parameter__unpack(NULL, len, buf);
+  free(buf);
+  if (!s->sp) goto oom;
+  const Caffe__SolverParameter *sp = s->sp;
+  if (parse_type(sp, &s->type)) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "solver type \"%s\" is not supported (SGD, Nesterov, Adam, AdaGrad, RMSProp)",
+                  sp->type ? sp->type : "?");
+    goto fail;
+  }
+  if ((s->type == DD_SOLVER_ADAGRAD || s->type == DD_SOLVER_RMSPROP) && sp->momentum != 0) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "momentum must be 0 for %s (Caffe refuses it too)", sp->type);
+    goto fail;
+  }
+  if (sp->iter_size < 1) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "iter_size must be >= 1");
+    goto fail;
+  }
+  s->be = be;
+  if (hooks) s->hooks = *hooks;
+  if ((r = dd_net_create(&s->net, net_param, CAFFE__PHASE__TRAIN, be, seed, NULL, err, errlen))) goto fail;
+  if (sp->n_test_iter > 0 && sp->test_iter[0] > 0) {
+    char e2[1024];
+    if ((r = dd_net_create(&s->test_net, net_param, CAFFE__PHASE__TEST, be, seed, NULL, e2, sizeof e2))) {
+      dd_errorf(r, err, errlen, "the TEST net: %s", e2);
+      goto fail;
+    }
+    if ((r = dd_net_share_params(s->test_net, s->net, err, errlen))) goto fail;
+  }
+  s->n_hist = s->type == DD_SOLVER_ADAM ? 2 : 1;
+  s->history = calloc(s->net->n_params * (size_t)s->n_hist + 1, sizeof *s->history);
+  if (!s->history) goto oom;
+  for (size_t p = 0; p < s->net->n_params; p++)
+    for (int h = 0; h < s->n_hist; h++)
+      if (!(s->history[p * (size_t)s->n_hist + (size_t)h] =
+                be->ops->alloc(be, (size_t)s->net->params[p].t->count * sizeof(float))))
+        goto oom;
+  s->n_losses = sp->average_loss > 0 ? sp->average_loss : 1;
+  s->losses = calloc((size_t)s->n_losses, sizeof *s->losses);
+  if (!s->losses) goto oom;
+  s->n_out = find_outputs(s->net, s->out, s->out_names);
+  if (s->test_net) s->n_test_out = find_outputs(s->test_net, s->test_out, s->test_out_names);
+  s->batch = s->net->n_blobs ? (int)(s->net->blobs[0]->shape.ndim > 0 ? s->net->blobs[0]->shape.dims[0] : 1) : 1;
+  *out = s;
+  return 0;
+oom:
+  r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+fail:
+  dd_solver_destroy(s);
+  return r;
+}
+
+void dd_solver_destroy(dd_solver *s) {
+  if (!s) return;
+  if (s->history && s->net)
+    for (size_t i = 0; i < s->net->n_params * (size_t)s->n_hist; i++)
+      if (s->history[i]) s->be->ops->free(s->be, s->history[i]);
+  free(s->history);
+  free(s->losses);
+  dd_net_destroy(s->test_net);
+  dd_net_destroy(s->net);
+  if (s->sp) caffe__solver_parameter__free_unpacked(s->sp, NULL);
+  free(s);
+}
+
+dd_net *dd_solver_net(dd_solver *s) { return s->net; }
+dd_net *dd_solver_test_net(dd_solver *s) { return s->test_net; }
+int dd_solver_iter(const dd_solver *s) { return s->iter; }
+
+/* Caffe's ClipGradients, Normalize, Regularize, ComputeUpdateValue and Net::Update. */
+static void apply_update(dd_solver *s) {
+  const Caffe__SolverParameter *sp = s->sp;
+  dd_backend *be = s->be;
+  dd_net *n = s->net;
+  float rate = (float)dd_solver_learning_rate(sp, s->iter);
+  if (sp->clip_gradients >= 0) {
+    double sumsq = 0;
+    for (size_t p = 0; p < n->n_params; p++)
+      sumsq += be->ops->dot(be, n->params[p].t->count, n->params[p].t->diff, n->params[p].t->diff);
+    double norm = sqrt(sumsq);
+    if (norm > sp->clip_gradients) {
+      float f = (float)(sp->clip_gradients / norm);
+      for (size_t p = 0; p < n->n_params; p++)
+        be->ops->scale(be, n->params[p].t->count, f, n->params[p].t->diff, n->params[p].t->diff);
+    }
+  }
+  int l1 = sp->regularization_type && !strcmp(sp->regularization_type, "L1");
+  for (size_t p = 0; p < n->n_params; p++) {
+    dd_net_param *np = &n->params[p];
+    int64_t c = np->t->count;
+    if (np->lr_mult == 0) continue; /* Caffe's update leaves such a parameter exactly as it is */
+    if (sp->iter_size > 1) be->ops->scale(be, c, 1.0f / (float)sp->iter_size, np->t->diff, np->t->diff);
+    float decay = sp->weight_decay * np->decay_mult;
+    if (decay != 0) be->ops->regularize(be, c, np->t->diff, np->t->data, decay, l1);
+    float lr = rate * np->lr_mult;
+    float **h = &s->history[p * (size_t)s->n_hist];
+    switch (s->type) {
+      case DD_SOLVER_SGD:
+      case DD_SOLVER_NESTEROV:
+        be->ops->sgd_update(be, c, np->t->data, np->t->diff, h[0], lr, sp->momentum, s->type == DD_SOLVER_NESTEROV);
+        break;
+      case DD_SOLVER_ADAM:
+        be->ops->adam_update(be, c, np->t->data, np->t->diff, h[0], h[1], lr, sp->momentum, sp->momentum2,
+                             sp->delta, s->iter + 1);
+        break;
+      case DD_SOLVER_ADAGRAD:
+      case DD_SOLVER_RMSPROP:
+        be->ops->adagrad_update(be, c, np->t->data, np->t->diff, h[0], lr, sp->delta, sp->rms_decay,
+                                s->type == DD_SOLVER_RMSPROP);
+        break;
+    }
+  }
+}
+
+static void read_outputs(dd_tensor **t, int n, double *vals) {
+  for (int i = 0; i < n; i++) {
+    float v;
+    t[i]->be->ops->download(t[i]->be, &v, t[i]->data, sizeof v);
+    vals[i] = v;
+  }
+}
+
+int dd_solver_test(dd_solver *s, dd_solver_stats *st, char *err, size_t errlen) {
+  if (!s->test_net) return 0;
+  int iters = s->sp->test_iter[0];
+  double sums[DD_MAX_OUTPUTS] = {0}, vals[DD_MAX_OUTPUTS];
+  for (int i = 0; i < iters; i++) {
+    double wait = 0;
+    if (s->hooks.before_forward) {
+      int r = s->hooks.before_forward(s->hooks.ctx, s->test_net, CAFFE__PHASE__TEST, &wait);
+      if (r) return dd_errorf(r, err, errlen, "the test data source failed");
+    }
+    dd_net_forward(s->test_net, NULL);
+    read_outputs(s->test_out, s->n_test_out, vals);
+    for (int k = 0; k < s->n_test_out; k++) sums[k] += vals[k];
+  }
+  for (int k = 0; k < s->n_test_out; k++) s->test_vals[k] = sums[k] / iters;
+  memset(st, 0, sizeof *st);
+  st->iter = s->iter;
+  st->max_iter = s->sp->max_iter;
+  st->n_outputs = s->n_test_out;
+  st->output_names = s->test_out_names;
+  st->outputs = s->test_vals;
+  st->loss = s->smoothed;
+  st->lr = dd_solver_learning_rate(s->sp, s->iter);
+  if (s->hooks.on_test) s->hooks.on_test(s->hooks.ctx, st);
+  return 0;
+}
+
+int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
+  const Caffe__SolverParameter *sp = s->sp;
+  int stop = s->iter + iters;
+  if (s->start_t == 0) {
+    s->start_t = now_s();
+    s->run_start_iter = s->iter;
+  }
+  if (s->last_display_t == 0) {
+    s->last_display_t = now_s();
+    s->last_display_iter = s->iter;
+  }
+  int start_iter = s->iter;
+  while (s->iter < stop) {
+    if (s->hooks.should_stop && s->hooks.should_stop(s->hooks.ctx)) break;
+    dd_net_clear_param_diffs(s->net);
+    if (sp->test_interval > 0 && s->iter % sp->test_interval == 0 && (s->iter > 0 || sp->test_initialization)) {
+      dd_solver_stats st;
+      int r = dd_solver_test(s, &st, err, errlen);
+      if (r) return r;
+    }
+    double loss = 0;
+    for (int k = 0; k < sp->iter_size; k++) {
+      double wait = 0, l;
+      if (s->hooks.before_forward) {
+        int r = s->hooks.before_forward(s->hooks.ctx, s->net, CAFFE__PHASE__TRAIN, &wait);
+        if (r) return dd_errorf(r, err, errlen, "the training data source failed");
+      }
+      s->wait_ms_acc += wait;
+      dd_net_forward(s->net, &l);
+      dd_net_backward(s->net);
+      loss += l;
+    }
+    loss /= sp->iter_size;
+    /* UpdateSmoothedLoss */
+    int done = s->iter - start_iter;
+    if (done < s->n_losses && s->loss_pos < s->n_losses) {
+      s->losses[s->loss_pos++] = loss;
+      double sum = 0;
+      for (int k = 0; k < s->loss_pos; k++) sum += s->losses[k];
+      s->smoothed = sum / s->loss_pos;
+    } else {
+      int idx = (done) % s->n_losses;
+      s->smoothed += (loss - s->losses[idx]) / s->n_losses;
+      s->losses[idx] = loss;
+    }
+    int display = sp->display > 0 && s->iter % sp->display == 0;
+    if (display) read_outputs(s->out, s->n_out, s->out_vals);
+    double lr = dd_solver_learning_rate(sp, s->iter);
+    apply_update(s);
+    s->iter++;
+    if (display && s->hooks.on_display) {
+      double t = now_s();
+      int di = s->iter - s->last_display_iter;
+      dd_solver_stats st = {.iter = s->iter - 1, .max_iter = sp->max_iter, .loss = s->smoothed, .lr = lr,
+                            .img_per_s = t > s->last_display_t ? di * s->batch * sp->iter_size / (t - s->last_display_t) : 0,
+                            .data_wait_ms = di > 0 ? s->wait_ms_acc / di : 0, .elapsed_s = t - s->start_t,
+                            .eta_s = (t - s->start_t) / (s->iter - s->run_start_iter) * (sp->max_iter - s->iter),
+                            .n_outputs = s->n_out, .output_names = s->out_names, .outputs = s->out_vals};
+      s->hooks.on_display(s->hooks.ctx, &st);
+      s->last_display_t = t;
+      s->last_display_iter = s->iter;
+      s->wait_ms_acc = 0;
+    }
+    if (sp->snapshot > 0 && s->iter % sp->snapshot == 0) {
+      int r = dd_solver_snapshot(s, err, errlen);
+      if (r) return r;
+    }
+  }
+  return 0;
+}
+
+int dd_solver_solve(dd_solver *s, char *err, size_t errlen) {
+  const Caffe__SolverParameter *sp = s->sp;
+  int r = dd_solver_step(s, sp->max_iter - s->iter, err, errlen);
+  if (r) return r;
+  if (sp->snapshot_after_train && (sp->snapshot == 0 || s->iter % sp->snapshot != 0)) {
+    if ((r = dd_solver_snapshot(s, err, errlen))) return r;
+  }
+  if (sp->test_interval > 0 && s->iter % sp->test_interval == 0) {
+    dd_solver_stats st;
+    if ((r = dd_solver_test(s, &st, err, errlen))) return r;
+  }
+  return 0;
+}
+
+static void snapshot_paths(const dd_solver *s, char *model, char *state, size_t len) {
+  const char *prefix = s->sp->snapshot_prefix && s->sp->snapshot_prefix[0]
+                           ? s->sp->snapshot_prefix
+                           : (s->net->param->name && s->net->param->name[0] ? s->net->param->name : "net");
+  snprintf(model, len, "%s_iter_%d.caffemodel", prefix, s->iter);
+  snprintf(state, len, "%s_iter_%d.solverstate", prefix, s->iter);
+}
+
+int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {
+  char model[4096], state[4096];
+  snapshot_paths(s, model, state, sizeof model);
+  Caffe__NetParameter *np = dd_net_to_proto(s->net, s->sp->snapshot_diff);
+  if (!np) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory writing a snapshot");
+  int r = dd_caffemodel_write(np, model, err, errlen);
+  caffe__net_parameter__free_unpacked(np, NULL);
+  if (r) return r;
+  Caffe__SolverState st;
+  caffe__solver_state__init(&st);
+  st.has_iter = 1;
+  st.iter = s->iter;
+  const char *base = strrchr(model, '/');
+  st.learned_net = (char *)(base ? base + 1 : model);
+  size_t nh = s->net->n_params * (size_t)s->n_hist;
+  Caffe__BlobProto *blobs = calloc(nh + 1, sizeof *blobs);
+  Caffe__BlobProto **ptrs = calloc(nh + 1, sizeof *ptrs);
+  if (!blobs || !ptrs) {
+    free(blobs);
+    free(ptrs);
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory writing a snapshot");
+  }
+  /* Caffe's order: all first history blobs, then (Adam) all second ones. */
+  size_t k = 0;
+  r = 0;
+  for (int h = 0; h < s->n_hist && !r; h++)
+    for (size_t p = 0; p < s->net->n_params && !r; p++) {
+      caffe__blob_proto__init(&blobs[k]);
+      dd_tensor t = *s->net->params[p].t;
+      t.data = s->history[p * (size_t)s->n_hist + (size_t)h];
+      r = dd_tensor_to_proto(&t, &blobs[k], 0);
+      ptrs[k] = &blobs[k];
+      k++;
+    }
+  st.n_history = k;
+  st.history = ptrs;
+  if (!r) {
+    /* multistep's current step, as Caffe stores it */
+    int step = 0;
+    while ((size_t)step < s->sp->n_stepvalue && s->iter >= s->sp->stepvalue[step]) step++;
+    st.has_current_step = 1;
+    st.current_step = step;
+    r = dd_solverstate_write(&st, state, err, errlen);
+  } else {
+    r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory writing a snapshot");
+  }
+  for (size_t i = 0; i < k; i++) {
+    if (blobs[i].shape) {
+      free(blobs[i].shape->dim);
+      free(blobs[i].shape);
+    }
+    free(blobs[i].data);
+    free(blobs[i].diff);
+  }
+  free(blobs);
+  free(ptrs);
+  if (!r && s->hooks.on_snapshot) s->hooks.on_snapshot(s->hooks.ctx, s->iter, model, state);
+  return r;
+}
+
+int dd_solver_restore(dd_solver *s, const char *state_path, char *err, size_t errlen) {
+  Caffe__SolverState *st = NULL;
+  int r = dd_solverstate_read(&st, state_path, err, errlen);
+  if (r) return r;
+  size_t nh = s->net->n_params * (size_t)s->n_hist;
+  if (st->n_history != nh) {
+    r = dd_errorf(DD_ESHAPE, err, errlen, "%s holds %zu history blobs, but this solver and net need %zu",
+                  state_path, st->n_history, nh);
+    goto out;
+  }
+  if (!st->learned_net || !st->learned_net[0]) {
+    r = dd_errorf(DD_ECORRUPT, err, errlen, "%s does not name its .caffemodel (learned_net)", state_path);
+    goto out;
+  }
+  char model[4096];
+  if (st->learned_net[0] == '/') {
+    snprintf(model, sizeof model, "%s", st->learned_net);
+  } else {
+    const char *slash = strrchr(state_path, '/');
+    snprintf(model, sizeof model, "%.*s%s", slash ? (int)(slash - state_path + 1) : 0, state_path,
+             strrchr(st->learned_net, '/') ? strrchr(st->learned_net, '/') + 1 : st->learned_net);
+  }
+  Caffe__NetParameter *w = NULL;
+  if ((r = dd_caffemodel_read(&w, model, err, errlen))) goto out;
+  r = dd_net_copy_from(s->net, w, model, NULL, err, errlen);
+  caffe__net_parameter__free_unpacked(w, NULL);
+  if (r) goto out;
+  size_t k = 0;
+  for (int h = 0; h < s->n_hist && !r; h++)
+    for (size_t p = 0; p < s->net->n_params && !r; p++, k++) {
+      dd_tensor t = *s->net->params[p].t;
+      t.data = s->history[p * (size_t)s->n_hist + (size_t)h];
+      if (!dd_blob_proto_matches(st->history[k], &t.shape)) {
+        r = dd_errorf(DD_ESHAPE, err, errlen, "%s: history blob %zu does not match parameter %s", state_path, k,
+                      t.name);
+        break;
+      }
+      r = dd_tensor_from_proto(&t, st->history[k], err, errlen);
+    }
+  if (r) goto out;
+  s->iter = st->iter;
+  /* per-iteration randomness (dropout) continues where it stopped */
+  s->net->iter = (int64_t)st->iter * s->sp->iter_size;
+out:
+  caffe__solver_state__free_unpacked(st, NULL);
+  return r;
+}
