@@ -44,6 +44,9 @@ typedef struct dd_backend_ops {
   void (*download)(dd_backend *be, void *host_dst, const void *src, size_t bytes);
   void (*copy)(dd_backend *be, void *dst, const void *src, size_t bytes);
   void (*fill)(dd_backend *be, float *x, float value, int64_t n);
+  /* Host memory that uploads fast (pinned on CUDA): batch buffers of the data pipeline. */
+  void *(*alloc_host)(dd_backend *be, size_t bytes); /* NULL when out of memory; zeroed */
+  void (*free_host)(dd_backend *be, void *p);
   void (*synchronize)(dd_backend *be);
 
   /* ---- BLAS-like ------------------------------------------------------------------------- */

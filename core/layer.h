@@ -54,6 +54,14 @@ struct dd_layer {
   void *priv;         /* ops->priv_size bytes, zeroed, freed by the net */
   uint64_t seed;      /* per-layer seed (dropout masks) */
   const int64_t *iter; /* the owning net's forward counter */
+  /* The net's run status: a layer whose forward fails (data layers: the source broke) sets
+   * *status to a DD_E* code and writes the reason to status_msg; the net stops there. */
+  int *status;
+  char *status_msg;
+  size_t status_len;
+  /* Data layers add the time they blocked waiting for data, and report their error count. */
+  double *data_wait_ms;
+  int64_t *data_errors;
 };
 
 typedef struct dd_layer_ops {

@@ -291,6 +291,11 @@ int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase pha
     }
     l->seed = dd_seed_derive(seed, l->name);
     l->iter = &n->iter;
+    l->status = &n->status;
+    l->status_msg = n->status_msg;
+    l->status_len = sizeof n->status_msg;
+    l->data_wait_ms = &n->data_wait_ms;
+    l->data_errors = &n->data_errors;
     l->n_params = g->n_params;
     for (int p = 0; p < g->n_params; p++) {
       char pname[512];
@@ -350,17 +355,22 @@ void dd_net_destroy(dd_net *n) {
   free(n);
 }
 
-void dd_net_forward(dd_net *n, double *loss) {
+int dd_net_forward(dd_net *n, double *loss) {
   double total = 0;
   for (size_t i = 0; i < n->n_layers; i++) {
     dd_layer *l = &n->layers[i];
     l->ops->forward(l);
+    if (n->status) {
+      if (loss) *loss = 0;
+      return n->status;
+    }
     for (int t = 0; t < l->nt; t++)
       if (l->loss_weight[t] != 0)
         total += n->be->ops->dot(n->be, l->top[t]->count, l->top[t]->data, l->top[t]->diff);
   }
   n->iter++;
   if (loss) *loss = total;
+  return 0;
 }
 
 void dd_net_backward(dd_net *n) {

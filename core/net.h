@@ -36,6 +36,10 @@ typedef struct dd_net {
   dd_net_param *params;
   int64_t iter; /* forwards run so far (seeds per-iteration randomness) */
   uint64_t seed;
+  int status;             /* 0, or why the last forward failed (see status_msg) */
+  char status_msg[1024];
+  double data_wait_ms;    /* time data layers blocked, accumulated (the caller resets it) */
+  int64_t data_errors;    /* samples the data layers skipped so far */
 } dd_net;
 
 /* Builds `src` for `phase` on `be`; parameters are filled from `seed` (Caffe's fillers).
@@ -46,8 +50,9 @@ int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase pha
                   dd_backend *be, uint64_t seed, dd_diags *diags, char *err, size_t errlen);
 void dd_net_destroy(dd_net *n);
 
-/* Runs every layer's forward; *loss (may be NULL) gets the weighted sum of the loss tops. */
-void dd_net_forward(dd_net *n, double *loss);
+/* Runs every layer's forward; *loss (may be NULL) gets the weighted sum of the loss tops.
+ * Returns 0, or the error a layer reported (a data source that failed), with n->status_msg. */
+int dd_net_forward(dd_net *n, double *loss);
 /* Runs backward through the layers that need it, last first. Parameter diffs accumulate. */
 void dd_net_backward(dd_net *n);
 /* Zeroes every parameter's diff (before each iteration, and after each iter_size group). */

@@ -258,7 +258,8 @@ int dd_solver_test(dd_solver *s, dd_solver_stats *st, char *err, size_t errlen) 
       int r = s->hooks.before_forward(s->hooks.ctx, s->test_net, CAFFE__PHASE__TEST, &wait);
       if (r) return dd_errorf(r, err, errlen, "the test data source failed");
     }
-    dd_net_forward(s->test_net, NULL);
+    if (dd_net_forward(s->test_net, NULL))
+      return dd_errorf(s->test_net->status, err, errlen, "test net: %s", s->test_net->status_msg);
     read_outputs(s->test_out, s->n_test_out, vals);
     for (int k = 0; k < s->n_test_out; k++) sums[k] += vals[k];
   }
@@ -271,6 +272,7 @@ int dd_solver_test(dd_solver *s, dd_solver_stats *st, char *err, size_t errlen) 
   st->outputs = s->test_vals;
   st->loss = s->smoothed;
   st->lr = dd_solver_learning_rate(s->sp, s->iter);
+  st->data_errors = s->net->data_errors + s->test_net->data_errors;
   if (s->hooks.on_test) s->hooks.on_test(s->hooks.ctx, st);
   return 0;
 }
@@ -303,7 +305,9 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
         if (r) return dd_errorf(r, err, errlen, "the training data source failed");
       }
       s->wait_ms_acc += wait;
-      dd_net_forward(s->net, &l);
+      s->net->data_wait_ms = 0;
+      if (dd_net_forward(s->net, &l)) return dd_errorf(s->net->status, err, errlen, "%s", s->net->status_msg);
+      s->wait_ms_acc += s->net->data_wait_ms;
       dd_net_backward(s->net);
       loss += l;
     }
@@ -332,7 +336,8 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
                             .img_per_s = t > s->last_display_t ? di * s->batch * sp->iter_size / (t - s->last_display_t) : 0,
                             .data_wait_ms = di > 0 ? s->wait_ms_acc / di : 0, .elapsed_s = t - s->start_t,
                             .eta_s = (t - s->start_t) / (s->iter - s->run_start_iter) * (sp->max_iter - s->iter),
-                            .n_outputs = s->n_out, .output_names = s->out_names, .outputs = s->out_vals};
+                            .n_outputs = s->n_out, .output_names = s->out_names, .outputs = s->out_vals,
+                            .data_errors = s->net->data_errors + (s->test_net ? s->test_net->data_errors : 0)};
       s->hooks.on_display(s->hooks.ctx, &st);
       s->last_display_t = t;
       s->last_display_iter = s->iter;

@@ -26,7 +26,8 @@ typedef struct {
   double loss;          /* smoothed over average_loss iterations */
   double lr;
   double img_per_s;     /* training images per second since the last display */
-  double data_wait_ms;  /* mean time per iteration the before_forward hook spent waiting */
+  double data_wait_ms;  /* mean time per iteration spent waiting for data (hook + data layers) */
+  int64_t data_errors;  /* samples the data layers skipped (undecodable images) so far */
   double elapsed_s;     /* since this run started */
   double eta_s;         /* remaining iterations at this run's pace */
   int n_outputs;        /* the net's output blobs (tops no layer consumes) */

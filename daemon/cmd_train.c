@@ -192,8 +192,9 @@ static void train_display(void *ctx, const dd_solver_stats *st) {
             st->loss, st->lr, st->img_per_s, eta);
     fflush(stderr);
   } else {
-    fprintf(stderr, "distilld: iter %d/%d loss %.6f lr %.6g %.1f img/s data_wait %.2f ms ETA %s%s\n", st->iter,
-            st->max_iter, st->loss, st->lr, st->img_per_s, st->data_wait_ms, eta, outs);
+    fprintf(stderr, "distilld: iter %d/%d loss %.6f lr %.6g %.1f img/s data_wait %.2f ms ETA %s%s%s\n", st->iter,
+            st->max_iter, st->loss, st->lr, st->img_per_s, st->data_wait_ms, eta, outs,
+            st->data_errors ? " (some images were skipped: see the warnings)" : "");
   }
 }
 
@@ -347,7 +348,10 @@ int dd_cmd_test(int argc, char **argv) {
   const char *names[64];
   for (int it = 0; it < iters; it++) {
     double loss;
-    dd_net_forward(n, &loss);
+    if (dd_net_forward(n, &loss)) {
+      dd_cli_error("%s", n->status_msg);
+      goto done;
+    }
     nout = 0;
     for (size_t b = 0; b < n->n_blobs && nout < 64; b++) {
       int consumed = 0;
@@ -390,7 +394,12 @@ int dd_cmd_time(int argc, char **argv) {
     goto done;
   }
   double loss;
-  dd_net_forward(n, &loss); /* warm-up */
+  if (dd_net_forward(n, &loss)) { /* warm-up */
+    dd_cli_error("%s", n->status_msg);
+    free(fw);
+    free(bw);
+    goto done;
+  }
   dd_net_backward(n);
   double t_all = now_s();
   for (int it = 0; it < iters; it++) {
@@ -476,7 +485,10 @@ int dd_cmd_forward(int argc, char **argv) {
   if (!n) goto done;
   double loss;
   dd_net_clear_param_diffs(n);
-  dd_net_forward(n, &loss);
+  if (dd_net_forward(n, &loss)) {
+    dd_cli_error("%s", n->status_msg);
+    goto done;
+  }
   if (o.backward) dd_net_backward(n);
   int files = 0;
   for (size_t b = 0; b < n->n_blobs; b++, files++)
