@@ -144,15 +144,16 @@ typedef struct dd_backend_ops {
                         float *dx, const float *prob, const float *label, int has_ignore,
                         int ignore_label, float scale);
   /* Top-k accuracy: counts correct and valid positions; per_class_correct/per_class_total may be
-   * NULL (else channels entries each, accumulated). Ties count as Caffe does (strictly greater
-   * values rank higher). */
+   * NULL (else channels entries each, accumulated). Ties rank as in Caffe 1.0's sort of (value,
+   * class) pairs: an equal value with a higher class index ranks above the true class. Labels
+   * were range-checked by the layer. */
   void (*accuracy)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
                    const float *x, const float *label, int top_k, int has_ignore,
                    int ignore_label, int64_t *correct, int64_t *valid, float *per_class_correct,
                    float *per_class_total);
   /* Distillation: p = softmax(t / T), q = softmax(s / T) over channels of (outer, channels);
-   * returns sum over rows of T^2 * KL(p || q); ds = scale * T * (q - p) (scale = loss weight /
-   * outer; ds may be NULL). */
+   * returns sum over rows of T^2 * KL(p || q); ds = scale * T * (q - p) (ds may be NULL; the
+   * KDLoss layer passes scale = 1 / outer and multiplies by its top's diff in backward). */
   double (*kd_forward_backward)(dd_backend *be, int64_t outer, int64_t channels,
                                 const float *s, const float *t, float temperature, float *ds,
                                 float scale);
@@ -187,8 +188,8 @@ struct dd_backend {
   int threads;  /* CPU: worker threads; CUDA: the device ordinal */
 };
 
-/* Creates the CPU backend with `threads` workers (0: one per available core). Returns 0 or
- * DD_ENOMEM. */
+/* Creates the CPU backend with `threads` workers (0: one per available core). Returns 0,
+ * DD_ENOMEM, or DD_ENOTFOUND when OpenBLAS cannot be loaded (core/cpu_blas.h). */
 int dd_cpu_backend_create(dd_backend **out, int threads);
 void dd_cpu_backend_destroy(dd_backend *be);
 

@@ -1,5 +1,6 @@
-/* The CPU backend: host memory, OpenBLAS for GEMM, a blocking thread pool, and the layer kernels
- * of core/cpu_kernels.c. It is the reference every other backend is tested against: kernels are
+/* The CPU backend: host memory, OpenBLAS for GEMM (loaded by core/cpu_blas.c with the right
+ * kernels), a blocking thread pool, the convolution of core/cpu_conv.c and the layer kernels of
+ * core/cpu_kernels.c. It is the reference every other backend is tested against: kernels are
  * plain loops over Caffe's layouts, parallel over independent images, planes or channels, with
  * per-thread partial sums reduced in a fixed order, so a run is bit-reproducible for a given
  * thread count.
@@ -7,20 +8,16 @@
  * OpenBLAS runs single-threaded inside our tasks (the pool decides the parallelism); a large
  * GEMM on its own is split by rows across the pool. */
 #define _POSIX_C_SOURCE 200809L
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu_blas.h"
 #include "cpu_kernels.h"
 #include "dd_error.h"
 #include "threadpool.h"
-
-/* OpenBLAS extras (declared in its cblas.h, repeated here for other BLAS headers). */
-char *openblas_get_corename(void);
-void openblas_set_num_threads(int);
 
 static void *cpu_alloc(dd_backend *be, size_t bytes) {
   (void)be;
@@ -59,8 +56,8 @@ static void gemm_task(void *ctx, int task, int thread) {
   if (r1 <= r0) return;
   const float *a = j->ta ? j->a + r0 : j->a + (int64_t)r0 * j->k;
   int lda = j->ta ? j->m : j->k, ldb = j->tb ? j->k : j->n;
-  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
-              r1 - r0, j->n, j->k, j->alpha, a, lda, j->b, ldb, j->beta, j->c + (int64_t)r0 * j->n, j->n);
+  dd_sgemm(j->ta, j->tb, r1 - r0, j->n, j->k, j->alpha, a, lda, j->b, ldb, j->beta,
+           j->c + (int64_t)r0 * j->n, j->n);
 }
 
 static void cpu_gemm(dd_backend *be, int ta, int tb, int m, int n, int k, float alpha,
@@ -124,6 +121,8 @@ static const dd_backend_ops cpu_ops = {
 
 int dd_cpu_backend_create(dd_backend **out, int threads) {
   *out = NULL;
+  int r = dd_cpu_ensure_fast_blas(NULL, 0);
+  if (r) return r;
   if (threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     threads = n > 0 ? (int)n : 1;
@@ -133,13 +132,11 @@ int dd_cpu_backend_create(dd_backend **out, int threads) {
   if (!be || !cx) goto fail;
   cx->pool = dd_threadpool_create(threads);
   if (!cx->pool) goto fail;
-  /* Our pool owns the parallelism; OpenBLAS must not start threads of its own inside tasks. */
-  openblas_set_num_threads(1);
   be->ops = &cpu_ops;
   be->ctx = cx;
   be->threads = threads;
-  snprintf(cx->describe, sizeof cx->describe, "cpu: OpenBLAS %s kernels, %d thread%s",
-           openblas_get_corename(), threads, threads == 1 ? "" : "s");
+  snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s", dd_cpu_blas_describe(),
+           threads, threads == 1 ? "" : "s");
   *out = be;
   return 0;
 fail:

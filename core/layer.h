@@ -107,6 +107,10 @@ int dd__check_labels(dd_shape_ctx *c, int axis_param, int *axis_out);
 int dd_bn_uses_global(const dd_layer *l);
 /* Softmax-like layers: (outer, channels, inner) of bottom 0 around softmax_param.axis. */
 void dd__softmax_dims(const dd_layer *l, int64_t *outer, int64_t *ch, int64_t *inner);
+/* Loss/Accuracy forward: every label must be an integer class in [0, classes) (or the ignore
+ * label); otherwise sets the net's status with a message naming the layer and the label and
+ * returns DD_EINVAL. */
+int dd__check_label_range(dd_layer *l, const dd_tensor *labels, int64_t classes, int has_ignore, int ignore);
 /* Writes a scalar from the host into a 1-element backend tensor's data. */
 void dd__set_scalar(dd_tensor *t, float v);
 /* Backend buffer helper for setup: (re)allocates *p to hold `bytes` (tracking the size in

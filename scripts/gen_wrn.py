@@ -4,10 +4,13 @@ prototxts, in the BatchNorm + Scale style Caffe users write.
 
   gen_wrn.py --depth 16 --width 4 --classes 10 --mode train_val --source-train T.txt --source-test V.txt
   gen_wrn.py --depth 16 --width 4 --classes 10 --mode deploy --channels 1 --size 28
+  gen_wrn.py --depth 16 --width 2 --classes 100 --mode bench --channels 3 --size 32 --batch 64
 
 train_val: ImageData layers (TRAIN: pad-and-crop plus mirror; TEST: centre crop), SoftmaxWithLoss,
 Accuracy in TEST. deploy: an Input layer (the shape of one batch) and the logits blob "fc" only,
-which is what a frozen teacher needs. --prefix puts a prefix on every layer and blob name except
+which is what a frozen teacher needs. bench: an Input layer with two tops, "data" (the shape of one
+batch) and "label" (batch), and SoftmaxWithLoss: a TRAIN net that needs no data files, which is what
+tests/bench_wrn.c times. --prefix puts a prefix on every layer and blob name except
 the data and label blobs, so teacher and student layers can live in one combined prototxt.
 """
 import argparse
@@ -19,7 +22,7 @@ def main():
     ap.add_argument("--depth", type=int, required=True, help="6n+4: 10, 16, 22, 28, 40")
     ap.add_argument("--width", type=int, required=True, help="widening factor k")
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--mode", choices=["train_val", "deploy"], default="train_val")
+    ap.add_argument("--mode", choices=["train_val", "deploy", "bench"], default="train_val")
     ap.add_argument("--channels", type=int, default=1, help="image channels (1 gray, 3 colour)")
     ap.add_argument("--size", type=int, default=28, help="input height and width (crop size)")
     ap.add_argument("--batch", type=int, default=64, help="TRAIN batch (deploy: Input batch)")
@@ -68,6 +71,10 @@ def main():
         w('layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TEST }')
         w('  transform_param { scale: %g crop_size: %d%s }' % (a.scale, a.size, mv))
         w('  image_data_param { source: "%s" batch_size: %d%s%s } }' % (a.source_test, a.test_batch, color, root))
+    elif a.mode == "bench":
+        w('layer { name: "%sinput" type: "Input" top: "data" top: "label"' % P)
+        w('  input_param { shape { dim: %d dim: %d dim: %d dim: %d } shape { dim: %d } } }'
+          % (a.batch, a.channels, a.size, a.size, a.batch))
     else:
         w('layer { name: "%sinput" type: "Input" top: "data"' % P)
         w('  input_param { shape { dim: %d dim: %d dim: %d dim: %d } } }' % (a.batch, a.channels, a.size, a.size))
@@ -99,8 +106,9 @@ def main():
     w('layer { name: "%sfc" type: "InnerProduct" bottom: "%spool" top: "%sfc"' % (P, P, P))
     w('  inner_product_param { num_output: %d weight_filler { type: "msra" } bias_filler { type: "constant" value: 0 } } }'
       % a.classes)
-    if a.mode == "train_val":
+    if a.mode in ("train_val", "bench"):
         w('layer { name: "%sloss" type: "SoftmaxWithLoss" bottom: "%sfc" bottom: "label" top: "%sloss" }' % (P, P, P))
+    if a.mode == "train_val":
         w('layer { name: "%saccuracy" type: "Accuracy" bottom: "%sfc" bottom: "label" top: "%saccuracy" include { phase: TEST } }'
           % (P, P, P))
     text = "\n".join(out) + "\n"

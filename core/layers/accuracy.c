@@ -39,17 +39,20 @@ static void accuracy_forward(dd_layer *l) {
   const Caffe__AccuracyParameter *p = l->lp->accuracy_param;
   int has_ignore = p && p->has_ignore_label;
   int64_t correct, valid;
+  if (dd__check_label_range(l, l->bottom[1], ap->ch, has_ignore, has_ignore ? p->ignore_label : 0)) return;
   if (ap->pc) l->be->ops->fill(l->be, ap->pc, 0.0f, 2 * ap->ch);
   l->be->ops->accuracy(l->be, ap->outer, ap->ch, ap->inner, l->bottom[0]->data, l->bottom[1]->data,
                        p ? (int)p->top_k : 1, has_ignore, has_ignore ? p->ignore_label : 0, &correct,
                        &valid, ap->pc, ap->pc ? ap->pc + ap->ch : NULL);
   dd__set_scalar(l->top[0], valid ? (float)correct / (float)valid : 0.0f);
-  if (ap->pc) { /* per-class accuracy: a TEST-time statistic, computed on the host */
+  if (ap->pc) { /* per-class accuracy: a TEST-time statistic, on the host, 1024 classes at a time */
     float host[2 * 1024];
-    if (ap->ch <= 1024) {
-      l->be->ops->download(l->be, host, ap->pc, (size_t)(2 * ap->ch) * sizeof(float));
-      for (int64_t k = 0; k < ap->ch; k++) host[k] = host[ap->ch + k] > 0 ? host[k] / host[ap->ch + k] : 0.0f;
-      l->be->ops->upload(l->be, l->top[1]->data, host, (size_t)ap->ch * sizeof(float));
+    for (int64_t k0 = 0; k0 < ap->ch; k0 += 1024) {
+      int64_t m = ap->ch - k0 < 1024 ? ap->ch - k0 : 1024;
+      l->be->ops->download(l->be, host, ap->pc + k0, (size_t)m * sizeof(float));
+      l->be->ops->download(l->be, host + 1024, ap->pc + ap->ch + k0, (size_t)m * sizeof(float));
+      for (int64_t k = 0; k < m; k++) host[k] = host[1024 + k] > 0 ? host[k] / host[1024 + k] : 0.0f;
+      l->be->ops->upload(l->be, l->top[1]->data + k0, host, (size_t)m * sizeof(float));
     }
   }
 }

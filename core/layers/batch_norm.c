@@ -30,7 +30,9 @@ static const Caffe__FillerParameter *bn_filler(const Caffe__LayerParameter *lp, 
 
 typedef struct {
   float *mean, *inv_std; /* C each, backend memory */
-  size_t cap_m, cap_i;
+  float *x_norm; /* batch statistics: the output, kept for backward (Caffe's x_norm_), since a
+                    later in-place layer (Scale, ReLU) may overwrite the top */
+  size_t cap_m, cap_i, cap_x;
   int n, c, s;
 } bn_priv;
 
@@ -50,6 +52,9 @@ static int bn_setup(dd_layer *l, char *err, size_t errlen) {
   if (dd__ensure_buffer(l->be, (void **)&bp->mean, &bp->cap_m, bytes) ||
       dd__ensure_buffer(l->be, (void **)&bp->inv_std, &bp->cap_i, bytes))
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  if (!dd_bn_uses_global(l) &&
+      dd__ensure_buffer(l->be, (void **)&bp->x_norm, &bp->cap_x, (size_t)l->top[0]->count * sizeof(float)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   return 0;
 }
 
@@ -61,23 +66,27 @@ static void bn_forward(dd_layer *l) {
     l->be->ops->bn_forward_global(l->be, bp->n, bp->c, bp->s, l->top[0]->data, l->bottom[0]->data,
                                   bp->mean, bp->inv_std, l->params[0]->data, l->params[1]->data,
                                   l->params[2]->data, eps);
-  else
+  else {
     l->be->ops->bn_forward_train(l->be, bp->n, bp->c, bp->s, l->top[0]->data, l->bottom[0]->data,
                                  bp->mean, bp->inv_std, l->params[0]->data, l->params[1]->data,
                                  l->params[2]->data, maf, eps);
+    l->be->ops->copy(l->be, bp->x_norm, l->top[0]->data, (size_t)l->top[0]->count * sizeof(float));
+  }
 }
 
 static void bn_backward(dd_layer *l) {
   bn_priv *bp = l->priv;
   if (!l->propagate_down[0]) return;
+  int global = dd_bn_uses_global(l); /* global statistics: backward does not read the output */
   l->be->ops->bn_backward(l->be, bp->n, bp->c, bp->s, l->bottom[0]->diff, l->top[0]->diff,
-                          l->top[0]->data, bp->inv_std, dd_bn_uses_global(l));
+                          global ? l->top[0]->data : bp->x_norm, bp->inv_std, global);
 }
 
 static void bn_destroy(dd_layer *l) {
   bn_priv *bp = l->priv;
   if (bp->mean) l->be->ops->free(l->be, bp->mean);
   if (bp->inv_std) l->be->ops->free(l->be, bp->inv_std);
+  if (bp->x_norm) l->be->ops->free(l->be, bp->x_norm);
 }
 
 const dd_layer_ops dd_layer_batch_norm = {

@@ -2,13 +2,15 @@
 #include "dd_error.h"
 #include "layer.h"
 
+int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what); /* scale.c */
+
 static int bias_shape(dd_shape_ctx *c) {
   const Caffe__BiasParameter *p = c->lp->bias_param;
   int axis = p ? p->axis : 1, num_axes = p ? p->num_axes : 1;
   c->tops[0] = c->bottoms[0];
   if (c->nb == 2) {
     c->n_params = 0;
-    return 0;
+    return dd__second_bottom_fits(c, axis, "bias");
   }
   c->n_params = 1;
   return dd__axes_param_shape(c, axis, num_axes, &c->params[0]);

@@ -26,9 +26,15 @@ static int eltwise_shape(dd_shape_ctx *c) {
 }
 
 typedef struct {
-  int32_t *argmax; /* MAX: which bottom won, per element */
+  int32_t *argmax; /* MAX: which bottom won, per element (marked as max_mark says) */
   size_t cap;
+  float *saved; /* MAX in place: a copy of bottom 0 */
+  size_t saved_cap;
 } eltwise_priv;
+
+/* MAX marks each element's winner: bottom 1 as 0 (what a zeroed buffer holds), bottom 0 as 1,
+ * bottom i >= 2 as i. */
+static int32_t max_mark(int i) { return i == 0 ? 1 : i == 1 ? 0 : i; }
 
 static int op_of(const dd_layer *l) {
   return l->lp->eltwise_param ? l->lp->eltwise_param->operation : CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM;
@@ -47,6 +53,9 @@ static int eltwise_setup(dd_layer *l, char *err, size_t errlen) {
     if (l->bottom[i] == l->top[0] && (i > 0 || op_of(l) == CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__PROD))
       return dd_errorf(DD_EINVAL, err, errlen,
                        "Eltwise cannot run in place here (only SUM and MAX, on bottom 0): give the top its own name");
+  if (op_of(l) == CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__MAX && l->bottom[0] == l->top[0] &&
+      dd__ensure_buffer(l->be, (void **)&ep->saved, &ep->saved_cap, (size_t)l->top[0]->count * sizeof(float)))
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   return 0;
 }
 
@@ -63,11 +72,18 @@ static void eltwise_forward(dd_layer *l) {
       o->mul(l->be, n, y, l->bottom[0]->data, l->bottom[1]->data);
       for (int i = 2; i < l->nb; i++) o->mul(l->be, n, y, y, l->bottom[i]->data);
       break;
-    default: { /* MAX: ties keep the earlier bottom, as Caffe */
+    default: { /* MAX, as Caffe: bottom 1 unless bottom 0 is strictly greater (a tie goes to
+                  bottom 1), then bottom i >= 2 where it is strictly greater */
       eltwise_priv *ep = l->priv;
-      o->copy(l->be, y, l->bottom[0]->data, (size_t)n * sizeof(float));
-      o->fill(l->be, (float *)ep->argmax, 0.0f, n); /* all-zero bits: index 0 */
-      for (int i = 1; i < l->nb; i++) o->max_update(l->be, n, y, ep->argmax, l->bottom[i]->data, i);
+      const float *b0 = l->bottom[0]->data;
+      if (ep->saved) {
+        o->copy(l->be, ep->saved, b0, (size_t)n * sizeof(float));
+        b0 = ep->saved;
+      }
+      o->copy(l->be, y, l->bottom[1]->data, (size_t)n * sizeof(float));
+      o->fill(l->be, (float *)ep->argmax, 0.0f, n); /* all-zero bits: max_mark(1) */
+      o->max_update(l->be, n, y, ep->argmax, b0, max_mark(0));
+      for (int i = 2; i < l->nb; i++) o->max_update(l->be, n, y, ep->argmax, l->bottom[i]->data, max_mark(i));
     }
   }
 }
@@ -95,7 +111,7 @@ static void eltwise_backward(dd_layer *l) {
       }
       default: {
         eltwise_priv *ep = l->priv;
-        o->max_backward(l->be, n, dx, dy, ep->argmax, i);
+        o->max_backward(l->be, n, dx, dy, ep->argmax, max_mark(i));
       }
     }
   }
@@ -104,6 +120,7 @@ static void eltwise_backward(dd_layer *l) {
 static void eltwise_destroy(dd_layer *l) {
   eltwise_priv *ep = l->priv;
   if (ep->argmax) l->be->ops->free(l->be, ep->argmax);
+  if (ep->saved) l->be->ops->free(l->be, ep->saved);
 }
 
 const dd_layer_ops dd_layer_eltwise = {

@@ -1,6 +1,8 @@
-/* ImageData: batches of images from a list file (`path label` lines), transformed as
- * transform_param says. Tops: data (N, C, H, W) and label (N). H and W are known before reading
- * any image only when a crop or a resize fixes them. */
+/* ImageData: batches of images from a list file (`path label` lines), decoded and transformed
+ * ahead of the trainer by the pipeline in core/data.c. Tops: data (N, C, H, W) and label (N). H
+ * and W are known before reading any image only when a crop or a resize fixes them, and the net
+ * needs them known: set crop_size or new_height/new_width. */
+#include "data.h"
 #include "dd_error.h"
 #include "layer.h"
 
@@ -32,15 +34,43 @@ static int image_data_shape(dd_shape_ctx *c) {
   return 0;
 }
 
+typedef struct {
+  dd_data *src;
+} image_data_priv;
+
 static int image_data_setup(dd_layer *l, char *err, size_t errlen) {
-  (void)l;
-  return dd_errorf(DD_EUNSUPPORTED, err, errlen,
-                   "the ImageData layer cannot run yet (the image pipeline is not built): feed the "
-                   "net through Input layers (distilld train/forward --input NAME=FILE.binaryproto)");
+  image_data_priv *ip = l->priv;
+  const Caffe__ImageDataParameter *p = l->lp->image_data_param;
+  const dd_shape *s = &l->top[0]->shape;
+  if (ip->src) return 0; /* already running; the shapes are fixed */
+  dd_data_config cfg = {.batch = (int)s->dims[0], .channels = (int)s->dims[1], .height = (int)s->dims[2],
+                        .width = (int)s->dims[3], .train = l->phase == CAFFE__PHASE__TRAIN, .seed = l->seed,
+                        .threads = (int)p->decode_threads, .prefetch = (int)p->prefetch,
+                        .max_error_fraction = p->max_error_fraction, .be = l->be};
+  return dd_data_open(&ip->src, l->lp, &cfg, err, errlen);
 }
 
-static void image_data_forward(dd_layer *l) { (void)l; }
+static void image_data_forward(dd_layer *l) {
+  image_data_priv *ip = l->priv;
+  const float *data, *labels;
+  double wait = 0;
+  int r = dd_data_next(ip->src, &data, &labels, &wait, l->status_msg, l->status_len);
+  *l->data_wait_ms += wait;
+  *l->data_errors = dd_data_errors(ip->src);
+  if (r) {
+    *l->status = r;
+    return;
+  }
+  l->be->ops->upload(l->be, l->top[0]->data, data, (size_t)l->top[0]->count * sizeof(float));
+  if (l->nt > 1) l->be->ops->upload(l->be, l->top[1]->data, labels, (size_t)l->top[1]->count * sizeof(float));
+}
+
+static void image_data_destroy(dd_layer *l) {
+  image_data_priv *ip = l->priv;
+  dd_data_close(ip->src);
+}
 
 const dd_layer_ops dd_layer_image_data = {
     .type = "ImageData", .min_bottoms = 0, .max_bottoms = 0, .min_tops = 1, .max_tops = 2,
-    .shape = image_data_shape, .setup = image_data_setup, .forward = image_data_forward};
+    .shape = image_data_shape, .priv_size = sizeof(image_data_priv), .setup = image_data_setup,
+    .forward = image_data_forward, .destroy = image_data_destroy};

@@ -17,7 +17,7 @@ static int kd_loss_shape(dd_shape_ctx *c) {
 }
 
 typedef struct {
-  float *ds; /* the student gradient, computed with the loss */
+  float *ds; /* the student gradient for a unit loss weight, computed with the loss */
   size_t cap;
   int64_t outer, ch;
 } kd_priv;
@@ -38,14 +38,19 @@ static int kd_setup(dd_layer *l, char *err, size_t errlen) {
 static void kd_forward(dd_layer *l) {
   kd_priv *kp = l->priv;
   double loss = l->be->ops->kd_forward_backward(l->be, kp->outer, kp->ch, l->bottom[0]->data, l->bottom[1]->data,
-                                                temperature(l), kp->ds, l->loss_weight[0] / (float)kp->outer);
+                                                temperature(l), kp->ds, 1.0f / (float)kp->outer);
   dd__set_scalar(l->top[0], (float)(loss / (double)kp->outer));
 }
 
+/* Scaled by the loss top's diff, as Caffe's loss layers are (the net sets it to the loss weight;
+ * when the top also feeds other layers, the gradient arrives there through a split). */
 static void kd_backward(dd_layer *l) {
   kd_priv *kp = l->priv;
-  if (l->propagate_down[0])
-    l->be->ops->copy(l->be, l->bottom[0]->diff, kp->ds, (size_t)l->bottom[0]->count * sizeof(float));
+  if (l->propagate_down[0]) {
+    float w;
+    l->be->ops->download(l->be, &w, l->top[0]->diff, sizeof w);
+    l->be->ops->scale(l->be, l->bottom[0]->count, w, kp->ds, l->bottom[0]->diff);
+  }
   /* the teacher's logits (bottom 1) never get a gradient */
 }
 

@@ -1,6 +1,6 @@
 /* Pooling: MAX, AVE (and global), with Caffe's output size: ceil((H + 2 pad - k) / stride) + 1
- * (floor with round_mode FLOOR), less one when padding would make the last window start in the
- * padding. MAX may have a second top (the argmax mask). */
+ * (floor with round_mode FLOOR), less one when the input has padding (on either axis) and the last
+ * window would start in the padding. MAX may have a second top (the argmax mask). */
 #include "dd_error.h"
 #include "layer.h"
 
@@ -50,7 +50,8 @@ static int pooling_shape(dd_shape_ctx *c) {
     if (span < 0) return dd_shape_fail(c, "the kernel is larger than the padded input");
     o[i] = p->round_mode == CAFFE__POOLING_PARAMETER__ROUND_MODE__FLOOR ? span / st[i] + 1
                                                                       : (span + st[i] - 1) / st[i] + 1;
-    if (pad[i] && (o[i] - 1) * st[i] >= b->dims[2 + i] + pad[i]) o[i]--;
+    /* Caffe trims both axes when either has padding */
+    if ((pad[0] || pad[1]) && (o[i] - 1) * st[i] >= b->dims[2 + i] + pad[i]) o[i]--;
   }
   for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_4(b->dims[0], b->dims[1], o[0], o[1]);
   return 0;

@@ -78,3 +78,24 @@ int dd__ensure_buffer(dd_backend *be, void **p, size_t *cap, size_t bytes) {
   *cap = bytes;
   return 0;
 }
+
+int dd__check_label_range(dd_layer *l, const dd_tensor *labels, int64_t classes, int has_ignore, int ignore) {
+  float buf[1024];
+  for (int64_t k0 = 0; k0 < labels->count; k0 += 1024) {
+    int64_t n = labels->count - k0 < 1024 ? labels->count - k0 : 1024;
+    l->be->ops->download(l->be, buf, labels->data + k0, (size_t)n * sizeof(float));
+    for (int64_t k = 0; k < n; k++) {
+      float v = buf[k];
+      if (has_ignore && v == (float)ignore) continue;
+      if (!(v >= 0 && v < (float)classes) || v != (float)(int64_t)v) {
+        snprintf(l->status_msg, l->status_len,
+                 "layer \"%s\": label %g (position %lld of the batch) is not a class of this net, which has %lld "
+                 "(0 to %lld): check the labels in the list file",
+                 l->name, v, (long long)(k0 + k), (long long)classes, (long long)classes - 1);
+        *l->status = DD_EINVAL;
+        return DD_EINVAL;
+      }
+    }
+  }
+  return 0;
+}

@@ -21,6 +21,23 @@ int dd__axes_param_shape(dd_shape_ctx *c, int axis, int num_axes, dd_shape *out)
   return 0;
 }
 
+/* Scale/Bias with two bottoms: bottom 1 must equal bottom 0's axes [axis, axis + its axes)
+ * (a scalar fits anywhere), as Caffe checks. Returns 0 or an error. */
+int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what) {
+  const dd_shape *b1 = &c->bottoms[1];
+  dd_shape want;
+  int r;
+  if (!dd_shape_known(&c->bottoms[0]) || !dd_shape_known(b1)) return 0;
+  if ((r = dd__axes_param_shape(c, b1->ndim ? axis : 0, b1->ndim, &want))) return r;
+  if (!dd_shape_equal(&want, b1)) {
+    char s1[64], s0[64], sw[64];
+    return dd_shape_fail(c, "the %s (bottom 1) has shape %s, but bottom 0 (%s) has %s at axis %d", what,
+                         dd_shape_str(b1, s1, sizeof s1), dd_shape_str(&c->bottoms[0], s0, sizeof s0),
+                         dd_shape_str(&want, sw, sizeof sw), dd_shape_axis(&c->bottoms[0], axis));
+  }
+  return 0;
+}
+
 static int scale_shape(dd_shape_ctx *c) {
   const Caffe__ScaleParameter *p = c->lp->scale_param;
   int axis = p ? p->axis : 1, num_axes = p ? p->num_axes : 1, bias = p && p->bias_term;
@@ -31,7 +48,7 @@ static int scale_shape(dd_shape_ctx *c) {
     ps = c->bottoms[1];
     c->n_params = bias ? 1 : 0;
     c->params[0] = ps;
-    return 0;
+    return dd__second_bottom_fits(c, axis, "scale");
   }
   if ((r = dd__axes_param_shape(c, axis, num_axes, &ps))) return r;
   c->n_params = bias ? 2 : 1;

@@ -71,14 +71,23 @@ static void sml_forward(dd_layer *l) {
   const Caffe__LossParameter *lp = l->lp->loss_param;
   int64_t o, c, i, valid;
   dd__softmax_dims(l, &o, &c, &i);
-  l->be->ops->softmax_forward(l->be, o, c, i, sp->prob, l->bottom[0]->data);
   int has_ignore = lp && lp->has_ignore_label;
+  if (dd__check_label_range(l, l->bottom[1], c, has_ignore, has_ignore ? lp->ignore_label : 0)) return;
+  l->be->ops->softmax_forward(l->be, o, c, i, sp->prob, l->bottom[0]->data);
   double loss = l->be->ops->xent_forward(l->be, o, c, i, sp->prob, l->bottom[1]->data, has_ignore,
                                          has_ignore ? lp->ignore_label : 0, &valid);
   sp->normalizer = normalizer(l, o, i, valid);
   dd__set_scalar(l->top[0], (float)(loss / sp->normalizer));
   if (l->nt > 1)
     l->be->ops->copy(l->be, l->top[1]->data, sp->prob, (size_t)l->bottom[0]->count * sizeof(float));
+}
+
+/* The weight backward scales by: the loss top's diff, as Caffe reads it (the net sets it to the
+ * loss weight; when the top also feeds other layers, the gradient arrives there through a split). */
+static float top_weight(const dd_layer *l) {
+  float w;
+  l->be->ops->download(l->be, &w, l->top[0]->diff, sizeof w);
+  return w;
 }
 
 static void sml_backward(dd_layer *l) {
@@ -89,7 +98,7 @@ static void sml_backward(dd_layer *l) {
   dd__softmax_dims(l, &o, &c, &i);
   int has_ignore = lp && lp->has_ignore_label;
   l->be->ops->xent_backward(l->be, o, c, i, l->bottom[0]->diff, sp->prob, l->bottom[1]->data, has_ignore,
-                            has_ignore ? lp->ignore_label : 0, l->loss_weight[0] / sp->normalizer);
+                            has_ignore ? lp->ignore_label : 0, top_weight(l) / sp->normalizer);
 }
 
 static void sml_destroy(dd_layer *l) {

@@ -1,0 +1,304 @@
+/* bench_wrn: times one training step (forward, backward, SGD update with momentum and weight
+ * decay) of TRAIN nets on the CPU backend, and the machine's sgemm ceiling with the kernels in use.
+ * Not a ctest test: scripts/bench_cpu.sh runs it next to PyTorch (docs/performance.md).
+ *
+ *   bench_wrn [--threads T] [--iters N] [--warmup W] [--layers] NET.prototxt...
+ *
+ * Nets need an Input layer with tops "data" and "label" (scripts/gen_wrn.py --mode bench writes
+ * them); data is filled with a fixed pseudo-random pattern, labels with i mod classes.
+ *
+ * Reported per net: the median step over N iterations after W warm-up steps, images/s, and the
+ * achieved GFLOP/s over the multiply-adds of Convolution and InnerProduct layers, counted as
+ * 2 FLOP per multiply-add for each GEMM the step runs: forward, backward-filter (for weights
+ * that learn) and backward-data (only where the bottom needs a gradient, so not for the first
+ * convolution, whose bottom is the data). The usual "3 x forward" figure is printed next to it.
+ * A profile gives the mean time per step of each layer type, forward and backward separately,
+ * measured around each layer call (the CPU backend is synchronous). A last line per net,
+ * "RESULT net=... ms=... img_s=...", is for scripts. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "caffe_io.h"
+#include "cpu_blas.h"
+#include "net.h"
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* ---- the sgemm ceiling ----------------------------------------------------------------------- */
+
+/* GFLOP/s of the backend's gemm for C (m x n) = A (m x k) B (k x n), best of 5 timed runs. */
+static double gemm_gflops(dd_backend *be, int m, int n, int k) {
+  float *a = be->ops->alloc(be, (size_t)m * k * sizeof(float));
+  float *b = be->ops->alloc(be, (size_t)k * n * sizeof(float));
+  float *c = be->ops->alloc(be, (size_t)m * n * sizeof(float));
+  if (!a || !b || !c) return 0;
+  for (int64_t i = 0; i < (int64_t)m * k; i++) a[i] = (float)(i % 7) * 0.1f;
+  for (int64_t i = 0; i < (int64_t)k * n; i++) b[i] = (float)(i % 5) * 0.1f;
+  double flop = 2.0 * m * n * k, best = 1e30;
+  int reps = flop < 1e9 ? (int)(1e9 / flop) + 1 : 2;
+  be->ops->gemm(be, 0, 0, m, n, k, 1.0f, a, b, 0.0f, c);
+  for (int r = 0; r < 5; r++) {
+    double t = now();
+    for (int i = 0; i < reps; i++) be->ops->gemm(be, 0, 0, m, n, k, 1.0f, a, b, 0.0f, c);
+    t = (now() - t) / reps;
+    if (t < best) best = t;
+  }
+  be->ops->free(be, a);
+  be->ops->free(be, b);
+  be->ops->free(be, c);
+  return flop / best * 1e-9;
+}
+
+static void print_ceiling(int threads) {
+  int counts[2] = {1, threads};
+  for (int i = 0; i < (threads > 1 ? 2 : 1); i++) {
+    dd_backend *be;
+    if (dd_cpu_backend_create(&be, counts[i])) return;
+    printf("sgemm ceiling, %d thread%s: 1024x1024x1024 %.1f GFLOP/s; conv-shaped 128x256x1152 %.1f "
+           "GFLOP/s\n",
+           counts[i], counts[i] == 1 ? "" : "s", gemm_gflops(be, 1024, 1024, 1024),
+           gemm_gflops(be, 128, 256, 1152));
+    dd_cpu_backend_destroy(be);
+  }
+}
+
+/* ---- one net ---------------------------------------------------------------------------------- */
+
+typedef struct {
+  const char *type;
+  int count;
+  double fwd, bwd; /* seconds summed over timed steps */
+} type_time;
+
+static int64_t out_channels(const dd_layer *l) {
+  if (l->lp->convolution_param) return l->lp->convolution_param->num_output;
+  if (l->lp->inner_product_param) return l->lp->inner_product_param->num_output;
+  return 0;
+}
+
+/* Multiply-adds of one forward GEMM pass of a Convolution or InnerProduct layer (0 otherwise):
+ * top elements times weights per output. */
+static double layer_macs(const dd_layer *l) {
+  if (strcmp(l->ops->type, "Convolution") && strcmp(l->ops->type, "InnerProduct")) return 0;
+  int64_t oc = out_channels(l);
+  if (oc <= 0 || l->n_params < 1) return 0;
+  return (double)l->top[0]->count * (double)(l->params[0]->count / oc);
+}
+
+static int bench_net(dd_backend *be, const char *path, int iters, int warmup, int per_layer) {
+  char err[2048];
+  Caffe__NetParameter *p = NULL;
+  dd_net *n = NULL;
+  if (dd_net_read_text(&p, path, err, sizeof err) ||
+      dd_net_create(&n, p, CAFFE__PHASE__TRAIN, be, 1, NULL, err, sizeof err)) {
+    fprintf(stderr, "bench_wrn: %s\n", err);
+    if (p) caffe__net_parameter__free_unpacked(p, NULL);
+    return 1;
+  }
+  dd_tensor *data = dd_net_blob(n, "data"), *label = dd_net_blob(n, "label");
+  int64_t classes = 0;
+  for (size_t i = 0; i < n->n_layers; i++)
+    if (!strcmp(n->layers[i].ops->type, "SoftmaxWithLoss")) classes = n->layers[i].bottom[0]->shape.dims[1];
+  if (!data || !label || classes <= 0) {
+    fprintf(stderr, "bench_wrn: %s: needs Input tops \"data\" and \"label\" and a SoftmaxWithLoss\n", path);
+    dd_net_destroy(n);
+    caffe__net_parameter__free_unpacked(p, NULL);
+    return 1;
+  }
+  int batch = (int)data->shape.dims[0];
+  float *h = malloc((size_t)(data->count > label->count ? data->count : label->count) * sizeof *h);
+  float **hist = calloc(n->n_params, sizeof *hist);
+  size_t nl = n->n_layers;
+  double *lf = calloc(nl, sizeof *lf), *lb = calloc(nl, sizeof *lb);
+  int steps = warmup + iters;
+  double *step_s = calloc((size_t)steps, sizeof *step_s);
+  type_time types[64];
+  int n_types = 0;
+  if (!h || !hist || !lf || !lb || !step_s) {
+    fprintf(stderr, "bench_wrn: out of memory\n");
+    return 1;
+  }
+  uint32_t s = 12345;
+  for (int64_t i = 0; i < data->count; i++) {
+    s = s * 1664525u + 1013904223u;
+    h[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+  dd_tensor_set_data(data, h);
+  for (int64_t i = 0; i < label->count; i++) h[i] = (float)(i % classes);
+  dd_tensor_set_data(label, h);
+  for (size_t i = 0; i < n->n_params; i++) {
+    hist[i] = be->ops->alloc(be, (size_t)n->params[i].t->count * sizeof(float));
+    if (!hist[i]) {
+      fprintf(stderr, "bench_wrn: out of memory\n");
+      return 1;
+    }
+  }
+
+  double loss = 0;
+  for (int it = 0; it < steps; it++) {
+    int timed = it >= warmup;
+    double t0 = now();
+    dd_net_clear_param_diffs(n);
+    /* dd_net_forward and dd_net_backward, with a clock around each layer */
+    double total = 0;
+    for (size_t i = 0; i < nl; i++) {
+      dd_layer *l = &n->layers[i];
+      double a = now();
+      l->ops->forward(l);
+      if (timed) lf[i] += now() - a;
+      for (int t = 0; t < l->nt; t++)
+        if (l->loss_weight[t] != 0)
+          total += be->ops->dot(be, l->top[t]->count, l->top[t]->data, l->top[t]->diff);
+    }
+    n->iter++;
+    loss = total;
+    for (size_t i = nl; i-- > 0;) {
+      dd_layer *l = &n->layers[i];
+      if (!n->graph->layers[i].need_backward || !l->ops->backward) continue;
+      double a = now();
+      l->ops->backward(l);
+      if (timed) lb[i] += now() - a;
+    }
+    /* SGD as Caffe's solver: lr 0.01, momentum 0.9, weight decay 5e-4 */
+    for (size_t i = 0; i < n->n_params; i++) {
+      dd_net_param *np = &n->params[i];
+      if (np->lr_mult == 0) continue;
+      be->ops->regularize(be, np->t->count, np->t->diff, np->t->data, 5e-4f * np->decay_mult, 0);
+      be->ops->sgd_update(be, np->t->count, np->t->data, np->t->diff, hist[i], 0.01f * np->lr_mult, 0.9f, 0);
+    }
+    step_s[it] = now() - t0;
+  }
+
+  /* FLOP counts */
+  double macs_fwd = 0, macs_run = 0;
+  for (size_t i = 0; i < nl; i++) {
+    dd_layer *l = &n->layers[i];
+    double m = layer_macs(l);
+    if (m == 0) continue;
+    macs_fwd += m;
+    macs_run += m;
+    if (n->graph->layers[i].need_backward) {
+      if (l->param_propagate_down[0]) macs_run += m;
+      if (l->propagate_down[0]) macs_run += m;
+    }
+  }
+  double *sorted = step_s + warmup;
+  qsort(sorted, (size_t)iters, sizeof *sorted, cmp_double);
+  double med = sorted[iters / 2];
+  printf("\nnet %s (%s): batch %d, %zu layers, loss %.4f\n", p->name ? p->name : "?", path, batch, nl, loss);
+  printf("  step (forward + backward + SGD): median %.1f ms over %d (min %.1f, max %.1f), %d warm-up\n",
+         med * 1e3, iters, sorted[0] * 1e3, sorted[iters - 1] * 1e3, warmup);
+  printf("  %.1f images/s\n", batch / med);
+  printf("  conv + inner product: %.2f GFLOP/step run (fwd %.2f, 3 x fwd %.2f) -> %.1f GFLOP/s\n",
+         2 * macs_run * 1e-9, 2 * macs_fwd * 1e-9, 6 * macs_fwd * 1e-9, 2 * macs_run / med * 1e-9);
+
+  /* profile by layer type */
+  double prof_total = 0;
+  for (size_t i = 0; i < nl; i++) {
+    const char *ty = n->layers[i].ops->type;
+    int k = 0;
+    while (k < n_types && strcmp(types[k].type, ty)) k++;
+    if (k == n_types && n_types < 64) types[n_types++] = (type_time){ty, 0, 0, 0};
+    if (k == n_types) continue;
+    types[k].count++;
+    types[k].fwd += lf[i] / iters;
+    types[k].bwd += lb[i] / iters;
+    prof_total += (lf[i] + lb[i]) / iters;
+  }
+  printf("  profile, mean ms per step (layers timed one by one; the rest of the step is the SGD\n"
+         "  update and the loop):\n");
+  printf("    %-16s %6s %9s %9s %9s %6s\n", "type", "layers", "forward", "backward", "total", "share");
+  for (int k = 0; k < n_types; k++)
+    printf("    %-16s %6d %9.2f %9.2f %9.2f %5.1f%%\n", types[k].type, types[k].count, types[k].fwd * 1e3,
+           types[k].bwd * 1e3, (types[k].fwd + types[k].bwd) * 1e3,
+           100 * (types[k].fwd + types[k].bwd) / prof_total);
+  printf("    %-16s %6s %9s %9s %9.2f (step median %.2f)\n", "all layers", "", "", "", prof_total * 1e3, med * 1e3);
+  if (per_layer) {
+    printf("  per layer (ms per step; GFLOP/s over the GEMMs each pass runs):\n");
+    for (size_t i = 0; i < nl; i++) {
+      dd_layer *l = &n->layers[i];
+      double m = layer_macs(l), f = lf[i] / iters, b = lb[i] / iters;
+      if (m > 0) {
+        int nb = n->graph->layers[i].need_backward ? l->param_propagate_down[0] + l->propagate_down[0] : 0;
+        char shape[64];
+        printf("    %-22s %-12s fwd %7.2f (%5.1f GF/s) bwd %7.2f (%5.1f GF/s)  %s\n", l->name, l->ops->type,
+               f * 1e3, 2 * m / f * 1e-9, b * 1e3, b > 0 ? 2 * m * nb / b * 1e-9 : 0.0,
+               dd_shape_str(&l->bottom[0]->shape, shape, sizeof shape));
+      } else {
+        printf("    %-22s %-12s fwd %7.2f bwd %7.2f\n", l->name, l->ops->type, f * 1e3, b * 1e3);
+      }
+    }
+  }
+  printf("RESULT net=%s ms=%.2f img_s=%.2f gflops=%.2f\n", p->name ? p->name : path, med * 1e3, batch / med,
+         2 * macs_run / med * 1e-9);
+
+  for (size_t i = 0; i < n->n_params; i++) be->ops->free(be, hist[i]);
+  free(hist);
+  free(h);
+  free(lf);
+  free(lb);
+  free(step_s);
+  dd_net_destroy(n);
+  caffe__net_parameter__free_unpacked(p, NULL);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  char err[512];
+  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu_blas.h). */
+  if (dd_cpu_ensure_fast_blas(err, sizeof err)) {
+    fprintf(stderr, "bench_wrn: %s\n", err);
+    return 1;
+  }
+  int threads = 2, iters = 10, warmup = 2, per_layer = 0, gemm = 1, rc = 0, nets = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+      iters = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
+      warmup = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--layers"))
+      per_layer = 1;
+    else if (!strcmp(argv[i], "--no-gemm"))
+      gemm = 0;
+    else if (argv[i][0] == '-') {
+      fprintf(stderr,
+              "usage: bench_wrn [--threads T] [--iters N] [--warmup W] [--layers] [--no-gemm] NET.prototxt...\n");
+      return 2;
+    }
+  }
+  if (threads < 1) threads = 1;
+  if (iters < 1) iters = 1;
+  if (warmup < 0) warmup = 0;
+  dd_backend *be;
+  if ((rc = dd_cpu_backend_create(&be, threads))) {
+    fprintf(stderr, "bench_wrn: cannot create the CPU backend (%d)\n", rc);
+    return 1;
+  }
+  printf("%s\n", dd_cpu_backend_describe(be));
+  if (gemm) print_ceiling(threads);
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] == '-') {
+      if (strcmp(argv[i], "--layers") && strcmp(argv[i], "--no-gemm")) i++;
+      continue;
+    }
+    rc |= bench_net(be, argv[i], iters, warmup, per_layer);
+    nets++;
+  }
+  dd_cpu_backend_destroy(be);
+  if (!nets) fprintf(stderr, "bench_wrn: no net given (scripts/gen_wrn.py --mode bench writes one)\n");
+  return rc || !nets;
+}
