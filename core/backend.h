@@ -158,6 +158,13 @@ typedef struct dd_backend_ops {
                                 const float *s, const float *t, float temperature, float *ds,
                                 float scale);
 
+  /* Attention transfer (Zagoruyko & Komodakis): per image, q = Q / ||Q||_2 with
+   * Q[j] = sum over channels of x[c][j]^2 over the hw positions, for the student s (n, cs, hw)
+   * and the teacher t (n, ct, hw). Returns sum over images of ||q_s - q_t||_2^2; ds (may be NULL)
+   * gets scale * its gradient with respect to s. ws: 2 * hw doubles of workspace. */
+  double (*attention_forward_backward)(dd_backend *be, int64_t n, int64_t cs, int64_t ct, int64_t hw,
+                                       const float *s, const float *t, float *ds, float scale, void *ws);
+
   /* ---- strided copies (Concat, Split backward) --------------------------------------------- */
   /* Copies `rows` rows of `cols` floats: dst[r * dst_stride + i] = src[r * src_stride + i]
    * (accumulate: +=). */

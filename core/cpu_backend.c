@@ -112,6 +112,7 @@ static const dd_backend_ops cpu_ops = {
     .xent_backward = dd_cpu_xent_backward,
     .accuracy = dd_cpu_accuracy,
     .kd_forward_backward = dd_cpu_kd_forward_backward,
+    .attention_forward_backward = dd_cpu_attention_forward_backward,
     .copy_rows = dd_cpu_copy_rows,
     .regularize = dd_cpu_regularize,
     .sgd_update = dd_cpu_sgd_update,

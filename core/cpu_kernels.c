@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -463,6 +464,45 @@ double dd_cpu_kd_forward_backward(dd_backend *be, int64_t outer, int64_t ch, con
       if (ds) ds[o * ch + c] = (float)(scale * temp * (exp(lq) - p));
     }
     total += (double)temp * temp * kl;
+  }
+  return total;
+}
+
+/* Normalised attention map of one image: q[j] = Q[j] / ||Q||, Q[j] = sum_c x[c][j]^2. Returns ||Q||. */
+static double attention_map(double *q, const float *x, int64_t c, int64_t hw) {
+  for (int64_t j = 0; j < hw; j++) q[j] = 0;
+  for (int64_t k = 0; k < c; k++)
+    for (int64_t j = 0; j < hw; j++) q[j] += (double)x[k * hw + j] * x[k * hw + j];
+  double norm = 0;
+  for (int64_t j = 0; j < hw; j++) norm += q[j] * q[j];
+  norm = sqrt(norm);
+  double inv = norm > 1e-12 ? 1.0 / norm : 0.0;
+  for (int64_t j = 0; j < hw; j++) q[j] *= inv;
+  return norm;
+}
+
+double dd_cpu_attention_forward_backward(dd_backend *be, int64_t n, int64_t cs, int64_t ct, int64_t hw,
+                                         const float *s, const float *t, float *ds, float scale, void *ws) {
+  (void)be;
+  double total = 0, *qs = ws, *qt = qs + hw;
+  for (int64_t i = 0; i < n; i++) {
+    const float *si = s + i * cs * hw, *ti = t + i * ct * hw;
+    double norm = attention_map(qs, si, cs, hw);
+    attention_map(qt, ti, ct, hw);
+    double l = 0, qg = 0;
+    for (int64_t j = 0; j < hw; j++) {
+      double d = qs[j] - qt[j];
+      l += d * d;
+    }
+    total += l;
+    if (!ds) continue;
+    /* dL/dq = 2 (qs - qt); dL/dQ = (g - q (q . g)) / ||Q||; dQ/dx = 2 x */
+    for (int64_t j = 0; j < hw; j++) qg += qs[j] * 2 * (qs[j] - qt[j]);
+    double inv = norm > 1e-12 ? 1.0 / norm : 0.0;
+    for (int64_t j = 0; j < hw; j++) {
+      double gQ = (2 * (qs[j] - qt[j]) - qs[j] * qg) * inv;
+      for (int64_t k = 0; k < cs; k++) ds[i * cs * hw + k * hw + j] = (float)(scale * gQ * 2 * si[k * hw + j]);
+    }
   }
   return total;
 }

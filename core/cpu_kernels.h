@@ -39,6 +39,7 @@ double dd_cpu_xent_forward(dd_backend *be, int64_t outer, int64_t channels, int6
 void dd_cpu_xent_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx, const float *prob, const float *label, int has_ignore, int ignore_label, float scale);
 void dd_cpu_accuracy(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, const float *x, const float *label, int top_k, int has_ignore, int ignore_label, int64_t *correct, int64_t *valid, float *per_class_correct, float *per_class_total);
 double dd_cpu_kd_forward_backward(dd_backend *be, int64_t outer, int64_t channels, const float *s, const float *t, float temperature, float *ds, float scale);
+double dd_cpu_attention_forward_backward(dd_backend *be, int64_t n, int64_t cs, int64_t ct, int64_t hw, const float *s, const float *t, float *ds, float scale, void *ws);
 void dd_cpu_copy_rows(dd_backend *be, int64_t rows, int64_t cols, float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int accumulate);
 void dd_cpu_regularize(dd_backend *be, int64_t n, float *g, const float *w, float decay, int l1);
 void dd_cpu_sgd_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate, float momentum, int nesterov);

@@ -406,6 +406,7 @@ int dd_data_open(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_c
   if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   d->cfg = *cfg;
   d->held_batch = -1;
+  d->consume_batch = d->dispatch_batch = cfg->start_batch > 0 ? cfg->start_batch : 0;
   pthread_mutex_init(&d->mu, NULL);
   pthread_cond_init(&d->work_cv, NULL);
   pthread_cond_init(&d->ready_cv, NULL);

@@ -40,6 +40,7 @@ typedef struct {
   dd_backend *be;                     /* ring buffers from be->ops->alloc_host (NULL: malloc) */
   dd_log_fn log;
   void *log_ctx;
+  int64_t start_batch;                /* the first batch to produce (resuming a run) */
 } dd_data_config;
 
 /* Opens the source described by an ImageData layer (`lp`: image_data_param, transform_param).

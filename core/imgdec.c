@@ -7,7 +7,7 @@
  * failure it is destroyed, because libjpeg-turbo 2.1.5 leaves a handle whose header read failed
  * half-way in a state where every later header read fails too.
  *
- * PNG goes through libpng's progressive-free low-level API with OpenCV's transformations (the
+ * PNG goes through libpng's sequential low-level API with OpenCV's transformations (the
  * simplified png_image API composites alpha and applies gamma when converting, which OpenCV does
  * not). libpng reports errors by longjmp: the setjmp lives in pngio_guard(), which only calls one
  * function and keeps every piece of state in a context struct outside its own frame, so nothing
@@ -34,9 +34,9 @@ static int image_reserve(dd_image *img, size_t need) {
   return img->px ? 0 : DD_ENOMEM;
 }
 
-/* BGR -> gray in place, as OpenCV's cvtColor(COLOR_BGR2GRAY) computes it for 8-bit images:
- * Y = (1868 B + 9617 G + 4899 R + 2^13) >> 14, the weights 0.114, 0.587, 0.299 in 14-bit fixed
- * point, rounded. Writes n bytes over the first n of the 3n (gray index i <= 3 i). */
+/* BGR -> gray in place, as OpenCV computes it for CMYK JPEGs (icvCvt_CMYK2Gray) and in
+ * cvtColor(COLOR_BGR2GRAY): Y = (1868 B + 9617 G + 4899 R + 2^13) >> 14, the weights 0.114, 0.587,
+ * 0.299 in 14-bit fixed point, rounded. Writes n bytes over the first n of the 3n (i <= 3 i). */
 static void bgr_to_gray(uint8_t *px /* (n, 3) in, (n) out */, size_t n) {
   for (size_t i = 0; i < n; i++) {
     const uint8_t *s = px + 3 * i;
@@ -182,20 +182,24 @@ static int pngio_read_body(png_structp png, png_infop info, pngio *x) {
   }
   int stored = (ctype & PNG_COLOR_MASK_COLOR) ? 3 : 1; /* palette images count as colour */
   int c = x->channels ? x->channels : stored;
-  int dc = stored == 3 ? 3 : c; /* channels libpng delivers; colour -> gray is ours */
-  /* OpenCV's transformations (imgcodecs/src/grfmt_png.cpp, 8-bit output) */
+  /* OpenCV's transformations, in its order (imgcodecs/src/grfmt_png.cpp, 8-bit output), so the
+   * pixels are the ones cv::imread gives Caffe, colour -> gray included: libpng's rgb_to_gray
+   * with OpenCV's weights works in 15-bit fixed point and truncates (at 16 bits for 16-bit files,
+   * before the high byte is kept), which can be 1 below the rounded value. */
   if (depth == 16) png_set_strip_16(png);
   png_set_strip_alpha(png);
   if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (!(ctype & PNG_COLOR_MASK_COLOR) && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (stored == 3)
+  if (stored == 3 && c == 3)
     png_set_bgr(png);
   else if (c == 3)
     png_set_gray_to_rgb(png);
+  else if (stored == 3)
+    png_set_rgb_to_gray(png, PNG_ERROR_ACTION_NONE, 0.299, 0.587);
   int passes = png_set_interlace_handling(png);
   png_read_update_info(png, info);
-  size_t row = (size_t)w * (size_t)dc;
-  if (png_get_channels(png, info) != dc || png_get_bit_depth(png, info) != 8 ||
+  size_t row = (size_t)w * (size_t)c;
+  if (png_get_channels(png, info) != c || png_get_bit_depth(png, info) != 8 ||
       png_get_rowbytes(png, info) != row) {
     snprintf(x->msg, sizeof x->msg, "unsupported PNG layout (colour type %d, depth %d)", ctype,
              depth);
@@ -206,12 +210,11 @@ static int pngio_read_body(png_structp png, png_infop info, pngio *x) {
     snprintf(x->msg, sizeof x->msg, "out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
     return x->code = DD_ENOMEM;
   }
-  /* Row by row into the image (no row-pointer array: a 1 x 2^26 image would need 512 MiB of
-   * them). With interlace handling each pass fills its own pixels of every row. */
+  /* Row by row straight into the image, no row-pointer array. With interlace handling each of
+   * the 7 passes fills its own pixels of every row. */
   for (int p = 0; p < passes; p++)
     for (png_uint_32 y = 0; y < h; y++) png_read_row(png, img->px + row * y, NULL);
   png_read_end(png, NULL); /* as OpenCV: the file must be complete through IEND */
-  if (dc == 3 && c == 1) bgr_to_gray(img->px, (size_t)w * h);
   img->w = (int)w;
   img->h = (int)h;
   img->c = c;

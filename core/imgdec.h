@@ -31,16 +31,20 @@ typedef struct dd_image {
 
 /* Decodes the JPEG or PNG image of `len` bytes at `buf` into `img` (format from the magic bytes).
  *
- * `channels`: 3 = colour in BGR order (gray files are expanded to B = G = R); 1 = gray (a colour
- * PNG is converted with OpenCV's cvtColor weights, Y = 0.299 R + 0.587 G + 0.114 B rounded,
- * computed exactly as OpenCV does in 14-bit fixed point; a colour JPEG gives its decoded luma
- * plane, which is what OpenCV's IMREAD_GRAYSCALE returns and uses the same weights at encode
- * time); 0 = as stored (1 for gray and gray+alpha files, 3 for everything else).
+ * `channels`: 3 = colour in BGR order (gray files are expanded to B = G = R); 1 = gray with the
+ * weights Y = 0.299 R + 0.587 G + 0.114 B, computed as OpenCV's imread(IMREAD_GRAYSCALE) does so
+ * the bytes are the same: a colour PNG through libpng's rgb_to_gray (15-bit fixed point,
+ * truncated: up to 1 below the rounded value), a colour JPEG as its decoded luma plane (the
+ * encoder applied the same weights), a CMYK JPEG converted to BGR and then rounded in 14-bit
+ * fixed point; 0 = as stored (1 for gray and gray+alpha files, 3 for everything else).
  *
- * Like OpenCV's IMREAD_COLOR / IMREAD_GRAYSCALE: an alpha channel (or a tRNS transparency) is
- * dropped without compositing, 16-bit PNG samples keep their high byte (libpng's strip_16, as
- * OpenCV does; v >> 8, not a rounded v * 255 / 65535), palettes are expanded, no gamma or ICC
- * colour correction is applied, and CMYK/YCCK JPEGs are converted to BGR with OpenCV's formula.
+ * Like OpenCV's IMREAD_COLOR / IMREAD_GRAYSCALE (and checked byte for byte against OpenCV 4.6 on
+ * every PNG colour type and bit depth, with and without tRNS, and on baseline, progressive, gray
+ * and CMYK JPEGs with 4:2:0, 4:2:2, 4:4:0 and 4:4:4 chroma): an alpha channel (or a tRNS
+ * transparency) is dropped without compositing, 16-bit PNG samples keep their high byte
+ * (libpng's strip_16, as OpenCV does; v >> 8, not a rounded v * 255 / 65535), palettes are
+ * expanded, no gamma or ICC colour correction is applied, and CMYK/YCCK JPEGs are converted to BGR
+ * with OpenCV's formula.
  *
  * Strictness: a JPEG that libjpeg decodes only with a warning (truncated data, a premature end of
  * a segment, a bad Huffman code, ...) is refused, where OpenCV prints the warning and returns the
@@ -48,8 +52,8 @@ typedef struct dd_image {
  * is an error (libpng's defaults; a bad CRC on an ancillary chunk only drops that chunk).
  *
  * `name` (may be NULL) only appears in messages. Returns 0 with img->w, h, c and px set;
- * DD_ECORRUPT ("NAME: not a JPEG or PNG file", "NAME: truncated JPEG (...)", "NAME: image too large:
- * WxH", or libjpeg's / libpng's own message after "NAME: "); DD_ENOMEM; DD_EINVAL for a bad
+ * DD_ECORRUPT ("NAME: not a JPEG or PNG file", "NAME: truncated JPEG (...)", "NAME: image too
+ * large: WxH", or libjpeg's / libpng's own message after "NAME: "); DD_ENOMEM; DD_EINVAL for a bad
  * `channels`. On failure img->w, h and c are 0 and its buffer stays allocated for reuse. */
 int dd_image_decode(dd_image *img, const uint8_t *buf, size_t len, int channels, const char *name,
                     char *err, size_t errlen);

@@ -18,6 +18,9 @@ int dd_cmd_test(int argc, char **argv);
 int dd_cmd_time(int argc, char **argv);
 int dd_cmd_forward(int argc, char **argv);
 
+/* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
+int dd_cmd_train_job(const char *job_path, int resume, int threads);
+
 /* Prints "distilld: " + message to stderr. */
 void dd_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -28,7 +28,8 @@
 #define MAX_INPUTS 16
 
 typedef struct {
-  const char *solver, *model, *weights, *snapshot, *dump;
+  const char *solver, *model, *weights, *snapshot, *dump, *job;
+  int resume;
   const char *inputs[MAX_INPUTS];
   int n_inputs, iterations, threads, backward, has_seed;
   long long seed;
@@ -45,6 +46,10 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
       o->backward = 1;
       continue;
     }
+    if (!strcmp(a, "--resume")) {
+      o->resume = 1;
+      continue;
+    }
     if (a[0] != '-' || i + 1 >= argc) {
       dd_cli_error("%s: unexpected argument \"%s\" (options take a value: --name VALUE)", verb, a);
       return -1;
@@ -52,6 +57,7 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
     const char *v = argv[++i];
     if (!strcmp(a, "--solver")) o->solver = v;
     else if (!strcmp(a, "--model")) o->model = v;
+    else if (!strcmp(a, "--job")) o->job = v;
     else if (!strcmp(a, "--weights")) o->weights = v;
     else if (!strcmp(a, "--snapshot")) o->snapshot = v;
     else if (!strcmp(a, "--dump")) o->dump = v;
@@ -242,6 +248,13 @@ static int solver_net(const Caffe__SolverParameter *sp, const char *solver_path,
 int dd_cmd_train(int argc, char **argv) {
   opts o;
   if (parse_opts("train", argc, argv, &o)) return 2;
+  if (o.job) {
+    if (o.solver || o.weights || o.snapshot || o.n_inputs) {
+      dd_cli_error("train: --job takes its solver, weights and data from the job file");
+      return 2;
+    }
+    return dd_cmd_train_job(o.job, o.resume, o.threads);
+  }
   if (!o.solver) {
     dd_cli_error("train: usage: distilld train --solver S [--weights W | --snapshot S.solverstate] [--input NAME=F]...");
     return 2;

@@ -23,6 +23,8 @@ static void usage(FILE *f) {
           "                 [--phase TRAIN|TEST] [-q|--quiet]\n"
           "      parse a net, print a per-layer summary (one line with --quiet) and lint it:\n"
           "      exit 0 clean, 1 warnings, 2 errors. Default phase TRAIN.\n"
+          "  distilld train --job JOB.prototxt [--resume] [--threads N]\n"
+          "      run a distillation (or plain training) job in the foreground\n"
           "  distilld train --solver S.prototxt [--weights W[,W...] | --snapshot S.solverstate]\n"
           "                 [--input NAME=F.binaryproto]... [--threads N]\n"
           "      train a net with a Caffe solver; snapshots resume bit-identically\n"

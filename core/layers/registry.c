@@ -25,7 +25,9 @@
   XX("Flatten", flatten)               \
   XX("Split", split)                   \
   XX("Silence", silence)               \
-  XX("KDLoss", kd_loss)
+  XX("KDLoss", kd_loss)                \
+  XX("HintLoss", hint_loss)            \
+  XX("AttentionLoss", attention_loss)
 
 #define XX(type, name) extern const dd_layer_ops dd_layer_##name;
 DD_LAYER_TABLE(XX)

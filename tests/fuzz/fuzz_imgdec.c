@@ -51,7 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int r1 = dd_image_decode(&gray, buf, size, 1, "fuzz", err, sizeof err);
   int rs[3] = {r0, r3, r1};
   for (int i = 0; i < 3; i++) {
-    if (rs[i] != 0 && rs[i] != DD_ECORRUPT && rs[i] != DD_ENOMEM) fail("unexpected error code", err);
+    if (rs[i] != 0 && rs[i] != DD_ECORRUPT && rs[i] != DD_ENOMEM)
+      fail("unexpected error code", err);
     if (rs[i] != 0 && strncmp(err, "fuzz: ", 6) != 0) fail("message without the name", err);
   }
   /* the channel choice must not change whether a file decodes (only CMYK takes another path) */

@@ -1,0 +1,151 @@
+/* `distilld train --job JOB [--resume] [--threads N]`: one distillation (or plain training) job in
+ * the foreground, with a progress bar on a terminal and plain log lines otherwise. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cli.h"
+#include "dd_error.h"
+#include "distill.h"
+
+static volatile sig_atomic_t job_stop;
+static void on_signal(int sig) {
+  (void)sig;
+  job_stop = 1;
+}
+
+typedef struct {
+  int tty, bar_open;
+} job_ui;
+
+static void end_bar(job_ui *u) {
+  if (u->bar_open) fputc('\n', stderr);
+  u->bar_open = 0;
+}
+
+static void ui_log(void *ctx, int level, const char *msg) {
+  job_ui *u = ctx;
+  end_bar(u);
+  fprintf(stderr, "distilld: %s%s\n", level == 0 ? "error: " : level == 1 ? "warning: " : "", msg);
+}
+
+static void fmt_time(double s, char *buf, size_t len) {
+  if (!(s >= 0) || s > 1e7) {
+    snprintf(buf, len, "--:--");
+    return;
+  }
+  long v = (long)(s + 0.5);
+  snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
+}
+
+static void ui_progress(void *ctx, const dd_distill_progress *p) {
+  job_ui *u = ctx;
+  char eta[32], terms[256] = "";
+  fmt_time(p->eta_s, eta, sizeof eta);
+  size_t used = 0;
+  for (int i = 0; i < p->n_terms && used < sizeof terms; i++)
+    used += (size_t)snprintf(terms + used, sizeof terms - used, " %s %.4f", p->term_names[i], p->terms[i]);
+  if (u->tty) {
+    int width = 20, filled = p->max_iter > 0 ? (int)((double)width * p->iter / p->max_iter) : 0;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r[%s] %d/%d ep %d loss %.4f lr %.3g %.0f img/s ETA %s ", bar, p->iter, p->max_iter, p->epoch,
+            p->loss, p->lr, p->img_per_s, eta);
+    fflush(stderr);
+    u->bar_open = 1;
+  } else {
+    fprintf(stderr, "distilld: iter %d/%d epoch %d loss %.6f lr %.6g %.1f img/s data_wait %.2f ms ETA %s |%s\n", p->iter,
+            p->max_iter, p->epoch, p->loss, p->lr, p->img_per_s, p->data_wait_ms, eta, terms);
+  }
+}
+
+static void ui_test(void *ctx, const dd_distill_test *t) {
+  job_ui *u = ctx;
+  end_bar(u);
+  fprintf(stderr, "distilld: test at iter %d:", t->iter);
+  for (int i = 0; i < t->n; i++) fprintf(stderr, " %s %.6g", t->names[i], t->values[i]);
+  fputc('\n', stderr);
+}
+
+static void ui_teacher(void *ctx, double acc, int batches) {
+  job_ui *u = ctx;
+  end_bar(u);
+  fprintf(stderr, "distilld: teacher accuracy %.4f (%d TEST batches)\n", acc, batches);
+}
+
+static void ui_snapshot(void *ctx, int iter, const char *model, const char *state) {
+  job_ui *u = ctx;
+  end_bar(u);
+  fprintf(stderr, "distilld: snapshot at iter %d: %s, %s\n", iter, model, state);
+}
+
+static int ui_stop(void *ctx) {
+  (void)ctx;
+  return job_stop;
+}
+
+int dd_cmd_train_job(const char *job_path, int resume, int threads) {
+  char err[4096];
+  Distilld__DistillJob *job = NULL;
+  if (dd_job_read(&job, job_path, err, sizeof err)) {
+    dd_cli_error("%s", err);
+    return 2;
+  }
+  /* relative paths in a job are relative to the current directory, like Caffe's */
+  dd_backend *be = NULL;
+  if (dd_cpu_backend_create(&be, threads)) {
+    dd_cli_error("cannot start the CPU backend");
+    distilld__distill_job__free_unpacked(job, NULL);
+    return 1;
+  }
+  fprintf(stderr, "distilld: %s\n", dd_cpu_backend_describe(be));
+  job_ui ui = {.tty = isatty(2)};
+  dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
+                            .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  dd_distill *d = NULL;
+  int status = 1;
+  int r = dd_distill_create(&d, job, NULL, be, &hooks, err, sizeof err);
+  if (r) {
+    dd_cli_error("%s: %s", job_path, err);
+    status = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE ? 2 : 1;
+    goto done;
+  }
+  if (resume) {
+    int it = 0;
+    if (dd_distill_resume(d, &it, err, sizeof err)) {
+      dd_cli_error("--resume: %s", err);
+      goto done;
+    }
+    if (!it) fprintf(stderr, "distilld: --resume: no snapshot in %s/snapshots yet, starting from scratch\n", job->output_dir);
+  }
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  r = dd_distill_run(d, err, sizeof err);
+  end_bar(&ui);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (r) {
+    dd_cli_error("%s", err);
+    goto done;
+  }
+  char took[32];
+  fmt_time((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
+  double ta = dd_distill_teacher_accuracy(d), sa = dd_distill_student_accuracy(d);
+  printf("job %s: %s at iter %d in %s", job->name, job_stop ? "stopped" : "done", dd_distill_iter(d), took);
+  if (ta >= 0) printf(", teacher accuracy %.4f", ta);
+  if (sa >= 0) printf(", student accuracy %.4f", sa);
+  printf("\n");
+  status = 0;
+done:
+  dd_distill_destroy(d);
+  dd_cpu_backend_destroy(be);
+  distilld__distill_job__free_unpacked(job, NULL);
+  return status;
+}

@@ -1,0 +1,175 @@
+/* The CPU convolution (core/cpu_conv.c: batched im2col + GEMM, flipped-weight backward data,
+ * col2im) against plain loops written here from the definition: forward, backward-data and
+ * backward-filter (with bias), over groups, stride, pad, dilation, 1x1, odd sizes, batch 1 and 5,
+ * with 1 and 2 threads. Relative L2 error under 1e-5; backward-filter must accumulate. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+
+#include "backend.h"
+#include "test.h"
+
+#define TOL 1e-5
+
+typedef struct {
+  const char *what;
+  int n, c, h, w, oc, kh, kw, sh, sw, ph, pw, dh, dw, group;
+} conv_case;
+
+static const conv_case cases[] = {
+    {"3x3 s1 p1 (WRN block)", 5, 8, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"3x3 s1 p1 batch 1", 1, 16, 32, 32, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"3x3 s1 p1 odd sizes", 5, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"3x3 s2 p1", 5, 6, 9, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+    {"1x1 s1", 5, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+    {"1x1 s2 (projection)", 5, 8, 9, 8, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+    {"1x1 s1 batch 1", 1, 7, 3, 3, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+    {"groups 2, 3x3 s1 p1", 5, 8, 6, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+    {"groups 4 depthwise-like, 3x3 s2 p1", 5, 4, 9, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 4},
+    {"groups 3, 1x1", 5, 6, 4, 5, 9, 1, 1, 1, 1, 0, 0, 1, 1, 3},
+    {"dilation 2, 3x3 s1 p2", 5, 4, 10, 9, 6, 3, 3, 1, 1, 2, 2, 2, 2, 1},
+    {"dilation 2 no pad", 1, 3, 11, 12, 4, 3, 3, 1, 1, 0, 0, 2, 2, 1},
+    {"5x3 kernel, pads 2/0, strides 1/2", 5, 3, 12, 10, 4, 5, 3, 1, 2, 2, 0, 1, 1, 1},
+    {"3x3 s1 p0 (valid)", 5, 5, 8, 7, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1},
+    {"3x3 s1 p2 (larger than same)", 1, 3, 5, 5, 4, 3, 3, 1, 1, 2, 2, 1, 1, 1},
+    {"2x2 s1 p1 (even kernel)", 5, 3, 6, 5, 4, 2, 2, 1, 1, 1, 1, 1, 1, 1},
+    {"7x7 s2 p3", 1, 3, 15, 13, 4, 7, 7, 2, 2, 3, 3, 1, 1, 1},
+    {"8x8 images, 64 channels (batched GEMM)", 5, 64, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"1x1 kernel with pad 1", 5, 3, 4, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    /* >= 32 input channels per group: backward data as the flipped convolution (GEMM) */
+    {"groups 2, 64 channels, 3x3 s1 p1 (flipped)", 5, 64, 6, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+    {"dilation 2, 32 channels (flipped)", 2, 32, 9, 10, 8, 3, 3, 1, 1, 2, 2, 2, 2, 1},
+    {"5x3 kernel, 32 channels, pads 2/1 (flipped)", 2, 32, 7, 9, 4, 5, 3, 1, 1, 2, 1, 1, 1, 1},
+    {"3x3 p0, 32 channels, odd sizes (flipped)", 3, 32, 8, 7, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1},
+    {"3x3 s1 p1, 32x32 images batch 5 (flipped)", 5, 32, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    /* >= 32 input and output channels per group, stride 1: the direct AVX-512 kernel (forward,
+     * and backward data as its flipped convolution) where the CPU has it */
+    {"direct: 3x3 s1 p1 32x32 images", 5, 32, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: 3x3 s1 p1 batch 1, 8x8, 64 -> 40 channels", 1, 64, 8, 8, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: groups 2, 64 -> 72 channels", 5, 64, 6, 7, 72, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+    {"direct: dilation 2, pad 2", 2, 32, 9, 10, 36, 3, 3, 1, 1, 2, 2, 2, 2, 1},
+    {"direct: 5x3 kernel, pads 2/1", 2, 33, 7, 9, 35, 5, 3, 1, 1, 2, 1, 1, 1, 1},
+    {"direct: 3x3 p0, odd sizes", 3, 32, 8, 7, 33, 3, 3, 1, 1, 0, 0, 1, 1, 1},
+    {"direct: 3x3 p2 (output larger than input)", 2, 32, 5, 6, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1},
+    {"direct: 3x3 s2 falls back to GEMM", 2, 32, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+};
+
+static double rel_err(const float *a, const double *ref, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = a[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float pattern(uint32_t *s) {
+  *s = *s * 1664525u + 1013904223u;
+  return (float)(*s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+/* The definition, in double: y[n][o][i][j] = bias[o] + sum over c in o's group, ki, kj of
+ * x[n][c][i * sh - ph + ki * dh][j * sw - pw + kj * dw] * w[o][c - g0][ki][kj]. The backward
+ * passes are its adjoints, accumulated along the same loops. */
+static void reference(const dd_conv_desc *d, const float *x, const float *w, const float *bias,
+                      const float *dy, double *y, double *dx, double *dw, double *db) {
+  int cg = d->c / d->group, ocg = d->out_c / d->group;
+  for (int n = 0; n < d->n; n++)
+    for (int o = 0; o < d->out_c; o++) {
+      int g = o / ocg;
+      for (int i = 0; i < d->out_h; i++)
+        for (int j = 0; j < d->out_w; j++) {
+          int64_t yi = (((int64_t)n * d->out_c + o) * d->out_h + i) * d->out_w + j;
+          double s = bias ? bias[o] : 0.0, gy = dy[yi];
+          db[o] += gy;
+          for (int c = 0; c < cg; c++)
+            for (int ki = 0; ki < d->kh; ki++)
+              for (int kj = 0; kj < d->kw; kj++) {
+                int ih = i * d->sh - d->ph + ki * d->dh, iw = j * d->sw - d->pw + kj * d->dw;
+                if (ih < 0 || ih >= d->h || iw < 0 || iw >= d->w) continue;
+                int64_t xi = (((int64_t)n * d->c + g * cg + c) * d->h + ih) * d->w + iw;
+                int64_t wi = (((int64_t)o * cg + c) * d->kh + ki) * d->kw + kj;
+                s += (double)x[xi] * w[wi];
+                dx[xi] += gy * w[wi];
+                dw[wi] += gy * x[xi];
+              }
+          y[yi] = s;
+        }
+    }
+}
+
+static void run_case(const conv_case *cc, int threads) {
+  dd_backend *be;
+  REQUIRE(dd_cpu_backend_create(&be, threads) == 0);
+  int oh = (cc->h + 2 * cc->ph - (cc->dh * (cc->kh - 1) + 1)) / cc->sh + 1;
+  int ow = (cc->w + 2 * cc->pw - (cc->dw * (cc->kw - 1) + 1)) / cc->sw + 1;
+  dd_conv_desc d = {.n = cc->n, .c = cc->c, .h = cc->h, .w = cc->w, .out_c = cc->oc, .out_h = oh, .out_w = ow,
+                    .kh = cc->kh, .kw = cc->kw, .sh = cc->sh, .sw = cc->sw, .ph = cc->ph, .pw = cc->pw,
+                    .dh = cc->dh, .dw = cc->dw, .group = cc->group};
+  int64_t nx = (int64_t)d.n * d.c * d.h * d.w, ny = (int64_t)d.n * d.out_c * oh * ow,
+          nw = (int64_t)d.out_c * (d.c / d.group) * d.kh * d.kw;
+  float *x = be->ops->alloc(be, nx * 4), *dx = be->ops->alloc(be, nx * 4), *y = be->ops->alloc(be, ny * 4),
+        *dy = be->ops->alloc(be, ny * 4), *w = be->ops->alloc(be, nw * 4), *dw = be->ops->alloc(be, nw * 4),
+        *b = be->ops->alloc(be, d.out_c * 4), *db = be->ops->alloc(be, d.out_c * 4);
+  void *ws = be->ops->alloc(be, be->ops->conv_workspace(be, &d));
+  double *ry = calloc(ny, 8), *rdx = calloc(nx, 8), *rdw = calloc(nw, 8), *rdb = calloc(d.out_c, 8);
+  REQUIRE(x && dx && y && dy && w && dw && b && db && ws && ry && rdx && rdw && rdb);
+  uint32_t s = 42;
+  for (int64_t i = 0; i < nx; i++) x[i] = pattern(&s);
+  for (int64_t i = 0; i < ny; i++) dy[i] = pattern(&s);
+  for (int64_t i = 0; i < nw; i++) w[i] = pattern(&s);
+  for (int i = 0; i < d.out_c; i++) b[i] = pattern(&s);
+  /* backward-filter accumulates: start dw and db from known values, added to the reference */
+  for (int64_t i = 0; i < nw; i++) rdw[i] = dw[i] = 0.5f;
+  for (int i = 0; i < d.out_c; i++) rdb[i] = db[i] = -0.25f;
+  for (int64_t i = 0; i < nx; i++) dx[i] = 123.0f; /* overwritten, not accumulated */
+  reference(&d, x, w, b, dy, ry, rdx, rdw, rdb);
+
+  be->ops->conv_forward(be, &d, y, x, w, b, ws);
+  be->ops->conv_backward_filter(be, &d, dw, db, dy, x, ws);
+  be->ops->conv_backward_data(be, &d, dx, dy, w, ws);
+  double ey = rel_err(y, ry, ny), edx = rel_err(dx, rdx, nx), edw = rel_err(dw, rdw, nw),
+         edb = rel_err(db, rdb, d.out_c);
+  CHECKF(ey < TOL, "%s, %d thread(s): forward relative error %.3g", cc->what, threads, ey);
+  CHECKF(edx < TOL, "%s, %d thread(s): backward-data relative error %.3g", cc->what, threads, edx);
+  CHECKF(edw < TOL, "%s, %d thread(s): backward-filter relative error %.3g", cc->what, threads, edw);
+  CHECKF(edb < TOL, "%s, %d thread(s): bias gradient relative error %.3g", cc->what, threads, edb);
+  /* without bias, and with NULL dw (bias gradient only) */
+  be->ops->conv_forward(be, &d, y, x, w, NULL, ws);
+  for (int64_t i = 0; i < ny; i++) ry[i] -= b[i / ((int64_t)oh * ow) % d.out_c];
+  ey = rel_err(y, ry, ny);
+  CHECKF(ey < TOL, "%s, %d thread(s): forward without bias relative error %.3g", cc->what, threads, ey);
+  be->ops->conv_backward_filter(be, &d, NULL, db, dy, x, ws);
+  for (int i = 0; i < d.out_c; i++) rdb[i] = 2 * rdb[i] + 0.25;
+  edb = rel_err(db, rdb, d.out_c);
+  CHECKF(edb < TOL, "%s, %d thread(s): bias-only gradient relative error %.3g", cc->what, threads, edb);
+
+  free(ry);
+  free(rdx);
+  free(rdw);
+  free(rdb);
+  float *bufs[] = {x, dx, y, dy, w, dw, b, db};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+  be->ops->free(be, ws);
+  dd_cpu_backend_destroy(be);
+}
+
+static void test_conv_one_thread(void) {
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1);
+}
+
+static void test_conv_two_threads(void) {
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2);
+}
+
+/* Three threads on batch 5 and 1: uneven shares, and more threads than images. */
+static void test_conv_three_threads(void) {
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 3);
+}
+
+int main(void) {
+  RUN(test_conv_one_thread);
+  RUN(test_conv_two_threads);
+  RUN(test_conv_three_threads);
+  return test_summary();
+}
