@@ -106,11 +106,13 @@ static void jstr(FILE *f, const char *key, const char *v, int comma) {
   fprintf(f, "\"%s", comma ? "," : "");
 }
 
-static double unix_time(void) {
+/* "time": seconds since the epoch, to the millisecond. */
+static void jtime(FILE *f) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
-  return (double)t.tv_sec + t.tv_nsec * 1e-9;
+  fprintf(f, "\"time\":%lld.%03ld", (long long)t.tv_sec, t.tv_nsec / 1000000);
 }
+
 
 /* Parses prototxt text (layers) into a NetParameter. */
 static Caffe__NetParameter *parse_layers(const char *text, char *err, size_t errlen) {
@@ -688,7 +690,7 @@ static void on_display(void *ctx, const dd_solver_stats *st) {
   jnum(f, "data_wait_ms", st->data_wait_ms, 1);
   jnum(f, "eta_s", st->eta_s, 1);
   fprintf(f, "\"data_errors\":%lld,", (long long)st->data_errors);
-  jnum(f, "time", unix_time(), 0);
+  jtime(f);
   fprintf(f, "}\n");
   fflush(f);
   if (d->hooks.progress) {
@@ -708,7 +710,7 @@ static void on_test(void *ctx, const dd_solver_stats *st) {
     jnum(f, st->output_names[i], st->outputs[i], 1);
     if (!strcmp(st->output_names[i], "accuracy")) d->student_acc = st->outputs[i];
   }
-  jnum(f, "time", unix_time(), 0);
+  jtime(f);
   fprintf(f, "}\n");
   fflush(f);
   d->last_test_iter = st->iter;
@@ -726,7 +728,7 @@ static void on_snapshot(void *ctx, int iter, const char *model, const char *stat
   jstr(f, "model", model, 1);
   jstr(f, "state", state, 1);
   if (d->has_teacher) fprintf(f, "\"teacher_checksum_ok\":%s,", bad ? "false" : "true");
-  jnum(f, "time", unix_time(), 0);
+  jtime(f);
   fprintf(f, "}\n");
   fflush(f);
   if (bad) {
@@ -774,11 +776,13 @@ static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
   jnum(d->metrics, "accuracy", d->teacher_acc, 1);
   fprintf(d->metrics, "\"batches\":%d,\"images\":%lld,\"checksum\":\"%016llx\",", batches, (long long)valid,
           (unsigned long long)d->teacher.checksum);
-  jnum(d->metrics, "time", unix_time(), 0);
+  jtime(d->metrics);
   fprintf(d->metrics, "}\n");
   fflush(d->metrics);
-  logm(d, 2, "teacher accuracy %.4f on %lld TEST images (%d batches)", d->teacher_acc, (long long)valid, batches);
-  if (d->hooks.teacher) d->hooks.teacher(d->hooks.ctx, d->teacher_acc, batches);
+  if (d->hooks.teacher)
+    d->hooks.teacher(d->hooks.ctx, d->teacher_acc, batches);
+  else
+    logm(d, 2, "teacher accuracy %.4f on %lld TEST images (%d batches)", d->teacher_acc, (long long)valid, batches);
   return 0;
 }
 

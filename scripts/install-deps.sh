@@ -10,7 +10,8 @@ pkgs=(
   libturbojpeg0-dev libpng-dev                 # image decoding
   libopenblas-dev                              # CPU GEMM
   clang libclang-rt-14-dev                     # libFuzzer targets and sanitizer builds
-  python3                                      # dataset and plot helpers
+  python3 python3-matplotlib                   # dataset and plot helpers
+  dataset-fashion-mnist                        # the real data of the quickstart
 )
 
 missing=()
