@@ -12,6 +12,48 @@
 #include "rng.h"
 
 static dd_threadpool *pool_of(dd_backend *be) { return ((dd_cpu_ctx *)be->ctx)->pool; }
+static int threads_of(dd_backend *be) { return dd_threadpool_threads(pool_of(be)); }
+
+/* Elementwise work split into one contiguous range per thread (results do not depend on the
+ * split). Small arrays run inline. The range functions are compiled for AVX-512, AVX2 and the
+ * baseline, picked at load time for the CPU at hand. */
+#define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+typedef void (*range_fn)(void *args, int64_t lo, int64_t hi);
+typedef struct {
+  range_fn fn;
+  void *args;
+  int64_t n;
+  int parts;
+} range_job;
+
+static void range_task(void *ctx, int task, int thread) {
+  (void)thread;
+  range_job *j = ctx;
+  j->fn(j->args, j->n * task / j->parts, j->n * (task + 1) / j->parts);
+}
+
+/* par_range without the size threshold (the caller decided the work is worth splitting). */
+static void par_range_min(dd_backend *be, int64_t n, range_fn fn, void *args) {
+  int threads = threads_of(be);
+  range_job j = {fn, args, n, threads < n ? threads : (int)n};
+  dd_threadpool_run(pool_of(be), j.parts, range_task, &j);
+}
+
+static void par_range(dd_backend *be, int64_t n, range_fn fn, void *args) {
+  int threads = threads_of(be);
+  if (n < 65536 || threads == 1) {
+    fn(args, 0, n);
+    return;
+  }
+  range_job j = {fn, args, n, threads};
+  dd_threadpool_run(pool_of(be), threads, range_task, &j);
+}
+
+typedef struct {
+  float *y;
+  const float *x, *a, *b;
+  float alpha, beta;
+} ew_args;
 
 /* ---- BLAS-like ------------------------------------------------------------------------------ */
 
@@ -24,19 +66,26 @@ void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n) {
   for (int64_t i = 0; i < n; i++) x[i] = value;
 }
 
-void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y) {
-  (void)be;
+DD_CLONES static void axpby_range(void *v, int64_t lo, int64_t hi) {
+  ew_args *a = v;
+  float *y = a->y, alpha = a->alpha, beta = a->beta;
+  const float *x = a->x;
   if (beta == 0.0f)
-    for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i];
+    for (int64_t i = lo; i < hi; i++) y[i] = alpha * x[i];
   else if (beta == 1.0f)
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+    for (int64_t i = lo; i < hi; i++) y[i] += alpha * x[i];
   else
-    for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i] + beta * y[i];
+    for (int64_t i = lo; i < hi; i++) y[i] = alpha * x[i] + beta * y[i];
+}
+
+void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y) {
+  ew_args a = {.y = y, .x = x, .alpha = alpha, .beta = beta};
+  par_range(be, n, axpby_range, &a);
 }
 
 void dd_cpu_scale(dd_backend *be, int64_t n, float alpha, const float *x, float *y) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i];
+  ew_args a = {.y = y, .x = x, .alpha = alpha, .beta = 0.0f};
+  par_range(be, n, axpby_range, &a);
 }
 
 double dd_cpu_dot(dd_backend *be, int64_t n, const float *x, const float *y) {
@@ -157,30 +206,57 @@ typedef struct {
   float maf, eps;
 } bn_job;
 
+/* Row reductions with 16 independent partial sums, so they vectorise without reassociation
+ * flags (and give the same result on every CPU). */
+DD_CLONES static float row_sum(const float *x, int n) {
+  float acc[16] = {0}, s = 0;
+  int k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; l++) acc[l] += x[k + l];
+  for (int l = 0; l < 16; l++) s += acc[l];
+  for (; k < n; k++) s += x[k];
+  return s;
+}
+
+DD_CLONES static float row_sqdev(const float *x, int n, float m) {
+  float acc[16] = {0}, s = 0;
+  int k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; l++) acc[l] += (x[k + l] - m) * (x[k + l] - m);
+  for (int l = 0; l < 16; l++) s += acc[l];
+  for (; k < n; k++) s += (x[k] - m) * (x[k] - m);
+  return s;
+}
+
+DD_CLONES static float row_dot(const float *a, const float *b, int n) {
+  float acc[16] = {0}, s = 0;
+  int k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; l++) acc[l] += a[k + l] * b[k + l];
+  for (int l = 0; l < 16; l++) s += acc[l];
+  for (; k < n; k++) s += a[k] * b[k];
+  return s;
+}
+
+/* y = (x - m) * inv */
+DD_CLONES static void row_normalize(float *y, const float *x, int n, float m, float inv) {
+  for (int k = 0; k < n; k++) y[k] = (x[k] - m) * inv;
+}
+
 static void bn_train_task(void *ctx, int ch, int t) {
   (void)t;
   bn_job *j = ctx;
   int64_t m = (int64_t)j->n * j->s;
   double sum = 0;
-  for (int i = 0; i < j->n; i++) {
-    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) sum += x[k];
-  }
+  for (int i = 0; i < j->n; i++) sum += row_sum(j->x + ((int64_t)i * j->c + ch) * j->s, j->s);
   float mean = (float)(sum / (double)m);
   double sq = 0;
-  for (int i = 0; i < j->n; i++) {
-    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) {
-      double v = (double)x[k] - mean;
-      sq += v * v;
-    }
-  }
+  for (int i = 0; i < j->n; i++) sq += row_sqdev(j->x + ((int64_t)i * j->c + ch) * j->s, j->s, mean);
   float var = (float)(sq / (double)m);
   float inv = 1.0f / sqrtf(var + j->eps);
   for (int i = 0; i < j->n; i++) {
-    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
-    float *y = j->y + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) y[k] = (x[k] - mean) * inv;
+    int64_t off = ((int64_t)i * j->c + ch) * j->s;
+    row_normalize(j->y + off, j->x + off, j->s, mean, inv);
   }
   j->mean[ch] = mean;
   j->inv_std[ch] = inv;
@@ -205,9 +281,8 @@ static void bn_global_task(void *ctx, int ch, int t) {
   float mean = j->cmean_sum[ch] * sc, var = j->cvar_sum[ch] * sc;
   float inv = 1.0f / sqrtf(var + j->eps);
   for (int i = 0; i < j->n; i++) {
-    const float *x = j->x + ((int64_t)i * j->c + ch) * j->s;
-    float *y = j->y + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) y[k] = (x[k] - mean) * inv;
+    int64_t off = ((int64_t)i * j->c + ch) * j->s;
+    row_normalize(j->y + off, j->x + off, j->s, mean, inv);
   }
   j->mean[ch] = mean;
   j->inv_std[ch] = inv;
@@ -219,6 +294,10 @@ void dd_cpu_bn_forward_global(dd_backend *be, int n, int c, int s, float *y, con
   bn_job j = {.n = n, .c = c, .s = s, .y = y, .x = x, .mean = mean, .inv_std = inv_std,
               .cmean_sum = mean_sum, .cvar_sum = var_sum, .cfactor = factor, .eps = eps};
   dd_threadpool_run(pool_of(be), c, bn_global_task, &j);
+}
+
+DD_CLONES static void bn_bwd_row(float *dx, const float *dy, const float *y, int n, float mdy, float mdyy, float inv) {
+  for (int k = 0; k < n; k++) dx[k] = (dy[k] - mdy - y[k] * mdyy) * inv;
 }
 
 static void bn_bwd_task(void *ctx, int ch, int t) {
@@ -236,19 +315,14 @@ static void bn_bwd_task(void *ctx, int ch, int t) {
   int64_t m = (int64_t)j->n * j->s;
   double sdy = 0, sdyy = 0;
   for (int i = 0; i < j->n; i++) {
-    const float *dy = j->dy + ((int64_t)i * j->c + ch) * j->s;
-    const float *y = j->cy + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) {
-      sdy += dy[k];
-      sdyy += (double)dy[k] * y[k];
-    }
+    int64_t off = ((int64_t)i * j->c + ch) * j->s;
+    sdy += row_sum(j->dy + off, j->s);
+    sdyy += row_dot(j->dy + off, j->cy + off, j->s);
   }
   float mdy = (float)(sdy / (double)m), mdyy = (float)(sdyy / (double)m);
   for (int i = 0; i < j->n; i++) {
-    const float *dy = j->dy + ((int64_t)i * j->c + ch) * j->s;
-    const float *y = j->cy + ((int64_t)i * j->c + ch) * j->s;
-    float *dx = j->dx + ((int64_t)i * j->c + ch) * j->s;
-    for (int k = 0; k < j->s; k++) dx[k] = (dy[k] - mdy - y[k] * mdyy) * inv;
+    int64_t off = ((int64_t)i * j->c + ch) * j->s;
+    bn_bwd_row(j->dx + off, j->dy + off, j->cy + off, j->s, mdy, mdyy, inv);
   }
 }
 
@@ -260,60 +334,105 @@ void dd_cpu_bn_backward(dd_backend *be, int n, int c, int s, float *dx, const fl
 
 /* ---- per-channel scale and bias --------------------------------------------------------------- */
 
+typedef struct {
+  int64_t outer, dim, inner;
+  float *y, *dx, *dscale, *dbias;
+  const float *x, *dy, *scale, *bias;
+} affine_args;
+
+/* rows r = o * dim + d in [lo, hi) */
+DD_CLONES static void affine_range(void *v, int64_t lo, int64_t hi) {
+  affine_args *a = v;
+  for (int64_t r = lo; r < hi; r++) {
+    int64_t d = r % a->dim;
+    const float *xr = a->x + r * a->inner;
+    float *yr = a->y + r * a->inner;
+    float s = a->scale ? a->scale[d] : 1.0f, b = a->bias ? a->bias[d] : 0.0f;
+    for (int64_t i = 0; i < a->inner; i++) yr[i] = xr[i] * s + b;
+  }
+}
+
 void dd_cpu_channel_affine(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, float *y,
                            const float *x, const float *scale, const float *bias) {
-  (void)be;
-  for (int64_t o = 0; o < outer; o++)
-    for (int64_t d = 0; d < dim; d++) {
-      const float *xr = x + (o * dim + d) * inner;
-      float *yr = y + (o * dim + d) * inner;
-      float s = scale ? scale[d] : 1.0f, b = bias ? bias[d] : 0.0f;
-      for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + b;
+  affine_args a = {.outer = outer, .dim = dim, .inner = inner, .y = y, .x = x, .scale = scale, .bias = bias};
+  if (outer * dim * inner < 65536)
+    affine_range(&a, 0, outer * dim);
+  else
+    par_range(be, outer * dim, affine_range, &a);
+}
+
+/* channels d in [lo, hi): the sums over (outer, inner) and dx */
+DD_CLONES static void affine_bwd_range(void *v, int64_t lo, int64_t hi) {
+  affine_args *a = v;
+  for (int64_t d = lo; d < hi; d++) {
+    double ss = 0, sb = 0;
+    float s = a->scale ? a->scale[d] : 1.0f;
+    for (int64_t o = 0; o < a->outer; o++) {
+      const float *dyr = a->dy + (o * a->dim + d) * a->inner;
+      const float *xr = a->x ? a->x + (o * a->dim + d) * a->inner : NULL;
+      float rs = 0, rb = 0;
+      if (a->dscale)
+        for (int64_t i = 0; i < a->inner; i++) rs += dyr[i] * xr[i];
+      if (a->dbias)
+        for (int64_t i = 0; i < a->inner; i++) rb += dyr[i];
+      ss += rs;
+      sb += rb;
+      if (a->dx) {
+        float *dxr = a->dx + (o * a->dim + d) * a->inner;
+        for (int64_t i = 0; i < a->inner; i++) dxr[i] = dyr[i] * s;
+      }
     }
+    if (a->dscale) a->dscale[d] += (float)ss;
+    if (a->dbias) a->dbias[d] += (float)sb;
+  }
 }
 
 void dd_cpu_channel_affine_backward(dd_backend *be, int64_t outer, int64_t dim, int64_t inner,
                                     float *dx, float *dscale, float *dbias, const float *dy,
                                     const float *x, const float *scale) {
-  (void)be;
-  for (int64_t d = 0; d < dim; d++) {
-    double ss = 0, sb = 0;
-    float s = scale ? scale[d] : 1.0f;
-    for (int64_t o = 0; o < outer; o++) {
-      const float *dyr = dy + (o * dim + d) * inner;
-      const float *xr = x ? x + (o * dim + d) * inner : NULL;
-      if (dscale)
-        for (int64_t i = 0; i < inner; i++) ss += (double)dyr[i] * xr[i];
-      if (dbias)
-        for (int64_t i = 0; i < inner; i++) sb += dyr[i];
-    }
-    if (dscale) dscale[d] += (float)ss;
-    if (dbias) dbias[d] += (float)sb;
-    if (dx)
-      for (int64_t o = 0; o < outer; o++) {
-        const float *dyr = dy + (o * dim + d) * inner;
-        float *dxr = dx + (o * dim + d) * inner;
-        for (int64_t i = 0; i < inner; i++) dxr[i] = dyr[i] * s;
-      }
-  }
+  affine_args a = {.outer = outer, .dim = dim, .inner = inner, .dx = dx, .dscale = dscale, .dbias = dbias,
+                   .dy = dy, .x = x, .scale = scale};
+  if (outer * dim * inner < 65536 || dim < threads_of(be))
+    affine_bwd_range(&a, 0, dim);
+  else
+    par_range_min(be, dim, affine_bwd_range, &a);
 }
 
 /* ---- elementwise -------------------------------------------------------------------------- */
 
+DD_CLONES static void relu_range(void *v, int64_t lo, int64_t hi) {
+  ew_args *a = v;
+  float *y = a->y;
+  const float *x = a->x, slope = a->alpha;
+  for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : x[i] * slope;
+}
+
 void dd_cpu_relu_forward(dd_backend *be, int64_t n, float *y, const float *x, float slope) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : x[i] * slope;
+  ew_args a = {.y = y, .x = x, .alpha = slope};
+  par_range(be, n, relu_range, &a);
+}
+
+DD_CLONES static void relu_bwd_range(void *v, int64_t lo, int64_t hi) {
+  ew_args *a = v;
+  float *dx = a->y;
+  const float *dy = a->a, *x = a->x, slope = a->alpha;
+  for (int64_t i = lo; i < hi; i++) dx[i] = x[i] > 0 ? dy[i] : dy[i] * slope;
 }
 
 void dd_cpu_relu_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const float *x,
                           float slope) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : dy[i] * slope;
+  ew_args a = {.y = dx, .x = x, .a = dy, .alpha = slope};
+  par_range(be, n, relu_bwd_range, &a);
+}
+
+DD_CLONES static void mul_range(void *v, int64_t lo, int64_t hi) {
+  ew_args *a = v;
+  for (int64_t i = lo; i < hi; i++) a->y[i] = a->a[i] * a->b[i];
 }
 
 void dd_cpu_mul(dd_backend *be, int64_t n, float *y, const float *a, const float *b) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+  ew_args args = {.y = y, .a = a, .b = b};
+  par_range(be, n, mul_range, &args);
 }
 
 void dd_cpu_max_update(dd_backend *be, int64_t n, float *y, int32_t *argmax, const float *x,
