@@ -8,6 +8,7 @@
 #include "caffe_io.h"
 #include "cli.h"
 #include "dd_error.h"
+#include "distill.h"
 #include "net_check.h"
 #include "solver_check.h"
 
@@ -125,8 +126,37 @@ static int parse_phase(const char *s, Caffe__Phase *out) {
   return 0;
 }
 
+/* `distilld check --job JOB`: parses and validates a job, then checks its student (and teacher)
+ * nets. */
+static int check_job(const char *path) {
+  char err[2048];
+  Distilld__DistillJob *job = NULL;
+  if (dd_job_read(&job, path, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return 2;
+  }
+  int status = 0;
+  if (dd_job_validate(job, NULL, err, sizeof err)) {
+    fprintf(stderr, "error: %s: %s\n", path, err);
+    status = 2;
+  } else {
+    printf("job \"%s\" (%s): %s\n", job->name, path, job->teacher ? "distillation" : "training without a teacher");
+    char *args[4] = {job->student->net, NULL};
+    int st = dd_cmd_check(1, args);
+    if (st > status) status = st;
+    if (job->teacher) {
+      char *targs[4] = {job->teacher->net, "--phase", "TEST", NULL};
+      st = dd_cmd_check(3, targs);
+      if (st > status) status = st;
+    }
+  }
+  distilld__distill_job__free_unpacked(job, NULL);
+  return status;
+}
+
 int dd_cmd_check(int argc, char **argv) {
   const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL;
+  if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
   Caffe__Phase phase = CAFFE__PHASE__TRAIN;
   int quiet = 0;
   for (int i = 0; i < argc; i++) {

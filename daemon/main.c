@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cpu_blas.h"
 
 void dd_cli_error(const char *fmt, ...) {
   va_list ap;
@@ -23,6 +24,8 @@ static void usage(FILE *f) {
           "                 [--phase TRAIN|TEST] [-q|--quiet]\n"
           "      parse a net, print a per-layer summary (one line with --quiet) and lint it:\n"
           "      exit 0 clean, 1 warnings, 2 errors. Default phase TRAIN.\n"
+          "  distilld check --job JOB.prototxt\n"
+          "      validate a job and check its nets\n"
           "  distilld train --job JOB.prototxt [--resume] [--threads N]\n"
           "      run a distillation (or plain training) job in the foreground\n"
           "  distilld train --solver S.prototxt [--weights W[,W...] | --snapshot S.solverstate]\n"
@@ -41,6 +44,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* Before any thread exists: OpenBLAS gets the kernels for this CPU (core/cpu_blas.h). A failure
+   * is reported when a CPU backend is created; verbs that need none work without OpenBLAS. */
+  (void)dd_cpu_ensure_fast_blas(NULL, 0);
   if (argc < 2) {
     usage(stderr);
     return 2;
