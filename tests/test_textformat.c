@@ -565,7 +565,7 @@ static void test_roundtrip_distill(void) {
   ds.hint = hints;
   ds.has_freeze_frozen_batchnorm = 1;
   ds.freeze_frozen_batchnorm = 0;
-  ds.data_blob = (char *)"data";
+  ds.teacher_logits = (char *)"fc";
   char *dev[] = {(char *)"cpu", (char *)"cuda:0"};
   Distilld__DistillJob job = DISTILLD__DISTILL_JOB__INIT;
   job.name = (char *)"job \"1\"";
