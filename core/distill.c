@@ -437,6 +437,22 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
     int fold = !job->distill || job->distill->fold_teacher;
     r = wpaths ? dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, job->teacher->n_weights, be, fold, err, errlen)
                : DD_ENOMEM;
+    /* folding removes the blob between a convolution and its BatchNorm + Scale (and a BatchNorm's
+     * own top): a teacher blob the job names that exists only unfolded keeps the teacher unfolded */
+    const char *gone = NULL;
+    if (r == 0 && fold && job->distill) {
+      if (job->distill->teacher_logits && !dd_net_blob(d->teacher.net, job->distill->teacher_logits))
+        gone = job->distill->teacher_logits;
+      for (size_t h = 0; !gone && h < job->distill->n_hint; h++)
+        if (job->distill->hint[h]->teacher_blob && !dd_net_blob(d->teacher.net, job->distill->hint[h]->teacher_blob))
+          gone = job->distill->hint[h]->teacher_blob;
+    }
+    if (gone) {
+      dd_teacher_destroy(&d->teacher);
+      r = dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, job->teacher->n_weights, be, 0, err, errlen);
+      if (r == 0 && dd_net_blob(d->teacher.net, gone))
+        logm(d, 2, "teacher: blob \"%s\" exists only before BatchNorm + Scale folding: the teacher runs unfolded", gone);
+    }
     for (size_t i = 0; wpaths && i < job->teacher->n_weights; i++) free(wpaths[i]);
     free(wpaths);
     if (r == 0 && d->data_layer[1]) { /* the TEST-batch twin, sharing the parameters */
@@ -512,12 +528,12 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
       }
       shape_text(sh, sizeof sh, &tb->shape);
       d->hint_teacher_blob[h] = strdup(hs->teacher_blob);
-      d->hint_input[h] = malloc(32);
+      d->hint_input[h] = malloc(48);
       if (!d->hint_teacher_blob[h] || !d->hint_input[h]) {
         r = DD_ENOMEM;
         break;
       }
-      snprintf(d->hint_input[h], 32, "distill_hint%zu_teacher", h);
+      snprintf(d->hint_input[h], 48, "distill_hint%zu_teacher", h);
       used += (size_t)snprintf(text + used, sizeof text - used,
                                "layer { name: '%s' type: 'Input' top: '%s' input_param { %s } include { phase: TRAIN } }\n",
                                d->hint_input[h], d->hint_input[h], sh);
