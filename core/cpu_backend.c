@@ -136,8 +136,8 @@ int dd_cpu_backend_create(dd_backend **out, int threads) {
   be->ops = &cpu_ops;
   be->ctx = cx;
   be->threads = threads;
-  snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s", dd_cpu_blas_describe(),
-           threads, threads == 1 ? "" : "s");
+  snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s; conv: %s", dd_cpu_blas_describe(),
+           threads, threads == 1 ? "" : "s", dd_cpu_conv_kernels());
   *out = be;
   return 0;
 fail:

@@ -31,6 +31,10 @@ const char *dd_cpu_blas_describe(void);
 /* OpenBLAS's name for the kernels in use ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *dd_cpu_blas_corename(void);
 
+/* The convolution kernels this CPU gets (core/cpu_conv.c), for the backend's description:
+ * "direct AVX-512 + im2col/sgemm" (the direct kernel where it wins), or "im2col/sgemm". */
+const char *dd_cpu_conv_kernels(void);
+
 /* Row-major single-precision GEMM on the calling thread (OpenBLAS runs one thread):
  * C (m x n, ldc) = alpha * op(A) * op(B) + beta * C, op(A) m x k, op(B) k x n; A is (m, k) with
  * lda, or (k, m) when ta; B is (k, n) with ldb, or (n, k) when tb. Only after a successful

@@ -1,26 +1,28 @@
-/* The CPU convolution (Caffe's semantics: groups, stride, pad, dilation; backend.h): im2col and
- * OpenBLAS sgemm (core/cpu_blas.h), parallel over images on the backend's pool, OpenBLAS
- * single-threaded inside each task. What was measured to choose this is in docs/performance.md.
+/* The CPU convolution (Caffe's semantics: groups, stride, pad, dilation; backend.h), parallel over
+ * images on the backend's pool, OpenBLAS (core/cpu_blas.h) single-threaded inside each task.
+ * What was measured to choose each path is in docs/performance.md.
  *
- * Forward: per group of images, im2col into col (K, B * HW) with K = (C / group) * kh * kw, then
- * y = W col. Small images (8x8: HW = 64) are batched B at a time, so the GEMM gets
- * B * HW >= 256 columns; the result goes through a scratch matrix to the (N, C, H, W) output.
- * A 1x1 stride-1 convolution multiplies the input as it is.
+ * Forward: stride 1 with >= 32 input and output channels per group (the 3x3 convolutions of
+ * ResNets) on a CPU with AVX-512: a direct kernel (below) on zero-padded planes, no im2col.
+ * Otherwise im2col into col (K, B * HW) with K = (C / group) * kh * kw, then y = W col; small
+ * images (8x8: HW = 64) are batched B at a time so the GEMM gets B * HW >= 256 columns, through
+ * a scratch matrix to the (N, C, H, W) output. A 1x1 stride-1 convolution multiplies the input as
+ * it is.
  *
- * Backward data: for stride 1 and at least 32 input channels per group (the 3x3 "same"
- * convolutions of ResNets), dx is the forward
- * convolution of dy with the weights flipped in space and transposed in channels,
- * pad' = dilation * (k - 1) - pad: the same im2col + GEMM, and no col2im scatter. Other strides:
- * col = W^T dy, then col2im adds col into dx. 1x1 stride 1: one GEMM per image.
+ * Backward data: for stride 1, dx is the forward convolution of dy with the weights flipped in
+ * space and transposed in channels, pad' = dilation * (k - 1) - pad: the direct kernel where the
+ * forward would use it, else im2col + GEMM when there are >= 32 input channels per group (no
+ * col2im scatter). Otherwise col = W^T dy, then col2im adds col into dx. 1x1 stride 1: one GEMM
+ * per image.
  *
  * Backward filter: each thread takes a contiguous share of the images, B at a time: im2col of
  * B images side by side and dy of the same images copied side by side give one GEMM
  * dW_t += dy col^T with B * HW inner products; the per-thread partial sums are added in thread
  * order, so results depend on the thread count only.
  *
- * Workspace (dd_cpu_conv_workspace): the flipped weights (out_c * K floats, shared), then per
- * thread col, a scratch matrix, and the partial dW and dbias; all sized from one plan so the
- * kernels never allocate. */
+ * Workspace (dd_cpu_conv_workspace): reordered weights (flipped, or in the direct kernel's
+ * layout; shared), then per thread col (or the padded planes), a scratch matrix, and the partial
+ * dW and dbias; all sized from one plan so the kernels never allocate. */
 #define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
@@ -61,6 +63,7 @@ static int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
 static int direct_usable(const dd_conv_desc *d);
 static int direct_wins(const dd_conv_desc *d);
+
 static int64_t direct_weights_floats(const dd_conv_desc *d);
 static int64_t direct_input_floats(const dd_conv_desc *d);
 
@@ -230,18 +233,21 @@ static void col2im_add(const dd_conv_desc *d, const float *col, int c0, int cg, 
 #define DIRECT_X86 0
 #endif
 
-static int direct_usable(const dd_conv_desc *d) {
+static int have_avx512(void) {
 #if DIRECT_X86
-  static int avx512 = -1;
-  if (avx512 < 0) {
-    __builtin_cpu_init();
-    avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
-  }
-  return avx512 && d->sh == 1 && d->sw == 1 && d->kh * d->kw <= DIRECT_MAX_TAPS;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
 #else
-  (void)d;
   return 0;
 #endif
+}
+
+static int direct_usable(const dd_conv_desc *d) {
+  return have_avx512() && d->sh == 1 && d->sw == 1 && d->kh * d->kw <= DIRECT_MAX_TAPS;
+}
+
+const char *dd_cpu_conv_kernels(void) {
+  return have_avx512() ? "direct AVX-512 + im2col/sgemm" : "im2col/sgemm";
 }
 
 /* Where the direct kernel beats im2col + GEMM (measured, docs/performance.md): at least
@@ -339,12 +345,25 @@ __attribute__((target("avx512f"))) static void direct_block3(int64_t cg, int tap
 }
 #endif
 
+/* dst (Hp, Wp) = one input plane x (H, W) with d's zero padding around it. */
+static void pad_plane(const dd_conv_desc *d, float *dst, const float *x) {
+  int hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
+  memset(dst, 0, (size_t)d->ph * wp * sizeof *dst);
+  for (int i = 0; i < d->h; i++) {
+    float *r = dst + (int64_t)(i + d->ph) * wp;
+    memset(r, 0, (size_t)d->pw * sizeof *r);
+    memcpy(r + d->pw, x + (int64_t)i * d->w, (size_t)d->w * sizeof *r);
+    memset(r + d->pw + d->w, 0, (size_t)d->pw * sizeof *r);
+  }
+  memset(dst + (int64_t)(d->h + d->ph) * wp, 0, (size_t)(hp - d->h - d->ph) * wp * sizeof *dst);
+}
+
 /* y (image n: out_c, out_h, out_w) = conv(x, w) + bias for a stride-1 d, with wt from
  * direct_weights and xp a direct_input_floats scratch. */
 static void direct_image(const dd_conv_desc *d, float *y, const float *x, const float *wt,
                          const float *bias, int n, float *xp) {
 #if DIRECT_X86
-  int hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw, taps = d->kh * d->kw;
+  int wp = d->w + 2 * d->pw, taps = d->kh * d->kw;
   int64_t plane = direct_plane(d), cg = d->c / d->group, ocg = d->out_c / d->group;
   int64_t obs = (ocg + DIRECT_OB - 1) / DIRECT_OB, npos = (int64_t)d->out_h * wp;
   int64_t off[DIRECT_MAX_TAPS], in_hw = (int64_t)d->h * d->w, out_hw = (int64_t)d->out_h * d->out_w;
@@ -353,19 +372,8 @@ static void direct_image(const dd_conv_desc *d, float *y, const float *x, const 
     for (int kj = 0; kj < d->kw; kj++) off[ki * d->kw + kj] = (int64_t)ki * d->dh * wp + kj * d->dw;
   int64_t slack = direct_input_floats(d) - cg * plane;
   for (int g = 0; g < d->group; g++) {
-    /* zero-padded copy of this group's channels */
-    const float *xg = x + ((int64_t)n * d->c + g * cg) * in_hw;
-    for (int64_t c = 0; c < cg; c++) {
-      float *pc = xp + c * plane;
-      memset(pc, 0, (size_t)d->ph * wp * sizeof *pc);
-      for (int i = 0; i < d->h; i++) {
-        float *r = pc + (int64_t)(i + d->ph) * wp;
-        memset(r, 0, (size_t)d->pw * sizeof *r);
-        memcpy(r + d->pw, xg + c * in_hw + (int64_t)i * d->w, (size_t)d->w * sizeof *r);
-        memset(r + d->pw + d->w, 0, (size_t)d->pw * sizeof *r);
-      }
-      memset(pc + (int64_t)(d->h + d->ph) * wp, 0, (size_t)(hp - d->h - d->ph) * wp * sizeof *pc);
-    }
+    for (int64_t c = 0; c < cg; c++)
+      pad_plane(d, xp + c * plane, x + ((int64_t)n * d->c + g * cg + c) * in_hw);
     memset(xp + cg * plane, 0, (size_t)slack * sizeof *xp);
     const float *wg = wt + g * obs * DIRECT_OB * cg * taps;
     float *yg = y + ((int64_t)n * d->out_c + g * ocg) * out_hw;
@@ -403,6 +411,7 @@ static void direct_image(const dd_conv_desc *d, float *y, const float *x, const 
   (void)d, (void)y, (void)x, (void)wt, (void)bias, (void)n, (void)xp;
 #endif
 }
+
 
 /* ---- forward ------------------------------------------------------------------------------ */
 

@@ -94,7 +94,7 @@ field() { sed -n "s/.*RESULT .* $1=\([0-9.]*\).*/\1/p" | tail -1; }
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-"$build/tests/bench_wrn" --threads "$threads" --iters 1 --warmup 0 /dev/null 2>/dev/null | head -3 || true
+"$build/tests/bench_wrn" --threads "$threads" # the kernels in use and the sgemm ceiling
 echo "== PyTorch $("$py" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($threads)"
 for k in $nets; do
   "$py" "$here/scripts/gen_wrn.py" --depth 16 --width "$k" --classes 100 --mode bench --channels 3 \
