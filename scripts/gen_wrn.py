@@ -34,6 +34,9 @@ def main():
     ap.add_argument("--source-test", default="data/fashion-mnist/test.txt")
     ap.add_argument("--root-folder", default="")
     ap.add_argument("--prefix", default="")
+    ap.add_argument("--bn-maf", type=float, default=0.9,
+                    help="BatchNorm moving_average_fraction (Caffe's default 0.999 averages over ~1000 "
+                         "iterations, too long for short schedules; 0.9 is PyTorch's momentum 0.1)")
     ap.add_argument("--name", default=None)
     ap.add_argument("-o", "--output", default="-")
     a = ap.parse_args()
@@ -54,7 +57,8 @@ def main():
         w('    weight_filler { type: "msra" } } }')
 
     def bn_relu(lname, bottom, top):
-        w('layer { name: "%s_bn" type: "BatchNorm" bottom: "%s" top: "%s" }' % (lname, bottom, top))
+        w('layer { name: "%s_bn" type: "BatchNorm" bottom: "%s" top: "%s" batch_norm_param { moving_average_fraction: %g } }'
+          % (lname, bottom, top, a.bn_maf))
         w('layer { name: "%s_scale" type: "Scale" bottom: "%s" top: "%s" scale_param { bias_term: true } }'
           % (lname, top, top))
         w('layer { name: "%s_relu" type: "ReLU" bottom: "%s" top: "%s" }' % (lname, top, top))
