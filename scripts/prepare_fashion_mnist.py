@@ -28,6 +28,9 @@ import sys
 import time
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dataset_io import png_bytes, write_if_changed, write_text_atomic  # noqa: E402
+
 DEFAULT_SRC = "/usr/share/datasets/fashion-mnist"
 LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -36,38 +39,6 @@ SPLITS = [("train", "train"), ("test", "t10k")]  # (output name, idx file prefix
 
 class DataError(Exception):
     pass
-
-
-def png_bytes(width, height, channels, pixels):
-    """An 8-bit gray (channels 1) or RGB (channels 3) PNG of `pixels` (rows packed, top first)."""
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data +
-                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    stride = width * channels
-    raw = b"".join(b"\x00" + pixels[y * stride:(y + 1) * stride] for y in range(height))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) +
-            chunk(b"IEND", b""))
-
-
-def write_if_changed(path, data, force):
-    """Writes `data` to `path` unless a file of that size is already there. Returns True if written."""
-    if not force:
-        try:
-            if os.stat(path).st_size == len(data):
-                return False
-        except FileNotFoundError:
-            pass
-    with open(path, "wb") as f:
-        f.write(data)
-    return True
-
-
-def write_text_atomic(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_idx(src, name):
