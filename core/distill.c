@@ -86,6 +86,24 @@ static void logm(struct dd_distill *d, int level, const char *fmt, ...) {
     fprintf(stderr, "distilld: %s%s\n", level == 0 ? "error: " : level == 1 ? "warning: " : "", msg);
 }
 
+/* mkdir -p: creates `path` and its missing parents. Returns 0 or -1 with errno set. */
+static int mkdir_p(const char *path) {
+  char buf[4096];
+  size_t len = strlen(path);
+  if (len == 0 || len >= sizeof buf) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  memcpy(buf, path, len + 1);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 /* JSON number or null. */
 static void jnum(FILE *f, const char *key, double v, int comma) {
   if (isfinite(v))
@@ -277,7 +295,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
   if (!d->out_dir) goto oom;
   char snapdir[4096];
   snprintf(snapdir, sizeof snapdir, "%s/snapshots", d->out_dir);
-  if ((mkdir(d->out_dir, 0755) != 0 && errno != EEXIST) || (mkdir(snapdir, 0755) != 0 && errno != EEXIST)) {
+  if (mkdir_p(snapdir) != 0) {
     r = dd_errorf(DD_EIO, err, errlen, "output_dir: cannot create \"%s\": %s", snapdir, strerror(errno));
     goto fail;
   }

@@ -72,6 +72,32 @@ static inline int test_summary(void) {
   return test__failed ? 1 : 0;
 }
 
+/* Runs the shell command `cmd` (stdout and stderr as the command redirects them) and captures
+ * its standard output into a malloc'd, NUL-terminated *out (NULL when out of memory). Returns the
+ * exit status, or -1 if it did not exit normally. */
+FILE *popen(const char *command, const char *type); /* POSIX, declared here for C11 builds */
+int pclose(FILE *stream);
+static inline int test_capture(char **out, const char *cmd) {
+  FILE *p = popen(cmd, "r");
+  *out = NULL;
+  if (!p) return -1;
+  size_t cap = 1 << 16, len = 0, n;
+  char *buf = malloc(cap);
+  while (buf && (n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+    len += n;
+    if (len + 1 == cap) {
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) break;
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  if (buf) buf[len] = '\0';
+  int st = pclose(p);
+  *out = buf;
+  return st != -1 && (st & 0x7f) == 0 ? (st >> 8) & 0xff : -1; /* WIFEXITED / WEXITSTATUS */
+}
+
 /* Where the tests find ../shared and the source tree (set by tests/CMakeLists.txt). */
 #ifndef DD_SOURCE_DIR
 #define DD_SOURCE_DIR "."

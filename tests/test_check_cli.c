@@ -19,24 +19,7 @@ static char tmpdir[256];
 static int run(char **out, const char *args) {
   char cmd[4096];
   snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", DISTILLD_EXE, args);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t cap = 4096, len = 0;
-  char *buf = malloc(cap);
-  size_t n;
-  while (buf && (n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += n;
-    if (len + 1 == cap) {
-      char *nb = realloc(buf, cap * 2);
-      if (!nb) break;
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  if (buf) buf[len] = '\0';
-  int st = pclose(p);
-  *out = buf;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return test_capture(out, cmd);
 }
 
 static void write_text(const char *path, const char *text) {

@@ -26,23 +26,7 @@ static int run(char **out, const char *fmt, ...) {
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
   snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, DISTILLD_EXE, args);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t cap = 1 << 16, len = 0, n;
-  char *buf = malloc(cap);
-  while (buf && (n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += n;
-    if (len + 1 == cap) {
-      char *nb = realloc(buf, cap * 2);
-      if (!nb) break;
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  if (buf) buf[len] = '\0';
-  int st = pclose(p);
-  *out = buf;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return test_capture(out, cmd);
 }
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
