@@ -291,6 +291,54 @@ static void test_bgr_and_mean(void) {
   caffe__layer_parameter__free_unpacked(lp, NULL);
 }
 
+/* mean_file: a .binaryproto mean image subtracted at the crop's position (Caffe), then scale. */
+static void test_mean_file(void) {
+  char path[512], err[512];
+  /* the 12x12 gradient image of test_crop_mirror_from_seed, and a mean image m(y, x) = y + 2x */
+  float mean[144];
+  for (int y = 0; y < 12; y++)
+    for (int x = 0; x < 12; x++) mean[y * 12 + x] = (float)(y + 2 * x);
+  int64_t dims[4] = {1, 1, 12, 12};
+  Caffe__BlobShape shape;
+  caffe__blob_shape__init(&shape);
+  shape.n_dim = 4;
+  shape.dim = dims;
+  Caffe__BlobProto b;
+  caffe__blob_proto__init(&b);
+  b.shape = &shape;
+  b.n_data = 144;
+  b.data = mean;
+  snprintf(path, sizeof path, "%s/grad/mean.binaryproto", tmp);
+  REQUIRE(dd_binaryproto_write(&b, path, err, sizeof err) == 0);
+  Caffe__LayerParameter *lp = layer_param(
+      "name: 'data' type: 'ImageData' top: 'data' transform_param { crop_size: 6 scale: 0.5 mean_file: '%s' }"
+      " image_data_param { source: '%s/grad/list.txt' root_folder: '%s/grad/' batch_size: 1 }",
+      path, tmp, tmp);
+  REQUIRE(lp);
+  dd_data_config cfg = {.batch = 1, .channels = 1, .height = 6, .width = 6, .train = 0, .seed = 1, .threads = 1, .prefetch = 1,
+                        .max_error_fraction = 0.01f};
+  float *all = collect(lp, cfg, 1);
+  REQUIRE(all);
+  /* TEST: centre crop, offset (12 - 6) / 2 = 3 */
+  for (int y = 0; y < 6; y++)
+    for (int x = 0; x < 6; x++) {
+      float px = (float)(10 * (3 + y) + 3 + x), m = (float)((3 + y) + 2 * (3 + x));
+      CHECKF(all[y * 6 + x] == (px - m) * 0.5f, "(%d,%d): %g", y, x, all[y * 6 + x]);
+    }
+  free(all);
+  caffe__layer_parameter__free_unpacked(lp, NULL);
+  /* a mean image with the wrong number of channels is refused, naming the file */
+  lp = layer_param("name: 'data' type: 'ImageData' top: 'data' transform_param { crop_size: 6 mean_file: '%s' }"
+                   " image_data_param { source: '%s/grad/list.txt' root_folder: '%s/grad/' batch_size: 1 }",
+                   path, tmp, tmp);
+  REQUIRE(lp);
+  cfg.channels = 3;
+  dd_data *d = NULL;
+  CHECK(dd_data_open(&d, lp, &cfg, err, sizeof err) == DD_ESHAPE);
+  CHECK_CONTAINS(err, "mean.binaryproto");
+  caffe__layer_parameter__free_unpacked(lp, NULL);
+}
+
 static void test_bad_list_files(void) {
   char path[512], err[1024];
   dd_data *d = NULL;
@@ -517,6 +565,7 @@ int main(void) {
   RUN(test_test_phase_in_order);
   RUN(test_crop_mirror_from_seed);
   RUN(test_bgr_and_mean);
+  RUN(test_mean_file);
   RUN(test_bad_list_files);
   RUN(test_bad_images);
   RUN(test_close_mid_epoch);
