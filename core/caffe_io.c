@@ -1040,3 +1040,13 @@ int dd_weight_layers(dd_weight_layer **out, size_t *n, const Caffe__NetParameter
   *n = cnt;
   return 0;
 }
+
+ProtobufCMessage *dd_proto_copy(const ProtobufCMessage *m) {
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) return NULL;
+  protobuf_c_message_pack(m, buf);
+  ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+  free(buf);
+  return c;
+}

@@ -51,6 +51,11 @@ int dd_proto_read_binary(ProtobufCMessage **out, const ProtobufCMessageDescripto
 int dd_proto_write_binary(const ProtobufCMessage *msg, const char *path, char *err,
                           size_t errlen);
 
+/* A deep copy of any message, through the wire format (free it with
+ * protobuf_c_message_free_unpacked). NULL when out of memory. Nets and solvers from prototxts are
+ * small; copying a whole .caffemodel this way costs its size twice, briefly. */
+ProtobufCMessage *dd_proto_copy(const ProtobufCMessage *m);
+
 /* Explains why `len` bytes of `buf` are not a valid binary message of type `desc`: walks the wire
  * format (tags, varints, fixed-size values, length-delimited fields), checks each known field's
  * wire type against the descriptor, checks packed arrays, strings (no NUL bytes) and required

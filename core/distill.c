@@ -150,16 +150,6 @@ static int append_layers(Caffe__NetParameter *net, Caffe__NetParameter *add) {
   return 0;
 }
 
-static ProtobufCMessage *deep_copy(const ProtobufCMessage *m) {
-  size_t len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) return NULL;
-  protobuf_c_message_pack(m, buf);
-  ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-  free(buf);
-  return c;
-}
-
 /* "d0 dim: d1 ..." for a shape, as prototxt. */
 static void shape_text(char *buf, size_t len, const dd_shape *s) {
   size_t used = (size_t)snprintf(buf, len, "shape {");
@@ -278,7 +268,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
   d->teacher_acc = d->student_acc = -1;
   d->last_test_iter = -1;
   if (hooks) d->hooks = *hooks;
-  d->job = (Distilld__DistillJob *)deep_copy(&job_in->base);
+  d->job = (Distilld__DistillJob *)dd_proto_copy(&job_in->base);
   d->base_dir = base_dir ? strdup(base_dir) : NULL;
   if (!d->job || (base_dir && !d->base_dir)) goto oom;
   const Distilld__DistillJob *job = d->job;
@@ -310,7 +300,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
   }
   /* solver */
   if (job->solver) {
-    d->solver_param = (Caffe__SolverParameter *)deep_copy(&job->solver->base);
+    d->solver_param = (Caffe__SolverParameter *)dd_proto_copy(&job->solver->base);
     if (!d->solver_param) goto oom;
   } else {
     char *sp = path_join(d->base_dir, job->solver_file);
@@ -378,7 +368,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
         break;
       }
       Caffe__LayerParameter *orig = sp->layer[gl->param_index];
-      d->data_layer[ph] = (Caffe__LayerParameter *)deep_copy(&orig->base);
+      d->data_layer[ph] = (Caffe__LayerParameter *)dd_proto_copy(&orig->base);
       if (!d->data_layer[ph]) goto oom_g;
       d->batch[ph] = (int)ds0->dims[0];
       char text[2048], s0[256], s1[256] = "";
@@ -474,7 +464,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
     for (size_t i = 0; wpaths && i < job->teacher->n_weights; i++) free(wpaths[i]);
     free(wpaths);
     if (r == 0 && d->data_layer[1]) { /* the TEST-batch twin, sharing the parameters */
-      Caffe__NetParameter *tp2 = (Caffe__NetParameter *)deep_copy(&d->teacher.net->param->base);
+      Caffe__NetParameter *tp2 = (Caffe__NetParameter *)dd_proto_copy(&d->teacher.net->param->base);
       if (!tp2) r = DD_ENOMEM;
       for (size_t i = 0; !r && i < tp2->n_layer; i++)
         if (tp2->layer[i]->type && !strcmp(tp2->layer[i]->type, "Input")) tp2->layer[i]->input_param->shape[0]->dim[0] = d->batch[1];
@@ -635,7 +625,7 @@ static int open_source(struct dd_distill *d, int ph, int64_t start_batch, dd_dat
   if (!n) return 0;
   dd_tensor *t = dd_net_blob(n, d->data_top[ph][0]);
   char *src = path_join(d->base_dir, ip->source), *root = ip->root_folder && ip->root_folder[0] ? path_join(d->base_dir, ip->root_folder) : NULL;
-  Caffe__LayerParameter *copy = (Caffe__LayerParameter *)deep_copy(&lp->base);
+  Caffe__LayerParameter *copy = (Caffe__LayerParameter *)dd_proto_copy(&lp->base);
   int r = 0;
   if (!src || !copy || (ip->root_folder && ip->root_folder[0] && !root)) {
     r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");

@@ -14,17 +14,6 @@
 
 /* ---- building the NetParameter: filter, then splits ------------------------------------------ */
 
-/* A deep copy through the wire format (nets from prototxts carry no blobs, so this is cheap). */
-static ProtobufCMessage *deep_copy(const ProtobufCMessage *m) {
-  size_t len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) return NULL;
-  protobuf_c_message_pack(m, buf);
-  ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-  free(buf);
-  return c;
-}
-
 static char *dupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *dupf(const char *fmt, ...) {
   va_list ap;
@@ -173,7 +162,7 @@ out:
 
 /* The net's NetParameter for `phase`: a deep copy with excluded layers dropped, then splits. */
 static int prepare_param(Caffe__NetParameter **out, const Caffe__NetParameter *src, Caffe__Phase phase) {
-  Caffe__NetParameter *p = (Caffe__NetParameter *)deep_copy(&src->base);
+  Caffe__NetParameter *p = (Caffe__NetParameter *)dd_proto_copy(&src->base);
   if (!p) return DD_ENOMEM;
   size_t k = 0;
   for (size_t i = 0; i < p->n_layer; i++) {
@@ -480,7 +469,7 @@ Caffe__NetParameter *dd_net_to_proto(const dd_net *n, int with_diff) {
   if (!p->layer) goto fail;
   for (size_t i = 0; i < n->n_layers; i++) {
     const dd_layer *l = &n->layers[i];
-    Caffe__LayerParameter *lp = (Caffe__LayerParameter *)deep_copy(&l->lp->base);
+    Caffe__LayerParameter *lp = (Caffe__LayerParameter *)dd_proto_copy(&l->lp->base);
     if (!lp) goto fail;
     p->layer[p->n_layer++] = lp;
     lp->has_phase = 1;

@@ -123,12 +123,7 @@ int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const
   dd_solver *s = calloc(1, sizeof *s);
   if (!s) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   int r;
-  size_t len = protobuf_c_message_get_packed_size(&sp_in->base);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) goto oom;
-  protobuf_c_message_pack(&sp_in->base, buf);
-  s->sp = caffe__solver_parameter__unpack(NULL, len, buf);
-  free(buf);
+  s->sp = (Caffe__SolverParameter *)dd_proto_copy(&sp_in->base);
   if (!s->sp) goto oom;
   const Caffe__SolverParameter *sp = s->sp;
   if (parse_type(sp, &s->type)) {

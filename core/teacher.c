@@ -38,16 +38,6 @@ int dd_teacher_verify(const dd_teacher *t, char *err, size_t errlen) {
   return 0;
 }
 
-static ProtobufCMessage *deep_copy(const ProtobufCMessage *m) {
-  size_t len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) return NULL;
-  protobuf_c_message_pack(m, buf);
-  ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-  free(buf);
-  return c;
-}
-
 static int is(const dd_glayer *l, const char *type) { return l->ops && !strcmp(l->ops->type, type); }
 
 /* Host copy of a tensor's data (malloc'd). */
@@ -123,7 +113,7 @@ static int fold_net(dd_net **out, dd_net *n0, dd_backend *be, int *n_conv, int *
     drop[i] = 1;
     if (conv >= 0) drop[sc] = 1;
   }
-  Caffe__NetParameter *p = (Caffe__NetParameter *)deep_copy(&n0->param->base);
+  Caffe__NetParameter *p = (Caffe__NetParameter *)dd_proto_copy(&n0->param->base);
   if (!p) {
     free(plans);
     free(drop);
@@ -221,7 +211,7 @@ static int fold_net(dd_net **out, dd_net *n0, dd_backend *be, int *n_conv, int *
 int dd_teacher_create(dd_teacher *t, const Caffe__NetParameter *deploy, const char *const *weights, size_t n_weights,
                       dd_backend *be, int fold, char *err, size_t errlen) {
   memset(t, 0, sizeof *t);
-  Caffe__NetParameter *p = (Caffe__NetParameter *)deep_copy(&deploy->base);
+  Caffe__NetParameter *p = (Caffe__NetParameter *)dd_proto_copy(&deploy->base);
   if (!p) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   /* Frozen by construction: every BatchNorm on its stored statistics. */
   int r = 0;

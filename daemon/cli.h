@@ -4,6 +4,8 @@
 #ifndef DD_CLI_H
 #define DD_CLI_H
 
+#include <stddef.h>
+
 #ifndef DD_VERSION
 #define DD_VERSION "0.0.0"
 #endif
@@ -20,6 +22,9 @@ int dd_cmd_forward(int argc, char **argv);
 
 /* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
 int dd_cmd_train_job(const char *job_path, int resume, int threads);
+
+/* "H:MM:SS" of `s` seconds ("--:--" when unknown or absurd). */
+void dd_cli_fmt_duration(double s, char *buf, size_t len);
 
 /* Prints "distilld: " + message to stderr. */
 void dd_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -34,19 +34,10 @@ static void ui_log(void *ctx, int level, const char *msg) {
   fprintf(stderr, "distilld: %s%s\n", level == 0 ? "error: " : level == 1 ? "warning: " : "", msg);
 }
 
-static void fmt_time(double s, char *buf, size_t len) {
-  if (!(s >= 0) || s > 1e7) {
-    snprintf(buf, len, "--:--");
-    return;
-  }
-  long v = (long)(s + 0.5);
-  snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
-}
-
 static void ui_progress(void *ctx, const dd_distill_progress *p) {
   job_ui *u = ctx;
   char eta[32], terms[256] = "";
-  fmt_time(p->eta_s, eta, sizeof eta);
+  dd_cli_fmt_duration(p->eta_s, eta, sizeof eta);
   size_t used = 0;
   for (int i = 0; i < p->n_terms && used < sizeof terms; i++)
     used += (size_t)snprintf(terms + used, sizeof terms - used, " %s %.4f", p->term_names[i], p->terms[i]);
@@ -136,7 +127,7 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads) {
     goto done;
   }
   char took[32];
-  fmt_time((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
+  dd_cli_fmt_duration((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
   double ta = dd_distill_teacher_accuracy(d), sa = dd_distill_student_accuracy(d);
   printf("job %s: %s at iter %d in %s", job->name, job_stop ? "stopped" : "done", dd_distill_iter(d), took);
   if (ta >= 0) printf(", teacher accuracy %.4f", ta);

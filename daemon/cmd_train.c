@@ -172,19 +172,10 @@ static int train_before_forward(void *ctx, dd_net *net, Caffe__Phase phase, doub
   return apply_inputs(net, t->o, 0) ? DD_EINVAL : 0;
 }
 
-static void fmt_eta(double s, char *buf, size_t len) {
-  if (!(s >= 0) || s > 1e7) {
-    snprintf(buf, len, "--:--");
-    return;
-  }
-  long v = (long)s;
-  snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
-}
-
 static void train_display(void *ctx, const dd_solver_stats *st) {
   train_ctx *t = ctx;
   char eta[32];
-  fmt_eta(st->eta_s, eta, sizeof eta);
+  dd_cli_fmt_duration(st->eta_s, eta, sizeof eta);
   char outs[512] = "";
   size_t used = 0;
   for (int i = 0; i < st->n_outputs && used < sizeof outs; i++)

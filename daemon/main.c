@@ -15,6 +15,15 @@ void dd_cli_error(const char *fmt, ...) {
   fputc('\n', stderr);
 }
 
+void dd_cli_fmt_duration(double s, char *buf, size_t len) {
+  if (!(s >= 0) || s > 1e7) {
+    snprintf(buf, len, "--:--");
+    return;
+  }
+  long v = (long)(s + 0.5);
+  snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "distilld %s: knowledge distillation from a frozen Caffe teacher into a student net\n"
