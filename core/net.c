@@ -244,6 +244,19 @@ int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase pha
     }
     if ((r = dd_tensor_reshape(n->blobs[b], &gb->shape))) goto oom;
   }
+  /* Split tops read their bottom's memory (Caffe's ShareData), unless a consumer works in place
+   * on one of them, which would write into the others. */
+  for (size_t i = 0; i < n->graph->n_layers; i++) {
+    const dd_glayer *g = &n->graph->layers[i];
+    if (!g->ops || strcmp(g->ops->type, "Split") || g->nb != 1 || g->bottom[0] < 0) continue;
+    int in_place = 0;
+    for (size_t j = i + 1; j < n->graph->n_layers && !in_place; j++)
+      for (int t = 0; t < n->graph->layers[j].nt; t++)
+        for (int k = 0; k < g->nt; k++) in_place |= n->graph->layers[j].top[t] == g->top[k];
+    if (in_place) continue;
+    for (int k = 0; k < g->nt; k++)
+      if (g->top[k] != g->bottom[0]) dd_tensor_share_data(n->blobs[g->top[k]], n->blobs[g->bottom[0]]);
+  }
   /* layers */
   n->n_layers = n->graph->n_layers;
   n->layers = calloc(n->n_layers ? n->n_layers : 1, sizeof *n->layers);

@@ -25,7 +25,7 @@ int dd_tensor_reshape(dd_tensor *t, const dd_shape *shape) {
   int64_t count = dd_shape_count(shape);
   if (count < 0) return DD_EINVAL;
   if (count > t->capacity) {
-    DD_ASSERT(!t->shared);
+    DD_ASSERT(!t->shared && !t->data_shared);
     size_t bytes = (size_t)count * sizeof(float);
     float *d = t->be->ops->alloc(t->be, bytes), *g = t->be->ops->alloc(t->be, bytes);
     if (!d || !g) {
@@ -50,7 +50,7 @@ int dd_tensor_reshape(dd_tensor *t, const dd_shape *shape) {
 void dd_tensor_destroy(dd_tensor *t) {
   if (!t) return;
   if (!t->shared) {
-    if (t->data) t->be->ops->free(t->be, t->data);
+    if (t->data && !t->data_shared) t->be->ops->free(t->be, t->data);
     if (t->diff) t->be->ops->free(t->be, t->diff);
   }
   free(t->name);
@@ -68,6 +68,13 @@ void dd_tensor_share(dd_tensor *t, const dd_tensor *src) {
   t->shape = src->shape;
   t->count = src->count;
   t->shared = 1;
+}
+
+void dd_tensor_share_data(dd_tensor *t, const dd_tensor *src) {
+  DD_ASSERT(dd_shape_equal(&t->shape, &src->shape) && !t->shared);
+  if (t->data && !t->data_shared) t->be->ops->free(t->be, t->data);
+  t->data = src->data;
+  t->data_shared = 1;
 }
 
 void dd_tensor_get_data(const dd_tensor *t, float *host) {

@@ -18,6 +18,7 @@ typedef struct dd_tensor {
   float *diff;      /* backend memory, capacity floats */
   dd_backend *be;
   int shared;       /* data/diff belong to another tensor (shared parameters): not freed */
+  int data_shared;  /* only data belongs to another tensor (Split tops): data not freed */
 } dd_tensor;
 
 /* Creates an empty tensor named `name` (copied) on `be`. Returns NULL when out of memory. */
@@ -31,6 +32,10 @@ void dd_tensor_destroy(dd_tensor *t);
 
 /* Makes `t` use `src`'s data and diff (Caffe's ShareData/ShareDiff for shared parameters). */
 void dd_tensor_share(dd_tensor *t, const dd_tensor *src);
+
+/* Makes `t` read `src`'s data (Caffe's ShareData for Split tops); t keeps its own diff. The
+ * shapes must be equal. */
+void dd_tensor_share_data(dd_tensor *t, const dd_tensor *src);
 
 /* Host copies: count floats. */
 void dd_tensor_get_data(const dd_tensor *t, float *host);

@@ -890,8 +890,10 @@ static Caffe__NetParameter *random_wrn(void) {
   for (size_t i = 0; i < p->n_layer; i++) {
     Caffe__LayerParameter *lp = p->layer[i];
     if (strcmp(lp->type, "BatchNorm") || nbn++ % 2) continue;
-    lp->batch_norm_param = malloc(sizeof *lp->batch_norm_param);
-    caffe__batch_norm_parameter__init(lp->batch_norm_param);
+    if (!lp->batch_norm_param) { /* gen_wrn.py writes one (moving_average_fraction) */
+      lp->batch_norm_param = malloc(sizeof *lp->batch_norm_param);
+      caffe__batch_norm_parameter__init(lp->batch_norm_param);
+    }
     lp->batch_norm_param->has_eps = 1;
     lp->batch_norm_param->eps = 1e-3f;
   }

@@ -7,9 +7,10 @@ static int split_shape(dd_shape_ctx *c) {
   return 0;
 }
 
+/* The tops usually share the bottom's memory (the net arranges it): then there is nothing to do. */
 static void split_forward(dd_layer *l) {
   for (int t = 0; t < l->nt; t++)
-    if (l->top[t] != l->bottom[0])
+    if (l->top[t]->data != l->bottom[0]->data)
       l->be->ops->copy(l->be, l->top[t]->data, l->bottom[0]->data, (size_t)l->bottom[0]->count * sizeof(float));
 }
 
