@@ -35,6 +35,8 @@ def main():
     ap.add_argument("metrics", help="a job's metrics.jsonl")
     ap.add_argument("-o", "--output", required=True, help="the PNG to write")
     ap.add_argument("--title", default=None)
+    ap.add_argument("--teacher-accuracy", type=float, default=None,
+                    help="draw this as the teacher's line (when the metrics have no teacher record)")
     a = ap.parse_args()
     try:
         import matplotlib
@@ -65,9 +67,9 @@ def main():
     ax1.legend(fontsize=8)
     if test:
         ax2.plot([r["iter"] for r in test], [r.get("accuracy") for r in test], marker="o", label="student test accuracy")
-    if teacher and teacher[-1].get("accuracy") is not None:
-        ax2.axhline(teacher[-1]["accuracy"], color="tab:red", linestyle="--",
-                    label="teacher %.4f" % teacher[-1]["accuracy"])
+    t_acc = teacher[-1].get("accuracy") if teacher else a.teacher_accuracy
+    if t_acc is not None:
+        ax2.axhline(t_acc, color="tab:red", linestyle="--", label="teacher %.4f" % t_acc)
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("accuracy")
     ax2.grid(True, alpha=0.3)

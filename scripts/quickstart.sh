@@ -7,7 +7,8 @@
 #   4. distils a smaller WRN student from it (configs/quickstart_student.prototxt),
 #   5. prints the teacher's and the student's test accuracy and the time, and plots both runs'
 #      curves (out/quickstart/*.png).
-# Sized for a 2-core machine (see docs/results.md for the schedules and measured times).
+# Sized for a 2-core machine: 11 min 7 s measured without the package installs, teacher 87.96 %,
+# student 88.36 % (docs/results.md).
 # QUICKSTART_THREADS overrides the thread count; QUICKSTART_SKIP_INSTALL=1 skips apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,17 +39,17 @@ sed "s|TEACHER_WEIGHTS|$teacher_model|" configs/quickstart_student.prototxt > ou
 echo "== student, distilled: out/quickstart/student_job.prototxt =="
 $bin train --job out/quickstart/student_job.prototxt --threads "$threads" | tee out/quickstart/student.txt
 
-plot() {
-  /usr/bin/python3 scripts/plot_metrics.py "$1/metrics.jsonl" -o "$2" --title "$3" >/dev/null 2>&1 ||
-    python3 scripts/plot_metrics.py "$1/metrics.jsonl" -o "$2" --title "$3" >/dev/null 2>&1 ||
-    echo "(no plot: matplotlib missing)"
-}
-plot out/quickstart/teacher out/quickstart/teacher.png "quickstart teacher"
-plot out/quickstart/student out/quickstart/student.png "quickstart student (distilled)"
-
-end=$(date +%s)
 t_acc=$(sed -n 's/.*student accuracy \([0-9.]*\).*/\1/p' out/quickstart/teacher.txt)
 s_acc=$(sed -n 's/.*student accuracy \([0-9.]*\).*/\1/p' out/quickstart/student.txt)
+plot() {
+  /usr/bin/python3 scripts/plot_metrics.py "$@" >/dev/null 2>&1 || python3 scripts/plot_metrics.py "$@" >/dev/null 2>&1 ||
+    echo "(no plot: matplotlib missing)"
+}
+plot out/quickstart/teacher/metrics.jsonl -o out/quickstart/teacher.png --title "quickstart teacher"
+plot out/quickstart/student/metrics.jsonl -o out/quickstart/student.png --title "quickstart student (distilled)" \
+  ${t_acc:+--teacher-accuracy "$t_acc"}
+
+end=$(date +%s)
 echo
 echo "teacher test accuracy: ${t_acc:-?}"
 echo "student test accuracy: ${s_acc:-?} (distilled)"
