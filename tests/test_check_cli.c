@@ -174,7 +174,8 @@ static void test_usage_and_bad_files(void) {
 /* The example nets shipped in configs/ check clean in both phases. */
 static void test_shipped_configs_clean(void) {
   const char *nets[] = {"wrn_16_4_fmnist_train_val.prototxt", "wrn_16_4_fmnist_deploy.prototxt",
-                        "wrn_16_1_fmnist_train_val.prototxt"};
+                        "wrn_16_1_fmnist_train_val.prototxt", "wrn_10_1_fmnist_train_val.prototxt",
+                        "wrn_10_2_fmnist_train_val.prototxt", "wrn_10_2_fmnist_deploy.prototxt"};
   for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
     for (int ph = 0; ph < 2; ph++) {
       char args[1024], *out;
