@@ -187,6 +187,26 @@ static void test_shipped_configs_clean(void) {
   }
 }
 
+/* The shipped jobs that need no trained weights validate and check clean from the source tree. */
+static void test_shipped_jobs_validate(void) {
+  const char *jobs[] = {"configs/job_fmnist_teacher.prototxt", "configs/job_fmnist_student_alone.prototxt",
+                        "configs/quickstart_teacher.prototxt"};
+  for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+    char cmd[2048], *out;
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' check --job %s 2>&1", DD_SOURCE_DIR, DISTILLD_EXE, jobs[i]);
+    int st = test_capture(&out, cmd);
+    CHECKF(st == 0, "%s: exit %d\n%s", jobs[i], st, out);
+    free(out);
+  }
+  /* the distillation job names a teacher snapshot that a teacher job must make first */
+  char cmd[2048], *out;
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' check --job configs/job_fmnist_distill.prototxt 2>&1", DD_SOURCE_DIR,
+           DISTILLD_EXE);
+  CHECK(test_capture(&out, cmd) == 2);
+  CHECK_CONTAINS(out, "teacher.weights[0]");
+  free(out);
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/dd_check_cli.XXXXXX");
   if (!mkdtemp(tmpdir)) {
@@ -200,6 +220,7 @@ int main(void) {
   RUN(test_weights);
   RUN(test_usage_and_bad_files);
   RUN(test_shipped_configs_clean);
+  RUN(test_shipped_jobs_validate);
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
