@@ -40,13 +40,6 @@ int dd_teacher_verify(const dd_teacher *t, char *err, size_t errlen) {
 
 static int is(const dd_glayer *l, const char *type) { return l->ops && !strcmp(l->ops->type, type); }
 
-/* Host copy of a tensor's data (malloc'd). */
-static float *host(const dd_tensor *t) {
-  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
-  if (h) dd_tensor_get_data(t, h);
-  return h;
-}
-
 typedef struct {
   int bn, scale, conv; /* layer indexes in the unfolded net; conv -1 for a Scale-only fold */
 } fold_plan;
@@ -54,8 +47,8 @@ typedef struct {
 /* Per-channel a = gamma / sqrt(var + eps) and c = beta - mean * a of a BatchNorm + Scale pair. */
 static int bn_scale_coeffs(const dd_net *n, const fold_plan *f, float **a, float **c, int64_t *ch) {
   const dd_layer *bn = &n->layers[f->bn], *sc = &n->layers[f->scale];
-  float *mean = host(bn->params[0]), *var = host(bn->params[1]), *fac = host(bn->params[2]);
-  float *gamma = host(sc->params[0]), *beta = sc->n_params > 1 ? host(sc->params[1]) : NULL;
+  float *mean = dd_tensor_data_copy(bn->params[0]), *var = dd_tensor_data_copy(bn->params[1]), *fac = dd_tensor_data_copy(bn->params[2]);
+  float *gamma = dd_tensor_data_copy(sc->params[0]), *beta = sc->n_params > 1 ? dd_tensor_data_copy(sc->params[1]) : NULL;
   int64_t C = bn->params[0]->count;
   *a = malloc((size_t)C * sizeof **a);
   *c = malloc((size_t)C * sizeof **c);
@@ -176,7 +169,7 @@ static int fold_net(dd_net **out, dd_net *n0, dd_backend *be, int *n_conv, int *
     }
     if (f->conv >= 0) {
       const dd_layer *cv = &n0->layers[f->conv];
-      float *w = host(cv->params[0]), *b = cv->n_params > 1 ? host(cv->params[1]) : calloc((size_t)C, sizeof(float));
+      float *w = dd_tensor_data_copy(cv->params[0]), *b = cv->n_params > 1 ? dd_tensor_data_copy(cv->params[1]) : calloc((size_t)C, sizeof(float));
       if (!w || !b) r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
       int64_t per = C ? cv->params[0]->count / C : 0;
       for (int64_t o = 0; r == 0 && o < C; o++) {

@@ -89,3 +89,15 @@ void dd_tensor_get_diff(const dd_tensor *t, float *host) {
 void dd_tensor_set_diff(dd_tensor *t, const float *host) {
   t->be->ops->upload(t->be, t->diff, host, (size_t)t->count * sizeof(float));
 }
+
+float *dd_tensor_data_copy(const dd_tensor *t) {
+  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
+  if (h) dd_tensor_get_data(t, h);
+  return h;
+}
+
+float *dd_tensor_diff_copy(const dd_tensor *t) {
+  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
+  if (h) dd_tensor_get_diff(t, h);
+  return h;
+}

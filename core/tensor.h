@@ -42,5 +42,9 @@ void dd_tensor_get_data(const dd_tensor *t, float *host);
 void dd_tensor_set_data(dd_tensor *t, const float *host);
 void dd_tensor_get_diff(const dd_tensor *t, float *host);
 void dd_tensor_set_diff(dd_tensor *t, const float *host);
+/* New host copies (malloc'd, count floats; free with free()) of the data or the diff; NULL when
+ * out of memory. */
+float *dd_tensor_data_copy(const dd_tensor *t);
+float *dd_tensor_diff_copy(const dd_tensor *t);
 
 #endif

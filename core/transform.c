@@ -51,35 +51,33 @@ size_t dd_transform_scratch_size(const dd_transform *t, int w, int h) {
   return ((resized + 63) & ~(size_t)63) + crop;
 }
 
+/* Source sample positions of destination index i along one axis (OpenCV's INTER_LINEAR geometry:
+ * pixel centres aligned, clamped at the borders): the left neighbour, the right one and the
+ * weight of the right one. */
+static void bilinear_axis(int i, double scale, int n, int *i0, int *i1, double *w) {
+  double f = (i + 0.5) * scale - 0.5;
+  int a = (int)floor(f);
+  double wt = f - a;
+  if (a < 0 || a >= n - 1) {
+    a = a < 0 ? 0 : n - 1;
+    wt = 0;
+  }
+  *i0 = a;
+  *i1 = a + 1 < n ? a + 1 : n - 1;
+  *w = wt;
+}
+
 /* Bilinear resize with OpenCV's INTER_LINEAR geometry (pixel centres aligned), rounded to uint8. */
 static void resize_bilinear(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, int c) {
   double sx = (double)sw / dw, sy = (double)sh / dh;
   for (int y = 0; y < dh; y++) {
-    double fy = (y + 0.5) * sy - 0.5;
-    int y0 = (int)floor(fy);
-    double wy = fy - y0;
-    if (y0 < 0) {
-      y0 = 0;
-      wy = 0;
-    }
-    if (y0 >= sh - 1) {
-      y0 = sh - 1;
-      wy = 0;
-    }
-    int y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
+    int y0, y1;
+    double wy;
+    bilinear_axis(y, sy, sh, &y0, &y1, &wy);
     for (int x = 0; x < dw; x++) {
-      double fx = (x + 0.5) * sx - 0.5;
-      int x0 = (int)floor(fx);
-      double wx = fx - x0;
-      if (x0 < 0) {
-        x0 = 0;
-        wx = 0;
-      }
-      if (x0 >= sw - 1) {
-        x0 = sw - 1;
-        wx = 0;
-      }
-      int x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
+      int x0, x1;
+      double wx;
+      bilinear_axis(x, sx, sw, &x0, &x1, &wx);
       for (int k = 0; k < c; k++) {
         double v = (1 - wy) * ((1 - wx) * src[((size_t)y0 * sw + x0) * c + k] + wx * src[((size_t)y0 * sw + x1) * c + k]) +
                    wy * ((1 - wx) * src[((size_t)y1 * sw + x0) * c + k] + wx * src[((size_t)y1 * sw + x1) * c + k]);

@@ -73,18 +73,6 @@ static dd_net *make_net(const char *text, Caffe__Phase phase, uint64_t seed) {
   return n;
 }
 
-static float *get_data(const dd_tensor *t) {
-  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
-  dd_tensor_get_data(t, h);
-  return h;
-}
-
-static float *get_diff(const dd_tensor *t) {
-  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
-  dd_tensor_get_diff(t, h);
-  return h;
-}
-
 static void fill_uniform(dd_tensor *t, uint64_t seed, float lo, float hi) {
   dd_rng r;
   dd_rng_seed(&r, seed);
@@ -502,7 +490,7 @@ static double kd_ref(const double *s, const double *t, int N, int C, double T) {
 /* Central differences of the net's (weighted) loss with respect to blob `t`, against `ana`.
  * Returns the number of entries off by more than atol + rtol * |ana|. */
 static int net_fd(dd_net *n, dd_tensor *t, const float *ana, double h, double rtol, double atol, const char *what) {
-  float *x = get_data(t);
+  float *x = dd_tensor_data_copy(t);
   int bad = 0;
   double worst = 0;
   for (int64_t k = 0; k < t->count; k++) {
@@ -544,7 +532,7 @@ static void test_kd_loss_by_hand(void) {
     fill_uniform(t, 21 + round, -span, span);
     double loss;
     REQUIRE(dd_net_forward(n, &loss) == 0);
-    float *sf = get_data(s), *tf = get_data(t), top;
+    float *sf = dd_tensor_data_copy(s), *tf = dd_tensor_data_copy(t), top;
     dd_tensor_get_data(kd, &top);
     double *sd = to_double(sf, N * C), *td = to_double(tf, N * C);
     double want = kd_ref(sd, td, N, C, T);
@@ -553,7 +541,7 @@ static void test_kd_loss_by_hand(void) {
     /* backward: the closed form W * T * (softmax(s/T) - softmax(t/T)) / N; the teacher keeps its sentinel */
     be->ops->fill(be, t->diff, SENTINEL, t->count);
     dd_net_backward(n);
-    float *ds = get_diff(s), *dt = get_diff(t);
+    float *ds = dd_tensor_diff_copy(s), *dt = dd_tensor_diff_copy(t);
     double ps[C], pt[C], g[N * C];
     int off = 0, touched = 0;
     for (int r = 0; r < N; r++) {
@@ -613,7 +601,7 @@ static void test_kd_teacher_side_frozen(void) {
     dd_net_backward(n);
     CHECK(loss > 0);
     for (int q = 0; q < 2; q++) {
-      float *ds = get_diff(n->layers[si].params[q]), *dt = get_diff(n->layers[ti].params[q]);
+      float *ds = dd_tensor_diff_copy(n->layers[si].params[q]), *dt = dd_tensor_diff_copy(n->layers[ti].params[q]);
       double as = 0, at = 0;
       for (int64_t k = 0; k < n->layers[ti].params[q]->count; k++) {
         as += fabs(ds[k]);
@@ -650,9 +638,9 @@ static void test_kd_training_step(void) {
   double loss;
   REQUIRE(dd_net_forward(n, &loss) == 0);
   dd_net_backward(n);
-  float *x = get_data(dd_net_blob(n, "data")), *tl = get_data(dd_net_blob(n, "tl"));
-  float *w = get_data(n->layers[fi].params[0]), *b = get_data(n->layers[fi].params[1]);
-  float *dw = get_diff(n->layers[fi].params[0]), *db = get_diff(n->layers[fi].params[1]);
+  float *x = dd_tensor_data_copy(dd_net_blob(n, "data")), *tl = dd_tensor_data_copy(dd_net_blob(n, "tl"));
+  float *w = dd_tensor_data_copy(n->layers[fi].params[0]), *b = dd_tensor_data_copy(n->layers[fi].params[1]);
+  float *dw = dd_tensor_diff_copy(n->layers[fi].params[0]), *db = dd_tensor_diff_copy(n->layers[fi].params[1]);
   /* by hand, in double */
   double z[N][K], dz[N][K], ce = 0, kd = 0;
   for (int i = 0; i < N; i++) {
@@ -711,7 +699,7 @@ static void test_hint_loss_by_hand(void) {
   fill_uniform(t, 42, -2, 2);
   double loss;
   REQUIRE(dd_net_forward(n, &loss) == 0);
-  float *sf = get_data(s), *tf = get_data(t), top;
+  float *sf = dd_tensor_data_copy(s), *tf = dd_tensor_data_copy(t), top;
   dd_tensor_get_data(dd_net_blob(n, "h"), &top);
   double want = 0;
   for (int k = 0; k < CNT; k++) want += ((double)sf[k] - tf[k]) * ((double)sf[k] - tf[k]);
@@ -720,7 +708,7 @@ static void test_hint_loss_by_hand(void) {
   CHECKF(fabs(loss - 0.5 * want) <= 1e-6 * fmax(1, want), "net loss %.9g", loss);
   be->ops->fill(be, t->diff, SENTINEL, t->count);
   dd_net_backward(n);
-  float *ds = get_diff(s), *dt = get_diff(t);
+  float *ds = dd_tensor_diff_copy(s), *dt = dd_tensor_diff_copy(t);
   int off = 0, touched = 0;
   for (int k = 0; k < CNT; k++) {
     double g = 0.5 * ((double)sf[k] - tf[k]) / N;
@@ -787,7 +775,7 @@ static void test_attention_loss_by_hand(void) {
   fill_uniform(t, 52, -1, 1);
   double loss;
   REQUIRE(dd_net_forward(n, &loss) == 0);
-  float *sf = get_data(s), *tf = get_data(t), top;
+  float *sf = dd_tensor_data_copy(s), *tf = dd_tensor_data_copy(t), top;
   dd_tensor_get_data(dd_net_blob(n, "at"), &top);
   double *sd = to_double(sf, N * CS * HW), *td = to_double(tf, N * CT * HW);
   att_ctx a = {N, CS, CT, HW, td};
@@ -796,7 +784,7 @@ static void test_attention_loss_by_hand(void) {
   CHECKF(fabs(loss - W * want) <= 1e-5 * W * want, "net loss %.9g", loss);
   be->ops->fill(be, t->diff, SENTINEL, t->count);
   dd_net_backward(n);
-  float *ds = get_diff(s), *dt = get_diff(t);
+  float *ds = dd_tensor_diff_copy(s), *dt = dd_tensor_diff_copy(t);
   int touched = 0;
   for (int k = 0; k < N * CT * HW; k++) touched += dt[k] != SENTINEL;
   CHECKF(touched == 0, "the teacher blob got a gradient in %d entries", touched);
@@ -930,7 +918,7 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
 static float *teacher_logits(dd_teacher *t, const float *x) {
   dd_tensor_set_data(dd_net_blob(t->net, "data"), x);
   if (dd_net_forward(t->net, NULL)) return NULL;
-  return get_data(dd_net_blob(t->net, "fc"));
+  return dd_tensor_data_copy(dd_net_blob(t->net, "fc"));
 }
 
 static int count_type(const dd_net *n, const char *type) {
@@ -986,7 +974,7 @@ static void test_teacher_folding(void) {
   caffe__net_parameter__free_unpacked(wm, NULL);
   dd_tensor_set_data(dd_net_blob(plain, "data"), x);
   CHECK(dd_net_forward(plain, NULL) == 0);
-  float *c = get_data(dd_net_blob(plain, "fc"));
+  float *c = dd_tensor_data_copy(dd_net_blob(plain, "fc"));
   CHECKF(memcmp(a, c, (size_t)nl * sizeof *a) == 0, "the unfolded teacher differs from the plain TEST net (rel %.3g)",
          rel_l2(a, c, nl));
   /* the checksum covers the folded parameters and still holds */

@@ -82,17 +82,6 @@ static dd_layer *layer(dd_net *n, const char *name) {
   return i >= 0 ? &n->layers[i] : NULL;
 }
 
-static float *get_data(const dd_tensor *t) {
-  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
-  dd_tensor_get_data(t, h);
-  return h;
-}
-static float *get_diff(const dd_tensor *t) {
-  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
-  dd_tensor_get_diff(t, h);
-  return h;
-}
-
 static void uniform_fill(float *x, int64_t n, dd_rng *r, float lo, float hi) {
   for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * dd_rng_uniform(r);
 }
@@ -201,7 +190,7 @@ static double gc_objective(gc_ctx *g) {
     for (int t = 0; t < l->nt; t++) {
       const float *w = l == g->last && t < 8 ? g->w[t] : NULL;
       if (l->loss_weight[t] == 0 && !w) continue;
-      float *y = get_data(l->top[t]);
+      float *y = dd_tensor_data_copy(l->top[t]);
       for (int64_t k = 0; k < l->top[t]->count; k++) L += (double)y[k] * (w ? w[k] : l->loss_weight[t]);
       free(y);
     }
@@ -262,9 +251,9 @@ static void grad_check(dd_net *n, gc_opts o, const char *what) {
   dd_net_clear_param_diffs(n);
   dd_net_backward(n);
   float *ana[GC_MAX_CHECKED];
-  for (int c = 0; c < nchk; c++) ana[c] = get_diff(chk[c]);
+  for (int c = 0; c < nchk; c++) ana[c] = dd_tensor_diff_copy(chk[c]);
   for (int q = 0; q < nquiet; q++) {
-    float *d = get_diff(quiet[q]);
+    float *d = dd_tensor_diff_copy(quiet[q]);
     int64_t changed = 0;
     for (int64_t k = 0; k < quiet[q]->count; k++) changed += d[k] != GC_SENTINEL;
     CHECKF(changed == 0, "%s: %s gets no gradient, yet %lld of its diffs changed", what, quiet[q]->name,
@@ -274,7 +263,7 @@ static void grad_check(dd_net *n, gc_opts o, const char *what) {
   /* a second backward: bottom diffs the same (overwritten), parameter diffs doubled (accumulated) */
   dd_net_backward(n);
   for (int c = 0; c < nchk; c++) {
-    float *d = get_diff(chk[c]);
+    float *d = dd_tensor_diff_copy(chk[c]);
     int64_t bad = 0;
     for (int64_t k = 0; k < chk[c]->count; k++) {
       float want = is_param[c] ? 2.0f * ana[c][k] : ana[c][k];
@@ -290,7 +279,7 @@ static void grad_check(dd_net *n, gc_opts o, const char *what) {
   double worst = 0;
   for (int c = 0; c < nchk; c++) {
     dd_tensor *t = chk[c];
-    float *x = get_data(t);
+    float *x = dd_tensor_data_copy(t);
     for (int64_t k = 0; k < t->count; k++) {
       float v = x[k], vp = (float)(v + o.step), vm = (float)(v - o.step);
       be->ops->upload(be, t->data + k, &vp, sizeof vp);
@@ -463,8 +452,8 @@ static void test_inner_product_large(void) {
     set_uniform(n, "x", 70 + tr, -1, 1);
     dd_net_forward(n, NULL);
     dd_layer *l = layer(n, "f");
-    float *x = get_data(blob(n, "x")), *w = get_data(l->params[0]), *b = get_data(l->params[1]);
-    float *y = get_data(blob(n, "y")), *dy = malloc(M * N * sizeof *dy);
+    float *x = dd_tensor_data_copy(blob(n, "x")), *w = dd_tensor_data_copy(l->params[0]), *b = dd_tensor_data_copy(l->params[1]);
+    float *y = dd_tensor_data_copy(blob(n, "y")), *dy = malloc(M * N * sizeof *dy);
     float *want = malloc(M * N * sizeof *want);
     for (int m = 0; m < M; m++)
       for (int j = 0; j < N; j++) {
@@ -479,7 +468,7 @@ static void test_inner_product_large(void) {
     dd_tensor_set_diff(blob(n, "y"), dy);
     dd_net_clear_param_diffs(n);
     dd_net_backward(n);
-    float *dx = get_diff(blob(n, "x")), *dw = get_diff(l->params[0]), *db = get_diff(l->params[1]);
+    float *dx = dd_tensor_diff_copy(blob(n, "x")), *dw = dd_tensor_diff_copy(l->params[0]), *db = dd_tensor_diff_copy(l->params[1]);
     float *rdx = malloc(M * K * sizeof *rdx), *rdw = malloc(N * K * sizeof *rdw), rdb[N];
     for (int m = 0; m < M; m++)
       for (int k = 0; k < K; k++) {
@@ -579,7 +568,7 @@ static void test_grad_scale(void) {
   dd_layer *l = layer(n, "s");
   CHECK(l->n_params == 2 && l->params[0]->shape.ndim == 2 && l->params[0]->shape.dims[0] == 4 &&
         l->params[0]->shape.dims[1] == 5 && dd_shape_equal(&l->params[0]->shape, &l->params[1]->shape));
-  float *s = get_data(l->params[0]), *b = get_data(l->params[1]);
+  float *s = dd_tensor_data_copy(l->params[0]), *b = dd_tensor_data_copy(l->params[1]);
   CHECK(s[0] == 1.0f && s[19] == 1.0f && b[0] == 0.0f && b[19] == 0.0f); /* Caffe's defaults: 1 and 0 */
   free(s);
   free(b);
@@ -648,10 +637,10 @@ static void test_eltwise_max_ties(void) {
     set_values(n, "b", b);
     set_values(n, "c", c);
     dd_net_forward(n, NULL);
-    float *y = get_data(blob(n, top));
+    float *y = dd_tensor_data_copy(blob(n, top));
     dd_tensor_set_diff(blob(n, top), dy);
     dd_net_backward(n);
-    float *da = get_diff(blob(n, "a")), *db = get_diff(blob(n, "b")), *dc = get_diff(blob(n, "c"));
+    float *da = dd_tensor_diff_copy(blob(n, "a")), *db = dd_tensor_diff_copy(blob(n, "b")), *dc = dd_tensor_diff_copy(blob(n, "c"));
     const float wa[4] = {0, 0, 0, 40}, wb[4] = {10, 20, 30, 0}, wc[4] = {0, 0, 0, 0}, wy[4] = {1, 2, 3, 5};
     for (int i = 0; i < 4; i++) {
       CHECKF(y[i] == wy[i], "y[%d] = %g, want %g", i, y[i], wy[i]);
@@ -723,7 +712,7 @@ static void test_grad_concat(void) {
   set_values(n, "a", a);
   set_values(n, "b", b);
   dd_net_forward(n, NULL);
-  float *y = get_data(blob(n, "y"));
+  float *y = dd_tensor_data_copy(blob(n, "y"));
   CHECK(memcmp(y, want, sizeof want) == 0);
   free(y);
   dd_net_destroy(n);
@@ -788,7 +777,7 @@ static void test_kd_loss(void) {
     set_uniform(n, "t", 40 + k, -3, 3);
     double loss;
     dd_net_forward(n, &loss);
-    float *s = get_data(blob(n, "s")), *t = get_data(blob(n, "t")), *top = get_data(blob(n, "kd"));
+    float *s = dd_tensor_data_copy(blob(n, "s")), *t = dd_tensor_data_copy(blob(n, "t")), *top = dd_tensor_data_copy(blob(n, "kd"));
     double want = kd_reference(s, t, 4, 6, temps[k]);
     CHECKF(fabs(top[0] - want) <= 1e-5 * fmax(1, fabs(want)), "T=%g: loss %.8g, hand computation %.8g", temps[k],
            top[0], want);
@@ -811,7 +800,7 @@ static void test_kd_loss(void) {
   double loss;
   dd_net_forward(n, &loss);
   dd_net_backward(n);
-  float *ds = get_diff(blob(n, "s"));
+  float *ds = dd_tensor_diff_copy(blob(n, "s"));
   CHECKF(fabs(loss) < 1e-6, "loss %g", loss);
   for (int i = 0; i < 6; i++) CHECKF(fabsf(ds[i]) < 1e-6f, "ds[%d] = %g", i, ds[i]);
   free(ds);
@@ -882,8 +871,8 @@ static void test_conv_forward_reference(void) {
       dd_net_destroy(n);
       continue;
     }
-    float *x = get_data(blob(n, "x")), *w = get_data(l->params[0]), *b = cases[k].bias ? get_data(l->params[1]) : NULL;
-    float *got = get_data(y), *want = malloc((size_t)y->count * sizeof *want);
+    float *x = dd_tensor_data_copy(blob(n, "x")), *w = dd_tensor_data_copy(l->params[0]), *b = cases[k].bias ? dd_tensor_data_copy(l->params[1]) : NULL;
+    float *got = dd_tensor_data_copy(y), *want = malloc((size_t)y->count * sizeof *want);
     conv_reference(want, x, w, b, cases[k].N, cases[k].C, cases[k].H, cases[k].W, cases[k].O, OH, OW, cases[k].KH,
                    cases[k].KW, cases[k].SH, cases[k].SW, cases[k].PH, cases[k].PW, cases[k].DH, cases[k].DW, cases[k].G);
     double e = max_rel_diff(got, want, y->count);
@@ -919,7 +908,7 @@ static void test_conv_forward_reference(void) {
                   rdw[wi] += g * x[xi];
                 }
           }
-    float *gdx = get_diff(xt), *gdw = get_diff(l->params[0]), *gdb = b ? get_diff(l->params[1]) : NULL;
+    float *gdx = dd_tensor_diff_copy(xt), *gdw = dd_tensor_diff_copy(l->params[0]), *gdb = b ? dd_tensor_diff_copy(l->params[1]) : NULL;
     float *fdx = malloc((size_t)xt->count * sizeof *fdx), *fdw = malloc((size_t)wc * sizeof *fdw), fdb[16];
     for (int64_t i = 0; i < xt->count; i++) fdx[i] = (float)rdx[i];
     for (int64_t i = 0; i < wc; i++) fdw[i] = (float)rdw[i];
@@ -1008,7 +997,7 @@ static void test_pool_forward_reference(void) {
       if (y->shape.dims[2] == cases[k].OH && y->shape.dims[3] == cases[k].OW) {
         set_uniform(n, "x", 200 + k, -1, 1);
         dd_net_forward(n, NULL);
-        float *x = get_data(blob(n, "x")), *got = get_data(y), *want = malloc((size_t)y->count * sizeof *want);
+        float *x = dd_tensor_data_copy(blob(n, "x")), *got = dd_tensor_data_copy(y), *want = malloc((size_t)y->count * sizeof *want);
         pool_reference(want, x, 6, cases[k].H, cases[k].W, cases[k].KH, cases[k].KW, cases[k].SH, cases[k].SW,
                        cases[k].PH, cases[k].PW, ave);
         double e = max_rel_diff(got, want, y->count);
@@ -1032,7 +1021,7 @@ static void test_pool_forward_reference(void) {
     for (int i = 0; i < 25; i++) x[i] = (float)(i + 1);
     set_values(n, "x", x);
     dd_net_forward(n, NULL);
-    float *y = get_data(blob(n, "y"));
+    float *y = dd_tensor_data_copy(blob(n, "y"));
     /* AVE: every window counts 9 cells; the corner one holds 1 2 6 7 and 5 padding cells (16 / 9) */
     const float want_ave[9] = {16.f / 9, 33.f / 9, 28.f / 9, 69.f / 9, 117.f / 9, 87.f / 9, 76.f / 9, 123.f / 9, 88.f / 9};
     const float want_max[9] = {7, 9, 10, 17, 19, 20, 22, 24, 25};
@@ -1068,7 +1057,7 @@ static void test_bn_running_stats(void) {
     for (int pass = 0; pass < 4; pass++) {
       set_uniform(tr, "x", 300 + pass, -1.0f + pass, 2.0f + 2 * pass);
       dd_net_forward(tr, NULL);
-      float *x = get_data(blob(tr, "x")), *y = get_data(blob(tr, "y"));
+      float *x = dd_tensor_data_copy(blob(tr, "x")), *y = dd_tensor_data_copy(blob(tr, "y"));
       s = v[k].maf * s + 1;
       for (int c = 0; c < C; c++) {
         double mean = 0, var = 0;
@@ -1087,7 +1076,7 @@ static void test_bn_running_stats(void) {
             CHECKF(fabs(y[idx] - want) < 1e-5 * (1 + fabs(want)), "pass %d: y[%d] = %.7g, want %.7g", pass, idx, y[idx], want);
           }
       }
-      float *b0 = get_data(l->params[0]), *b1 = get_data(l->params[1]), *b2 = get_data(l->params[2]);
+      float *b0 = dd_tensor_data_copy(l->params[0]), *b1 = dd_tensor_data_copy(l->params[1]), *b2 = dd_tensor_data_copy(l->params[2]);
       CHECKF(fabs(b2[0] - s) < 1e-6 * s, "pass %d: scale factor %.8g, want %.8g", pass, b2[0], s);
       for (int c = 0; c < C; c++) {
         CHECKF(fabs(b0[c] - ms[c]) < 1e-5 * (1 + fabs(ms[c])), "pass %d: mean_sum[%d] %.8g, want %.8g", pass, c, b0[c], ms[c]);
@@ -1102,7 +1091,7 @@ static void test_bn_running_stats(void) {
     /* TEST: the stored statistics, scaled by 1 / s */
     set_uniform(te, "x", 400, -3, 5);
     dd_net_forward(te, NULL);
-    float *x = get_data(blob(te, "x")), *y = get_data(blob(te, "y"));
+    float *x = dd_tensor_data_copy(blob(te, "x")), *y = dd_tensor_data_copy(blob(te, "y"));
     for (int c = 0; c < C; c++) {
       double mean = ms[c] / s, var = vs[c] / s;
       for (int i = 0; i < N; i++)
@@ -1112,7 +1101,7 @@ static void test_bn_running_stats(void) {
           CHECKF(fabs(y[idx] - want) < 1e-5 * (1 + fabs(want)), "TEST: y[%d] = %.7g, want %.7g", idx, y[idx], want);
         }
     }
-    float *b2 = get_data(l->params[2]);
+    float *b2 = dd_tensor_data_copy(l->params[2]);
     CHECKF(fabs(b2[0] - s) < 1e-6 * s, "TEST moved the scale factor to %g", b2[0]);
     free(b2);
     free(x);
@@ -1146,7 +1135,7 @@ static void test_bn_zero_factor(void) {
       }
       set_uniform(n, "x", 500 + sums, -1, 1);
       dd_net_forward(n, NULL);
-      float *x = get_data(blob(n, "x")), *y = get_data(blob(n, "y"));
+      float *x = dd_tensor_data_copy(blob(n, "x")), *y = dd_tensor_data_copy(blob(n, "y"));
       for (int i = 0; i < 12; i++)
         CHECKF(fabs(y[i] - x[i] / sqrt(0.01)) < 1e-5 * (1 + fabs(x[i] / sqrt(0.01))),
                "%s, %s: y[%d] = %g, want %g", phase ? "TRAIN global" : "TEST", sums ? "non-zero sums" : "zero blobs",
@@ -1293,7 +1282,7 @@ static void test_softmax_loss_values(void) {
         if (l >= 0) sum -= log(prob[(o * 3 + l) * 4 + i]);
       }
     double want = sum / cases[k].norm;
-    float loss, *pr = get_data(blob(n, "prob"));
+    float loss, *pr = dd_tensor_data_copy(blob(n, "prob"));
     dd_tensor_get_data(blob(n, "loss"), &loss);
     CHECKF(fabs(loss - want) < 1e-5 * fmax(1, want), "{%s%s}: loss %.7g, want %.7g", cases[k].param,
            cases[k].ignore ? " ignore_label" : "", loss, want);
@@ -1353,7 +1342,7 @@ static void test_dropout(void) {
       dd_net_forward(n, NULL);
       dd_tensor_set_diff(yt, w);
       dd_net_backward(n);
-      float *x = get_data(xt), *y = get_data(yt), *dx = get_diff(xt);
+      float *x = dd_tensor_data_copy(xt), *y = dd_tensor_data_copy(yt), *dx = dd_tensor_diff_copy(xt);
       int64_t kept = 0, bad_y = 0, bad_dx = 0, moved = 0;
       for (int64_t i = 0; i < cnt; i++) {
         int keep = y[i] != 0.0f;
@@ -1382,7 +1371,7 @@ static void test_dropout(void) {
     dd_net_forward(n, NULL);
     dd_tensor_set_diff(blob(n, "y"), w);
     dd_net_backward(n);
-    float *x = get_data(blob(n, "x")), *y = get_data(blob(n, "y")), *dx = get_diff(blob(n, "x"));
+    float *x = dd_tensor_data_copy(blob(n, "x")), *y = dd_tensor_data_copy(blob(n, "y")), *dx = dd_tensor_diff_copy(blob(n, "x"));
     CHECK(memcmp(x, y, (size_t)cnt * sizeof *x) == 0);
     CHECK(memcmp(dx, w, (size_t)cnt * sizeof *x) == 0);
     free(x);
@@ -1409,7 +1398,7 @@ static void compare_in_place(const char *what, const char *out_text, const char 
   }
   int same_params = a->n_params == b->n_params;
   for (size_t p = 0; same_params && p < a->n_params; p++) {
-    float *pa = get_data(a->params[p].t), *pb = get_data(b->params[p].t);
+    float *pa = dd_tensor_data_copy(a->params[p].t), *pb = dd_tensor_data_copy(b->params[p].t);
     same_params = a->params[p].t->count == b->params[p].t->count &&
                   memcmp(pa, pb, (size_t)a->params[p].t->count * sizeof *pa) == 0;
     free(pa);
@@ -1424,7 +1413,7 @@ static void compare_in_place(const char *what, const char *out_text, const char 
     dd_net_forward(a, NULL);
     dd_net_forward(b, NULL);
     dd_tensor *ya = blob(a, out_blob), *yb = blob(b, in_blob);
-    float *va = get_data(ya), *vb = get_data(yb);
+    float *va = dd_tensor_data_copy(ya), *vb = dd_tensor_data_copy(yb);
     CHECKF(ya->count == yb->count && max_rel_diff(vb, va, ya->count) < 1e-6, "%s: outputs differ by %.3g", what,
            max_rel_diff(vb, va, ya->count));
     float *w = malloc((size_t)ya->count * sizeof *w);
@@ -1440,7 +1429,7 @@ static void compare_in_place(const char *what, const char *out_text, const char 
       if (strcmp(l->ops->type, "Input") != 0) continue;
       for (int t = 0; t < l->nt; t++) {
         dd_tensor *ta = l->top[t], *tb = blob(b, ta->name);
-        float *ga = get_diff(ta), *gb = get_diff(tb);
+        float *ga = dd_tensor_diff_copy(ta), *gb = dd_tensor_diff_copy(tb);
         double e = max_rel_diff(gb, ga, ta->count);
         CHECKF(e < 1e-5, "%s: the gradient of input %s differs by %.3g", what, ta->name, e);
         free(ga);
@@ -1448,7 +1437,7 @@ static void compare_in_place(const char *what, const char *out_text, const char 
       }
     }
     for (size_t p = 0; same_params && p < a->n_params; p++) {
-      float *ga = get_diff(a->params[p].t), *gb = get_diff(b->params[p].t);
+      float *ga = dd_tensor_diff_copy(a->params[p].t), *gb = dd_tensor_diff_copy(b->params[p].t);
       double e = max_rel_diff(gb, ga, a->params[p].t->count);
       CHECKF(e < 1e-5, "%s: the gradient of %s differs by %.3g", what, a->params[p].t->name, e);
       free(ga);
@@ -1594,7 +1583,7 @@ static void test_filler_basic(void) {
   fp.value = 0.7f;
   dd_tensor *t = filled(dd_shape_4(2, 3, 4, 5), &fp, 1, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  float *h = get_data(t);
+  float *h = dd_tensor_data_copy(t);
   int64_t off = 0;
   for (int64_t i = 0; i < t->count; i++) off += h[i] != 0.7f;
   CHECKF(off == 0, "constant: %lld values are not 0.7", (long long)off);
@@ -1602,7 +1591,7 @@ static void test_filler_basic(void) {
   dd_tensor_destroy(t);
   t = filled(dd_shape_4(2, 3, 1, 1), NULL, 1, &rc, err, sizeof err); /* no filler: constant 0 */
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   CHECK(h[0] == 0 && h[5] == 0);
   free(h);
   dd_tensor_destroy(t);
@@ -1614,7 +1603,7 @@ static void test_filler_basic(void) {
   int64_t n = 100000;
   t = filled(dd_shape_make(1, &n), &fp, 2, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   double mean, var;
   moments(h, n, &mean, &var);
   int64_t outside = 0;
@@ -1631,7 +1620,7 @@ static void test_filler_basic(void) {
   fp.std = 2.0f;
   t = filled(dd_shape_make(1, &n), &fp, 3, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   moments(h, n, &mean, &var);
   CHECKF(fabs(mean - 0.5) < 0.03, "gaussian mean %g, want 0.5", mean);
   CHECKF(fabs(sqrt(var) - 2.0) < 0.02 * 2.0, "gaussian std %g, want 2", sqrt(var));
@@ -1641,7 +1630,7 @@ static void test_filler_basic(void) {
   fp.sparse = 3;
   t = filled(dd_shape_make(2, (int64_t[]){10, 10000}), &fp, 4, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   int64_t nz = 0;
   for (int64_t i = 0; i < t->count; i++) nz += h[i] != 0;
   CHECKF(fabs((double)nz / (double)t->count - 0.3) < 0.01, "sparse 3 of 10: %.4f kept", (double)nz / (double)t->count);
@@ -1671,7 +1660,7 @@ static void test_filler_xavier_msra(void) {
         int rc;
         dd_tensor *t = filled(shape, &fp, 10 + vn + 3 * type, &rc, err, sizeof err);
         REQUIRE(t && rc == 0);
-        float *h = get_data(t);
+        float *h = dd_tensor_data_copy(t);
         double mean, var, want = (type ? 2.0 : 1.0) / fans[vn], amax = 0;
         moments(h, count, &mean, &var);
         for (int64_t i = 0; i < count; i++) amax = fmax(amax, fabs(h[i]));
@@ -1696,7 +1685,7 @@ static void test_filler_unitball_bilinear(void) {
   int rc;
   dd_tensor *t = filled(dd_shape_4(20, 3, 4, 4), &fp, 5, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  float *h = get_data(t);
+  float *h = dd_tensor_data_copy(t);
   for (int r = 0; r < 20; r++) {
     double sum = 0;
     for (int k = 0; k < 48; k++) {
@@ -1713,7 +1702,7 @@ static void test_filler_unitball_bilinear(void) {
   fp.type = (char *)"bilinear";
   t = filled(dd_shape_4(2, 3, 4, 4), &fp, 6, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   static const float axis[4] = {0.25f, 0.75f, 0.75f, 0.25f};
   for (int64_t i = 0; i < t->count; i++) {
     int x = (int)(i % 4), y = (int)((i / 4) % 4);
@@ -1728,7 +1717,7 @@ static void test_filler_unitball_bilinear(void) {
    * symmetric fix (BVLC/caffe#5713) came after 1.0, and distilld matches 1.0 */
   t = filled(dd_shape_4(1, 1, 3, 3), &fp, 6, &rc, err, sizeof err);
   REQUIRE(t && rc == 0);
-  h = get_data(t);
+  h = dd_tensor_data_copy(t);
   static const float axis3[3] = {0.25f, 0.75f, 0.75f};
   for (int i = 0; i < 9; i++)
     CHECKF(h[i] == axis3[i % 3] * axis3[i / 3], "bilinear 3x3 [%d] = %g, Caffe 1.0 gives %g", i, h[i],
@@ -1756,7 +1745,7 @@ static void test_filler_determinism_and_errors(void) {
               *b = filled(dd_shape_4(8, 4, 3, 3), &fp, 42, &r2, err, sizeof err),
               *c = filled(dd_shape_4(8, 4, 3, 3), &fp, 43, &r3, err, sizeof err);
     REQUIRE(a && b && c && !r1 && !r2 && !r3);
-    float *ha = get_data(a), *hb = get_data(b), *hc = get_data(c);
+    float *ha = dd_tensor_data_copy(a), *hb = dd_tensor_data_copy(b), *hc = dd_tensor_data_copy(c);
     CHECKF(memcmp(ha, hb, (size_t)a->count * sizeof *ha) == 0, "%s: the same seed gave different weights", types[k]);
     int64_t same = 0;
     for (int64_t i = 0; i < a->count; i++) same += ha[i] == hc[i];
@@ -1796,7 +1785,7 @@ static void test_filler_determinism_and_errors(void) {
          *c = make_net_on(be, text, CAFFE__PHASE__TRAIN, 6);
   REQUIRE(a && b && c);
   for (size_t p = 0; p < a->n_params; p++) {
-    float *ha = get_data(a->params[p].t), *hb = get_data(b->params[p].t), *hc = get_data(c->params[p].t);
+    float *ha = dd_tensor_data_copy(a->params[p].t), *hb = dd_tensor_data_copy(b->params[p].t), *hc = dd_tensor_data_copy(c->params[p].t);
     size_t bytes = (size_t)a->params[p].t->count * sizeof *ha;
     CHECKF(memcmp(ha, hb, bytes) == 0, "param %zu differs between nets with the same seed", p);
     if (p != 3) /* the InnerProduct bias: constant 0 */
@@ -1844,7 +1833,7 @@ static void test_split_insertion(void) {
   float w[6] = {1, -2, 0.5f, 3, -1, 2};
   dd_tensor_set_diff(blob(n, "out"), w);
   dd_net_backward(n);
-  float *h = get_diff(blob(n, "h")), *s0 = get_diff(sp->top[0]), *s1 = get_diff(sp->top[1]), *s2 = get_diff(sp->top[2]);
+  float *h = dd_tensor_diff_copy(blob(n, "h")), *s0 = dd_tensor_diff_copy(sp->top[0]), *s1 = dd_tensor_diff_copy(sp->top[1]), *s2 = dd_tensor_diff_copy(sp->top[2]);
   for (int i = 0; i < 6; i++)
     CHECKF(fabsf(h[i] - (s0[i] + s1[i] + s2[i])) < 1e-6f, "h diff[%d] %g, split diffs sum %g", i, h[i], s0[i] + s1[i] + s2[i]);
   CHECKF(s2[0] == -w[0], "the Eltwise coeff -1 copy gets %g", s2[0]);
