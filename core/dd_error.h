@@ -16,7 +16,8 @@
   XX(EINVAL, -5, "invalid argument")                               \
   XX(ESHAPE, -6, "shape mismatch")                                 \
   XX(EUNSUPPORTED, -7, "unsupported")                              \
-  XX(ENOTFOUND, -8, "not found")
+  XX(ENOTFOUND, -8, "not found")                                  \
+  XX(EPERM, -9, "not permitted")
 
 enum {
 #define XX(name, val, str) DD_##name = val,

@@ -764,7 +764,8 @@ static void on_snapshot(void *ctx, int iter, const char *model, const char *stat
 
 static int should_stop(void *ctx) {
   struct dd_distill *d = ctx;
-  return d->failed || (d->hooks.should_stop && d->hooks.should_stop(d->hooks.ctx));
+  if (d->failed) return DD_STOP_SNAPSHOT;
+  return d->hooks.should_stop ? d->hooks.should_stop(d->hooks.ctx) : 0;
 }
 
 /* The teacher's top-1 accuracy over test_iter TEST batches, from a pipeline of its own. */
@@ -855,7 +856,8 @@ int dd_distill_run(dd_distill *d, char *err, size_t errlen) {
   r = dd_solver_solve(d->solver, err, errlen);
   if (d->failed) return dd_errorf(DD_ECORRUPT, err, errlen, "%s", d->fail_msg);
   if (r) return r;
-  if (dd_solver_test_net(d->solver) && d->last_test_iter != dd_solver_iter(d->solver)) {
+  if (dd_solver_stopped(d->solver) == DD_STOP_ABORT) return 0;
+  if (!dd_solver_stopped(d->solver) && dd_solver_test_net(d->solver) && d->last_test_iter != dd_solver_iter(d->solver)) {
     dd_solver_stats st;
     if ((r = dd_solver_test(d->solver, &st, err, errlen))) return r;
   }

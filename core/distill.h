@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "diag.h"
 #include "distill.pb-c.h"
+#include "solver.h"
 
 typedef struct {
   int iter, max_iter, epoch;
@@ -45,6 +46,8 @@ typedef struct {
   /* the teacher's accuracy on the TEST data, measured once before training */
   void (*teacher)(void *ctx, double accuracy, int batches);
   void (*snapshot)(void *ctx, int iter, const char *model, const char *state);
+  /* polled between iterations: 0 go on, DD_STOP_SNAPSHOT (1) stop with a final snapshot,
+   * DD_STOP_ABORT (2) stop writing nothing (core/solver.h) */
   int (*should_stop)(void *ctx);
 } dd_distill_hooks;
 

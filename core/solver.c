@@ -20,6 +20,7 @@ struct dd_solver {
   dd_backend *be;
   dd_net *net, *test_net;
   dd_solver_hooks hooks;
+  int stopped; /* DD_STOP_* of the last run, 0 when it reached its end */
   dd_solver_type type;
   int iter;
   int n_hist;      /* history buffers per parameter: 1, or 2 for Adam */
@@ -284,8 +285,13 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
     s->last_display_iter = s->iter;
   }
   int start_iter = s->iter;
+  s->stopped = 0;
   while (s->iter < stop) {
-    if (s->hooks.should_stop && s->hooks.should_stop(s->hooks.ctx)) break;
+    int why = s->hooks.should_stop ? s->hooks.should_stop(s->hooks.ctx) : 0;
+    if (why) {
+      s->stopped = why == DD_STOP_ABORT ? DD_STOP_ABORT : DD_STOP_SNAPSHOT;
+      break;
+    }
     dd_net_clear_param_diffs(s->net);
     if (sp->test_interval > 0 && s->iter % sp->test_interval == 0 && (s->iter > 0 || sp->test_initialization)) {
       dd_solver_stats st;
@@ -350,15 +356,18 @@ int dd_solver_solve(dd_solver *s, char *err, size_t errlen) {
   const Caffe__SolverParameter *sp = s->sp;
   int r = dd_solver_step(s, sp->max_iter - s->iter, err, errlen);
   if (r) return r;
+  if (s->stopped == DD_STOP_ABORT) return 0;
   if (sp->snapshot_after_train && (sp->snapshot == 0 || s->iter % sp->snapshot != 0)) {
     if ((r = dd_solver_snapshot(s, err, errlen))) return r;
   }
-  if (sp->test_interval > 0 && s->iter % sp->test_interval == 0) {
+  if (!s->stopped && sp->test_interval > 0 && s->iter % sp->test_interval == 0) {
     dd_solver_stats st;
     if ((r = dd_solver_test(s, &st, err, errlen))) return r;
   }
   return 0;
 }
+
+int dd_solver_stopped(const dd_solver *s) { return s->stopped; }
 
 static void snapshot_paths(const dd_solver *s, char *model, char *state, size_t len) {
   const char *prefix = s->sp->snapshot_prefix && s->sp->snapshot_prefix[0]

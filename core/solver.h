@@ -44,10 +44,13 @@ typedef struct {
   void (*on_test)(void *ctx, const dd_solver_stats *st);
   /* After a snapshot was written: the paths of the two files. */
   void (*on_snapshot)(void *ctx, int iter, const char *model_path, const char *state_path);
-  /* Polled between iterations: non-zero stops training (a snapshot is still written when the
-   * solver snapshots after training). */
+  /* Polled between iterations: DD_STOP_SNAPSHOT stops training with a final snapshot (when the
+   * solver snapshots after training), DD_STOP_ABORT stops without writing anything; 0 goes on.
+   * A stopped run skips the end-of-training test. */
   int (*should_stop)(void *ctx);
 } dd_solver_hooks;
+
+enum { DD_STOP_SNAPSHOT = 1, DD_STOP_ABORT = 2 };
 
 typedef struct dd_solver dd_solver;
 
@@ -61,6 +64,8 @@ void dd_solver_destroy(dd_solver *s);
 dd_net *dd_solver_net(dd_solver *s);
 dd_net *dd_solver_test_net(dd_solver *s); /* NULL without test_iter */
 int dd_solver_iter(const dd_solver *s);
+/* Why the last dd_solver_step/solve ended early: 0 (it did not), DD_STOP_SNAPSHOT or DD_STOP_ABORT. */
+int dd_solver_stopped(const dd_solver *s);
 
 /* Caffe's GetLearningRate for iteration `iter` (with multistep's current step derived from iter),
  * plus distilld's cosine policy and warm-up. */

@@ -23,6 +23,17 @@ int dd_cmd_forward(int argc, char **argv);
 /* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
 int dd_cmd_train_job(const char *job_path, int resume, int threads);
 
+/* `distilld --config FILE`: the service (daemon/daemon.c). Exit 0 after SIGTERM/SIGINT. */
+int dd_cmd_daemon(const char *config_path);
+
+/* Client verbs on the Redis queue (daemon/cmd_client.c; keys in docs/redis.md). Each takes
+ * [--config FILE] [--redis HOST:PORT] [--prefix P]. Exit status 0 ok, 1 failure, 2 usage. */
+int dd_cmd_submit(int argc, char **argv);
+int dd_cmd_status(int argc, char **argv);
+int dd_cmd_cancel(int argc, char **argv);
+int dd_cmd_list(int argc, char **argv);
+int dd_cmd_watch(int argc, char **argv);
+
 /* "H:MM:SS" of `s` seconds ("--:--" when unknown or absurd). */
 void dd_cli_fmt_duration(double s, char *buf, size_t len);
 

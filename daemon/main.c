@@ -47,6 +47,20 @@ static void usage(FILE *f) {
           "  distilld forward --model M.prototxt [--weights W] [--phase TRAIN|TEST] --input NAME=F...\n"
           "                   [--backward] --dump DIR\n"
           "      one forward (and backward); every blob and parameter to DIR/NAME.binaryproto\n"
+          "  distilld submit JOB.prototxt [--id ID]\n"
+          "      queue a job on Redis (\"-\": from standard input); prints its id alone\n"
+          "  distilld status ID [--json]\n"
+          "      a queued job's state, progress, losses and accuracies\n"
+          "  distilld cancel ID\n"
+          "      cancel a queued job, or stop a running one at its next iteration (with a snapshot)\n"
+          "  distilld list [--all] [-n N]\n"
+          "      the newest N jobs (default 20; --all: every job still kept)\n"
+          "  distilld watch [ID] [--interval S] [--count N] [-n N]\n"
+          "      a live view of the jobs and workers, or of one job, every S seconds (default 1)\n"
+          "    client verbs take [--config FILE] [--redis HOST:PORT] [--prefix P]; the config file\n"
+          "    defaults to $DISTILLD_CONFIG, else the built-in defaults (Redis at 127.0.0.1:6379)\n"
+          "  distilld --config configs/distilld.prototxt\n"
+          "      run the service: take jobs from the Redis queue, publish progress (docs/redis.md)\n"
           "  distilld --version\n"
           "  distilld help\n",
           DD_VERSION);
@@ -61,11 +75,23 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *verb = argv[1];
+  if (!strcmp(verb, "--config")) {
+    if (argc != 3) {
+      dd_cli_error("usage: distilld --config FILE");
+      return 2;
+    }
+    return dd_cmd_daemon(argv[2]);
+  }
   if (!strcmp(verb, "check")) return dd_cmd_check(argc - 2, argv + 2);
   if (!strcmp(verb, "train")) return dd_cmd_train(argc - 2, argv + 2);
   if (!strcmp(verb, "test")) return dd_cmd_test(argc - 2, argv + 2);
   if (!strcmp(verb, "time")) return dd_cmd_time(argc - 2, argv + 2);
   if (!strcmp(verb, "forward")) return dd_cmd_forward(argc - 2, argv + 2);
+  if (!strcmp(verb, "submit")) return dd_cmd_submit(argc - 2, argv + 2);
+  if (!strcmp(verb, "status")) return dd_cmd_status(argc - 2, argv + 2);
+  if (!strcmp(verb, "cancel")) return dd_cmd_cancel(argc - 2, argv + 2);
+  if (!strcmp(verb, "list")) return dd_cmd_list(argc - 2, argv + 2);
+  if (!strcmp(verb, "watch")) return dd_cmd_watch(argc - 2, argv + 2);
   if (!strcmp(verb, "--version") || !strcmp(verb, "version")) {
     printf("distilld %s\n", DD_VERSION);
     return 0;

@@ -1,0 +1,35 @@
+/* The daemon's path policy: a queued job may read only under the config's data roots and write only
+ * under its output root. Paths are resolved with realpath (symlinks included) before use; a path
+ * that does not exist yet resolves through its deepest existing ancestor and may not climb with
+ * "..". Relative paths resolve against the daemon's working directory, as the trainer's do. */
+#ifndef DD_PATHS_H
+#define DD_PATHS_H
+
+#include <stddef.h>
+
+#include "distill.pb-c.h"
+
+#define DD_PATHS_MAX_ROOTS 16
+
+typedef struct {
+  char *data[DD_PATHS_MAX_ROOTS]; /* resolved data roots */
+  size_t n_data;
+  char *output; /* resolved output root */
+} dd_paths;
+
+/* Resolves the roots (no data root: the working directory; no output root: "out", created).
+ * Returns 0, or DD_EINVAL naming the field. */
+int dd_paths_init(dd_paths *p, char *const *data_roots, size_t n_data, const char *output_root, char *err, size_t errlen);
+void dd_paths_free(dd_paths *p);
+
+/* 0 when `path` resolves under a data root; DD_EPERM with "FIELD: ... refused" otherwise. */
+int dd_paths_check_read(const dd_paths *p, const char *field, const char *path, char *err, size_t errlen);
+/* 0 when `path` (a directory that may not exist yet) resolves strictly inside the output root. */
+int dd_paths_check_write(const dd_paths *p, const char *field, const char *path, char *err, size_t errlen);
+/* A net prototxt and everything its data layers read: list files, root folders, each listed
+ * image, mean files. */
+int dd_paths_check_net(const dd_paths *p, const char *field, const char *net_path, char *err, size_t errlen);
+/* Every path of a job: nets (with their data), weights, solver file, output directory. */
+int dd_paths_check_job(const dd_paths *p, const Distilld__DistillJob *job, char *err, size_t errlen);
+
+#endif
