@@ -741,6 +741,8 @@ static void on_group(redisAsyncContext *ac, void *r, void *priv) {
   d->backoff_ms = 0;
   dlog(2, NULL, "connected to Redis at %s:%d%s", d->cfg->redis_host, d->cfg->redis_port,
        d->ring.tail > d->ring.head ? "; writing what waited" : "");
+  /* named, so `CLIENT LIST` shows which connection is which worker */
+  redisAsyncCommand(ac, NULL, NULL, "CLIENT SETNAME distilld:%s", d->worker);
   heartbeat(d);
   pump(d);
   try_claim(d);
