@@ -145,6 +145,7 @@ typedef struct {
   uv_thread_t thread;
   atomic_int stop;     /* STOP_*: set by the loop, read by the job's thread each iteration */
   atomic_int cur_iter; /* the last iteration displayed */
+  atomic_int exited;   /* the job's thread has pushed its last item */
   int cancel_inflight;
   int64_t dropped;
   /* used by the job thread only */
@@ -609,6 +610,7 @@ done:
       ib_begin(&b, it, ITEM_DONE, (int)(j - d->slots));
       fill_done(&b, j, &a);
       it->kind = ITEM_DONE;
+      atomic_store(&j->exited, 1);
       ring_commit(d, &d->ring, 1);
       break;
     }
@@ -721,6 +723,10 @@ static void lost_connection(daemon_t *d, const char *why) {
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   daemon_t *d = ac->data;
   (void)status;
+  if (d->closing == 2) { /* our own disconnect on the way out */
+    d->connected = d->connecting = 0;
+    return;
+  }
   if (d->ac != ac && d->ac) return;
   lost_connection(d, ac->errstr[0] ? ac->errstr : "connection closed");
   if (d->closing) maybe_exit(d);
@@ -1141,14 +1147,26 @@ static void close_all(daemon_t *d) {
   }
 }
 
-/* Exits once draining, no job is left and every item has been answered (or the drain timed out). */
+/* Job threads still training (their last item not pushed yet). */
+static int threads_alive(const daemon_t *d) {
+  int n = 0;
+  for (int i = 0; i < d->n_slots; i++) n += d->slots[i].used && !atomic_load(&d->slots[i].exited);
+  return n;
+}
+
+/* Exits once draining, no job is left and every item has been answered; after the drain timeout,
+ * once no job thread is left, answered or not. */
 static void maybe_exit(daemon_t *d) {
   if (!d->draining || d->closing == 2) return;
-  if (n_running(d) > 0) return;
-  pthread_mutex_lock(&d->ring.mu);
-  int empty = d->ring.head == d->ring.tail;
-  pthread_mutex_unlock(&d->ring.mu);
-  if (!empty && d->closing != 1) return;
+  if (d->closing == 1) {
+    if (threads_alive(d) > 0) return;
+  } else {
+    if (n_running(d) > 0) return;
+    pthread_mutex_lock(&d->ring.mu);
+    int empty = d->ring.head == d->ring.tail;
+    pthread_mutex_unlock(&d->ring.mu);
+    if (!empty) return;
+  }
   if (d->connected && d->ac) {
     /* leave the workers set before going */
     redisAsyncCommand(d->ac, NULL, NULL, "DEL %s", d->k_worker);
@@ -1160,7 +1178,7 @@ static void maybe_exit(daemon_t *d) {
 
 static void on_drain_timeout(uv_timer_t *t) {
   daemon_t *d = t->data;
-  if (n_running(d) > 0) {
+  if (threads_alive(d) > 0) {
     /* jobs still snapshotting: keep waiting for them, Redis or not */
     uv_timer_start(&d->drain_timer, on_drain_timeout, 1000, 0);
     return;
@@ -1277,6 +1295,9 @@ int dd_cmd_daemon(const char *config_path) {
   connect_redis(d);
   uv_run(d->loop, UV_RUN_DEFAULT);
   status = d->exit_status;
+  /* threads whose last item Redis never took (the drain timed out) have exited: reap them */
+  for (int i = 0; i < d->n_slots; i++)
+    if (d->slots[i].used && d->slots[i].thread_started) uv_thread_join(&d->slots[i].thread);
   uv_loop_close(d->loop);
   pthread_mutex_destroy(&d->ring.mu);
 out:
