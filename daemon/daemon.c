@@ -67,11 +67,28 @@ static const char LUA_CLAIM[] =
     "if not redis.call('HGET', KEYS[1], 'spec') then redis.call('HSET', KEYS[1], 'spec', ARGV[6]) end\n"
     "local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)\n"
     "redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'worker', ARGV[4], 'entry', ARGV[1],"
-    " 'started_at', ARGV[5], 'updated_at', ARGV[5])\n"
+    " 'started_at', ARGV[5], 'updated_at', ARGV[5], 'seq', 0)\n"
     "redis.call('HDEL', KEYS[1], 'error', 'finished_at')\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'running', 'worker', ARGV[4],"
     " 'attempt', a)\n"
     "return {'run', tostring(a)}\n";
+
+/* Every progress, test, snapshot and log item of a job goes through this: it writes only while the
+ * caller owns the job, and only once (a per-attempt sequence number; an item sent again after a
+ * reconnect, which Redis may already have applied, is skipped). KEYS: hash. ARGV: owner seq ncmds,
+ * then per command its argument count and arguments. */
+static const char LUA_APPLY[] =
+    "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end\n"
+    "local seq = tonumber(ARGV[2])\n"
+    "if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end\n"
+    "local i = 4\n"
+    "for c = 1, tonumber(ARGV[3]) do\n"
+    "  local n = tonumber(ARGV[i])\n"
+    "  redis.call(unpack(ARGV, i + 1, i + n))\n"
+    "  i = i + n + 1\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'seq', ARGV[2])\n"
+    "return 1\n";
 
 /* KEYS: hash jobs. ARGV: owner entry consumer */
 static const char LUA_RENEW[] =
@@ -82,7 +99,9 @@ static const char LUA_RENEW[] =
 /* KEYS: hash jobs events metrics index. ARGV: owner entry state error now retention worker iter */
 static const char LUA_FINISH[] =
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
-    "redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[5], 'updated_at', ARGV[5], 'owner', '', 'iter', ARGV[8])\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return 1 end\n"
+    "redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[5], 'updated_at', ARGV[5], 'iter', ARGV[8])\n"
     "local ev = {'type', 'state', 'state', ARGV[3], 'worker', ARGV[7], 'iter', ARGV[8]}\n"
     "if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) ev[#ev+1] = 'error' ev[#ev+1] = ARGV[4] end\n"
     "redis.call('XACK', KEYS[2], 'distilld', ARGV[2])\n"
@@ -93,11 +112,13 @@ static const char LUA_FINISH[] =
 
 /* KEYS: hash jobs events. ARGV: owner entry id now worker iter */
 static const char LUA_HANDBACK[] =
-    "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
+    "local o = redis.call('HGET', KEYS[1], 'owner')\n"
+    "if o == 'handback:' .. ARGV[1] then return 'again' end\n"
+    "if o ~= ARGV[1] then return 0 end\n"
     "local spec = redis.call('HGET', KEYS[1], 'spec')\n"
     "redis.call('XACK', KEYS[2], 'distilld', ARGV[2])\n"
     "local e = redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'job', spec)\n"
-    "redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', '', 'entry', e, 'updated_at', ARGV[4])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', 'handback:' .. ARGV[1], 'entry', e, 'updated_at', ARGV[4])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'queued', 'worker', ARGV[5],"
     " 'iter', ARGV[6], 'reason', 'handed back by ' .. ARGV[5])\n"
     "return e\n";
@@ -115,6 +136,7 @@ typedef struct {
   int kind; /* ITEM_CMDS, or ITEM_DONE (the job's last item: its slot is freed once answered) */
   int slot;
   int n_cmds;
+  uint64_t seq; /* the job's item number (ITEM_CMDS), for LUA_APPLY */
   uint16_t n_args[ITEM_MAX_CMDS];
   uint32_t used;
   char buf[ITEM_BYTES]; /* the arguments, NUL-terminated, one after another */
@@ -150,6 +172,7 @@ typedef struct {
   int64_t dropped;
   /* used by the job thread only */
   char attempt_s[16];
+  uint64_t next_seq;
   uint64_t checksum;
 } job_t;
 
@@ -291,6 +314,7 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
   }
   item_b b;
   ib_begin(&b, it, ITEM_CMDS, (int)(j - d->slots));
+  it->seq = ++j->next_seq;
   fill(&b, j, arg);
   if (!b.ok) dlog(1, j->id, "an event did not fit its buffer and was not written to Redis");
   ring_commit(d, &d->ring, b.ok);
@@ -845,6 +869,8 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv) {
   if (kind == ITEM_DONE) {
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
       dlog(1, j->id, "another worker owns the job now; left it to that worker");
+    else if (reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "again"))
+      dlog(2, j->id, "handed back as entry %s", reply->str);
     job_slot_free(d, slot);
     heartbeat(d);
     try_claim(d);
@@ -873,24 +899,38 @@ static void pump(daemon_t *d) {
     ring_item *it = &rg->items[seq % RING_CAP];
     pthread_mutex_unlock(&rg->mu);
     /* the item is stable: job threads never touch items between head and tail */
-    const char *argv[CMD_MAX_ARGS];
-    size_t lens[CMD_MAX_ARGS];
+    const char *argv[8 + ITEM_MAX_CMDS * (CMD_MAX_ARGS + 1)];
+    size_t lens[8 + ITEM_MAX_CMDS * (CMD_MAX_ARGS + 1)];
+    char seqs[24], ncmds[8], counts[ITEM_MAX_CMDS][8];
     const char *p = it->buf;
+    int n = 0;
     if (it->n_cmds == 0) {
       /* nothing to write (a lost job's last item): answer it ourselves */
       redisAsyncCommand(d->ac, on_item_reply, (void *)(uintptr_t)seq, "PING");
       continue;
     }
-    for (int c = 0; c < it->n_cmds; c++) {
-      int n = it->n_args[c];
-      for (int a = 0; a < n; a++) {
-        argv[a] = script_text(p);
-        lens[a] = strlen(argv[a]);
+    if (it->kind == ITEM_DONE) {
+      /* the final-state script, as the job thread wrote it */
+      for (int a = 0; a < it->n_args[0]; a++) {
+        argv[n++] = script_text(p);
         p += strlen(p) + 1;
       }
-      int last = c == it->n_cmds - 1;
-      redisAsyncCommandArgv(d->ac, last ? on_item_reply : NULL, last ? (void *)(uintptr_t)seq : NULL, n, argv, lens);
+    } else {
+      snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)it->seq);
+      snprintf(ncmds, sizeof ncmds, "%d", it->n_cmds);
+      argv[n++] = "EVAL", argv[n++] = LUA_APPLY, argv[n++] = "1", argv[n++] = d->slots[it->slot].k_hash;
+      argv[n++] = d->owner, argv[n++] = seqs, argv[n++] = ncmds;
+      for (int c = 0; c < it->n_cmds; c++) {
+        snprintf(counts[c], sizeof counts[c], "%d", it->n_args[c]);
+        argv[n++] = counts[c];
+        for (int a = 0; a < it->n_args[c]; a++) {
+          argv[n++] = p;
+          p += strlen(p) + 1;
+        }
+      }
     }
+    for (int a = 0; a < n; a++) lens[a] = strlen(argv[a]);
+    redisAsyncCommandArgv(d->ac, on_item_reply, (void *)(uintptr_t)seq, n, argv, lens);
   }
 }
 
@@ -931,6 +971,9 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
     try_claim(d);
     return;
   }
+  /* SIGTERM came while the claim was on its way: the job stops before its first iteration and
+   * goes straight back to the queue */
+  if (d->draining) atomic_store(&j->stop, STOP_HANDBACK);
   start_job(j, atoi(reply->element[1]->str));
   heartbeat(d);
   try_claim(d);
@@ -1010,6 +1053,8 @@ static void on_readgroup(redisAsyncContext *ac, void *r, void *priv) {
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) return;
   const redisReply *s = reply->element[0];
   if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || s->element[1]->type != REDIS_REPLY_ARRAY) return;
+  /* an entry delivered while we began to drain stays pending; its lease brings it back */
+  if (d->draining || d->closing || !d->ac) return;
   if (s->element[1]->elements >= 1) claim_entry(d, s->element[1]->element[0]);
 }
 
@@ -1029,6 +1074,7 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv) {
     for (size_t i = 0; i < list->elements; i++) {
       const redisReply *e = list->element[i];
       if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_REPLY_ARRAY) {
+        if (d->draining || d->closing || !d->ac) return;
         dlog(2, NULL, "taking over entry %s: its worker stopped renewing it", e->element[0]->str);
         claim_entry(d, e);
         return;

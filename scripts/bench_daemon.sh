@@ -48,12 +48,13 @@ cleanup() {
 trap cleanup EXIT
 client="--config $work/distilld.prototxt"
 hget() { redis-cli -p "$port" --raw HGET "distilld:job:$1" "$2"; }
-wait_final() {
-  local s
-  for _ in $(seq 1 18000); do
+wait_final() { # id [poll seconds]
+  local s i=0
+  while [ $i -lt 36000 ]; do
+    i=$((i + 1))
     s=$(hget "$1" state)
     case "$s" in succeeded) return 0 ;; failed|cancelled) echo "bench_daemon: job $1 $s: $(hget "$1" error)" >&2; exit 1 ;; esac
-    sleep 0.2
+    sleep "${2:-0.1}"
   done
   echo "bench_daemon: job $1 did not finish" >&2
   exit 1
@@ -85,7 +86,7 @@ for r in $(seq 1 "$rounds"); do
   fg=$(rate "$work/fg$r/metrics.jsonl")
   job "dm$r" "out/bench-daemon/dm$r" "$iters" 20 > "$work/dm$r.job"
   id=$("$bin" submit "$work/dm$r.job" $client)
-  wait_final "$id"
+  wait_final "$id" 2   # polls sparsely: the foreground run has no poller beside it
   dm=$(rate "$work/dm$r/metrics.jsonl")
   echo "round $r: foreground $fg img/s, daemon $dm img/s"
   fg_rates="$fg_rates $fg" dm_rates="$dm_rates $dm"
@@ -124,7 +125,7 @@ mon=$!
 sleep 0.5
 job "cmd" "out/bench-daemon/cmd" "$iters" 20 > "$work/cmd.job"
 id=$("$bin" submit "$work/cmd.job" $client)
-wait_final "$id"
+wait_final "$id" 2
 sleep 0.5
 addr=$(redis-cli -p "$port" CLIENT LIST | sed -n 's/.* addr=\([^ ]*\) .* name=distilld:.*/\1/p' | head -n 1)
 kill "$mon" 2>/dev/null || true

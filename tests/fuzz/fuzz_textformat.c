@@ -90,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_one(&caffe__net_parameter__descriptor, text, size);
   check_one(&caffe__solver_parameter__descriptor, text, size);
   check_one(&distilld__distill_job__descriptor, text, size);
+  check_one(&distilld__daemon_config__descriptor, text, size);
   free(text);
   return 0;
 }
