@@ -875,6 +875,7 @@ int dd_distill_test_now(dd_distill *d, char *err, size_t errlen) {
 
 double dd_distill_student_accuracy(const dd_distill *d) { return d->student_acc; }
 double dd_distill_teacher_accuracy(const dd_distill *d) { return d->teacher_acc; }
+int dd_distill_stopped(const dd_distill *d) { return d->solver ? dd_solver_stopped(d->solver) : 0; }
 int dd_distill_iter(const dd_distill *d) { return d->solver ? dd_solver_iter(d->solver) : 0; }
 uint64_t dd_distill_teacher_checksum(const dd_distill *d) { return d->has_teacher ? d->teacher.checksum : 0; }
 

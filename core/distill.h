@@ -86,6 +86,8 @@ int dd_distill_test_now(dd_distill *d, char *err, size_t errlen);
 double dd_distill_student_accuracy(const dd_distill *d);
 double dd_distill_teacher_accuracy(const dd_distill *d);
 int dd_distill_iter(const dd_distill *d);
+/* Whether the last dd_distill_run stopped early (should_stop): 0, DD_STOP_SNAPSHOT or DD_STOP_ABORT. */
+int dd_distill_stopped(const dd_distill *d);
 /* The teacher checksum taken at load (0 without a teacher). */
 uint64_t dd_distill_teacher_checksum(const dd_distill *d);
 

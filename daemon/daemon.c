@@ -50,14 +50,15 @@
 
 /* ---- Lua scripts (every one checks the owner before it writes) ------------------------------- */
 
-/* KEYS: hash jobs events index. ARGV: entry id owner worker now spec */
+/* KEYS: hash jobs events index. ARGV: entry id owner worker now spec retention */
 static const char LUA_CLAIM[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'succeeded' or st == 'failed' or st == 'cancelled' then\n"
-    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) return {'final', st} end\n"
+    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1]) return {'final', st} end\n"
     "if redis.call('HGET', KEYS[1], 'cancel') == '1' then\n"
     "  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[5], 'updated_at', ARGV[5])\n"
-    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1])\n"
+    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[7]) redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
     "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'cancelled', 'worker', ARGV[4],"
     " 'reason', 'cancel requested before it started')\n"
     "  return {'final', 'cancelled'} end\n"
@@ -104,7 +105,7 @@ static const char LUA_FINISH[] =
     "redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[5], 'updated_at', ARGV[5], 'iter', ARGV[8])\n"
     "local ev = {'type', 'state', 'state', ARGV[3], 'worker', ARGV[7], 'iter', ARGV[8]}\n"
     "if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) ev[#ev+1] = 'error' ev[#ev+1] = ARGV[4] end\n"
-    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2])\n"
+    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(ev))\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) redis.call('EXPIRE', KEYS[3], ARGV[6]) redis.call('EXPIRE', KEYS[4], ARGV[6])\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]))\n"
@@ -116,7 +117,7 @@ static const char LUA_HANDBACK[] =
     "if o == 'handback:' .. ARGV[1] then return 'again' end\n"
     "if o ~= ARGV[1] then return 0 end\n"
     "local spec = redis.call('HGET', KEYS[1], 'spec')\n"
-    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2])\n"
+    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "local e = redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'job', spec)\n"
     "redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', 'handback:' .. ARGV[1], 'entry', e, 'updated_at', ARGV[4])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'queued', 'worker', ARGV[5],"
@@ -159,6 +160,7 @@ typedef struct {
   int used, running, thread_started;
   struct daemon *d;
   char id[72], entry[64];
+  char owner[128]; /* this claim's token: the daemon's token + "/" + a claim counter */
   char k_hash[160], k_metrics[176], k_events[176];
   char *text; /* the entry's job text (owned) */
   size_t text_len;
@@ -169,7 +171,7 @@ typedef struct {
   atomic_int cur_iter; /* the last iteration displayed */
   atomic_int exited;   /* the job's thread has pushed its last item */
   int cancel_inflight;
-  int64_t dropped;
+  atomic_llong dropped;
   /* used by the job thread only */
   char attempt_s[16];
   uint64_t next_seq;
@@ -197,6 +199,8 @@ typedef struct daemon {
   char k_jobs[96], k_index[96], k_worker[176], k_workers[96];
   double started_at;
   int64_t jobs_done;
+  uint64_t claims;
+  char autoclaim_cursor[64];
   int exit_status;
 } daemon_t;
 
@@ -309,7 +313,7 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
   daemon_t *d = j->d;
   ring_item *it = ring_reserve(&d->ring, prio);
   if (!it) {
-    j->dropped++;
+    atomic_fetch_add(&j->dropped, 1);
     return;
   }
   item_b b;
@@ -352,7 +356,8 @@ static void fill_progress(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, "elapsed_s"), ib_num(b, p->elapsed_s);
   ib_arg(b, "data_errors"), ib_argf(b, "%lld", (long long)p->data_errors);
   ib_arg(b, "updated_at"), ib_argf(b, "%.3f", dd_now());
-  if (j->dropped) ib_arg(b, "metrics_dropped"), ib_argf(b, "%lld", (long long)j->dropped);
+  long long dropped = atomic_load(&j->dropped);
+  if (dropped) ib_arg(b, "metrics_dropped"), ib_argf(b, "%lld", dropped);
   ib_cmd(b);
   ib_arg(b, "XADD");
   ib_arg(b, j->k_metrics);
@@ -482,7 +487,7 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
     ib_arg(b, SCRIPT_REF_HANDBACK);
     ib_arg(b, "3");
     ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events);
-    ib_arg(b, d->owner), ib_arg(b, j->entry), ib_arg(b, j->id);
+    ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, j->id);
     ib_argf(b, "%.3f", dd_now());
     ib_arg(b, d->worker);
     ib_argf(b, "%d", a->iter);
@@ -492,7 +497,7 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, SCRIPT_REF_FINISH);
   ib_arg(b, "5");
   ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events), ib_arg(b, j->k_metrics), ib_arg(b, d->k_index);
-  ib_arg(b, d->owner), ib_arg(b, j->entry), ib_arg(b, states[a->outcome]);
+  ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, states[a->outcome]);
   /* the error goes last among the long arguments: it is cut to fit, never the rest */
   char errbuf[1200];
   snprintf(errbuf, sizeof errbuf, "%s", a->error ? a->error : "");
@@ -605,18 +610,17 @@ static void job_thread(void *arg) {
   int r = dd_distill_run(dist, err, sizeof err);
   iter = dd_distill_iter(dist);
   int stop = atomic_load(&j->stop);
+  /* a stop flag raised after the last iteration is no stop: the solver says whether it stopped */
+  int stopped = dd_distill_stopped(dist);
   if (r)
     outcome = OUT_FAILED;
-  else if (stop == STOP_CANCEL)
-    outcome = OUT_CANCELLED;
-  else if (stop == STOP_HANDBACK)
-    outcome = OUT_HANDBACK;
   else if (stop == STOP_LOST)
     outcome = OUT_LOST;
+  else if (stopped && stop == STOP_CANCEL)
+    outcome = OUT_CANCELLED;
+  else if (stopped && stop == STOP_HANDBACK)
+    outcome = OUT_HANDBACK;
   else
-    outcome = OUT_SUCCEEDED;
-  /* a stop that came after the last iteration is no stop: the job is done */
-  if ((outcome == OUT_CANCELLED || outcome == OUT_HANDBACK) && job->solver && iter >= job->solver->max_iter)
     outcome = OUT_SUCCEEDED;
 done:
   if (outcome == OUT_FAILED) dlog(0, j->id, "failed: %s", err);
@@ -760,9 +764,11 @@ static void on_group(redisAsyncContext *ac, void *r, void *priv) {
   daemon_t *d = ac->data;
   redisReply *reply = r;
   (void)priv;
-  if (!reply) return;
+  if (!reply || d->closing || ac != d->ac) return;
   if (reply->type == REDIS_REPLY_ERROR && !strstr(reply->str, "BUSYGROUP")) {
-    dlog(0, NULL, "XGROUP CREATE %s: %s", d->k_jobs, reply->str);
+    /* LOADING after a restart, READONLY after a failover, ...: try again from the start */
+    dlog(1, NULL, "XGROUP CREATE %s: %s; reconnecting", d->k_jobs, reply->str);
+    redisAsyncDisconnect(ac);
     return;
   }
   d->connected = 1;
@@ -840,6 +846,16 @@ static void connect_redis(daemon_t *d) {
 
 static void on_item_reply(redisAsyncContext *ac, void *r, void *priv);
 
+static int retryable(const char *err) {
+  static const char *const codes[] = {"LOADING", "READONLY", "OOM", "BUSY", "MASTERDOWN", "NOAUTH", "TRYAGAIN"};
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    size_t n = strlen(codes[i]);
+    if (!strncmp(err, codes[i], n) && (err[n] == ' ' || err[n] == '\0')) return 1;
+  }
+  return 0;
+}
+
+
 static void job_slot_free(daemon_t *d, int slot) {
   job_t *j = &d->slots[slot];
   if (j->thread_started) uv_thread_join(&j->thread);
@@ -854,6 +870,15 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv) {
   uint64_t seq = (uint64_t)(uintptr_t)priv;
   if (!reply) return; /* disconnected: lost_connection resends from the head */
   ring_t *rg = &d->ring;
+  if (reply->type == REDIS_REPLY_ERROR && retryable(reply->str)) {
+    /* Redis cannot take it now (loading, read-only replica, out of memory, a busy script): keep
+     * the item, reconnect with backoff and send it again (the apply script skips what was done) */
+    if (seq == rg->head) {
+      dlog(1, NULL, "Redis: %s; retrying", reply->str);
+      if (ac == d->ac) redisAsyncDisconnect(ac);
+    }
+    return;
+  }
   pthread_mutex_lock(&rg->mu);
   if (seq != rg->head) {
     /* an answer from before a reconnect; the item was sent again */
@@ -919,7 +944,7 @@ static void pump(daemon_t *d) {
       snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)it->seq);
       snprintf(ncmds, sizeof ncmds, "%d", it->n_cmds);
       argv[n++] = "EVAL", argv[n++] = LUA_APPLY, argv[n++] = "1", argv[n++] = d->slots[it->slot].k_hash;
-      argv[n++] = d->owner, argv[n++] = seqs, argv[n++] = ncmds;
+      argv[n++] = d->slots[it->slot].owner, argv[n++] = seqs, argv[n++] = ncmds;
       for (int c = 0; c < it->n_cmds; c++) {
         snprintf(counts[c], sizeof counts[c], "%d", it->n_args[c]);
         argv[n++] = counts[c];
@@ -1027,15 +1052,17 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
   dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, "job:%s", j->id);
   dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, "job:%s:metrics", j->id);
   dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, "job:%s:events", j->id);
-  char now[32];
+  char now[32], retention[16];
   snprintf(now, sizeof now, "%.3f", dd_now());
+  snprintf(retention, sizeof retention, "%d", d->cfg->retention_s);
+  snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
   const char *argv[] = {"EVAL", LUA_CLAIM, "4", j->k_hash, d->k_jobs, j->k_events, d->k_index,
-                        j->entry, j->id, d->owner, d->worker, now, j->text ? j->text : ""};
-  size_t lens[13];
-  for (int i = 0; i < 13; i++) lens[i] = strlen(argv[i]);
+                        j->entry, j->id, j->owner, d->worker, now, j->text ? j->text : "", retention};
+  size_t lens[14];
+  for (int i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
   if (j->text) lens[12] = j->text_len;
   d->claim_inflight = 1;
-  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 13, argv, lens);
+  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 14, argv, lens);
 }
 
 static void on_readgroup(redisAsyncContext *ac, void *r, void *priv) {
@@ -1068,7 +1095,12 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv) {
     dlog(0, NULL, "XAUTOCLAIM: %s", reply->str);
     return;
   }
-  /* [cursor, [[id, fields], ...], [deleted ids]] */
+  /* [cursor, [[id, fields], ...], [deleted ids]]: XAUTOCLAIM looks at no more than 10 x COUNT
+   * pending entries per call, so the scan goes on from the cursor it returns (0-0: from the start
+   * again), or stale entries behind 10 live ones would never be found */
+  if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 && reply->element[0]->type == REDIS_REPLY_STRING &&
+      reply->element[0]->len < sizeof d->autoclaim_cursor)
+    memcpy(d->autoclaim_cursor, reply->element[0]->str, reply->element[0]->len + 1);
   if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_ARRAY) {
     const redisReply *list = reply->element[1];
     for (size_t i = 0; i < list->elements; i++) {
@@ -1088,11 +1120,11 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv) {
 }
 
 static void try_claim(daemon_t *d) {
-  if (!d->connected || d->draining || d->closing || d->claim_inflight) return;
+  if (!d->connected || !d->ac || d->draining || d->closing || d->claim_inflight) return;
   if (n_running(d) >= d->n_slots) return;
   d->claim_inflight = 1;
-  redisAsyncCommand(d->ac, on_autoclaim, NULL, "XAUTOCLAIM %s " DD_GROUP " %s %lld 0-0 COUNT 1", d->k_jobs, d->worker,
-                    (long long)d->cfg->lease_s * 1000);
+  redisAsyncCommand(d->ac, on_autoclaim, NULL, "XAUTOCLAIM %s " DD_GROUP " %s %lld %s COUNT 1", d->k_jobs, d->worker,
+                    (long long)d->cfg->lease_s * 1000, d->autoclaim_cursor[0] ? d->autoclaim_cursor : "0-0");
 }
 
 /* ---- the loop: timers ------------------------------------------------------------------------------ */
@@ -1112,7 +1144,7 @@ static void on_cancel_poll(redisAsyncContext *ac, void *r, void *priv) {
 
 static void on_tick(uv_timer_t *t) {
   daemon_t *d = t->data;
-  if (!d->connected) return;
+  if (!d->connected || !d->ac) return;
   for (int i = 0; i < d->n_slots; i++) {
     job_t *j = &d->slots[i];
     if (!j->used || !j->running || j->cancel_inflight || atomic_load(&j->stop) != STOP_NONE) continue;
@@ -1136,14 +1168,14 @@ static void on_renew(redisAsyncContext *ac, void *r, void *priv) {
 }
 
 static void heartbeat(daemon_t *d) {
-  if (!d->connected) return;
+  if (!d->connected || !d->ac) return;
   char jobs[1024] = "", now[32], pid[16], maxj[16];
   size_t u = 0;
   for (int i = 0; i < d->n_slots && u < sizeof jobs; i++) {
     job_t *j = &d->slots[i];
     if (!j->used || !j->running) continue;
     u += (size_t)snprintf(jobs + u, sizeof jobs - u, "%s%s", u ? "," : "", j->id);
-    const char *argv[] = {"EVAL", LUA_RENEW, "2", j->k_hash, d->k_jobs, d->owner, j->entry, d->worker};
+    const char *argv[] = {"EVAL", LUA_RENEW, "2", j->k_hash, d->k_jobs, j->owner, j->entry, d->worker};
     size_t lens[8];
     for (int k = 0; k < 8; k++) lens[k] = strlen(argv[k]);
     redisAsyncCommandArgv(d->ac, on_renew, (void *)(intptr_t)i, 8, argv, lens);
@@ -1186,10 +1218,14 @@ static void close_all(daemon_t *d) {
   uv_close((uv_handle_t *)&d->wake, close_cb);
   uv_close((uv_handle_t *)&d->sigterm, close_cb);
   uv_close((uv_handle_t *)&d->sigint, close_cb);
+  d->connected = d->connecting = 0;
   if (d->ac) {
     redisAsyncContext *ac = d->ac;
     d->ac = NULL;
-    redisAsyncDisconnect(ac); /* after the replies still due */
+    if (d->exit_status)
+      redisAsyncFree(ac); /* the drain timed out: Redis is not answering, do not wait for it */
+    else
+      redisAsyncDisconnect(ac); /* after the replies still due */
   }
 }
 

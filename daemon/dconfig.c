@@ -37,6 +37,9 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: redis_port %d is not a port", where, c->redis_port);
   } else if (c->retention_s < 1) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: retention_s must be positive, got %d", where, c->retention_s);
+  } else if (c->drain_timeout_s < 1 || c->poll_ms < 10 || c->threads_per_job < 0) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "%s: drain_timeout_s (%d) must be at least 1, poll_ms (%d) at least 10, threads_per_job (%d) not negative",
+                  where, c->drain_timeout_s, c->poll_ms, c->threads_per_job);
   } else if (c->redis_password_env && c->redis_password_file) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: set redis_password_env or redis_password_file, not both", where);
   } else {

@@ -170,6 +170,10 @@ int dd_paths_check_net(const dd_paths *p, const char *field, const char *net_pat
       r = dd_paths_check_read(p, f, l->transform_param->mean_file, err, errlen);
     }
     const Caffe__ImageDataParameter *ip = l->image_data_param;
+    if (!r && ip && ip->mean_file && ip->mean_file[0]) { /* the data layer falls back to this one */
+      snprintf(f, sizeof f, "%s: layer \"%s\" image_data_param.mean_file", net_path, l->name ? l->name : "");
+      r = dd_paths_check_read(p, f, ip->mean_file, err, errlen);
+    }
     if (!r && ip && ip->source) {
       snprintf(f, sizeof f, "%s: layer \"%s\" image_data_param.source", net_path, l->name ? l->name : "");
       r = dd_paths_check_read(p, f, ip->source, err, errlen);

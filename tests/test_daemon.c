@@ -1202,12 +1202,12 @@ DTEST(test_sigterm_handback) {
         ef_is(last, "worker", "wa"));
   CHECK_CONTAINS(ef(last, "reason"), "handed back by wa");
   freeReplyObject(ev);
-  /* a new entry with the same id; the old one acknowledged */
+  /* a new entry with the same id; the old one acknowledged and deleted */
   char *entry2 = hget(K("job:h1"), "entry");
   CHECKF(entry1 && entry2 && strcmp(entry1, entry2), "entry %s -> %s", test__str(entry1), test__str(entry2));
   free(entry1);
   free(entry2);
-  CHECK(rint_cmd(-1, "XLEN %s", K("jobs")) == 2);
+  CHECK(rint_cmd(-1, "XLEN %s", K("jobs")) == 1);
   redisReply *pend = cmd("XPENDING %s distilld", K("jobs"));
   CHECK(pend && pend->type == REDIS_REPLY_ARRAY && pend->elements >= 1 && pend->element[0]->type == REDIS_REPLY_INTEGER &&
         pend->element[0]->integer == 0);
@@ -1401,6 +1401,8 @@ DTEST(test_many_jobs) {
   CHECK(pend && pend->type == REDIS_REPLY_ARRAY && pend->elements >= 1 && pend->element[0]->type == REDIS_REPLY_INTEGER &&
         pend->element[0]->integer == 0);
   if (pend) freeReplyObject(pend);
+  /* finished jobs leave the queue: the stream does not grow with every job ever run */
+  CHECKF(rint_cmd(-1, "XLEN %s", K("jobs")) == 0, "%lld entries left in the queue", rint_cmd(-1, "XLEN %s", K("jobs")));
 }
 
 /* ---- 8. paths outside the roots are refused ------------------------------------------------------------ */
@@ -1432,6 +1434,20 @@ DTEST(test_path_escapes) {
   path_in(q, sizeof q, "evil_list.txt");
   wfile(q, "im_00.png 0\nevil.png 1\nim_01.png 1\n");
   write_student("student_evil_img.prototxt", "student", "evil_list.txt");
+  /* a mean file named in image_data_param (the data layer's fallback) outside the roots */
+  {
+    path_in(q, sizeof q, "student.prototxt");
+    FILE *f = fopen(q, "rb");
+    char buf[16384];
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    char *at = strstr(buf, "image_data_param {");
+    REQUIRE(at);
+    at += strlen("image_data_param {");
+    path_in(q, sizeof q, "student_mean.prototxt");
+    wfile(q, "%.*s mean_file: '/etc/passwd' %s", (int)(at - buf), buf, at);
+  }
   char abs_out[300];
   snprintf(abs_out, sizeof abs_out, "%s/abs_out", root);
 
@@ -1449,6 +1465,7 @@ DTEST(test_path_escapes) {
       {"p_link_net", {.max_iter = 2, .display = 1, .student = "link_net.prototxt"}, "student.net"},
       {"p_link_list", {.max_iter = 2, .display = 1, .student = "student_link_list.prototxt"}, "link_list.txt"},
       {"p_link_img", {.max_iter = 2, .display = 1, .student = "student_evil_img.prototxt"}, "evil.png"},
+      {"p_mean", {.max_iter = 2, .display = 1, .student = "student_mean.prototxt"}, "image_data_param.mean_file"},
       {"p_out_up", {.max_iter = 2, .display = 1, .output_dir = "../x"}, "output_dir"},
       {"p_out_abs", {.max_iter = 2, .display = 1, .output_dir = abs_out}, "output_dir"},
       {"p_out_root", {.max_iter = 2, .display = 1, .output_dir = "out"}, "output_dir"},
