@@ -324,6 +324,12 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
   ring_commit(d, &d->ring, b.ok);
 }
 
+static void hset_head(item_b *b, job_t *j) {
+  ib_cmd(b);
+  ib_arg(b, "HSET");
+  ib_arg(b, j->k_hash);
+}
+
 static void xadd_events_head(item_b *b, job_t *j, const char *type) {
   ib_cmd(b);
   ib_arg(b, "XADD");
@@ -341,9 +347,7 @@ static void xadd_events_head(item_b *b, job_t *j, const char *type) {
 static void fill_progress(item_b *b, job_t *j, const void *arg) {
   const dd_distill_progress *p = arg;
   char f[80];
-  ib_cmd(b);
-  ib_arg(b, "HSET");
-  ib_arg(b, j->k_hash);
+  hset_head(b, j);
   ib_arg(b, "iter"), ib_argf(b, "%d", p->iter);
   ib_arg(b, "max_iter"), ib_argf(b, "%d", p->max_iter);
   ib_arg(b, "epoch"), ib_argf(b, "%d", p->epoch);
@@ -379,9 +383,7 @@ static void fill_progress(item_b *b, job_t *j, const void *arg) {
 static void fill_test(item_b *b, job_t *j, const void *arg) {
   const dd_distill_test *t = arg;
   char f[96];
-  ib_cmd(b);
-  ib_arg(b, "HSET");
-  ib_arg(b, j->k_hash);
+  hset_head(b, j);
   ib_arg(b, "test_iter"), ib_argf(b, "%d", t->iter);
   for (int i = 0; i < t->n && i < 24; i++) {
     snprintf(f, sizeof f, "test_%s", t->names[i]);
@@ -402,9 +404,7 @@ typedef struct {
 
 static void fill_teacher(item_b *b, job_t *j, const void *arg) {
   const teacher_arg *t = arg;
-  ib_cmd(b);
-  ib_arg(b, "HSET");
-  ib_arg(b, j->k_hash);
+  hset_head(b, j);
   ib_arg(b, "teacher_acc"), ib_num(b, t->acc);
   ib_arg(b, "teacher_batches"), ib_argf(b, "%d", t->batches);
   ib_arg(b, "teacher_checksum"), ib_argf(b, "%016llx", (unsigned long long)t->checksum);
@@ -421,9 +421,7 @@ typedef struct {
 
 static void fill_snapshot(item_b *b, job_t *j, const void *arg) {
   const snap_arg *s = arg;
-  ib_cmd(b);
-  ib_arg(b, "HSET");
-  ib_arg(b, j->k_hash);
+  hset_head(b, j);
   ib_arg(b, "last_snapshot"), ib_arg(b, s->model);
   ib_arg(b, "last_snapshot_iter"), ib_argf(b, "%d", s->iter);
   xadd_events_head(b, j, "snapshot");
@@ -459,9 +457,7 @@ typedef struct {
 
 static void fill_start(item_b *b, job_t *j, const void *arg) {
   const start_arg *s = arg;
-  ib_cmd(b);
-  ib_arg(b, "HSET");
-  ib_arg(b, j->k_hash);
+  hset_head(b, j);
   ib_arg(b, "name"), ib_arg(b, s->name);
   ib_arg(b, "resumed_from"), ib_argf(b, "%d", s->resumed_from);
   if (s->resumed_from > 0) {

@@ -46,6 +46,7 @@
 #include "imgdec.h"
 #include "rng.h"
 #include "test.h"
+#include "test_images.h"
 
 static char root[128];    /* /tmp/dd_daemon.XXXXXX: holds "outside" files */
 static char tmp[192];     /* root/work: the daemons' working directory and data root */
@@ -618,52 +619,6 @@ static void finish(void) {
 
 /* ---- data, nets and jobs ------------------------------------------------------------------------------ */
 
-/* 64 colour 8 x 8 PNGs in 4 classes (as tests/test_distill.c): 48 listed for TRAIN, 16 for TEST. */
-static int make_images(void) {
-  char path[512];
-  path_in(path, sizeof path, "img");
-  mkdir(path, 0755);
-  static const int tint[4][3] = {{200, 60, 60}, {60, 200, 60}, {60, 60, 200}, {60, 200, 200}};
-  dd_rng r;
-  dd_rng_seed(&r, 2024);
-  char tr[512], te[512];
-  path_in(tr, sizeof tr, "train.txt");
-  path_in(te, sizeof te, "test.txt");
-  FILE *ft = fopen(tr, "w"), *fv = fopen(te, "w");
-  if (!ft || !fv) {
-    if (ft) fclose(ft);
-    if (fv) fclose(fv);
-    return -1;
-  }
-  int rc2 = 0;
-  for (int i = 0; i < 64 && !rc2; i++) {
-    int k = i % 4;
-    dd_image img = {.w = 8, .h = 8, .c = 3};
-    img.px = malloc(8 * 8 * 3);
-    img.cap = 8 * 8 * 3;
-    for (int y = 0; y < 8; y++)
-      for (int xx = 0; xx < 8; xx++)
-        for (int ch = 0; ch < 3; ch++) {
-          int v = tint[k][ch] + (int)(dd_rng_next(&r) % 81) - 40 + (y == 2 * k ? 50 : 0);
-          img.px[(y * 8 + xx) * 3 + ch] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    char err[256];
-    rc2 = dd_image_encode_png(&buf, &len, &img, err, sizeof err);
-    free(img.px);
-    if (rc2) break;
-    snprintf(path, sizeof path, "%s/img/im_%02d.png", tmp, i);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len) rc2 = -1;
-    if (f) fclose(f);
-    free(buf);
-    fprintf(i < 48 ? ft : fv, "im_%02d.png %d\n", i, k);
-  }
-  fclose(ft);
-  fclose(fv);
-  return rc2;
-}
 
 #define NET_BODY                                                                                                   \
   "layer { name: 's_conv1' type: 'Convolution' bottom: 'data' top: 's_conv1' convolution_param { num_output: 8 "  \
@@ -770,7 +725,7 @@ static void test_setup(void) {
     printf("SKIP: redis-server is not on PATH; the daemon tests need one (apt install redis-server)\n");
     return;
   }
-  REQUIRE(make_images() == 0);
+  REQUIRE(test_make_images(tmp) == 0);
   write_student("student.prototxt", "student", "train.txt");
   write_student("teacher_train.prototxt", "teacher", "train.txt");
   char p[512];

@@ -41,6 +41,7 @@
 #include "rng.h"
 #include "teacher.h"
 #include "test.h"
+#include "test_images.h"
 #include "textformat.h"
 
 static char tmp[128];
@@ -1164,49 +1165,6 @@ static void test_teacher_test_phase(void) {
 
 static int data_ready, teacher_ready;
 
-/* 64 colour 8 x 8 PNGs in 4 classes: class k is tinted towards one colour (B, G, R or yellow) and
- * has a bright row 2k, under per-pixel noise. 48 are listed for TRAIN, 16 for TEST. */
-static int make_images(void) {
-  char path[512];
-  path_in(path, sizeof path, "img");
-  mkdir(path, 0755);
-  static const int tint[4][3] = {{200, 60, 60}, {60, 200, 60}, {60, 60, 200}, {60, 200, 200}};
-  dd_rng r;
-  dd_rng_seed(&r, 2024);
-  char tr[512], te[512];
-  path_in(tr, sizeof tr, "train.txt");
-  path_in(te, sizeof te, "test.txt");
-  FILE *ft = fopen(tr, "w"), *fv = fopen(te, "w");
-  if (!ft || !fv) return -1;
-  int rc = 0;
-  for (int i = 0; i < 64 && !rc; i++) {
-    int k = i % 4;
-    dd_image img = {.w = 8, .h = 8, .c = 3};
-    img.px = malloc(8 * 8 * 3);
-    img.cap = 8 * 8 * 3;
-    for (int y = 0; y < 8; y++)
-      for (int xx = 0; xx < 8; xx++)
-        for (int ch = 0; ch < 3; ch++) {
-          int v = tint[k][ch] + (int)(dd_rng_next(&r) % 81) - 40 + (y == 2 * k ? 50 : 0);
-          img.px[(y * 8 + xx) * 3 + ch] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    char err[256];
-    rc = dd_image_encode_png(&buf, &len, &img, err, sizeof err);
-    free(img.px);
-    if (rc) break;
-    snprintf(path, sizeof path, "%s/img/im_%02d.png", tmp, i);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len) rc = -1;
-    if (f) fclose(f);
-    free(buf);
-    fprintf(i < 48 ? ft : fv, "im_%02d.png %d\n", i, k);
-  }
-  fclose(ft);
-  fclose(fv);
-  return rc;
-}
 
 #define DATA_LAYERS(shuffle_etc)                                                                                        \
   "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"                          \
@@ -1217,7 +1175,7 @@ static int make_images(void) {
   " root_folder: '%s/img/' batch_size: 8 } }\n"
 
 static void test_setup_data(void) {
-  REQUIRE(make_images() == 0);
+  REQUIRE(test_make_images(tmp) == 0);
   /* the teacher: WRN-10-1, trained first (train_val) and then used frozen (deploy) */
   sh("python3 '%s/scripts/gen_wrn.py' --depth 10 --width 1 --mode train_val --channels 3 --size 8 --batch 8 --test-batch 8 "
      "--classes 4 --pad 0 --source-train '%s/train.txt' --source-test '%s/test.txt' --root-folder '%s/img/' "
