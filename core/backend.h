@@ -187,6 +187,12 @@ typedef struct dd_backend_ops {
    * h = decay * h + (1 - decay) * g^2; w -= rate * g / (sqrt(h) + eps). g receives the update. */
   void (*adagrad_update)(dd_backend *be, int64_t n, float *w, float *g, float *h,
                          float rate, float eps, float rms_decay, int rmsprop);
+
+  /* ---- health ------------------------------------------------------------------------------ */
+  /* 0 while every operation so far worked; else an error code and a message (a device fault, a
+   * lost GPU). May be NULL: the backend cannot fail after setup (the CPU). The solver asks after
+   * every iteration. */
+  int (*status)(dd_backend *be, char *msg, size_t len);
 } dd_backend_ops;
 
 struct dd_backend {
@@ -202,5 +208,21 @@ void dd_cpu_backend_destroy(dd_backend *be);
 
 /* A one-line description of the CPU math path (BLAS library, its kernel, threads) for logs. */
 const char *dd_cpu_backend_describe(dd_backend *be);
+
+/* The CUDA backend (cuda/, built when CMake finds a CUDA toolkit): device `device` of this
+ * machine. Returns 0, or DD_ENOTFOUND (no driver, no such device) / DD_EIO / DD_ENOMEM with the
+ * reason in `err`. Whatever thread creates it must be the one that uses it (the CUDA device is
+ * per thread). */
+int dd_cuda_backend_create(dd_backend **out, int device, char *err, size_t errlen);
+void dd_cuda_backend_destroy(dd_backend *be);
+const char *dd_cuda_backend_describe(dd_backend *be);
+
+/* Any backend by its device name: "cpu" (with `threads` workers, 0: all cores) or "cuda:N".
+ * A build without CUDA refuses "cuda:N" with a message saying so (core/backends.c). */
+int dd_backend_create(dd_backend **out, const char *device, int threads, char *err, size_t errlen);
+void dd_backend_destroy(dd_backend *be);
+const char *dd_backend_describe(dd_backend *be);
+/* 1 when this build has the CUDA backend. */
+int dd_backend_have_cuda(void);
 
 #endif

@@ -330,6 +330,11 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
     double lr = dd_solver_learning_rate(sp, s->iter);
     apply_update(s);
     s->iter++;
+    if (s->be->ops->status) { /* a device fault ends the run here, not in garbage later */
+      char msg[600];
+      int r = s->be->ops->status(s->be, msg, sizeof msg);
+      if (r) return dd_errorf(r, err, errlen, "at iteration %d: %s", s->iter - 1, msg);
+    }
     if (display && s->hooks.on_display) {
       double t = now_s();
       int di = s->iter - s->last_display_iter;

@@ -21,7 +21,8 @@ int dd_cmd_time(int argc, char **argv);
 int dd_cmd_forward(int argc, char **argv);
 
 /* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
-int dd_cmd_train_job(const char *job_path, int resume, int threads);
+/* `device`: NULL takes the job's own `device` (default cpu). */
+int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device);
 
 /* `distilld --config FILE`: the service (daemon/daemon.c). Exit 0 after SIGTERM/SIGINT. */
 int dd_cmd_daemon(const char *config_path);

@@ -81,7 +81,7 @@ static int ui_stop(void *ctx) {
   return job_stop;
 }
 
-int dd_cmd_train_job(const char *job_path, int resume, int threads) {
+int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device) {
   char err[4096];
   Distilld__DistillJob *job = NULL;
   if (dd_job_read(&job, job_path, err, sizeof err)) {
@@ -90,12 +90,20 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads) {
   }
   /* relative paths in a job are relative to the current directory, like Caffe's */
   dd_backend *be = NULL;
-  if (dd_cpu_backend_create(&be, threads)) {
-    dd_cli_error("cannot start the CPU backend");
+  if (!device) {
+    if (job->n_device > 1) {
+      dd_cli_error("%s: device: %zu devices; this version trains a job on one device", job_path, job->n_device);
+      distilld__distill_job__free_unpacked(job, NULL);
+      return 2;
+    }
+    device = job->n_device ? job->device[0] : "cpu";
+  }
+  if (dd_backend_create(&be, device, threads, err, sizeof err)) {
+    dd_cli_error("%s: %s", job_path, err);
     distilld__distill_job__free_unpacked(job, NULL);
     return 1;
   }
-  fprintf(stderr, "distilld: %s\n", dd_cpu_backend_describe(be));
+  fprintf(stderr, "distilld: %s\n", dd_backend_describe(be));
   job_ui ui = {.tty = isatty(2)};
   dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
                             .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
@@ -136,7 +144,7 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads) {
   status = 0;
 done:
   dd_distill_destroy(d);
-  dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   distilld__distill_job__free_unpacked(job, NULL);
   return status;
 }

@@ -5,7 +5,8 @@
  *   distilld time --model M [--iterations N] [--phase TRAIN|TEST] [--input NAME=F]...
  *   distilld forward --model M [--weights W] [--phase TRAIN|TEST] --input NAME=F... [--backward]
  *                    --dump DIR
- * Common: --threads N (default: one per core), --seed N (fillers, when the solver gives none).
+ * Common: --device cpu|cuda:N (default cpu), --threads N (CPU workers, default: one per core),
+ * --seed N (fillers, when the solver gives none).
  * --input fills an Input blob from a .binaryproto once and holds it fixed. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -28,7 +29,7 @@
 #define MAX_INPUTS 16
 
 typedef struct {
-  const char *solver, *model, *weights, *snapshot, *dump, *job;
+  const char *solver, *model, *weights, *snapshot, *dump, *job, *device;
   int resume;
   const char *inputs[MAX_INPUTS];
   int n_inputs, iterations, threads, backward, has_seed;
@@ -63,6 +64,7 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--dump")) o->dump = v;
     else if (!strcmp(a, "--iterations")) o->iterations = atoi(v);
     else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+    else if (!strcmp(a, "--device")) o->device = v;
     else if (!strcmp(a, "--seed")) {
       o->seed = atoll(v);
       o->has_seed = 1;
@@ -141,11 +143,12 @@ static int load_weights(dd_net *n, const char *list) {
 
 static dd_backend *make_backend(const opts *o) {
   dd_backend *be = NULL;
-  if (dd_cpu_backend_create(&be, o->threads)) {
-    dd_cli_error("cannot start the CPU backend (out of memory or threads)");
+  char err[512];
+  if (dd_backend_create(&be, o->device ? o->device : "cpu", o->threads, err, sizeof err)) {
+    dd_cli_error("%s", err);
     return NULL;
   }
-  fprintf(stderr, "distilld: %s\n", dd_cpu_backend_describe(be));
+  fprintf(stderr, "distilld: %s\n", dd_backend_describe(be));
   return be;
 }
 
@@ -244,7 +247,7 @@ int dd_cmd_train(int argc, char **argv) {
       dd_cli_error("train: --job takes its solver, weights and data from the job file");
       return 2;
     }
-    return dd_cmd_train_job(o.job, o.resume, o.threads);
+    return dd_cmd_train_job(o.job, o.resume, o.threads, o.device);
   }
   if (!o.solver) {
     dd_cli_error("train: usage: distilld train --solver S [--weights W | --snapshot S.solverstate] [--input NAME=F]...");
@@ -299,7 +302,7 @@ int dd_cmd_train(int argc, char **argv) {
   status = 0;
 done:
   dd_solver_destroy(s);
-  if (be) dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   if (owned) caffe__net_parameter__free_unpacked(owned, NULL);
   caffe__solver_parameter__free_unpacked(sp, NULL);
   return status;
@@ -375,7 +378,7 @@ int dd_cmd_test(int argc, char **argv) {
 done:
   dd_net_destroy(n);
   if (p) caffe__net_parameter__free_unpacked(p, NULL);
-  if (be) dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   return status;
 }
 
@@ -438,7 +441,7 @@ int dd_cmd_time(int argc, char **argv) {
 done:
   dd_net_destroy(n);
   if (p) caffe__net_parameter__free_unpacked(p, NULL);
-  if (be) dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   return status;
 }
 
@@ -505,6 +508,6 @@ int dd_cmd_forward(int argc, char **argv) {
 done:
   dd_net_destroy(n);
   if (p) caffe__net_parameter__free_unpacked(p, NULL);
-  if (be) dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   return status;
 }

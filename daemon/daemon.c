@@ -576,11 +576,21 @@ static void job_thread(void *arg) {
   snprintf(fname, sizeof fname, "job %s", j->id);
   if (dd_text_parse((ProtobufCMessage **)&job, &distilld__distill_job__descriptor, j->text, j->text_len, fname, err, sizeof err))
     goto done;
-  for (size_t i = 0; i < job->n_device; i++)
-    if (strcmp(job->device[i], "cpu")) {
-      snprintf(err, sizeof err, "device: \"%s\": this build of distilld has the CPU backend only", job->device[i]);
+  /* the job's device must be one of this worker's (none named: the worker's first) */
+  const char *device = d->cfg->n_device ? d->cfg->device[0] : "cpu";
+  if (job->n_device > 1) {
+    snprintf(err, sizeof err, "device: %zu devices; this version trains a job on one device", job->n_device);
+    goto done;
+  }
+  if (job->n_device == 1) {
+    int ok = d->cfg->n_device == 0 && !strcmp(job->device[0], "cpu");
+    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[0], d->cfg->device[i]);
+    if (!ok) {
+      snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[0], d->worker);
       goto done;
     }
+    device = job->device[0];
+  }
   if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
   if (dd_job_validate(job, NULL, err, sizeof err)) goto done;
   if (j->attempt == 1 && has_snapshots(job->output_dir)) {
@@ -589,11 +599,8 @@ static void job_thread(void *arg) {
              job->output_dir);
     goto done;
   }
-  if (dd_cpu_backend_create(&be, d->threads)) {
-    snprintf(err, sizeof err, "cannot start the CPU backend");
-    goto done;
-  }
-  dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_cpu_backend_describe(be));
+  if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
+  dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));
   dd_distill_hooks hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
                             .snapshot = h_snapshot, .should_stop = h_stop};
   if (dd_distill_create(&dist, job, NULL, be, &hooks, err, sizeof err)) goto done;
@@ -623,7 +630,7 @@ done:
   else dlog(2, j->id, "%s at iter %d", outcome == OUT_SUCCEEDED ? "succeeded" : outcome == OUT_CANCELLED ? "cancelled" :
                                       outcome == OUT_HANDBACK ? "stopped: handing it back" : "lost its lease: stopped", iter);
   dd_distill_destroy(dist);
-  if (be) dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   if (job) distilld__distill_job__free_unpacked(job, NULL);
   done_arg a = {outcome, iter, outcome == OUT_FAILED ? err : NULL};
   /* the final item must get into the ring: wait for room (the loop drains it) */
@@ -1305,11 +1312,15 @@ int dd_cmd_daemon(const char *config_path) {
   const Distilld__DaemonConfig *c = d->cfg;
   g_log_level = (int)c->log_level;
   g_journal = getenv("JOURNAL_STREAM") != NULL;
-  for (size_t i = 0; i < c->n_device; i++)
-    if (strcmp(c->device[i], "cpu")) {
-      dd_cli_error("%s: device \"%s\": this build of distilld has the CPU backend only", config_path, c->device[i]);
+  for (size_t i = 0; i < c->n_device; i++) {
+    /* each device named must exist now: a worker that cannot use its GPU says so at start */
+    dd_backend *probe = NULL;
+    if (dd_backend_create(&probe, c->device[i], 1, err, sizeof err)) {
+      dd_cli_error("%s: device: %s", config_path, err);
       goto out;
     }
+    dd_backend_destroy(probe);
+  }
   if (dd_dconfig_password(c, &d->password, err, sizeof err)) {
     dd_cli_error("%s: %s", config_path, err);
     goto out;

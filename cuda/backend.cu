@@ -1,0 +1,296 @@
+/* The CUDA backend: its context, memory, GEMM and the operations table (cuda/cuda_internal.h
+ * says which file holds which operation).
+ *
+ * Memory: device memory comes from a caching allocator. A freed block is kept and handed out
+ * again for a later request of up to its size (and at least half of it), so a net that is built,
+ * destroyed and built again (a test pass, a new job on the same backend) does not go back to
+ * cudaMalloc, and the steady-state training loop, which allocates nothing, never does. Host
+ * buffers for batches are pinned (cudaHostAlloc).
+ *
+ * Streams: every operation runs on one stream in order. upload and download wait for their copy
+ * (the caller reuses its host buffer at once, and the data pipeline hands pinned batch buffers
+ * back to its decode threads right after the upload). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* ---- errors ----------------------------------------------------------------------------------- */
+
+extern "C" void dd_cuda_fail(dd_cuda_ctx *c, const char *call, const char *file, int line, const char *what) {
+  if (c->failed) return;
+  c->failed = 1;
+  snprintf(c->fail_msg, sizeof c->fail_msg, "%s at %s:%d: %s", call, file, line, what ? what : "error");
+  fprintf(stderr, "distilld: cuda:%d: %s\n", c->device, c->fail_msg);
+}
+
+extern "C" int dd_cuda_blocks(const dd_cuda_ctx *c, int64_t n) {
+  int64_t b = (n + DD_CUDA_THREADS - 1) / DD_CUDA_THREADS;
+  int64_t cap = (int64_t)(c->sm_count > 0 ? c->sm_count : 1) * 32;
+  if (b > cap) b = cap;
+  return b < 1 ? 1 : (int)b;
+}
+
+/* ---- the caching allocator ---------------------------------------------------------------------- */
+
+typedef struct {
+  void *p;
+  size_t bytes;
+  int in_use;
+} mem_block;
+
+struct dd_cuda_mem {
+  mem_block *b;
+  size_t n, cap;
+  size_t bytes_total; /* everything cudaMalloc'ed */
+};
+
+static size_t round_size(size_t bytes) {
+  const size_t a = 512;
+  return bytes == 0 ? a : (bytes + a - 1) / a * a;
+}
+
+extern "C" void *dd_cuda_alloc(dd_backend *be, size_t bytes) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  struct dd_cuda_mem *m = c->mem;
+  size_t need = round_size(bytes);
+  /* the smallest free block that fits and wastes at most half of itself */
+  mem_block *best = NULL;
+  for (size_t i = 0; i < m->n; i++) {
+    mem_block *k = &m->b[i];
+    if (k->in_use || k->bytes < need || k->bytes / 2 > need) continue;
+    if (!best || k->bytes < best->bytes) best = k;
+  }
+  void *p = NULL;
+  if (best) {
+    best->in_use = 1;
+    p = best->p;
+  } else {
+    if (m->n == m->cap) {
+      size_t nc = m->cap ? 2 * m->cap : 256;
+      mem_block *nb = (mem_block *)realloc(m->b, nc * sizeof *nb);
+      if (!nb) return NULL;
+      m->b = nb;
+      m->cap = nc;
+    }
+    cudaError_t e = cudaMalloc(&p, need);
+    if (e != cudaSuccess) {
+      /* give the cache back and try once more */
+      cudaGetLastError();
+      cudaStreamSynchronize(c->stream);
+      size_t w = 0;
+      for (size_t i = 0; i < m->n; i++) {
+        if (m->b[i].in_use) {
+          m->b[w++] = m->b[i];
+        } else {
+          cudaFree(m->b[i].p);
+          m->bytes_total -= m->b[i].bytes;
+        }
+      }
+      m->n = w;
+      e = cudaMalloc(&p, need);
+      if (e != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is the caller's NULL, not a sticky failure */
+        return NULL;
+      }
+    }
+    m->b[m->n++] = (mem_block){p, need, 1};
+    m->bytes_total += need;
+  }
+  DD_CUDA_CHECK(c, cudaMemsetAsync(p, 0, need, c->stream));
+  return p;
+}
+
+extern "C" void dd_cuda_free(dd_backend *be, void *p) {
+  if (!p) return;
+  struct dd_cuda_mem *m = DD_CUDA_CTX(be)->mem;
+  for (size_t i = 0; i < m->n; i++)
+    if (m->b[i].p == p) {
+      /* later work on the stream that reuses the block is ordered after the work that used it */
+      m->b[i].in_use = 0;
+      return;
+    }
+}
+
+extern "C" void dd_cuda_upload(dd_backend *be, void *dst, const void *host_src, size_t bytes) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (!bytes) return;
+  DD_CUDA_CHECK(c, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->stream));
+  DD_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+}
+
+extern "C" void dd_cuda_download(dd_backend *be, void *host_dst, const void *src, size_t bytes) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (!bytes) return;
+  DD_CUDA_CHECK(c, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+  DD_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+}
+
+extern "C" void dd_cuda_copy(dd_backend *be, void *dst, const void *src, size_t bytes) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (!bytes || dst == src) return;
+  DD_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+}
+
+extern "C" void *dd_cuda_alloc_host(dd_backend *be, size_t bytes) {
+  void *p = NULL;
+  (void)be;
+  if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    return NULL;
+  }
+  memset(p, 0, bytes);
+  return p;
+}
+
+extern "C" void dd_cuda_free_host(dd_backend *be, void *p) {
+  (void)be;
+  if (p) cudaFreeHost(p);
+}
+
+extern "C" void dd_cuda_synchronize(dd_backend *be) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  DD_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+}
+
+/* ---- GEMM --------------------------------------------------------------------------------------- */
+
+/* Row-major C (m x n) = alpha op(A) op(B) + beta C is column-major C^T = op(B)^T op(A)^T: cuBLAS
+ * gets B first, with the dimensions swapped. */
+extern "C" void dd_cuda_gemm(dd_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             const float *a, const float *b, float beta, float *c_) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (m <= 0 || n <= 0) return;
+  int lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  DD_CUBLAS_CHECK(c, cublasSgemm(c->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n,
+                                 m, k, &alpha, b, ldb, a, lda, &beta, c_, n));
+}
+
+/* ---- status ------------------------------------------------------------------------------------- */
+
+static int cuda_status(dd_backend *be, char *msg, size_t len) {
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (!c->failed) {
+    /* a fault from an earlier kernel shows at the next call that looks */
+    cudaError_t e = cudaPeekAtLastError();
+    if (e != cudaSuccess) dd_cuda_fail(c, "a kernel", __FILE__, __LINE__, cudaGetErrorString(e));
+  }
+  if (c->failed && msg && len) snprintf(msg, len, "cuda:%d: %s", c->device, c->fail_msg);
+  return c->failed ? DD_EIO : 0;
+}
+
+/* ---- the table ---------------------------------------------------------------------------------- */
+
+static const dd_backend_ops cuda_ops = {
+    /* name */ "cuda",
+    /* memory */ dd_cuda_alloc, dd_cuda_free, dd_cuda_upload, dd_cuda_download, dd_cuda_copy, dd_cuda_fill,
+    dd_cuda_alloc_host, dd_cuda_free_host, dd_cuda_synchronize,
+    /* BLAS-like */ dd_cuda_gemm, dd_cuda_axpby, dd_cuda_scale, dd_cuda_dot, dd_cuda_asum,
+    /* convolution */ dd_cuda_conv_workspace, dd_cuda_conv_forward, dd_cuda_conv_backward_data,
+    dd_cuda_conv_backward_filter,
+    /* pooling */ dd_cuda_pool_forward, dd_cuda_pool_backward,
+    /* BatchNorm */ dd_cuda_bn_forward_train, dd_cuda_bn_forward_global, dd_cuda_bn_backward,
+    /* channel affine */ dd_cuda_channel_affine, dd_cuda_channel_affine_backward,
+    /* elementwise */ dd_cuda_relu_forward, dd_cuda_relu_backward, dd_cuda_mul, dd_cuda_max_update, dd_cuda_max_backward,
+    dd_cuda_dropout_forward,
+    /* softmax and losses */ dd_cuda_softmax_forward, dd_cuda_softmax_backward, dd_cuda_xent_forward,
+    dd_cuda_xent_backward, dd_cuda_accuracy, dd_cuda_kd_forward_backward, dd_cuda_attention_forward_backward,
+    /* strided copies */ dd_cuda_copy_rows,
+    /* solvers */ dd_cuda_regularize, dd_cuda_sgd_update, dd_cuda_adam_update, dd_cuda_adagrad_update,
+    /* status */ cuda_status,
+};
+
+extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, size_t errlen) {
+  *out = NULL;
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    snprintf(err, errlen, "cuda:%d: no usable CUDA driver or device (%s)", device, cudaGetErrorString(e));
+    cudaGetLastError();
+    return DD_ENOTFOUND;
+  }
+  if (device < 0 || device >= count) {
+    snprintf(err, errlen, "cuda:%d: this machine has %d CUDA device(s)", device, count);
+    return DD_ENOTFOUND;
+  }
+  dd_backend *be = (dd_backend *)calloc(1, sizeof *be);
+  dd_cuda_ctx *c = (dd_cuda_ctx *)calloc(1, sizeof *c);
+  struct dd_cuda_mem *m = (struct dd_cuda_mem *)calloc(1, sizeof *m);
+  if (!be || !c || !m) {
+    free(be);
+    free(c);
+    free(m);
+    snprintf(err, errlen, "out of memory");
+    return DD_ENOMEM;
+  }
+  be->ops = &cuda_ops;
+  be->ctx = c;
+  be->threads = device;
+  c->device = device;
+  c->mem = m;
+  const char *step = "cudaSetDevice";
+  cudaDeviceProp prop;
+  if ((e = cudaSetDevice(device)) != cudaSuccess) goto fail_cuda;
+  step = "cudaGetDeviceProperties";
+  if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) goto fail_cuda;
+  c->sm_count = prop.multiProcessorCount;
+  step = "cudaStreamCreate";
+  if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) goto fail_cuda;
+  step = "cudaMalloc (reduction scratch)";
+  if ((e = cudaMalloc((void **)&c->d_red, DD_CUDA_RED_DOUBLES * sizeof(double))) != cudaSuccess) goto fail_cuda;
+  step = "cudaHostAlloc (reduction scratch)";
+  if ((e = cudaHostAlloc((void **)&c->h_red, DD_CUDA_RED_DOUBLES * sizeof(double), cudaHostAllocDefault)) != cudaSuccess)
+    goto fail_cuda;
+  if (cublasCreate(&c->cublas) != CUBLAS_STATUS_SUCCESS) {
+    snprintf(err, errlen, "cuda:%d: cuBLAS could not start (is libcublas on the library path?)", device);
+    goto fail;
+  }
+  cublasSetStream(c->cublas, c->stream);
+  /* FP32 as the CPU computes it: no TF32 tensor-core rounding unless a job asks for it */
+  cublasSetMathMode(c->cublas, CUBLAS_PEDANTIC_MATH);
+  if (cudnnCreate(&c->cudnn) != CUDNN_STATUS_SUCCESS) {
+    snprintf(err, errlen, "cuda:%d: cuDNN could not start (is libcudnn on the library path?)", device);
+    goto fail;
+  }
+  cudnnSetStream(c->cudnn, c->stream);
+  {
+    int rt = 0;
+    cudaRuntimeGetVersion(&rt);
+    snprintf(c->desc, sizeof c->desc, "cuda:%d: %s (sm_%d%d, %d SMs, %.0f GiB), CUDA runtime %d.%d, cuDNN %zu, FP32",
+             device, prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+             (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024), rt / 1000, (rt % 1000) / 10, cudnnGetVersion());
+  }
+  *out = be;
+  return 0;
+fail_cuda:
+  snprintf(err, errlen, "cuda:%d: %s: %s", device, step, cudaGetErrorString(e));
+  cudaGetLastError();
+fail:
+  dd_cuda_backend_destroy(be);
+  return DD_EIO;
+}
+
+extern "C" void dd_cuda_backend_destroy(dd_backend *be) {
+  if (!be) return;
+  dd_cuda_ctx *c = DD_CUDA_CTX(be);
+  if (c) {
+    cudaSetDevice(c->device);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    dd_cuda_conv_cache_destroy(c);
+    if (c->cudnn) cudnnDestroy(c->cudnn);
+    if (c->cublas) cublasDestroy(c->cublas);
+    if (c->mem) {
+      for (size_t i = 0; i < c->mem->n; i++) cudaFree(c->mem->b[i].p);
+      free(c->mem->b);
+      free(c->mem);
+    }
+    if (c->d_red) cudaFree(c->d_red);
+    if (c->h_red) cudaFreeHost(c->h_red);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+  }
+  free(be);
+}
+
+extern "C" const char *dd_cuda_backend_describe(dd_backend *be) { return DD_CUDA_CTX(be)->desc; }
