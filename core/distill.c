@@ -193,9 +193,13 @@ int dd_job_validate(const Distilld__DistillJob *job, const char *base, char *err
   if (!!job->solver == !!(job->solver_file && job->solver_file[0]))
     return dd_errorf(DD_EINVAL, err, errlen, "solver / solver_file: give exactly one (an inline solver { } or a path)");
   if (job->solver_file && (r = need_file(base, "solver_file", job->solver_file, err, errlen))) return r;
-  for (size_t i = 0; i < job->n_device; i++)
-    if (strcmp(job->device[i], "cpu") != 0)
-      return dd_errorf(DD_EINVAL, err, errlen, "device[%zu]: \"%s\": this build runs jobs on \"cpu\" only", i, job->device[i]);
+  for (size_t i = 0; i < job->n_device; i++) {
+    const char *dv = job->device[i], *e = dv + 5;
+    int ok = !strcmp(dv, "cpu") || (!strncmp(dv, "cuda:", 5) && *e && strspn(e, "0123456789") == strlen(e) && strlen(e) < 4);
+    if (!ok) return dd_errorf(DD_EINVAL, err, errlen, "device[%zu]: \"%s\": expected \"cpu\" or \"cuda:N\"", i, dv);
+    if (!strncmp(dv, "cuda:", 5) && !dd_backend_have_cuda())
+      return dd_errorf(DD_EINVAL, err, errlen, "device[%zu]: \"%s\": this build of distilld has no CUDA backend", i, dv);
+  }
   if (job->teacher) {
     if (!job->teacher->net) return dd_errorf(DD_EINVAL, err, errlen, "teacher.net: the teacher's deploy prototxt is required");
     if ((r = need_file(base, "teacher.net", job->teacher->net, err, errlen))) return r;

@@ -214,6 +214,11 @@ extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, s
     snprintf(err, errlen, "cuda:%d: this machine has %d CUDA device(s)", device, count);
     return DD_ENOTFOUND;
   }
+  const char *dyn = dd_cuda_dynload_error();
+  if (dyn) {
+    snprintf(err, errlen, "cuda:%d: %s; put their folders on LD_LIBRARY_PATH", device, dyn);
+    return DD_ENOTFOUND;
+  }
   dd_backend *be = (dd_backend *)calloc(1, sizeof *be);
   dd_cuda_ctx *c = (dd_cuda_ctx *)calloc(1, sizeof *c);
   struct dd_cuda_mem *m = (struct dd_cuda_mem *)calloc(1, sizeof *m);

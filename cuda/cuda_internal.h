@@ -2,6 +2,7 @@
  *
  * Every operation of core/backend.h's table is a function named dd_cuda_<op> with exactly the
  * table's signature, defined in one of:
+ *   cuda/dynload.cu            cuDNN and cuBLAS, loaded at run time (dlopen) instead of linked
  *   cuda/backend.cu            context, memory (caching allocator, pinned host buffers, copies),
  *                              gemm (cuBLAS), the table itself, create/destroy/describe
  *   cuda/kernels_elementwise.cu  fill, axpby, scale, dot, asum, relu, mul, max_update/backward,
@@ -74,6 +75,9 @@ void dd_cuda_fail(dd_cuda_ctx *c, const char *call, const char *file, int line, 
 int dd_cuda_blocks(const dd_cuda_ctx *c, int64_t n);
 
 void dd_cuda_conv_cache_destroy(dd_cuda_ctx *c);
+
+/* cuda/dynload.cu: NULL when cuDNN and cuBLAS were loaded, else which could not be and why. */
+const char *dd_cuda_dynload_error(void);
 
 #ifdef __cplusplus
 }
