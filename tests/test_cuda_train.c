@@ -2,7 +2,7 @@
  * GPU every test prints SKIP and passes):
  *   - a teacher trained without a teacher (WRN-10-1 with BatchNorm, 30 iterations): the same
  *     losses at every display and the same final weights, within tolerance;
- *   - a distillation job (the frozen, folded teacher + KD + an attention hint): the teacher's
+ *   - a distillation job (the frozen, folded teacher + KD): the teacher's
  *     checksum is the CPU's, bit for bit, at load and after training (the seed's case: a frozen
  *     teacher stays frozen on the GPU too), and losses and weights match the CPU's;
  *   - a GPU run repeats itself bit for bit (deterministic kernels and cuDNN algorithms).
