@@ -341,7 +341,8 @@ static void *worker_main(void *arg) {
       d->dispatch_batch++;
     }
     pthread_mutex_unlock(&d->mu);
-    int64_t p = b * d->cfg.batch + j + d->skip;
+    /* one rank of a data-parallel job takes its slice of each global batch (core/data.h) */
+    int64_t p = b * (d->cfg.stride > 0 ? d->cfg.stride : d->cfg.batch) + d->cfg.offset + j + d->skip;
     int r = fill_sample(d, &wb, p, s->data + (size_t)j * d->sample_floats, &s->labels[j]);
     pthread_mutex_lock(&d->mu);
     if (r) break;

@@ -41,6 +41,11 @@ typedef struct {
   dd_log_fn log;
   void *log_ctx;
   int64_t start_batch;                /* the first batch to produce (resuming a run) */
+  /* Data parallel: rank r of S, with `batch` = B / S samples per rank, sets stride B and offset
+   * r * batch, so batch b holds stream positions b * B + r * batch + j: the S ranks together see
+   * exactly the samples (and the random transforms) one rank with batch B would. 0, 0: a single
+   * rank (stride = batch). */
+  int64_t stride, offset;
 } dd_data_config;
 
 /* Opens the source described by an ImageData layer (`lp`: image_data_param, transform_param).

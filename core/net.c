@@ -379,6 +379,7 @@ void dd_net_backward(dd_net *n) {
   for (size_t i = n->n_layers; i-- > 0;) {
     dd_layer *l = &n->layers[i];
     if (n->graph->layers[i].need_backward && l->ops->backward) l->ops->backward(l);
+    if (n->after_layer_backward) n->after_layer_backward(n->after_layer_backward_ctx, (int)i);
   }
 }
 

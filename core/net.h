@@ -40,6 +40,11 @@ typedef struct dd_net {
   char status_msg[1024];
   double data_wait_ms;    /* time data layers blocked, accumulated (the caller resets it) */
   int64_t data_errors;    /* samples the data layers skipped so far */
+  /* Called by dd_net_backward after layer i's turn (whether it ran backward or not), last layer
+   * first: the diffs of parameters owned by layers >= i are then final. Data-parallel training
+   * starts all-reducing them here, while backward goes on (core/solver.c). May be NULL. */
+  void (*after_layer_backward)(void *ctx, int layer);
+  void *after_layer_backward_ctx;
 } dd_net;
 
 /* Builds `src` for `phase` on `be`; parameters are filled from `seed` (Caffe's fillers).

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "solver.h"
 
+#include <pthread.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +14,41 @@
 #include "caffe_io.h"
 #include "dd_error.h"
 #include "net_check.h"
+#include "collective.h"
 
 #define DD_MAX_OUTPUTS 32
 
+/* ---- data parallel ----------------------------------------------------------------------------
+ * Each rank runs its own solver on its share of the batch. The learnable parameters are grouped
+ * into buckets in reverse layer order (backward makes the last layers' gradients final first).
+ * As dd_net_backward finishes each layer, the buckets whose parameters are all final are handed
+ * to this rank's communication thread, which sums them across ranks while backward goes on; the
+ * step waits for the last bucket, divides by the number of ranks and updates. */
+typedef struct {
+  int first, count; /* a run of entries in dp->order */
+  int min_layer;    /* final once backward has passed this layer */
+} dp_bucket;
+
+typedef struct {
+  dd_comm *comm;
+  int n_buckets;
+  dp_bucket *b;
+  int *order; /* learnable parameter indices, bucket by bucket */
+  pthread_t thr;
+  int thr_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int posted, done, quit, failed; /* buckets handed over / summed this step */
+  char msg[512];
+  int last_sub; /* this backward is the last of iter_size: post buckets */
+  /* timeline of the last step, seconds since its backward began (dd_solver_timeline) */
+  double t0, *t_post, *t_start, *t_end;
+  struct dd_solver *s;
+} dd_dp;
+
 struct dd_solver {
   Caffe__SolverParameter *sp; /* owned copy */
+  dd_dp *dp;                  /* data parallel: NULL for a single rank */
   dd_backend *be;
   dd_net *net, *test_net;
   dd_solver_hooks hooks;
@@ -118,6 +150,206 @@ static int find_outputs(const dd_net *n, dd_tensor **out, const char **names) {
   return k;
 }
 
+static double dp_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* The communication thread: sums posted buckets across ranks, in order. */
+static void *dp_thread(void *arg) {
+  dd_dp *dp = arg;
+  dd_net *n = dp->s->net;
+  pthread_mutex_lock(&dp->mu);
+  for (;;) {
+    while (!dp->quit && dp->done == dp->posted) pthread_cond_wait(&dp->cv, &dp->mu);
+    if (dp->quit) break;
+    int k = dp->done, skip = dp->failed;
+    pthread_mutex_unlock(&dp->mu);
+    dp->t_start[k] = dp_now() - dp->t0;
+    int r = 0;
+    char e[512] = "";
+    if (!skip)
+      for (int i = 0; i < dp->b[k].count && !r; i++) {
+        dd_tensor *t = n->params[dp->order[dp->b[k].first + i]].t;
+        r = dp->comm->ops->allreduce_sum(dp->comm, t->diff, t->count, e, sizeof e);
+      }
+    dp->t_end[k] = dp_now() - dp->t0;
+    pthread_mutex_lock(&dp->mu);
+    if (r && !dp->failed) {
+      dp->failed = 1;
+      snprintf(dp->msg, sizeof dp->msg, "%s", e);
+    }
+    dp->done++;
+    pthread_cond_broadcast(&dp->cv);
+  }
+  pthread_mutex_unlock(&dp->mu);
+  return NULL;
+}
+
+static void dp_post_until(dd_dp *dp, int layer) {
+  pthread_mutex_lock(&dp->mu);
+  int before = dp->posted;
+  while (dp->posted < dp->n_buckets && layer <= dp->b[dp->posted].min_layer) {
+    dp->t_post[dp->posted] = dp_now() - dp->t0;
+    dp->posted++;
+  }
+  if (dp->posted != before) pthread_cond_broadcast(&dp->cv);
+  pthread_mutex_unlock(&dp->mu);
+}
+
+static void dp_after_layer(void *ctx, int layer) {
+  dd_dp *dp = ctx;
+  if (dp->last_sub) dp_post_until(dp, layer);
+}
+
+static void dp_begin_backward(dd_dp *dp, int last_sub) {
+  dp->last_sub = last_sub;
+  if (last_sub) dp->t0 = dp_now();
+}
+
+/* After the last backward of a step: every bucket summed; then the mean over ranks. */
+static int dp_finish(dd_dp *dp, char *err, size_t errlen) {
+  dp_post_until(dp, -1);
+  pthread_mutex_lock(&dp->mu);
+  while (dp->done < dp->n_buckets) pthread_cond_wait(&dp->cv, &dp->mu);
+  int failed = dp->failed;
+  dp->posted = dp->done = 0;
+  pthread_mutex_unlock(&dp->mu);
+  if (failed) return dd_errorf(DD_EIO, err, errlen, "data parallel: %s", dp->msg);
+  dd_net *n = dp->s->net;
+  dd_backend *be = dp->s->be;
+  float inv = 1.0f / (float)dp->comm->size;
+  if (dp->comm->size > 1)
+    for (int i = 0; i < dp->b[dp->n_buckets - 1].first + dp->b[dp->n_buckets - 1].count; i++) {
+      dd_tensor *t = n->params[dp->order[i]].t;
+      be->ops->scale(be, t->count, inv, t->diff, t->diff);
+    }
+  return 0;
+}
+
+/* Every rank's parameters must be the same bits: each rank's checksum goes round the group. */
+static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
+  dd_dp *dp = s->dp;
+  int size = dp->comm->size, rank = dp->comm->rank;
+  if (size == 1) return 0;
+  uint64_t h = 1469598103934665603ULL;
+  dd_net *n = s->net;
+  for (size_t p = 0; p < n->n_params; p++) {
+    float *host = dd_tensor_data_copy(n->params[p].t);
+    if (!host) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+    const unsigned char *b = (const unsigned char *)host;
+    for (size_t i = 0; i < (size_t)n->params[p].t->count * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+    free(host);
+  }
+  /* three 21-bit pieces per rank, each exact in a float sum where only its rank contributes */
+  float v[3 * 64] = {0};
+  if (size > 64) return 0;
+  float *dev = s->be->ops->alloc(s->be, sizeof v);
+  if (!dev) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  for (int k = 0; k < 3; k++) v[3 * rank + k] = (float)((h >> (21 * k)) & 0x1FFFFF);
+  s->be->ops->upload(s->be, dev, v, sizeof(float) * 3 * (size_t)size);
+  char e[512] = "";
+  int r = dp->comm->ops->allreduce_sum(dp->comm, dev, 3 * size, e, sizeof e);
+  if (!r) s->be->ops->download(s->be, v, dev, sizeof(float) * 3 * (size_t)size);
+  s->be->ops->free(s->be, dev);
+  if (r) return dd_errorf(DD_EIO, err, errlen, "data parallel: %s", e);
+  for (int q = 1; q < size; q++)
+    if (memcmp(&v[0], &v[3 * q], 3 * sizeof(float)))
+      return dd_errorf(DD_ECORRUPT, err, errlen,
+                       "data parallel: the parameters of rank %d differ from rank 0's at iteration %d (the replicas "
+                       "diverged: a bug, or ranks that did not start from the same weights)",
+                       q, s->iter);
+  return 0;
+}
+
+static void dp_free(dd_solver *s) {
+  dd_dp *dp = s->dp;
+  if (!dp) return;
+  if (dp->thr_started) {
+    pthread_mutex_lock(&dp->mu);
+    dp->quit = 1;
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+    pthread_join(dp->thr, NULL);
+    pthread_mutex_destroy(&dp->mu);
+    pthread_cond_destroy(&dp->cv);
+  }
+  if (s->net) {
+    s->net->after_layer_backward = NULL;
+    s->net->after_layer_backward_ctx = NULL;
+  }
+  free(dp->b);
+  free(dp->order);
+  free(dp->t_post);
+  free(dp->t_start);
+  free(dp->t_end);
+  free(dp);
+  s->dp = NULL;
+}
+
+int dd_solver_set_comm(dd_solver *s, dd_comm *comm, int64_t bucket_floats, char *err, size_t errlen) {
+  dp_free(s);
+  if (!comm) return 0;
+  dd_net *n = s->net;
+  dd_dp *dp = calloc(1, sizeof *dp);
+  if (!dp) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  dp->comm = comm;
+  dp->s = s;
+  size_t np = n->n_params;
+  dp->order = calloc(np + 1, sizeof *dp->order);
+  dp->b = calloc(np + 1, sizeof *dp->b);
+  dp->t_post = calloc(np + 1, sizeof(double));
+  dp->t_start = calloc(np + 1, sizeof(double));
+  dp->t_end = calloc(np + 1, sizeof(double));
+  s->dp = dp;
+  if (!dp->order || !dp->b || !dp->t_post || !dp->t_start || !dp->t_end) {
+    dp_free(s);
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  }
+  if (bucket_floats <= 0) bucket_floats = (int64_t)25 << 18; /* 25 MiB of floats, as PyTorch's DDP */
+  /* learnable parameters, last layer first; a bucket closes when it holds bucket_floats */
+  int k = 0;
+  int64_t in_bucket = 0;
+  for (size_t p = np; p-- > 0;) {
+    if (n->params[p].lr_mult == 0) continue; /* never updated: nothing to sum */
+    if (dp->n_buckets == 0 || in_bucket >= bucket_floats) {
+      dp->b[dp->n_buckets++] = (dp_bucket){k, 0, n->params[p].layer};
+      in_bucket = 0;
+    }
+    dp_bucket *b = &dp->b[dp->n_buckets - 1];
+    dp->order[k++] = (int)p;
+    b->count++;
+    if (n->params[p].layer < b->min_layer) b->min_layer = n->params[p].layer;
+    in_bucket += n->params[p].t->count;
+  }
+  if (dp->n_buckets == 0) dp->b[dp->n_buckets++] = (dp_bucket){0, 0, 0};
+  pthread_mutex_init(&dp->mu, NULL);
+  pthread_cond_init(&dp->cv, NULL);
+  if (pthread_create(&dp->thr, NULL, dp_thread, dp)) {
+    pthread_mutex_destroy(&dp->mu);
+    pthread_cond_destroy(&dp->cv);
+    dp_free(s);
+    return dd_errorf(DD_ENOMEM, err, errlen, "cannot start the communication thread");
+  }
+  dp->thr_started = 1;
+  n->after_layer_backward = dp_after_layer;
+  n->after_layer_backward_ctx = dp;
+  return 0;
+}
+
+int dd_solver_timeline(const dd_solver *s, int bucket, int *n_params, double *posted, double *started, double *ended) {
+  const dd_dp *dp = s->dp;
+  if (!dp) return 0;
+  if (bucket >= 0 && bucket < dp->n_buckets) {
+    if (n_params) *n_params = dp->b[bucket].count;
+    if (posted) *posted = dp->t_post[bucket];
+    if (started) *started = dp->t_start[bucket];
+    if (ended) *ended = dp->t_end[bucket];
+  }
+  return dp->n_buckets;
+}
+
 int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const Caffe__NetParameter *net_param,
                      dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, char *err, size_t errlen) {
   *out = NULL;
@@ -176,6 +408,7 @@ fail:
 
 void dd_solver_destroy(dd_solver *s) {
   if (!s) return;
+  dp_free(s);
   if (s->history && s->net)
     for (size_t i = 0; i < s->net->n_params * (size_t)s->n_hist; i++)
       if (s->history[i]) s->be->ops->free(s->be, s->history[i]);
@@ -303,16 +536,30 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
       double wait = 0, l;
       if (s->hooks.before_forward) {
         int r = s->hooks.before_forward(s->hooks.ctx, s->net, CAFFE__PHASE__TRAIN, &wait);
-        if (r) return dd_errorf(r, err, errlen, "the training data source failed");
+        if (r) {
+          dd_errorf(r, err, errlen, "the training data source failed");
+          if (s->dp) { /* the other ranks must not wait for this one */
+            char why[600];
+            snprintf(why, sizeof why, "rank %d: %s", s->dp->comm->rank, err);
+            s->dp->comm->ops->abort(s->dp->comm, why);
+          }
+          return r;
+        }
       }
       s->wait_ms_acc += wait;
       s->net->data_wait_ms = 0;
-      if (dd_net_forward(s->net, &l)) return dd_errorf(s->net->status, err, errlen, "%s", s->net->status_msg);
+      if (dd_net_forward(s->net, &l)) {
+        int r = dd_errorf(s->net->status, err, errlen, "%s", s->net->status_msg);
+        if (s->dp) s->dp->comm->ops->abort(s->dp->comm, err);
+        return r;
+      }
       s->wait_ms_acc += s->net->data_wait_ms;
+      if (s->dp) dp_begin_backward(s->dp, k == sp->iter_size - 1);
       dd_net_backward(s->net);
       loss += l;
     }
     loss /= sp->iter_size;
+    if (s->dp && dp_finish(s->dp, err, errlen)) return DD_EIO;
     /* UpdateSmoothedLoss */
     int done = s->iter - start_iter;
     if (done < s->n_losses && s->loss_pos < s->n_losses) {
@@ -383,6 +630,10 @@ static void snapshot_paths(const dd_solver *s, char *model, char *state, size_t 
 }
 
 int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {
+  if (s->dp) {
+    int r = dp_check_replicas(s, err, errlen);
+    if (r || s->dp->comm->rank != 0) return r; /* rank 0 writes the snapshot */
+  }
   char model[4096], state[4096];
   snapshot_paths(s, model, state, sizeof model);
   Caffe__NetParameter *np = dd_net_to_proto(s->net, s->sp->snapshot_diff);

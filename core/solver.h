@@ -67,6 +67,22 @@ int dd_solver_iter(const dd_solver *s);
 /* Why the last dd_solver_step/solve ended early: 0 (it did not), DD_STOP_SNAPSHOT or DD_STOP_ABORT. */
 int dd_solver_stopped(const dd_solver *s);
 
+/* Data parallel: this solver is rank comm->rank of comm->size, each on its share of the batch.
+ * After each backward the gradients of the learnable parameters are summed across ranks, in
+ * buckets of about `bucket_floats` floats (0: 25 MiB) that start while backward is still running
+ * (a communication thread per rank), and divided by the number of ranks before the update, so
+ * every replica takes the same step. At each snapshot every rank checks that all replicas hold the
+ * same parameters, and only rank 0 writes files. A rank whose data or forward fails aborts the
+ * group, so the others fail too instead of waiting. NULL comm: a single rank again. The ranks
+ * must be created with the same weights (the same seed). BatchNorm statistics stay per rank, as
+ * in Caffe's multi-GPU training. */
+struct dd_comm;
+int dd_solver_set_comm(dd_solver *s, struct dd_comm *comm, int64_t bucket_floats, char *err, size_t errlen);
+/* The last step's all-reduce timeline, bucket by bucket (seconds from the start of its backward):
+ * when backward made the bucket final (posted), when the sum started and ended. Returns the
+ * number of buckets (0 without data parallelism). */
+int dd_solver_timeline(const dd_solver *s, int bucket, int *n_params, double *posted, double *started, double *ended);
+
 /* Caffe's GetLearningRate for iteration `iter` (with multistep's current step derived from iter),
  * plus distilld's cosine policy and warm-up. */
 double dd_solver_learning_rate(const Caffe__SolverParameter *sp, int iter);
