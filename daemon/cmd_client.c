@@ -822,6 +822,10 @@ static int submit_once(dd_client *c, const char *id, const char *name, const cha
   if (r) freeReplyObject(r);
   if (ok && (r = command(c, "ZADD", index, now, id, NULL))) freeReplyObject(r);
   ok = ok && r;
+  char queued[KEY_LEN];
+  dd_key(queued, sizeof queued, c->prefix, "state:queued");
+  if (ok && (r = command(c, "ZADD", queued, now, id, NULL))) freeReplyObject(r);
+  ok = ok && r;
   if (ok && (r = request(c, 7, xadd, xadd_len))) freeReplyObject(r);
   ok = ok && r;
   if (!ok) {
@@ -835,14 +839,15 @@ static int submit_once(dd_client *c, const char *id, const char *name, const cha
     client_errf(c, "job %s exists already; pick another --id", id);
     return -1;
   }
-  int bad = r->type != REDIS_REPLY_ARRAY || r->elements != 3;
-  for (size_t i = 0; !bad && i < 3; i++)
+  /* HSET, ZADD index, ZADD state:queued, XADD */
+  int bad = r->type != REDIS_REPLY_ARRAY || r->elements != 4;
+  for (size_t i = 0; !bad && i < 4; i++)
     if (r->element[i]->type == REDIS_REPLY_ERROR) {
       client_errf(c, "Redis at %s: queuing %s failed: %s", c->addr, id, r->element[i]->str);
       bad = 2;
     }
   if (bad == 1) client_errf(c, "Redis at %s: EXEC gave an unexpected reply", c->addr);
-  if (!bad && is_str(r->element[2])) snprintf(entry, sizeof entry, "%s", r->element[2]->str);
+  if (!bad && is_str(r->element[3])) snprintf(entry, sizeof entry, "%s", r->element[3]->str);
   freeReplyObject(r);
   if (bad) return -1;
   if (entry[0]) {
@@ -1014,8 +1019,8 @@ done:
 
 /* ---- cancel ------------------------------------------------------------------------------------- */
 
-/* KEYS: the job's hash, its events stream, the queue. ARGV: now, who, the events stream's MAXLEN,
- * retention_s. A queued job becomes final here, as a finished one does (its keys expire after
+/* KEYS: the job's hash, its events stream, the queue, state:queued, state:cancelled. ARGV: now,
+ * who, the events stream's MAXLEN, retention_s, the id. A queued job becomes final here, as a finished one does (its keys expire after
  * retention_s), and its queue entry is deleted so no daemon ever sees it; one already read by a
  * daemon is acknowledged by that daemon's claim script, which finds the job cancelled. */
 static const char cancel_script[] =
@@ -1030,6 +1035,7 @@ static const char cancel_script[] =
     "  if tonumber(ARGV[4]) > 0 then\n"
     "    redis.call('EXPIRE', KEYS[1], ARGV[4]) redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "  end\n"
+    "  redis.call('ZREM', KEYS[4], ARGV[5]) redis.call('ZADD', KEYS[5], ARGV[1], ARGV[5])\n"
     "  return 'was-queued'\n"
     "end\n"
     "if s == 'running' then\n"
@@ -1065,7 +1071,11 @@ int dd_cmd_cancel(int argc, char **argv) {
   if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "?");
   snprintf(who, sizeof who, "client@%s", host);
   redisReply *r = NULL;
-  if (client_connect(&c) != 0 || !(r = command(&c, "EVAL", cancel_script, "3", key, events, jobs, now, who, maxlen, retention, NULL))) {
+  char k_queued[KEY_LEN], k_cancelled[KEY_LEN];
+  dd_key(k_queued, sizeof k_queued, c.prefix, "state:queued");
+  dd_key(k_cancelled, sizeof k_cancelled, c.prefix, "state:cancelled");
+  if (client_connect(&c) != 0 || !(r = command(&c, "EVAL", cancel_script, "5", key, events, jobs, k_queued, k_cancelled, now,
+                                               who, maxlen, retention, id, NULL))) {
     rc = client_fail(&c);
     goto done;
   }

@@ -50,7 +50,8 @@
 
 /* ---- Lua scripts (every one checks the owner before it writes) ------------------------------- */
 
-/* KEYS: hash jobs events index. ARGV: entry id owner worker now spec retention */
+/* KEYS: hash jobs events index state:queued state:running state:cancelled.
+ * ARGV: entry id owner worker now spec retention */
 static const char LUA_CLAIM[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'succeeded' or st == 'failed' or st == 'cancelled' then\n"
@@ -59,6 +60,7 @@ static const char LUA_CLAIM[] =
     "  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[5], 'updated_at', ARGV[5])\n"
     "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[7]) redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
+    "  redis.call('ZREM', KEYS[5], ARGV[2]) redis.call('ZADD', KEYS[7], ARGV[5], ARGV[2])\n"
     "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'cancelled', 'worker', ARGV[4],"
     " 'reason', 'cancel requested before it started')\n"
     "  return {'final', 'cancelled'} end\n"
@@ -70,6 +72,7 @@ static const char LUA_CLAIM[] =
     "redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'worker', ARGV[4], 'entry', ARGV[1],"
     " 'started_at', ARGV[5], 'updated_at', ARGV[5], 'seq', 0)\n"
     "redis.call('HDEL', KEYS[1], 'error', 'finished_at')\n"
+    "redis.call('ZREM', KEYS[5], ARGV[2]) redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'running', 'worker', ARGV[4],"
     " 'attempt', a)\n"
     "return {'run', tostring(a)}\n";
@@ -97,7 +100,8 @@ static const char LUA_RENEW[] =
     "redis.call('XCLAIM', KEYS[2], 'distilld', ARGV[3], 0, ARGV[2], 'JUSTID')\n"
     "return 1\n";
 
-/* KEYS: hash jobs events metrics index. ARGV: owner entry state error now retention worker iter */
+/* KEYS: hash jobs events metrics index state:running state:<final>.
+ * ARGV: owner entry state error now retention worker iter id */
 static const char LUA_FINISH[] =
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
@@ -109,9 +113,11 @@ static const char LUA_FINISH[] =
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(ev))\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) redis.call('EXPIRE', KEYS[3], ARGV[6]) redis.call('EXPIRE', KEYS[4], ARGV[6])\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]))\n"
+    "redis.call('ZREM', KEYS[6], ARGV[9]) redis.call('ZADD', KEYS[7], ARGV[5], ARGV[9])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]))\n"
     "return 1\n";
 
-/* KEYS: hash jobs events. ARGV: owner entry id now worker iter */
+/* KEYS: hash jobs events state:running state:queued. ARGV: owner entry id now worker iter */
 static const char LUA_HANDBACK[] =
     "local o = redis.call('HGET', KEYS[1], 'owner')\n"
     "if o == 'handback:' .. ARGV[1] then return 'again' end\n"
@@ -122,6 +128,7 @@ static const char LUA_HANDBACK[] =
     "redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', 'handback:' .. ARGV[1], 'entry', e, 'updated_at', ARGV[4])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'queued', 'worker', ARGV[5],"
     " 'iter', ARGV[6], 'reason', 'handed back by ' .. ARGV[5])\n"
+    "redis.call('ZREM', KEYS[4], ARGV[3]) redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])\n"
     "return e\n";
 
 /* Ring items name a script by one of these; the loop sends the script's text in its place. */
@@ -480,9 +487,12 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
   ib_cmd(b);
   ib_arg(b, "EVAL");
   if (a->outcome == OUT_HANDBACK) {
+    char k_run[160], k_queued[160];
     ib_arg(b, SCRIPT_REF_HANDBACK);
-    ib_arg(b, "3");
+    ib_arg(b, "5");
     ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events);
+    ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, "state:running"));
+    ib_arg(b, dd_key(k_queued, sizeof k_queued, d->cfg->key_prefix, "state:queued"));
     ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, j->id);
     ib_argf(b, "%.3f", dd_now());
     ib_arg(b, d->worker);
@@ -490,9 +500,12 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
     return;
   }
   static const char *states[] = {"succeeded", "failed", "cancelled"};
+  char k_run[160], k_final[160];
   ib_arg(b, SCRIPT_REF_FINISH);
-  ib_arg(b, "5");
+  ib_arg(b, "7");
   ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events), ib_arg(b, j->k_metrics), ib_arg(b, d->k_index);
+  ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, "state:running"));
+  ib_arg(b, dd_key(k_final, sizeof k_final, d->cfg->key_prefix, "state:%s", states[a->outcome]));
   ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, states[a->outcome]);
   /* the error goes last among the long arguments: it is cut to fit, never the rest */
   char errbuf[1200];
@@ -502,6 +515,7 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
   ib_argf(b, "%d", d->cfg->retention_s);
   ib_arg(b, d->worker);
   ib_argf(b, "%d", a->iter);
+  ib_arg(b, j->id);
 }
 
 /* hooks from the trainer (job thread) */
@@ -1059,13 +1073,17 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
   snprintf(now, sizeof now, "%.3f", dd_now());
   snprintf(retention, sizeof retention, "%d", d->cfg->retention_s);
   snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
-  const char *argv[] = {"EVAL", LUA_CLAIM, "4", j->k_hash, d->k_jobs, j->k_events, d->k_index,
+  char k_q[160], k_r[160], k_c[160];
+  dd_key(k_q, sizeof k_q, d->cfg->key_prefix, "state:queued");
+  dd_key(k_r, sizeof k_r, d->cfg->key_prefix, "state:running");
+  dd_key(k_c, sizeof k_c, d->cfg->key_prefix, "state:cancelled");
+  const char *argv[] = {"EVAL", LUA_CLAIM, "7", j->k_hash, d->k_jobs, j->k_events, d->k_index, k_q, k_r, k_c,
                         j->entry, j->id, j->owner, d->worker, now, j->text ? j->text : "", retention};
-  size_t lens[14];
-  for (int i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
-  if (j->text) lens[12] = j->text_len;
+  size_t lens[17];
+  for (int i = 0; i < 17; i++) lens[i] = strlen(argv[i]);
+  if (j->text) lens[15] = j->text_len;
   d->claim_inflight = 1;
-  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 14, argv, lens);
+  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 17, argv, lens);
 }
 
 static void on_readgroup(redisAsyncContext *ac, void *r, void *priv) {

@@ -826,6 +826,9 @@ DTEST(test_job_succeeds) {
   CHECK(exists_in("out/s1/snapshots/s1_iter_40.caffemodel") && exists_in("out/s1/snapshots/s1_iter_20.solverstate"));
   long long hk_ttl = rint_cmd(-9, "TTL %s", hk);
   CHECKF(hk_ttl > 3000 && hk_ttl <= 3600, "the finished job's hash TTL is %lld, want retention_s 3600", hk_ttl);
+  /* jobs by state: s1 is in the succeeded set only */
+  CHECK(rint_cmd(-1, "ZRANK %s s1", K("state:succeeded")) >= 0);
+  CHECK(rint_cmd(-1, "ZCARD %s", K("state:running")) == 0 && rint_cmd(-1, "ZCARD %s", K("state:queued")) == 0);
   CHECK(rint_cmd(-9, "TTL %s", K("job:s1:metrics")) > 3000);
   CHECK(rint_cmd(-9, "TTL %s", K("job:s1:events")) > 3000);
   redisReply *zs = cmd("ZSCORE %s s1", K("index"));
@@ -1352,6 +1355,10 @@ DTEST(test_many_jobs) {
   CHECKF(n_succ == N_MANY && n_once == N_MANY && n_att1 == N_MANY, "%d succeeded, %d exactly once, %d on attempt 1", n_succ,
          n_once, n_att1);
   CHECKF(by_a + by_b == N_MANY && by_a > 0 && by_b > 0, "wa %d, wb %d", by_a, by_b);
+  CHECKF(rint_cmd(-1, "ZCARD %s", K("state:succeeded")) == N_MANY && rint_cmd(-1, "ZCARD %s", K("state:running")) == 0 &&
+             rint_cmd(-1, "ZCARD %s", K("state:queued")) == 0,
+         "jobs by state: succeeded %lld, running %lld, queued %lld", rint_cmd(-1, "ZCARD %s", K("state:succeeded")),
+         rint_cmd(-1, "ZCARD %s", K("state:running")), rint_cmd(-1, "ZCARD %s", K("state:queued")));
   redisReply *pend = cmd("XPENDING %s distilld", K("jobs"));
   CHECK(pend && pend->type == REDIS_REPLY_ARRAY && pend->elements >= 1 && pend->element[0]->type == REDIS_REPLY_INTEGER &&
         pend->element[0]->integer == 0);
