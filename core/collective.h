@@ -9,7 +9,11 @@
  * order, so every rank gets the same bits, run after run. A rank that fails calls abort(); every
  * rank waiting in (or later entering) a collective then returns DD_EIO with the reason, and so
  * does a rank that waits longer than the group's timeout (a rank that died without aborting):
- * training fails cleanly instead of hanging. */
+ * training fails cleanly instead of hanging. A collective every rank has entered completes (an
+ * abort then fails the next one); after DD_EIO a buffer's contents are undefined (the CPU group
+ * leaves it unchanged, NCCL may not). The CPU group works on host memory: it pairs with the CPU
+ * backend. The timeout counts from a rank's arrival, so ranks must reach each collective within
+ * it of one another (slow first steps included). */
 #ifndef DD_COLLECTIVE_H
 #define DD_COLLECTIVE_H
 
