@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "dd_error.h"
 #include "net_check.h"
 #include "solver.h"
+#include "collective.h"
 #include "teacher.h"
 #include "textformat.h"
 
@@ -54,6 +56,10 @@ struct dd_distill {
   int failed;
   char fail_msg[1024];
   int64_t train_size;
+  /* data parallel: rank `rank` of `size` (1: a single rank, comm NULL) */
+  dd_comm *comm;
+  int rank, size;
+  int global_batch[2]; /* the batch the prototxt asks for; batch[] is this rank's share */
 };
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
@@ -80,6 +86,7 @@ static void logm(struct dd_distill *d, int level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  if (d->rank > 0 && level > 0) return; /* rank 0 speaks for the job */
   if (d->hooks.log)
     d->hooks.log(d->hooks.ctx, level, msg);
   else
@@ -264,6 +271,11 @@ static void data_log(void *ctx, const char *msg) { logm(ctx, 1, "%s", msg); }
 
 int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, const char *base_dir, dd_backend *be,
                       const dd_distill_hooks *hooks, char *err, size_t errlen) {
+  return dd_distill_create_rank(out, job_in, base_dir, be, hooks, NULL, err, errlen);
+}
+
+int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job_in, const char *base_dir, dd_backend *be,
+                           const dd_distill_hooks *hooks, dd_comm *comm, char *err, size_t errlen) {
   *out = NULL;
   int r = dd_job_validate(job_in, base_dir, err, errlen);
   if (r) return r;
@@ -271,7 +283,11 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
   if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   d->teacher_acc = d->student_acc = -1;
   d->last_test_iter = -1;
-  if (hooks) d->hooks = *hooks;
+  d->comm = comm && comm->size > 1 ? comm : NULL;
+  d->rank = d->comm ? comm->rank : 0;
+  d->size = d->comm ? comm->size : 1;
+  /* rank 0 reports; the others keep only the stop decision, which the solver agrees on */
+  if (hooks && d->rank == 0) d->hooks = *hooks;
   d->job = (Distilld__DistillJob *)dd_proto_copy(&job_in->base);
   d->base_dir = base_dir ? strdup(base_dir) : NULL;
   if (!d->job || (base_dir && !d->base_dir)) goto oom;
@@ -298,6 +314,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
   sprintf(d->snap_prefix, "%s/%s", snapdir, job->name);
   char mpath[4096];
   snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", d->out_dir);
+  if (d->rank > 0) snprintf(mpath, sizeof mpath, "/dev/null"); /* rank 0 writes the job's metrics */
   if (!(d->metrics = fopen(mpath, "a"))) {
     r = dd_errorf(DD_EIO, err, errlen, "output_dir: cannot write \"%s\": %s", mpath, strerror(errno));
     goto fail;
@@ -374,10 +391,23 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
       Caffe__LayerParameter *orig = sp->layer[gl->param_index];
       d->data_layer[ph] = (Caffe__LayerParameter *)dd_proto_copy(&orig->base);
       if (!d->data_layer[ph]) goto oom_g;
-      d->batch[ph] = (int)ds0->dims[0];
+      d->global_batch[ph] = (int)ds0->dims[0];
+      if (d->global_batch[ph] % d->size) {
+        r = dd_errorf(DD_EINVAL, err, errlen,
+                      "student.net: layer \"%s\": the %s batch of %d does not split evenly over %d ranks",
+                      gl->lp->name, dd_phase_name((Caffe__Phase)ph), d->global_batch[ph], d->size);
+        break;
+      }
+      d->batch[ph] = d->global_batch[ph] / d->size;
       char text[2048], s0[256], s1[256] = "";
-      shape_text(s0, sizeof s0, ds0);
-      if (gl->nt > 1) shape_text(s1, sizeof s1, &g->blobs[gl->top[1]].shape);
+      dd_shape local0 = *ds0;
+      local0.dims[0] = d->batch[ph];
+      shape_text(s0, sizeof s0, &local0);
+      if (gl->nt > 1) {
+        dd_shape local1 = g->blobs[gl->top[1]].shape;
+        if (local1.ndim > 0) local1.dims[0] = d->batch[ph];
+        shape_text(s1, sizeof s1, &local1);
+      }
       snprintf(text, sizeof text, "layer { name: '%s' type: 'Input' top: '%s'%s%s%s input_param { %s %s } include { phase: %s } }",
                orig->name ? orig->name : "data", orig->top[0], gl->nt > 1 ? " top: '" : "", gl->nt > 1 ? orig->top[1] : "",
                gl->nt > 1 ? "'" : "", s0, s1, dd_phase_name((Caffe__Phase)ph));
@@ -596,6 +626,7 @@ int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job_in, cons
     dd_errorf(r, err, errlen, "student: %s", inner);
     goto fail;
   }
+  if (d->comm && (r = dd_solver_set_comm(d->solver, d->comm, 0, err, errlen))) goto fail;
   if (job->student->n_weights) {
     for (size_t i = 0; i < job->student->n_weights && !r; i++) {
       char *wp = path_join(d->base_dir, job->student->weights[i]);
@@ -656,7 +687,8 @@ static int open_source(struct dd_distill *d, int ph, int64_t start_batch, dd_dat
                           .seed = dd_seed_derive(dd_solver_net(d->solver)->seed, ph == 0 ? "data/train" : "data/test"),
                           .threads = (int)ip->decode_threads, .prefetch = (int)ip->prefetch,
                           .max_error_fraction = ip->max_error_fraction, .be = d->be, .log = data_log, .log_ctx = d,
-                          .start_batch = start_batch};
+                          .start_batch = start_batch, .stride = d->global_batch[ph],
+                          .offset = (int64_t)d->rank * d->batch[ph]};
     r = dd_data_open(out, copy, &cfg, err, errlen);
   }
   free(src);
@@ -702,7 +734,7 @@ static int before_forward(void *ctx, dd_net *net, Caffe__Phase phase, double *wa
 
 static void on_display(void *ctx, const dd_solver_stats *st) {
   struct dd_distill *d = ctx;
-  int bs = d->batch[0] * (d->solver_param->iter_size > 0 ? d->solver_param->iter_size : 1);
+  int bs = d->global_batch[0] * (d->solver_param->iter_size > 0 ? d->solver_param->iter_size : 1);
   int epoch = d->train_size > 0 ? (int)((int64_t)st->iter * bs / d->train_size) : 0;
   FILE *f = d->metrics;
   fprintf(f, "{\"type\":\"train\",");
@@ -799,7 +831,22 @@ static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
     valid += v;
   }
   dd_data_close(src);
-  if (r) return r;
+  if (r) {
+    if (d->comm) d->comm->ops->abort(d->comm, err);
+    return r;
+  }
+  if (d->comm) { /* each rank measured its share of every TEST batch */
+    float cv[2] = {(float)correct, (float)valid};
+    float *dev = d->be->ops->alloc(d->be, sizeof cv);
+    if (!dev) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+    d->be->ops->upload(d->be, dev, cv, sizeof cv);
+    r = d->comm->ops->allreduce_sum(d->comm, dev, 2, err, errlen);
+    if (!r) d->be->ops->download(d->be, cv, dev, sizeof cv);
+    d->be->ops->free(d->be, dev);
+    if (r) return r;
+    correct = (int64_t)cv[0];
+    valid = (int64_t)cv[1];
+  }
   d->teacher_acc = valid ? (double)correct / (double)valid : 0;
   fprintf(d->metrics, "{\"type\":\"teacher\",");
   jnum(d->metrics, "accuracy", d->teacher_acc, 1);
@@ -911,4 +958,111 @@ void dd_distill_destroy(dd_distill *d) {
   free(d->out_dir);
   free(d->snap_prefix);
   free(d);
+}
+
+/* ---- a whole job on several CPU ranks ------------------------------------------------------------ */
+
+typedef struct {
+  const Distilld__DistillJob *job;
+  const char *base_dir;
+  const dd_distill_hooks *hooks;
+  dd_comm *comm;
+  int threads, resume;
+  int rc, resumed, iter, stopped;
+  double student_acc, teacher_acc;
+  char err[2048];
+} rank_run;
+
+static void *rank_main(void *arg) {
+  rank_run *rr = arg;
+  dd_backend *be = NULL;
+  dd_distill *d = NULL;
+  rr->rc = dd_cpu_backend_create(&be, rr->threads);
+  if (rr->rc) {
+    dd_errorf(rr->rc, rr->err, sizeof rr->err, "rank %d: cannot start a CPU backend", rr->comm->rank);
+    rr->comm->ops->abort(rr->comm, rr->err);
+    return NULL;
+  }
+  rr->rc = dd_distill_create_rank(&d, rr->job, rr->base_dir, be, rr->hooks, rr->comm, rr->err, sizeof rr->err);
+  /* every rank builds the same nets from the same job: one that fails tells the others */
+  if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
+  if (!rr->rc && rr->resume) {
+    rr->rc = dd_distill_resume(d, &rr->resumed, rr->err, sizeof rr->err);
+    if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
+  }
+  if (!rr->rc) {
+    /* all ranks built: a barrier, so that nobody's first collective times out on a slow setup */
+    char e[512];
+    if (rr->comm->ops->barrier(rr->comm, e, sizeof e)) rr->rc = dd_errorf(DD_EIO, rr->err, sizeof rr->err, "%s", e);
+  }
+  if (!rr->rc) {
+    rr->rc = dd_distill_run(d, rr->err, sizeof rr->err);
+    if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
+  }
+  if (d) {
+    rr->iter = dd_distill_iter(d);
+    rr->stopped = dd_distill_stopped(d);
+    rr->student_acc = dd_distill_student_accuracy(d);
+    rr->teacher_acc = dd_distill_teacher_accuracy(d);
+  }
+  dd_distill_destroy(d);
+  dd_cpu_backend_destroy(be);
+  return NULL;
+}
+
+int dd_distill_run_ranks(const Distilld__DistillJob *job_in, const char *base_dir, int n_ranks, int threads_per_rank,
+                         const dd_distill_hooks *hooks, int resume, int *resumed_iter, double *student_acc,
+                         double *teacher_acc, int *iter, int *stopped, char *err, size_t errlen) {
+  if (n_ranks < 1 || n_ranks > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: %d ranks (1 to 64)", n_ranks);
+  /* one seed for every rank: the replicas must start from the same weights */
+  Distilld__DistillJob *job = (Distilld__DistillJob *)dd_proto_copy(&job_in->base);
+  if (!job) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  if (job->seed < 0) {
+    const Caffe__SolverParameter *sp = job->solver;
+    job->seed = sp && sp->random_seed >= 0 ? sp->random_seed : (int64_t)time(NULL);
+  }
+  if (threads_per_rank <= 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads_per_rank = cores > n_ranks ? (int)(cores / n_ranks) : 1;
+  }
+  dd_comm *comms[64] = {0};
+  rank_run *rr = calloc((size_t)n_ranks, sizeof *rr);
+  pthread_t *th = calloc((size_t)n_ranks, sizeof *th);
+  int r = 0;
+  if (!rr || !th || dd_cpu_comm_group_create(comms, n_ranks, 120000)) {
+    r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+    goto out;
+  }
+  int started = 0;
+  for (int k = 0; k < n_ranks; k++) {
+    rr[k] = (rank_run){.job = job, .base_dir = base_dir, .hooks = hooks, .comm = comms[k], .threads = threads_per_rank,
+                       .resume = resume, .student_acc = -1, .teacher_acc = -1};
+    if (pthread_create(&th[k], NULL, rank_main, &rr[k])) {
+      comms[0]->ops->abort(comms[0], "cannot start a rank's thread");
+      r = dd_errorf(DD_ENOMEM, err, errlen, "cannot start rank %d's thread", k);
+      break;
+    }
+    started++;
+  }
+  for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
+  if (!r && started == n_ranks) {
+    /* the first rank that failed on its own, not because another aborted the group */
+    int first = -1;
+    for (int k = 0; k < n_ranks && first < 0; k++)
+      if (rr[k].rc && !strstr(rr[k].err, "aborted") && !strstr(rr[k].err, "data parallel:")) first = k;
+    for (int k = 0; k < n_ranks && first < 0; k++)
+      if (rr[k].rc) first = k;
+    if (first >= 0) r = dd_errorf(rr[first].rc, err, errlen, "%s", rr[first].err);
+    if (resumed_iter) *resumed_iter = rr[0].resumed;
+    if (student_acc) *student_acc = rr[0].student_acc;
+    if (teacher_acc) *teacher_acc = rr[0].teacher_acc;
+    if (iter) *iter = rr[0].iter;
+    if (stopped) *stopped = rr[0].stopped;
+  }
+out:
+  if (comms[0]) dd_cpu_comm_group_destroy(comms, n_ranks);
+  free(rr);
+  free(th);
+  distilld__distill_job__free_unpacked(job, NULL);
+  return r;
 }

@@ -69,6 +69,27 @@ int dd_job_read(Distilld__DistillJob **out, const char *path, char *err, size_t 
 int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
                       const dd_distill_hooks *hooks, char *err, size_t errlen);
 
+/* One rank of a data-parallel job (core/collective.h): like dd_distill_create, on this rank's
+ * backend, with this rank's share of every TRAIN and TEST batch (the prototxt's batch divided by
+ * comm->size, which must divide it) and its slice of the data stream. Rank 0 reports through
+ * `hooks` and writes the metrics file and the snapshots; the solver sums gradients across ranks,
+ * averages displayed losses and test results, and agrees on stops. Every rank must be created
+ * from the same job with the same seed (job->seed or the solver's random_seed set). comm NULL or
+ * of size 1: the single-rank trainer. dd_distill_run_ranks runs a whole job this way. */
+struct dd_comm;
+int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
+                           const dd_distill_hooks *hooks, struct dd_comm *comm, char *err, size_t errlen);
+
+/* A whole job on `n_ranks` CPU ranks (threads, each with its own CPU backend of
+ * `threads_per_rank` workers, 0: the cores divided by n_ranks) through the CPU collective: create,
+ * resume when `resume` (*resumed_iter gets the iteration), run. Rank 0's hooks report. On return
+ * *student_acc, *teacher_acc, *iter and *stopped hold rank 0's results (any may be NULL). An error
+ * on any rank fails the job; the message is the first rank's own failure, not the others' "the
+ * group was aborted". */
+int dd_distill_run_ranks(const Distilld__DistillJob *job, const char *base_dir, int n_ranks, int threads_per_rank,
+                         const dd_distill_hooks *hooks, int resume, int *resumed_iter, double *student_acc,
+                         double *teacher_acc, int *iter, int *stopped, char *err, size_t errlen);
+
 /* Resumes from the newest .solverstate under OUTPUT_DIR/snapshots, if any. Sets *resumed_iter (0
  * when there was nothing to resume). */
 int dd_distill_resume(dd_distill *d, int *resumed_iter, char *err, size_t errlen);

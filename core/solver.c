@@ -43,6 +43,7 @@ typedef struct {
   int last_sub; /* this backward is the last of iter_size: post buckets */
   /* timeline of the last step, seconds since its backward began (dd_solver_timeline) */
   double t0, *t_post, *t_start, *t_end;
+  float *scratch; /* backend memory for the small all-reduces (stop votes, displayed values) */
   struct dd_solver *s;
 } dd_dp;
 
@@ -228,7 +229,8 @@ static int dp_finish(dd_dp *dp, char *err, size_t errlen) {
   return 0;
 }
 
-/* Every rank's parameters must be the same bits: each rank's checksum goes round the group. */
+/* Every rank's learnable parameters must be the same bits: each rank's checksum goes round the
+ * group. (Parameters that never learn, BatchNorm's statistics, differ between ranks by design.) */
 static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
   dd_dp *dp = s->dp;
   int size = dp->comm->size, rank = dp->comm->rank;
@@ -236,6 +238,7 @@ static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
   uint64_t h = 1469598103934665603ULL;
   dd_net *n = s->net;
   for (size_t p = 0; p < n->n_params; p++) {
+    if (n->params[p].lr_mult == 0) continue; /* BatchNorm's statistics are per rank by design */
     float *host = dd_tensor_data_copy(n->params[p].t);
     if (!host) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     const unsigned char *b = (const unsigned char *)host;
@@ -263,6 +266,32 @@ static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
   return 0;
 }
 
+#define DP_SCRATCH (DD_MAX_OUTPUTS + 8)
+
+/* vals[0..n) becomes its mean over the ranks (in float: for displayed and tested values). */
+static int dp_mean(dd_solver *s, double *vals, int n, char *err, size_t errlen) {
+  dd_dp *dp = s->dp;
+  float v[DP_SCRATCH];
+  if (n > DP_SCRATCH) n = DP_SCRATCH;
+  for (int i = 0; i < n; i++) v[i] = (float)vals[i];
+  s->be->ops->upload(s->be, dp->scratch, v, (size_t)n * sizeof(float));
+  char e[512] = "";
+  int r = dp->comm->ops->allreduce_sum(dp->comm, dp->scratch, n, e, sizeof e);
+  if (r) return dd_errorf(DD_EIO, err, errlen, "data parallel: %s", e);
+  s->be->ops->download(s->be, v, dp->scratch, (size_t)n * sizeof(float));
+  for (int i = 0; i < n; i++) vals[i] = v[i] / dp->comm->size;
+  return 0;
+}
+
+/* Every rank stops at the same iteration: one vote each, an abort outweighs a snapshot-stop. */
+static int dp_agree_stop(dd_solver *s, int *why, char *err, size_t errlen) {
+  double v[2] = {*why == DD_STOP_SNAPSHOT, *why == DD_STOP_ABORT};
+  int r = dp_mean(s, v, 2, err, errlen);
+  if (r) return r;
+  *why = v[1] > 0 ? DD_STOP_ABORT : v[0] > 0 ? DD_STOP_SNAPSHOT : 0;
+  return 0;
+}
+
 static void dp_free(dd_solver *s) {
   dd_dp *dp = s->dp;
   if (!dp) return;
@@ -279,6 +308,7 @@ static void dp_free(dd_solver *s) {
     s->net->after_layer_backward = NULL;
     s->net->after_layer_backward_ctx = NULL;
   }
+  if (dp->scratch) s->be->ops->free(s->be, dp->scratch);
   free(dp->b);
   free(dp->order);
   free(dp->t_post);
@@ -303,7 +333,8 @@ int dd_solver_set_comm(dd_solver *s, dd_comm *comm, int64_t bucket_floats, char 
   dp->t_start = calloc(np + 1, sizeof(double));
   dp->t_end = calloc(np + 1, sizeof(double));
   s->dp = dp;
-  if (!dp->order || !dp->b || !dp->t_post || !dp->t_start || !dp->t_end) {
+  dp->scratch = s->be->ops->alloc(s->be, DP_SCRATCH * sizeof(float));
+  if (!dp->order || !dp->b || !dp->t_post || !dp->t_start || !dp->t_end || !dp->scratch) {
     dp_free(s);
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   }
@@ -485,14 +516,23 @@ int dd_solver_test(dd_solver *s, dd_solver_stats *st, char *err, size_t errlen) 
     double wait = 0;
     if (s->hooks.before_forward) {
       int r = s->hooks.before_forward(s->hooks.ctx, s->test_net, CAFFE__PHASE__TEST, &wait);
-      if (r) return dd_errorf(r, err, errlen, "the test data source failed");
+      if (r) {
+        dd_errorf(r, err, errlen, "the test data source failed");
+        if (s->dp) s->dp->comm->ops->abort(s->dp->comm, err);
+        return r;
+      }
     }
-    if (dd_net_forward(s->test_net, NULL))
-      return dd_errorf(s->test_net->status, err, errlen, "test net: %s", s->test_net->status_msg);
+    if (dd_net_forward(s->test_net, NULL)) {
+      int r = dd_errorf(s->test_net->status, err, errlen, "test net: %s", s->test_net->status_msg);
+      if (s->dp) s->dp->comm->ops->abort(s->dp->comm, err);
+      return r;
+    }
     read_outputs(s->test_out, s->n_test_out, vals);
     for (int k = 0; k < s->n_test_out; k++) sums[k] += vals[k];
   }
   for (int k = 0; k < s->n_test_out; k++) s->test_vals[k] = sums[k] / iters;
+  /* each rank tested its share of every TEST batch: the mean over ranks is the whole batch's */
+  if (s->dp && s->n_test_out && dp_mean(s, s->test_vals, s->n_test_out, err, errlen)) return DD_EIO;
   memset(st, 0, sizeof *st);
   st->iter = s->iter;
   st->max_iter = s->sp->max_iter;
@@ -521,6 +561,7 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
   s->stopped = 0;
   while (s->iter < stop) {
     int why = s->hooks.should_stop ? s->hooks.should_stop(s->hooks.ctx) : 0;
+    if (s->dp && dp_agree_stop(s, &why, err, errlen)) return DD_EIO;
     if (why) {
       s->stopped = why == DD_STOP_ABORT ? DD_STOP_ABORT : DD_STOP_SNAPSHOT;
       break;
@@ -582,11 +623,21 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
       int r = s->be->ops->status(s->be, msg, sizeof msg);
       if (r) return dd_errorf(r, err, errlen, "at iteration %d: %s", s->iter - 1, msg);
     }
+    double shown_loss = s->smoothed;
+    if (display && s->dp) { /* the displayed loss and outputs: their mean over the ranks */
+      double v[DD_MAX_OUTPUTS + 1];
+      v[0] = s->smoothed;
+      for (int k = 0; k < s->n_out; k++) v[k + 1] = s->out_vals[k];
+      if (dp_mean(s, v, s->n_out + 1, err, errlen)) return DD_EIO;
+      shown_loss = v[0];
+      for (int k = 0; k < s->n_out; k++) s->out_vals[k] = v[k + 1];
+    }
     if (display && s->hooks.on_display) {
       double t = now_s();
+      int ranks = s->dp ? s->dp->comm->size : 1;
       int di = s->iter - s->last_display_iter;
-      dd_solver_stats st = {.iter = s->iter - 1, .max_iter = sp->max_iter, .loss = s->smoothed, .lr = lr,
-                            .img_per_s = t > s->last_display_t ? di * s->batch * sp->iter_size / (t - s->last_display_t) : 0,
+      dd_solver_stats st = {.iter = s->iter - 1, .max_iter = sp->max_iter, .loss = shown_loss, .lr = lr,
+                            .img_per_s = t > s->last_display_t ? (double)ranks * di * s->batch * sp->iter_size / (t - s->last_display_t) : 0,
                             .data_wait_ms = di > 0 ? s->wait_ms_acc / di : 0, .elapsed_s = t - s->start_t,
                             .eta_s = (t - s->start_t) / (s->iter - s->run_start_iter) * (sp->max_iter - s->iter),
                             .n_outputs = s->n_out, .output_names = s->out_names, .outputs = s->out_vals,

@@ -81,6 +81,49 @@ static int ui_stop(void *ctx) {
   return job_stop;
 }
 
+/* A job that names several devices: data parallel, one rank per device. The CPU collective runs
+ * "cpu" ranks as threads of this process; GPU ranks need NCCL, which is not built yet. */
+static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume, int threads) {
+  char err[4096];
+  int status = 1;
+  for (size_t i = 0; i < job->n_device; i++)
+    if (strcmp(job->device[i], "cpu")) {
+      dd_cli_error("%s: device: %zu devices with \"%s\" among them: data-parallel training runs on CPU ranks only in "
+                   "this version (NCCL for GPUs comes next)",
+                   job_path, job->n_device, job->device[i]);
+      distilld__distill_job__free_unpacked(job, NULL);
+      return 2;
+    }
+  int n = (int)job->n_device;
+  fprintf(stderr, "distilld: data parallel: %d CPU ranks, %s threads each\n", n, threads > 0 ? "given" : "the cores shared");
+  job_ui ui = {.tty = isatty(2)};
+  dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
+                            .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int resumed = 0, iter = 0, stopped = 0;
+  double sa = -1, ta = -1;
+  int r = dd_distill_run_ranks(job, NULL, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
+  end_bar(&ui);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (r) {
+    dd_cli_error("%s: %s", job_path, err);
+    status = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE ? 2 : 1;
+  } else {
+    char took[32];
+    dd_cli_fmt_duration((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
+    printf("job %s: %s at iter %d in %s on %d ranks", job->name, stopped ? "stopped" : "done", iter, took, n);
+    if (ta >= 0) printf(", teacher accuracy %.4f", ta);
+    if (sa >= 0) printf(", student accuracy %.4f", sa);
+    printf("\n");
+    status = 0;
+  }
+  distilld__distill_job__free_unpacked(job, NULL);
+  return status;
+}
+
 int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device) {
   char err[4096];
   Distilld__DistillJob *job = NULL;
@@ -90,14 +133,8 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *
   }
   /* relative paths in a job are relative to the current directory, like Caffe's */
   dd_backend *be = NULL;
-  if (!device) {
-    if (job->n_device > 1) {
-      dd_cli_error("%s: device: %zu devices; this version trains a job on one device", job_path, job->n_device);
-      distilld__distill_job__free_unpacked(job, NULL);
-      return 2;
-    }
-    device = job->n_device ? job->device[0] : "cpu";
-  }
+  if (!device && job->n_device > 1) return run_ranks(job, job_path, resume, threads);
+  if (!device) device = job->n_device ? job->device[0] : "cpu";
   if (dd_backend_create(&be, device, threads, err, sizeof err)) {
     dd_cli_error("%s: %s", job_path, err);
     distilld__distill_job__free_unpacked(job, NULL);

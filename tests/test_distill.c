@@ -1500,6 +1500,77 @@ static void test_cli_job_and_resume(void) {
   free(b);
 }
 
+/* ---- 8. data parallel: the same job on 2 CPU ranks ------------------------------------------------ */
+
+/* Largest relative difference over every blob of two models with the same layers. */
+static double model_rel_diff(const Caffe__NetParameter *a, const Caffe__NetParameter *b) {
+  if (!a || !b || a->n_layer != b->n_layer) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < a->n_layer; i++) {
+    if (a->layer[i]->n_blobs != b->layer[i]->n_blobs) return INFINITY;
+    for (size_t k = 0; k < a->layer[i]->n_blobs; k++) {
+      const Caffe__BlobProto *x = a->layer[i]->blobs[k], *y = b->layer[i]->blobs[k];
+      if (x->n_data != y->n_data) return INFINITY;
+      double sc = 1e-6, d = 0;
+      for (size_t e = 0; e < x->n_data; e++) sc = fmax(sc, fabs(x->data[e]));
+      for (size_t e = 0; e < x->n_data; e++) d = fmax(d, fabs((double)x->data[e] - y->data[e]));
+      worst = fmax(worst, d / sc);
+    }
+  }
+  return worst;
+}
+
+#define DP_JOB(name, out, devices)                                                                           \
+  "name: '" name "' " TEACHER_SPEC " student { net: 'student.prototxt' }"                                     \
+  " solver { base_lr: 0.05 momentum: 0.9 weight_decay: 0.0005 lr_policy: 'fixed' max_iter: 8 display: 2"      \
+  " test_iter: 2 test_interval: 4 snapshot: 4 random_seed: 13 }"                                              \
+  " distill { temperature: 2 alpha: 0.5 } output_dir: '" out "' " devices
+
+/* The distillation student has no BatchNorm, so 2 ranks x 4 images are 1 rank x 8 images up to the
+ * order of the sums; rank 0 alone reports and writes; both report the same teacher and student
+ * accuracies (the test pass is split across the ranks and its results averaged). */
+static void test_data_parallel_job(void) {
+  REQUIRE(teacher_ready);
+  char err[4096];
+  ProtobufCMessage *m1 = NULL, *m2 = NULL;
+  const char *t1 = DP_JOB("dp", "dp_one", ""), *t2 = DP_JOB("dp", "dp_two", "device: 'cpu' device: 'cpu'");
+  REQUIRE(dd_text_parse(&m1, &distilld__distill_job__descriptor, t1, strlen(t1), "job", err, sizeof err) == 0);
+  REQUIRE(dd_text_parse(&m2, &distilld__distill_job__descriptor, t2, strlen(t2), "job", err, sizeof err) == 0);
+  memset(&cap, 0, sizeof cap);
+  dd_distill_hooks hooks = {.log = cap_log, .progress = cap_progress, .snapshot = cap_snapshot};
+  double sa1 = -1, ta1 = -1, sa2 = -1, ta2 = -1;
+  int it1 = 0, it2 = 0;
+  int r = dd_distill_run_ranks((Distilld__DistillJob *)m1, tmp, 1, 1, &hooks, 0, NULL, &sa1, &ta1, &it1, NULL, err, sizeof err);
+  CHECKF(r == 0, "1 rank: %s", err);
+  int n_prog1 = cap.n_prog, n_snap1 = cap.n_snap;
+  memset(&cap, 0, sizeof cap);
+  r = dd_distill_run_ranks((Distilld__DistillJob *)m2, tmp, 2, 1, &hooks, 0, NULL, &sa2, &ta2, &it2, NULL, err, sizeof err);
+  CHECKF(r == 0, "2 ranks: %s", err);
+  CHECK(it1 == 8 && it2 == 8);
+  /* rank 0 alone reported: as many displays and snapshots as the single rank */
+  CHECKF(cap.n_prog == n_prog1 && cap.n_snap == n_snap1, "2 ranks reported %d displays, %d snapshots; 1 rank %d, %d",
+         cap.n_prog, cap.n_snap, n_prog1, n_snap1);
+  printf("     1 rank x 8 vs 2 ranks x 4: teacher accuracy %.4f / %.4f, student %.4f / %.4f\n", ta1, ta2, sa1, sa2);
+  CHECK(ta1 >= 0 && fabs(ta1 - ta2) < 1e-6);
+  CHECK(sa1 >= 0 && fabs(sa1 - sa2) < 1e-6);
+  Caffe__NetParameter *a = read_model("dp_one/snapshots/dp_iter_8.caffemodel"), *b = read_model("dp_two/snapshots/dp_iter_8.caffemodel");
+  double d = model_rel_diff(a, b);
+  printf("     student weights after 8 steps: largest relative difference %.3g\n", d);
+  CHECKF(d < 1e-5, "2 ranks end %.3g away from 1 rank", d);
+  if (a) caffe__net_parameter__free_unpacked(a, NULL);
+  if (b) caffe__net_parameter__free_unpacked(b, NULL);
+  /* a batch that does not split over the ranks is refused, naming the layer */
+  const char *t3 = DP_JOB("dp3", "dp_three", "device: 'cpu' device: 'cpu' device: 'cpu'");
+  ProtobufCMessage *m3 = NULL;
+  REQUIRE(dd_text_parse(&m3, &distilld__distill_job__descriptor, t3, strlen(t3), "job", err, sizeof err) == 0);
+  r = dd_distill_run_ranks((Distilld__DistillJob *)m3, tmp, 3, 1, &hooks, 0, NULL, NULL, NULL, NULL, NULL, err, sizeof err);
+  CHECK(r != 0);
+  CHECK_CONTAINS(err, "does not split evenly over 3 ranks");
+  protobuf_c_message_free_unpacked(m1, NULL);
+  protobuf_c_message_free_unpacked(m2, NULL);
+  protobuf_c_message_free_unpacked(m3, NULL);
+}
+
 /* ---- 7. bad jobs ---------------------------------------------------------------------------------- */
 
 #define GOOD_SOLVER "solver { base_lr: 0.01 max_iter: 2 }"
@@ -1676,6 +1747,7 @@ int main(void) {
   RUN(test_perturbed_teacher_caught);
   RUN(test_same_batch);
   RUN(test_cli_job_and_resume);
+  RUN(test_data_parallel_job);
   RUN(test_cli_bad_jobs);
   RUN(test_seed_net_freeze);
   dd_cpu_backend_destroy(be);
