@@ -899,9 +899,13 @@ int dd_distill_run(dd_distill *d, char *err, size_t errlen) {
   if (sp->test_interval > 0 && sp->n_test_iter > 0)
     for (int k = 0; k < iter; k += sp->test_interval)
       if (k > 0 || sp->test_initialization) test_batches += sp->test_iter[0];
+  if (d->hooks.started) d->hooks.started(d->hooks.ctx, iter, d->has_teacher ? d->teacher.checksum : 0);
   int r = open_source(d, 0, (int64_t)iter * iter_size, &d->src[0], err, errlen);
   if (!r && d->data_layer[1]) r = open_source(d, 1, test_batches, &d->src[1], err, errlen);
-  if (r) return r;
+  if (r) {
+    if (d->comm) d->comm->ops->abort(d->comm, err);
+    return r;
+  }
   d->train_size = dd_data_size(d->src[0]);
   if ((r = measure_teacher(d, err, errlen))) return r;
   r = dd_solver_solve(d->solver, err, errlen);

@@ -46,6 +46,9 @@ typedef struct {
   /* the teacher's accuracy on the TEST data, measured once before training */
   void (*teacher)(void *ctx, double accuracy, int batches);
   void (*snapshot)(void *ctx, int iter, const char *model, const char *state);
+  /* once, as dd_distill_run begins: the iteration training starts from (the resumed snapshot's,
+   * or 0) and the teacher's checksum (0 without a teacher) */
+  void (*started)(void *ctx, int start_iter, uint64_t teacher_checksum);
   /* polled between iterations: 0 go on, DD_STOP_SNAPSHOT (1) stop with a final snapshot,
    * DD_STOP_ABORT (2) stop writing nothing (core/solver.h) */
   int (*should_stop)(void *ctx);

@@ -182,6 +182,7 @@ typedef struct {
   /* used by the job thread only */
   char attempt_s[16];
   uint64_t next_seq;
+  char name[128];
   uint64_t checksum;
 } job_t;
 
@@ -551,6 +552,14 @@ static void h_snapshot(void *ctx, int iter, const char *model, const char *state
   snap_arg a = {iter, model, state};
   push_state_event(j, PRIO_EVENT, fill_snapshot, &a);
 }
+static void h_started(void *ctx, int start_iter, uint64_t checksum) {
+  job_t *j = ctx;
+  j->checksum = checksum;
+  if (start_iter) dlog(2, j->id, "resumed from the snapshot at iter %d", start_iter);
+  start_arg sa = {j->name, start_iter};
+  push_state_event(j, PRIO_STATE, fill_start, &sa);
+}
+
 static int h_stop(void *ctx) {
   job_t *j = ctx;
   int s = atomic_load(&j->stop);
@@ -592,19 +601,19 @@ static void job_thread(void *arg) {
     goto done;
   /* the job's device must be one of this worker's (none named: the worker's first) */
   const char *device = d->cfg->n_device ? d->cfg->device[0] : "cpu";
-  if (job->n_device > 1) {
-    snprintf(err, sizeof err, "device: %zu devices; this version trains a job on one device", job->n_device);
-    goto done;
-  }
-  if (job->n_device == 1) {
-    int ok = d->cfg->n_device == 0 && !strcmp(job->device[0], "cpu");
-    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[0], d->cfg->device[i]);
+  for (size_t k = 0; k < job->n_device; k++) {
+    int ok = d->cfg->n_device == 0 && !strcmp(job->device[k], "cpu");
+    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[k], d->cfg->device[i]);
     if (!ok) {
-      snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[0], d->worker);
+      snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
       goto done;
     }
-    device = job->device[0];
+    if (job->n_device > 1 && strcmp(job->device[k], "cpu")) {
+      snprintf(err, sizeof err, "device: data-parallel jobs run on CPU ranks only in this version (\"%s\")", job->device[k]);
+      goto done;
+    }
   }
+  if (job->n_device == 1) device = job->device[0];
   if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
   if (dd_job_validate(job, NULL, err, sizeof err)) goto done;
   if (j->attempt == 1 && has_snapshots(job->output_dir)) {
@@ -613,22 +622,27 @@ static void job_thread(void *arg) {
              job->output_dir);
     goto done;
   }
-  if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
-  dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));
   dd_distill_hooks hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
-                            .snapshot = h_snapshot, .should_stop = h_stop};
-  if (dd_distill_create(&dist, job, NULL, be, &hooks, err, sizeof err)) goto done;
-  int resumed = 0;
-  if (j->attempt > 1 && dd_distill_resume(dist, &resumed, err, sizeof err)) goto done;
-  if (resumed) dlog(2, j->id, "resumed from the snapshot at iter %d", resumed);
-  start_arg sa = {job->name, resumed};
-  push_state_event(j, PRIO_STATE, fill_start, &sa);
-  j->checksum = dd_distill_teacher_checksum(dist);
-  int r = dd_distill_run(dist, err, sizeof err);
-  iter = dd_distill_iter(dist);
+                            .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started};
+  snprintf(j->name, sizeof j->name, "%s", job->name);
+  int r, stopped = 0;
+  if (job->n_device > 1) {
+    /* data parallel: one CPU rank per device entry, threads of this job (core/distill.h) */
+    int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
+    dlog(2, j->id, "%s (attempt %d): data parallel on %d CPU ranks, %d thread(s) each", job->name, j->attempt, n, per);
+    r = dd_distill_run_ranks(job, NULL, n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
+  } else {
+    if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
+    dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));
+    if (dd_distill_create(&dist, job, NULL, be, &hooks, err, sizeof err)) goto done;
+    int resumed = 0;
+    if (j->attempt > 1 && dd_distill_resume(dist, &resumed, err, sizeof err)) goto done;
+    r = dd_distill_run(dist, err, sizeof err);
+    iter = dd_distill_iter(dist);
+    /* a stop flag raised after the last iteration is no stop: the solver says whether it stopped */
+    stopped = dd_distill_stopped(dist);
+  }
   int stop = atomic_load(&j->stop);
-  /* a stop flag raised after the last iteration is no stop: the solver says whether it stopped */
-  int stopped = dd_distill_stopped(dist);
   if (r)
     outcome = OUT_FAILED;
   else if (stop == STOP_LOST)
