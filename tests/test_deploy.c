@@ -906,6 +906,36 @@ static void test_redis_acl(void) {
   s = wait_final(admin, id2, 60);
   CHECKF(s && !strcmp(s, "succeeded"), "%s: %s", id2, test__str(s));
   free(s);
+  /* (while the daemon runs) the Grafana dashboard's queries, every one, as the dashboard user,
+   * against this real job: each
+   * key pattern it uses exists and holds the fields its panels read */
+  {
+    char cmd[2048], *o = NULL;
+    setenv("DD_TEST_DASH_PW", pw_dash, 1);
+    snprintf(cmd, sizeof cmd,
+             "python3 '%s/deploy/grafana/check_dashboard.py' --redis 127.0.0.1:%d --job %s --worker dw1 "
+             "--user distilld-dashboard --password-env DD_TEST_DASH_PW 2>&1",
+             DD_SOURCE_DIR, srv.port, id2);
+    int cs = test_capture(&o, cmd);
+    CHECKF(cs == 0, "the dashboard's queries against a real job: exit %d:\n%s", cs, test__str(o));
+    free(o);
+    /* and the curves of that job as a PNG, read from Redis by the plot script */
+    char png[400];
+    snprintf(png, sizeof png, "%s/job.png", root);
+    snprintf(cmd, sizeof cmd,
+             "python3 '%s/scripts/plot_metrics.py' --redis 127.0.0.1:%d --job %s --user distilld-dashboard "
+             "--password-env DD_TEST_DASH_PW -o '%s' 2>&1",
+             DD_SOURCE_DIR, srv.port, id2, png);
+    cs = test_capture(&o, cmd);
+    if (cs == 4) {
+      printf("     SKIP the plot: matplotlib is not installed (%s)\n", test__str(o));
+    } else {
+      struct stat pst;
+      CHECKF(cs == 0 && stat(png, &pst) == 0 && pst.st_size > 5000, "plot_metrics.py --redis: exit %d:\n%s", cs,
+             test__str(o));
+    }
+    free(o);
+  }
   /* j2 runs; SIGTERM hands it back (the hand-back script), then the client cancels it queued */
   CHECKF(wait_running_at(admin, id3, "iter", 10, 30), "%s never ran", id3);
   kill(dpid, SIGTERM);
@@ -984,6 +1014,7 @@ static void test_redis_acl(void) {
   CHECK(refused(dash, "NOPERM", "HGETALL other:x"));
   CHECK(allowed(admin, "HSET other:x a 1"));
   CHECK(refused(dash, "NOPERM", "TYPE other:x"));
+
 
   /* the worker: its own keys only, no administration */
   redisContext *wk = conn_as("distilld-worker", pw_worker);

@@ -170,8 +170,16 @@ def live_checks(a, rows):
             key = pat.replace("*", worker if pat.startswith(PREFIX + "worker:") else a.job)
             args = {"ZREVRANGE": [key, "0", "49"], "SMEMBERS": [key], "ZRANGE": [key, "-50", "-1", "WITHSCORES"],
                     "HGETALL": [key], "HMGET": [key] + [f.rstrip("?") for f in fields],
-                    "XRANGE": [key, "-", "+"], "XREVRANGE": [key, "+", "-", "COUNT", "200"]}[cmd]
+                    "XRANGE": [key, "-", "+"], "XREVRANGE": [key, "+", "-", "COUNT", "200"], "ZCARD": [key]}[cmd]
             r = cli(a, password, cmd, *args)
+            if cmd == "ZCARD":
+                # a state's set exists only while it has members: the count must be a number, and
+                # the job must be in the set of the state its hash shows
+                ok = len(r) == 1 and r[0].isdigit()
+                if not ok:
+                    bad("%s: ZCARD %s gave %r" % (title, key, r))
+                print("%-44s %-9s %-28s %s" % (title[:44], cmd, key, "ok" if ok else "FAIL"))
+                continue
             need = [f for f in fields if not f.endswith("?")]
             if cmd == "HMGET":
                 got = {f.rstrip("?") for f, v in zip(fields, r) if v != ""}
@@ -181,14 +189,19 @@ def live_checks(a, rows):
                 got = stream_fields(r)
             else:
                 got = set()
-            if not r:
+            if not r and (need or cmd != "HMGET"):
                 bad("%s: %s %s returned nothing" % (title, cmd, key))
             elif cmd in ("ZREVRANGE", "ZRANGE") and a.job not in r:
                 bad("%s: %s %s does not list job %s" % (title, cmd, key, a.job))
             missing = [f for f in need if f.replace("hintN_", "hint0_") not in got]
             if r and missing:
                 bad("%s: %s %s lacks %s" % (title, cmd, key, " ".join(missing)))
-            print("%-44s %-9s %-28s %s" % (title[:44], cmd, key, "ok" if r and not missing else "FAIL"))
+            print("%-44s %-9s %-28s %s" % (title[:44], cmd, key, "ok" if (r or not need) and not missing else "FAIL"))
+        if any(cmd == "ZCARD" for _, _, cmd, _ in rows):
+            state = (cli(a, password, "HMGET", PREFIX + "job:" + a.job, "state") or [""])[0]
+            score = cli(a, password, "ZSCORE", PREFIX + "state:" + state, a.job) if state else []
+            if not score or not score[0]:
+                bad("job %s (state %r) is not in %sstate:%s" % (a.job, state, PREFIX, state))
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         bad(str(e))
 
