@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
   const char *device = "cpu", *tpath = NULL, *spath = NULL;
   int threads = 2, iters = 10, warmup = 2;
   float temp = 4.0f, alpha = 0.9f;
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc; i += 2) { /* every option takes a value */
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage();
@@ -186,7 +186,6 @@ int main(int argc, char **argv) {
       usage();
       return 2;
     }
-    i++;
   }
   if (!tpath || !spath) {
     usage();
