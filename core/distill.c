@@ -200,6 +200,8 @@ int dd_job_validate(const Distilld__DistillJob *job, const char *base, char *err
   if (!!job->solver == !!(job->solver_file && job->solver_file[0]))
     return dd_errorf(DD_EINVAL, err, errlen, "solver / solver_file: give exactly one (an inline solver { } or a path)");
   if (job->solver_file && (r = need_file(base, "solver_file", job->solver_file, err, errlen))) return r;
+  if (!(job->allreduce_bucket_mb > 0))
+    return dd_errorf(DD_EINVAL, err, errlen, "allreduce_bucket_mb must be positive, got %g", job->allreduce_bucket_mb);
   for (size_t i = 0; i < job->n_device; i++) {
     const char *dv = job->device[i], *e = dv + 5;
     int ok = !strcmp(dv, "cpu") || (!strncmp(dv, "cuda:", 5) && *e && strspn(e, "0123456789") == strlen(e) && strlen(e) < 4);
@@ -626,7 +628,8 @@ int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job_in,
     dd_errorf(r, err, errlen, "student: %s", inner);
     goto fail;
   }
-  if (d->comm && (r = dd_solver_set_comm(d->solver, d->comm, 0, err, errlen))) goto fail;
+  if (d->comm && (r = dd_solver_set_comm(d->solver, d->comm, (int64_t)(job->allreduce_bucket_mb * 262144.0), err, errlen)))
+    goto fail;
   if (job->student->n_weights) {
     for (size_t i = 0; i < job->student->n_weights && !r; i++) {
       char *wp = path_join(d->base_dir, job->student->weights[i]);
