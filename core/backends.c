@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "collective.h"
 #include "dd_error.h"
 
 int dd_backend_have_cuda(void) {
@@ -59,4 +60,52 @@ const char *dd_backend_describe(dd_backend *be) {
   if (!strcmp(be->ops->name, "cuda")) return dd_cuda_backend_describe(be);
 #endif
   return dd_cpu_backend_describe(be);
+}
+
+/* ---- collectives: the same one place decides ---------------------------------------------------- */
+
+int dd_comm_group_create(dd_comm **comms, int size, const char *const *devices, int timeout_ms, char *err, size_t errlen) {
+  int n_cpu = 0, n_cuda = 0;
+  for (int r = 0; r < size; r++) {
+    if (!strcmp(devices[r], "cpu"))
+      n_cpu++;
+    else if (!strncmp(devices[r], "cuda:", 5))
+      n_cuda++;
+    else
+      return dd_errorf(DD_EINVAL, err, errlen, "device \"%s\": expected \"cpu\" or \"cuda:N\"", devices[r]);
+  }
+  if (n_cpu && n_cuda) return dd_errorf(DD_EINVAL, err, errlen, "device: a job's ranks are all \"cpu\" or all \"cuda:N\"");
+  if (n_cpu) {
+    int r = dd_cpu_comm_group_create(comms, size, timeout_ms);
+    if (r) dd_errorf(r, err, errlen, "cannot create the CPU collective (%s)", dd_strerror(r));
+    return r;
+  }
+#ifdef DD_HAVE_CUDA
+  int dev[64];
+  if (size > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: at most 64 ranks");
+  for (int r = 0; r < size; r++) dev[r] = atoi(devices[r] + 5);
+  return dd_nccl_comm_group_create(comms, size, dev, err, errlen);
+#else
+  (void)timeout_ms;
+  return dd_errorf(DD_EUNSUPPORTED, err, errlen, "device: GPU ranks need the CUDA backend, which this build lacks");
+#endif
+}
+
+int dd_comm_bind(dd_comm *c, dd_backend *be, char *err, size_t errlen) {
+#ifdef DD_HAVE_CUDA
+  if (!strcmp(c->ops->name, "nccl")) return dd_nccl_comm_bind(c, be, err, errlen);
+#endif
+  (void)c, (void)be, (void)err, (void)errlen;
+  return 0;
+}
+
+void dd_comm_group_destroy(dd_comm **comms, int size) {
+  if (size < 1 || !comms[0]) return;
+#ifdef DD_HAVE_CUDA
+  if (!strcmp(comms[0]->ops->name, "nccl")) {
+    dd_nccl_comm_group_destroy(comms, size);
+    return;
+  }
+#endif
+  dd_cpu_comm_group_destroy(comms, size);
 }

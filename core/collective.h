@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 typedef struct dd_comm dd_comm;
+struct dd_backend;
 
 typedef struct dd_comm_ops {
   const char *name;
@@ -39,6 +40,20 @@ struct dd_comm {
   int rank, size;
   void *ctx;
 };
+
+/* A group of ranks in this process, one per device name ("cpu" ranks: the CPU collective;
+ * "cuda:N" ranks: NCCL, in a build with the CUDA backend; no mixing). Each rank's thread then
+ * binds its handle to the backend it created (dd_comm_bind: NCCL orders its sums on that backend's
+ * stream; a no-op for CPU ranks). core/backends.c dispatches. Returns 0 or an error with a
+ * message (DD_EUNSUPPORTED: GPU ranks in a build without CUDA, or NCCL not found). */
+int dd_comm_group_create(dd_comm **comms, int size, const char *const *devices, int timeout_ms, char *err, size_t errlen);
+int dd_comm_bind(dd_comm *c, struct dd_backend *be, char *err, size_t errlen);
+void dd_comm_group_destroy(dd_comm **comms, int size);
+
+/* The NCCL group (cuda/nccl_comm.cu): devices[r] is rank r's CUDA device. */
+int dd_nccl_comm_group_create(dd_comm **comms, int size, const int *devices, char *err, size_t errlen);
+int dd_nccl_comm_bind(dd_comm *c, struct dd_backend *be, char *err, size_t errlen);
+void dd_nccl_comm_group_destroy(dd_comm **comms, int size);
 
 /* A group of `size` CPU ranks in this process: comms[r] is rank r's handle, for rank r's thread.
  * timeout_ms bounds every wait (0: 60 s). Returns 0 or DD_ENOMEM / DD_EINVAL. */

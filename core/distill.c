@@ -285,7 +285,7 @@ int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job_in,
   if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   d->teacher_acc = d->student_acc = -1;
   d->last_test_iter = -1;
-  d->comm = comm && comm->size > 1 ? comm : NULL;
+  d->comm = comm; /* one rank through a collective too: the GPU tests run NCCL's path that way */
   d->rank = d->comm ? comm->rank : 0;
   d->size = d->comm ? comm->size : 1;
   /* rank 0 reports; the others keep only the stop decision, which the solver agrees on */
@@ -973,6 +973,7 @@ typedef struct {
   const Distilld__DistillJob *job;
   const char *base_dir;
   const dd_distill_hooks *hooks;
+  const char *device;
   dd_comm *comm;
   int threads, resume;
   int rc, resumed, iter, stopped;
@@ -984,10 +985,13 @@ static void *rank_main(void *arg) {
   rank_run *rr = arg;
   dd_backend *be = NULL;
   dd_distill *d = NULL;
-  rr->rc = dd_cpu_backend_create(&be, rr->threads);
+  char e0[1024];
+  rr->rc = dd_backend_create(&be, rr->device, rr->threads, e0, sizeof e0);
+  if (!rr->rc) rr->rc = dd_comm_bind(rr->comm, be, e0, sizeof e0);
   if (rr->rc) {
-    dd_errorf(rr->rc, rr->err, sizeof rr->err, "rank %d: cannot start a CPU backend", rr->comm->rank);
+    dd_errorf(rr->rc, rr->err, sizeof rr->err, "rank %d: %s", rr->comm->rank, e0);
     rr->comm->ops->abort(rr->comm, rr->err);
+    dd_backend_destroy(be);
     return NULL;
   }
   rr->rc = dd_distill_create_rank(&d, rr->job, rr->base_dir, be, rr->hooks, rr->comm, rr->err, sizeof rr->err);
@@ -1013,7 +1017,7 @@ static void *rank_main(void *arg) {
     rr->teacher_acc = dd_distill_teacher_accuracy(d);
   }
   dd_distill_destroy(d);
-  dd_cpu_backend_destroy(be);
+  dd_backend_destroy(be);
   return NULL;
 }
 
@@ -1036,13 +1040,18 @@ int dd_distill_run_ranks(const Distilld__DistillJob *job_in, const char *base_di
   rank_run *rr = calloc((size_t)n_ranks, sizeof *rr);
   pthread_t *th = calloc((size_t)n_ranks, sizeof *th);
   int r = 0;
-  if (!rr || !th || dd_cpu_comm_group_create(comms, n_ranks, 120000)) {
+  if (!rr || !th) {
     r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     goto out;
   }
+  /* the job's devices, one per rank ("cpu" when the job names none) */
+  const char *devs[64];
+  for (int k = 0; k < n_ranks; k++) devs[k] = (size_t)k < job->n_device ? job->device[k] : "cpu";
+  if ((r = dd_comm_group_create(comms, n_ranks, devs, 120000, err, errlen))) goto out;
   int started = 0;
   for (int k = 0; k < n_ranks; k++) {
-    rr[k] = (rank_run){.job = job, .base_dir = base_dir, .hooks = hooks, .comm = comms[k], .threads = threads_per_rank,
+    rr[k] = (rank_run){.job = job, .base_dir = base_dir, .hooks = hooks, .device = devs[k], .comm = comms[k],
+                       .threads = threads_per_rank,
                        .resume = resume, .student_acc = -1, .teacher_acc = -1};
     if (pthread_create(&th[k], NULL, rank_main, &rr[k])) {
       comms[0]->ops->abort(comms[0], "cannot start a rank's thread");
@@ -1067,7 +1076,7 @@ int dd_distill_run_ranks(const Distilld__DistillJob *job_in, const char *base_di
     if (stopped) *stopped = rr[0].stopped;
   }
 out:
-  if (comms[0]) dd_cpu_comm_group_destroy(comms, n_ranks);
+  if (comms[0]) dd_comm_group_destroy(comms, n_ranks);
   free(rr);
   free(th);
   distilld__distill_job__free_unpacked(job, NULL);

@@ -83,8 +83,9 @@ struct dd_comm;
 int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
                            const dd_distill_hooks *hooks, struct dd_comm *comm, char *err, size_t errlen);
 
-/* A whole job on `n_ranks` CPU ranks (threads, each with its own CPU backend of
- * `threads_per_rank` workers, 0: the cores divided by n_ranks) through the CPU collective: create,
+/* A whole job on `n_ranks` ranks, one thread each: rank k on the job's device[k] ("cpu": a CPU
+ * backend of `threads_per_rank` workers, 0: the cores divided by n_ranks; "cuda:N": that GPU) through
+ * the CPU collective or NCCL (core/collective.h): create,
  * resume when `resume` (*resumed_iter gets the iteration), run. Rank 0's hooks report. On return
  * *student_acc, *teacher_acc, *iter and *stopped hold rank 0's results (any may be NULL). An error
  * on any rank fails the job; the message is the first rank's own failure, not the others' "the

@@ -11,18 +11,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <nccl.h>
+
 #include "cuda_internal.h"
 
-enum { DD_DYN_CUDNN, DD_DYN_CUBLAS };
+enum { DD_DYN_CUDNN, DD_DYN_CUBLAS, DD_DYN_NCCL };
 
-static void *dyn_lib[2];
-static char dyn_err[2][512];
+static void *dyn_lib[3];
+static char dyn_err[3][512];
 static pthread_once_t dyn_once = PTHREAD_ONCE_INIT;
 
 static void dyn_load(void) {
-  static const char *const names[2][3] = {{"libcudnn.so.9", "libcudnn.so", NULL},
-                                          {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}};
-  for (int l = 0; l < 2; l++) {
+  static const char *const names[3][3] = {{"libcudnn.so.9", "libcudnn.so", NULL},
+                                          {"libcublas.so.13", "libcublas.so.12", "libcublas.so"},
+                                          {"libnccl.so.2", "libnccl.so", NULL}};
+  for (int l = 0; l < 3; l++) {
     for (int k = 0; k < 3 && names[l][k] && !dyn_lib[l]; k++) {
       dyn_lib[l] = dlopen(names[l][k], RTLD_NOW | RTLD_GLOBAL);
       if (!dyn_lib[l]) {
@@ -39,6 +42,12 @@ static void *dd_dyn_sym(int lib, const char *name) {
   if (!dyn_lib[lib])
     return NULL;
   return dlsym(dyn_lib[lib], name);
+}
+
+/* NULL when NCCL was loaded (data parallel on GPUs), else why not. */
+extern "C" const char *dd_cuda_nccl_load_error(void) {
+  pthread_once(&dyn_once, dyn_load);
+  return dyn_lib[DD_DYN_NCCL] ? NULL : dyn_err[DD_DYN_NCCL];
 }
 
 extern "C" const char *dd_cuda_dynload_error(void) {
@@ -353,4 +362,42 @@ extern "C" const char *cudnnGetErrorString(cudnnStatus_t status) {
   if (!f)
     return "(cuDNN/cuBLAS not loaded)";
   return f(status);
+}
+
+extern "C" ncclResult_t ncclCommInitAll(ncclComm_t *comm, int ndev, const int *devlist) {
+  static decltype(&ncclCommInitAll) f = (decltype(&ncclCommInitAll))dd_dyn_sym(DD_DYN_NCCL, "ncclCommInitAll");
+  if (!f) return ncclSystemError;
+  return f(comm, ndev, devlist);
+}
+
+extern "C" ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  static decltype(&ncclCommDestroy) f = (decltype(&ncclCommDestroy))dd_dyn_sym(DD_DYN_NCCL, "ncclCommDestroy");
+  if (!f) return ncclSystemError;
+  return f(comm);
+}
+
+extern "C" ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  static decltype(&ncclCommAbort) f = (decltype(&ncclCommAbort))dd_dyn_sym(DD_DYN_NCCL, "ncclCommAbort");
+  if (!f) return ncclSystemError;
+  return f(comm);
+}
+
+extern "C" const char *ncclGetErrorString(ncclResult_t result) {
+  static decltype(&ncclGetErrorString) f = (decltype(&ncclGetErrorString))dd_dyn_sym(DD_DYN_NCCL, "ncclGetErrorString");
+  if (!f) return "(NCCL not loaded)";
+  return f(result);
+}
+
+extern "C" ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
+                                      ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  static decltype(&ncclAllReduce) f = (decltype(&ncclAllReduce))dd_dyn_sym(DD_DYN_NCCL, "ncclAllReduce");
+  if (!f) return ncclSystemError;
+  return f(sendbuff, recvbuff, count, datatype, op, comm, stream);
+}
+
+extern "C" ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
+                                      ncclComm_t comm, cudaStream_t stream) {
+  static decltype(&ncclBroadcast) f = (decltype(&ncclBroadcast))dd_dyn_sym(DD_DYN_NCCL, "ncclBroadcast");
+  if (!f) return ncclSystemError;
+  return f(sendbuff, recvbuff, count, datatype, root, comm, stream);
 }

@@ -81,21 +81,13 @@ static int ui_stop(void *ctx) {
   return job_stop;
 }
 
-/* A job that names several devices: data parallel, one rank per device. The CPU collective runs
- * "cpu" ranks as threads of this process; GPU ranks need NCCL, which is not built yet. */
+/* A job that names several devices: data parallel, one rank per device, threads of this process:
+ * "cpu" ranks through the CPU collective, "cuda:N" ranks through NCCL (core/collective.h). */
 static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume, int threads) {
   char err[4096];
   int status = 1;
-  for (size_t i = 0; i < job->n_device; i++)
-    if (strcmp(job->device[i], "cpu")) {
-      dd_cli_error("%s: device: %zu devices with \"%s\" among them: data-parallel training runs on CPU ranks only in "
-                   "this version (NCCL for GPUs comes next)",
-                   job_path, job->n_device, job->device[i]);
-      distilld__distill_job__free_unpacked(job, NULL);
-      return 2;
-    }
   int n = (int)job->n_device;
-  fprintf(stderr, "distilld: data parallel: %d CPU ranks, %s threads each\n", n, threads > 0 ? "given" : "the cores shared");
+  fprintf(stderr, "distilld: data parallel: %d ranks on %s%s\n", n, job->device[0], n > 1 ? ", ..." : "");
   job_ui ui = {.tty = isatty(2)};
   dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
                             .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};

@@ -608,10 +608,6 @@ static void job_thread(void *arg) {
       snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
       goto done;
     }
-    if (job->n_device > 1 && strcmp(job->device[k], "cpu")) {
-      snprintf(err, sizeof err, "device: data-parallel jobs run on CPU ranks only in this version (\"%s\")", job->device[k]);
-      goto done;
-    }
   }
   if (job->n_device == 1) device = job->device[0];
   if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
@@ -627,9 +623,9 @@ static void job_thread(void *arg) {
   snprintf(j->name, sizeof j->name, "%s", job->name);
   int r, stopped = 0;
   if (job->n_device > 1) {
-    /* data parallel: one CPU rank per device entry, threads of this job (core/distill.h) */
+    /* data parallel: one rank per device entry, threads of this job (core/distill.h) */
     int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
-    dlog(2, j->id, "%s (attempt %d): data parallel on %d CPU ranks, %d thread(s) each", job->name, j->attempt, n, per);
+    dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", job->name, j->attempt, n, job->device[0]);
     r = dd_distill_run_ranks(job, NULL, n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
   } else {
     if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;

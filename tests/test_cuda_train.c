@@ -204,6 +204,30 @@ static void test_kd_job_gpu_vs_cpu(void) {
     if (*m) caffe__net_parameter__free_unpacked(*m, NULL);
 }
 
+/* The data-parallel path on the GPU: one rank through NCCL (gradients summed by ncclAllReduce on
+ * the rank's communication stream, the update ordered after it) ends where the CPU run ends. */
+static void test_nccl_one_rank(void) {
+  NEED_GPU();
+  REQUIRE(teacher_ok);
+  char err[4096];
+  const char *text = KD_JOB("kd_nccl") " device: 'cuda:0'";
+  ProtobufCMessage *m = NULL;
+  REQUIRE(dd_text_parse(&m, &distilld__distill_job__descriptor, text, strlen(text), "job", err, sizeof err) == 0);
+  int it = 0;
+  int r = dd_distill_run_ranks((Distilld__DistillJob *)m, tmp, 1, 0, NULL, 0, NULL, NULL, NULL, &it, NULL, err, sizeof err);
+  CHECKF(r == 0, "%s", err);
+  protobuf_c_message_free_unpacked(m, NULL);
+  if (r) return;
+  Caffe__NetParameter *a = read_model("kd_cpu/snapshots/kd_iter_20.caffemodel"),
+                      *b = read_model("kd_nccl/snapshots/kd_iter_20.caffemodel");
+  int same = 0;
+  double d = model_diff(a, b, &same);
+  printf("     one NCCL rank on the GPU vs the CPU: %.3g\n", d);
+  CHECKF(d < 1e-3, "NCCL rank weights differ by %.3g", d);
+  if (a) caffe__net_parameter__free_unpacked(a, NULL);
+  if (b) caffe__net_parameter__free_unpacked(b, NULL);
+}
+
 int main(void) {
   snprintf(tmp, sizeof tmp, "/tmp/dd_cuda_train.XXXXXX");
   if (!mkdtemp(tmp)) return 1;
@@ -218,6 +242,7 @@ int main(void) {
   RUN(test_setup);
   RUN(test_teacher_job_gpu_vs_cpu);
   RUN(test_kd_job_gpu_vs_cpu);
+  RUN(test_nccl_one_rank);
   if (gpu) dd_backend_destroy(gpu);
   dd_cpu_backend_destroy(cpu);
   char cmd[256];
