@@ -88,13 +88,22 @@ EOF
 
 status=0
 for p in "${pids[@]}"; do
-  # wait returns early when a trapped signal arrives: wait again until this worker has exited
+  # wait returns early (128 + the signal) when a trapped signal arrives, without reaping the worker:
+  # wait again until it has exited, then once more for its own status (127: that first wait had
+  # reaped it, and its status stands)
   while :; do
     set +e
     wait "$p"
     st=$?
     set -e
-    if kill -0 "$p" 2>/dev/null; then continue; fi
+    if [ "$st" -gt 128 ] && kill -0 "$p" 2>/dev/null; then continue; fi
+    if [ "$st" -gt 128 ]; then
+      set +e
+      wait "$p"
+      st2=$?
+      set -e
+      if [ "$st2" != 127 ]; then st=$st2; fi
+    fi
     break
   done
   if [ "$st" != 0 ]; then

@@ -47,6 +47,8 @@
 #include "rng.h"
 #include "test.h"
 #include "test_images.h"
+#define TEST_PROC_NAME "test_daemon"
+#include "test_proc.h"
 
 static char root[128];    /* /tmp/dd_daemon.XXXXXX: holds "outside" files */
 static char tmp[192];     /* root/work: the daemons' working directory and data root */
@@ -55,33 +57,7 @@ static int setup_ok;
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
-static double mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
 static void path_in(char *buf, size_t len, const char *rel) { snprintf(buf, len, "%s/%s", tmp, rel); }
-
-static void wfile(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void wfile(const char *path, const char *fmt, ...) {
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(f, fmt, ap);
-  va_end(ap);
-  fclose(f);
-}
 
 static int exists_in(const char *rel) {
   char p[512];
@@ -126,109 +102,6 @@ static int copy_file(const char *from, const char *to) {
   return ok;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  remove(path);
-  return 0;
-}
-
-/* rm -rf, without a shell (symlinks are removed, never followed). */
-static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-/* ---- child processes: all killed at exit --------------------------------------------------------- */
-
-#define MAX_KIDS 32
-static volatile pid_t kids[MAX_KIDS];
-static pid_t test_pid;
-
-static void kid_add(pid_t p) {
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (!kids[i]) {
-      kids[i] = p;
-      return;
-    }
-}
-static void kid_del(pid_t p) {
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] == p) kids[i] = 0;
-}
-
-static void kill_all_kids(void) {
-  if (getpid() != test_pid) return;
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) kill(kids[i], SIGKILL);
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) {
-      waitpid(kids[i], NULL, 0);
-      kids[i] = 0;
-    }
-}
-
-static void on_fatal_signal(int sig) {
-  static const char msg[] = "test_daemon: watchdog or signal: killing the children\n";
-  if (write(2, msg, sizeof msg - 1) < 0) {
-  }
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) kill(kids[i], SIGKILL);
-  _exit(128 + sig);
-}
-
-/* Starts argv[0] in `cwd` with stdout and stderr appended to `log`. */
-static pid_t spawn(const char *const argv[], const char *cwd, const char *log) {
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != test_pid) _exit(127);
-    signal(SIGALRM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (cwd && chdir(cwd) != 0) _exit(127);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    int nul = open("/dev/null", O_RDONLY);
-    if (nul >= 0) dup2(nul, 0);
-    for (int k = 3; k < 1024; k++) close(k); /* not the test's Redis connection */
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  if (pid > 0) kid_add(pid);
-  return pid;
-}
-
-/* Waits up to `ms` for `pid` to exit. Returns its wait status, or -1 when it still runs. */
-static int wait_exit(pid_t pid, int ms) {
-  double end = mono() + ms / 1000.0;
-  for (int i = 0; i < ms / 10 + 2; i++) {
-    int st;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) {
-      kid_del(pid);
-      return st;
-    }
-    if (r < 0) {
-      kid_del(pid);
-      return -2;
-    }
-    if (mono() > end) break;
-    sleep_ms(10);
-  }
-  return -1;
-}
-
-static void kill_wait(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGKILL);
-  if (wait_exit(pid, 10000) == -1) fprintf(stderr, "pid %d did not die after SIGKILL\n", (int)pid);
-}
-
 /* ---- redis-server ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -240,19 +113,6 @@ typedef struct {
 static redis_srv srv;
 static redisContext *rc;
 static char pfx[32]; /* this test's key_prefix */
-
-static int port_free(int port) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) return 0;
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
-  close(s);
-  return ok;
-}
 
 /* 1 once redis answers PING with PONG (not LOADING), within `ms`; 0 when it exited or timed out. */
 static int redis_wait_ready(int port, pid_t pid, int ms) {
@@ -285,15 +145,7 @@ static int redis_start(int port, int aof) {
   srv.aof = aof;
   for (int attempt = 0; attempt < 8; attempt++) {
     int p = port;
-    if (!p) {
-      for (int k = 0; k < 50; k++) {
-        static uint64_t x;
-        if (!x) x = ((uint64_t)getpid() << 32) ^ (uint64_t)(mono() * 1e6) ^ 0x9e3779b97f4a7c15ULL;
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
-        p = 20000 + (int)(x % 40000u);
-        if (port_free(p)) break;
-      }
-    }
+    if (!p) p = random_port();
     char ps[16];
     snprintf(ps, sizeof ps, "%d", p);
     const char *argv[] = {redis_exe, "--port", ps, "--bind", "127.0.0.1", "--save", "", "--appendonly", aof ? "yes" : "no",
@@ -403,10 +255,6 @@ static long long rint_cmd(long long dflt, const char *fmt, ...) {
   long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : dflt;
   freeReplyObject(r);
   return v;
-}
-
-static int is_final(const char *s) {
-  return s && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
 }
 
 /* Waits (bounded) until the job's state is final; returns it (malloc'd) or NULL on timeout. */
@@ -707,18 +555,7 @@ static int newest_snapshot(const char *name) {
 
 /* ---- setup: images, nets, a trained teacher -------------------------------------------------------- */
 
-static int find_redis(void) {
-  const char *path = getenv("PATH");
-  if (!path) return 0;
-  char *copy = xstrdup(path), *save = NULL;
-  int found = 0;
-  for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-    snprintf(redis_exe, sizeof redis_exe, "%s/redis-server", d[0] ? d : ".");
-    found = access(redis_exe, X_OK) == 0;
-  }
-  free(copy);
-  return found;
-}
+static int find_redis(void) { return find_exe(redis_exe, sizeof redis_exe, "redis-server"); }
 
 static void test_setup(void) {
   if (!find_redis()) {

@@ -48,6 +48,10 @@
 
 #include "test.h"
 #include "test_images.h"
+#define TEST_PROC_NAME "test_deploy"
+#define MAX_KIDS 16
+#define TEST_PROC_SIGPIPE_DFL
+#include "test_proc.h"
 
 #define DEPLOY DD_SOURCE_DIR "/deploy"
 
@@ -57,32 +61,6 @@ static char redis_exe[PATH_MAX];
 static char pw_worker[64], pw_dash[64], pw_admin[64];
 
 /* ---- small helpers (as in tests/test_daemon.c) -------------------------------------------------- */
-
-static double mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-static int wfile(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int wfile(const char *path, const char *fmt, ...) {
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
-    return 0;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(f, fmt, ap);
-  va_end(ap);
-  return fclose(f) == 0;
-}
 
 /* The whole file, NUL-terminated and malloc'd; NULL when unreadable. */
 static char *slurp(const char *path) {
@@ -176,46 +154,9 @@ static int rewrite_conf(const char *src, const char *dst, const char *const *key
   return fclose(f) == 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  remove(path);
-  return 0;
-}
-
-static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-/* An executable `name` on PATH, into buf. */
-static int find_exe(char *buf, size_t len, const char *name) {
-  const char *path = getenv("PATH");
-  if (!path) return 0;
-  char *copy = strdup(path), *save = NULL;
-  int found = 0;
-  for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d && !found; d = strtok_r(NULL, ":", &save)) {
-    snprintf(buf, len, "%s/%s", d[0] ? d : ".", name);
-    found = access(buf, X_OK) == 0;
-  }
-  free(copy);
-  return found;
-}
-
 /* ---- child processes: all killed at exit --------------------------------------------------------- */
 
-#define MAX_KIDS 16
-static volatile pid_t kids[MAX_KIDS];
-static pid_t test_pid;
 static char fleet_pids[300]; /* the fleet script's pid file: its workers run in their own sessions */
-
-static void kid_add(pid_t p) {
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (!kids[i]) {
-      kids[i] = p;
-      return;
-    }
-}
-static void kid_del(pid_t p) {
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] == p) kids[i] = 0;
-}
 
 /* SIGKILL to the fleet script's workers still listed (they are not our children). */
 static void kill_fleet(void) {
@@ -228,81 +169,11 @@ static void kill_fleet(void) {
   fclose(f);
 }
 
-static void kill_all_kids(void) {
+/* kill_all_kids, the fleet script's workers first. */
+static void kill_fleet_and_kids(void) {
   if (getpid() != test_pid) return;
   kill_fleet();
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) kill(kids[i], SIGKILL);
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) {
-      waitpid(kids[i], NULL, 0);
-      kids[i] = 0;
-    }
-}
-
-static void on_fatal_signal(int sig) {
-  static const char msg[] = "test_deploy: watchdog or signal: killing the children\n";
-  if (write(2, msg, sizeof msg - 1) < 0) {
-  }
-  for (int i = 0; i < MAX_KIDS; i++)
-    if (kids[i] > 0) kill(kids[i], SIGKILL);
-  _exit(128 + sig);
-}
-
-/* Starts argv[0] in `cwd` with stdout and stderr appended to `log`. */
-static pid_t spawn(const char *const argv[], const char *cwd, const char *log) {
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != test_pid) _exit(127);
-    signal(SIGALRM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGPIPE, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (cwd && chdir(cwd) != 0) _exit(127);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    int nul = open("/dev/null", O_RDONLY);
-    if (nul >= 0) dup2(nul, 0);
-    for (int k = 3; k < 1024; k++) close(k);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  if (pid > 0) kid_add(pid);
-  return pid;
-}
-
-/* Waits up to `ms` for `pid` to exit. Returns its wait status, or -1 when it still runs. */
-static int wait_exit(pid_t pid, int ms) {
-  double end = mono() + ms / 1000.0;
-  for (;;) {
-    int st;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) {
-      kid_del(pid);
-      return st;
-    }
-    if (r < 0) {
-      kid_del(pid);
-      return -2;
-    }
-    if (mono() > end) return -1;
-    sleep_ms(10);
-  }
-}
-
-static void kill_wait(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGKILL);
-  if (wait_exit(pid, 10000) == -1) fprintf(stderr, "pid %d did not die after SIGKILL\n", (int)pid);
+  kill_all_kids();
 }
 
 static int exited_ok(int st) { return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0; }
@@ -321,30 +192,6 @@ static struct {
   char dir[256], log[300], conf[300];
 } srv;
 static int redis_ok; /* test 2 got Redis running with the deploy files: tests 3 uses it */
-
-static int port_free(int port) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) return 0;
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
-  close(s);
-  return ok;
-}
-
-static int random_port(void) {
-  static uint64_t x;
-  if (!x) x = ((uint64_t)getpid() << 32) ^ (uint64_t)(mono() * 1e6) ^ 0x9e3779b97f4a7c15ULL;
-  for (int k = 0; k < 50; k++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
-    int p = 20000 + (int)(x % 40000u);
-    if (port_free(p)) return p;
-  }
-  return 20000 + (int)(x % 40000u);
-}
 
 /* A new connection to the test's Redis, authenticated as `user` (NULL: not at all). NULL when
  * Redis cannot be reached or refuses the credentials. */
@@ -491,10 +338,6 @@ static int config_is(redisContext *c, const char *name, const char *want) {
   if (!ok) fprintf(stderr, "  CONFIG GET %s: not \"%s\"\n", name, want);
   if (r) freeReplyObject(r);
   return ok;
-}
-
-static int is_final(const char *s) {
-  return s && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
 }
 
 /* Waits (bounded) until the job's state is one of the final ones; returns it (malloc'd) or NULL. */
@@ -1182,7 +1025,7 @@ int main(void) {
   if (!mkdtemp(root)) return 1;
   snprintf(work, sizeof work, "%s/work", root);
   if (mkdir(work, 0755) != 0) return 1;
-  atexit(kill_all_kids);
+  atexit(kill_fleet_and_kids);
   signal(SIGALRM, on_fatal_signal);
   signal(SIGINT, on_fatal_signal);
   signal(SIGTERM, on_fatal_signal);
@@ -1195,7 +1038,7 @@ int main(void) {
   RUN(test_containerfile);
   redis_stop();
   printf("     total %.1f s\n", mono() - t0);
-  kill_all_kids();
+  kill_fleet_and_kids();
   if (!getenv("DD_KEEP_TMP"))
     rm_rf(root);
   else
