@@ -1204,6 +1204,27 @@ DTEST(test_many_jobs) {
   CHECKF(rint_cmd(-1, "XLEN %s", K("jobs")) == 0, "%lld entries left in the queue", rint_cmd(-1, "XLEN %s", K("jobs")));
 }
 
+/* ---- a data-parallel job (two CPU ranks) through the daemon ------------------------------------------- */
+
+DTEST(test_data_parallel_job) {
+  REQUIRE(begin("tdp", 0));
+  dmn *d = daemon_start("wdp", 1, 10, 1);
+  REQUIRE(d);
+  REQUIRE(daemon_wait_up(d, 15));
+  job_opts o = {.max_iter = 20, .display = 5, .test_interval = 10, .snapshot = 10, .teacher = 1,
+                .extra = "device: 'cpu' device: 'cpu'"};
+  REQUIRE(submit_job("dp1", &o));
+  char *st = wait_final("dp1", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "dp1: %s (%s)", test__str(st), test__str(hget(K("job:dp1"), "error")));
+  free(st);
+  /* rank 0 alone reported: one metrics entry per display, one succeeded event, the teacher once */
+  CHECKF(rint_cmd(-1, "XLEN %s", K("job:dp1:metrics")) == 4, "%lld metrics entries", rint_cmd(-1, "XLEN %s", K("job:dp1:metrics")));
+  CHECK(count_events("dp1", "state", "succeeded") == 1);
+  CHECK(count_events("dp1", "teacher", NULL) == 1);
+  CHECK(hget_ll(K("job:dp1"), "iter", -1) == 20);
+  CHECK(file_contains(d->log, "data parallel on 2 ranks"));
+}
+
 /* ---- 8. paths outside the roots are refused ------------------------------------------------------------ */
 
 DTEST(test_path_escapes) {
@@ -1731,6 +1752,7 @@ int main(void) {
   RUN(test_sigterm_handback);
   RUN(test_redis_restart);
   RUN(test_many_jobs);
+  RUN(test_data_parallel_job);
   RUN(test_path_escapes);
   RUN(test_client_verbs);
   RUN(test_sigterm_during_readgroup);
