@@ -175,7 +175,6 @@ typedef struct {
   int attempt;
   uv_thread_t thread;
   atomic_int stop;     /* STOP_*: set by the loop, read by the job's thread each iteration */
-  atomic_int cur_iter; /* the last iteration displayed */
   atomic_int exited;   /* the job's thread has pushed its last item */
   int cancel_inflight;
   atomic_llong dropped;
@@ -194,7 +193,7 @@ typedef struct daemon {
   dd_paths paths;
   int threads;
   redisAsyncContext *ac;
-  int connected, connecting, auth_ok, down_logged;
+  int connected, down_logged;
   uv_timer_t reconnect_timer, tick_timer, heartbeat_timer, drain_timer;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
@@ -528,7 +527,6 @@ static void h_log(void *ctx, int level, const char *msg) {
 }
 static void h_progress(void *ctx, const dd_distill_progress *p) {
   job_t *j = ctx;
-  atomic_store(&j->cur_iter, p->iter);
   dlog(3, j->id, "iter %d/%d loss %.5f %.1f img/s", p->iter, p->max_iter, p->loss, p->img_per_s);
   push_state_event(j, PRIO_METRICS, fill_progress, p);
 }
@@ -765,7 +763,7 @@ static void lost_connection(daemon_t *d, const char *why) {
     dlog(1, NULL, "Redis at %s:%d: %s; jobs keep training, their metrics wait in memory (%llu queued)", d->cfg->redis_host,
          d->cfg->redis_port, why, (unsigned long long)(d->ring.tail - d->ring.head));
   d->down_logged = 1;
-  d->connected = d->connecting = d->auth_ok = 0;
+  d->connected = 0;
   d->ac = NULL;
   pthread_mutex_lock(&d->ring.mu);
   d->ring.sent = d->ring.head;
@@ -779,7 +777,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   daemon_t *d = ac->data;
   (void)status;
   if (d->closing == 2) { /* our own disconnect on the way out */
-    d->connected = d->connecting = 0;
+    d->connected = 0;
     return;
   }
   if (d->ac != ac && d->ac) return;
@@ -799,7 +797,6 @@ static void on_group(redisAsyncContext *ac, void *r, void *priv) {
     return;
   }
   d->connected = 1;
-  d->connecting = 0;
   d->down_logged = 0;
   d->backoff_ms = 0;
   dlog(2, NULL, "connected to Redis at %s:%d%s", d->cfg->redis_host, d->cfg->redis_port,
@@ -866,7 +863,6 @@ static void connect_redis(daemon_t *d) {
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   d->ac = ac;
-  d->connecting = 1;
 }
 
 /* ---- the loop: sending the ring ------------------------------------------------------------------ */
@@ -1249,7 +1245,7 @@ static void close_all(daemon_t *d) {
   uv_close((uv_handle_t *)&d->wake, close_cb);
   uv_close((uv_handle_t *)&d->sigterm, close_cb);
   uv_close((uv_handle_t *)&d->sigint, close_cb);
-  d->connected = d->connecting = 0;
+  d->connected = 0;
   if (d->ac) {
     redisAsyncContext *ac = d->ac;
     d->ac = NULL;
