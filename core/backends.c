@@ -91,6 +91,31 @@ int dd_comm_group_create(dd_comm **comms, int size, const char *const *devices, 
 #endif
 }
 
+int dd_comm_group_create_nodes(dd_comm **comms, int local, const char *const *devices, const dd_rendezvous *rv,
+                               int timeout_ms, char *err, size_t errlen) {
+  if (!rv || rv->nodes == 1) return dd_comm_group_create(comms, local, devices, timeout_ms, err, errlen);
+  if (rv->nodes < 1 || rv->node < 0 || rv->node >= rv->nodes)
+    return dd_errorf(DD_EINVAL, err, errlen, "node %d of %d: out of range", rv->node, rv->nodes);
+  if (local < 1 || local > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: %d ranks per node (1 to 64)", local);
+  int n_cpu = 0;
+  for (int r = 0; r < local; r++) {
+    if (!strcmp(devices[r], "cpu"))
+      n_cpu++;
+    else if (strncmp(devices[r], "cuda:", 5))
+      return dd_errorf(DD_EINVAL, err, errlen, "device \"%s\": expected \"cpu\" or \"cuda:N\"", devices[r]);
+  }
+  if (n_cpu && n_cpu != local)
+    return dd_errorf(DD_EINVAL, err, errlen, "device: a job's ranks are all \"cpu\" or all \"cuda:N\"");
+  if (n_cpu) return dd_tcp_comm_group_create(comms, local, rv, timeout_ms, err, errlen);
+#ifdef DD_HAVE_CUDA
+  int dev[64];
+  for (int r = 0; r < local; r++) dev[r] = atoi(devices[r] + 5);
+  return dd_nccl_comm_group_create_nodes(comms, local, dev, rv, err, errlen);
+#else
+  return dd_errorf(DD_EUNSUPPORTED, err, errlen, "device: GPU ranks need the CUDA backend, which this build lacks");
+#endif
+}
+
 int dd_comm_bind(dd_comm *c, dd_backend *be, char *err, size_t errlen) {
 #ifdef DD_HAVE_CUDA
   if (!strcmp(c->ops->name, "nccl")) return dd_nccl_comm_bind(c, be, err, errlen);
@@ -107,5 +132,9 @@ void dd_comm_group_destroy(dd_comm **comms, int size) {
     return;
   }
 #endif
+  if (!strcmp(comms[0]->ops->name, "cpu-tcp")) {
+    dd_tcp_comm_group_destroy(comms, size);
+    return;
+  }
   dd_cpu_comm_group_destroy(comms, size);
 }

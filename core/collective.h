@@ -50,6 +50,48 @@ int dd_comm_group_create(dd_comm **comms, int size, const char *const *devices, 
 int dd_comm_bind(dd_comm *c, struct dd_backend *be, char *err, size_t errlen);
 void dd_comm_group_destroy(dd_comm **comms, int size);
 
+/* ---- several nodes ---------------------------------------------------------------------------------
+ * A job may span `nodes` processes (usually daemons on several machines), each running `local`
+ * ranks (the same number on every node): global rank = node * local + local rank, and every
+ * handle's rank/size are global. The processes meet through a rendezvous the caller provides
+ * (the daemon and `distilld train --node` use a Redis key; core/ knows nothing of Redis): node 0
+ * publishes a short text (the NCCL unique id, or the CPU transport's address and a nonce), the
+ * others fetch it. Creation returns once every node has joined, or fails after timeout_ms naming
+ * the nodes that did not come. A node that dies later (its connection closes) or stops answering
+ * (the group's timeout) fails every rank of every node: the job fails, it does not hang. */
+typedef struct dd_rendezvous {
+  int nodes, node;  /* this process is node `node` (0: the one that publishes) of `nodes` */
+  const char *host; /* CPU ranks: the address node 0 listens on and publishes (NULL: this host's name) */
+  int timeout_ms;   /* the whole rendezvous (0: 300 s) */
+  void *ctx;
+  /* node 0: makes `text` (NUL-terminated, under 512 bytes) available to the others. */
+  int (*publish)(void *ctx, const char *text, char *err, size_t errlen);
+  /* the others: node 0's text, waiting up to wait_ms for it; DD_ENOTFOUND when none came. A text
+   * from an earlier attempt may come back: the joiner then finds nobody there and asks again. */
+  int (*fetch)(void *ctx, char *text, size_t len, int wait_ms, char *err, size_t errlen);
+  /* node 0, once every node has joined: the text may be withdrawn. May be NULL. */
+  void (*withdraw)(void *ctx);
+} dd_rendezvous;
+
+/* Like dd_comm_group_create for the `local` ranks of this node; rv NULL or rv->nodes == 1: one
+ * node. CPU ranks: the TCP transport below; GPU ranks: NCCL over the nodes. */
+int dd_comm_group_create_nodes(dd_comm **comms, int local, const char *const *devices, const dd_rendezvous *rv,
+                               int timeout_ms, char *err, size_t errlen);
+
+/* The CPU transport across nodes (core/collective_tcp.c): within a node the CPU group above; across
+ * nodes each node's local rank 0 talks to node 0's over TCP. A sum is node 0's local sum, plus node
+ * 1's, plus node 2's ... in that order: every rank gets the same bits, run after run (the order
+ * differs from one node's flat order, so results match a one-node run to rounding, not bits).
+ * Little-endian hosts of one architecture. For testing the multi-node path and for small CPU jobs:
+ * node 0 relays everything, so it is not built for speed. */
+int dd_tcp_comm_group_create(dd_comm **comms, int local, const dd_rendezvous *rv, int timeout_ms, char *err,
+                             size_t errlen);
+void dd_tcp_comm_group_destroy(dd_comm **comms, int local);
+
+/* The NCCL group over nodes: ncclCommInitRank with node 0's unique id (cuda/nccl_comm.cu). */
+int dd_nccl_comm_group_create_nodes(dd_comm **comms, int local, const int *devices, const dd_rendezvous *rv,
+                                    char *err, size_t errlen);
+
 /* The NCCL group (cuda/nccl_comm.cu): devices[r] is rank r's CUDA device. */
 int dd_nccl_comm_group_create(dd_comm **comms, int size, const int *devices, char *err, size_t errlen);
 int dd_nccl_comm_bind(dd_comm *c, struct dd_backend *be, char *err, size_t errlen);

@@ -202,6 +202,13 @@ int dd_job_validate(const Distilld__DistillJob *job, const char *base, char *err
   if (job->solver_file && (r = need_file(base, "solver_file", job->solver_file, err, errlen))) return r;
   if (!(job->allreduce_bucket_mb > 0))
     return dd_errorf(DD_EINVAL, err, errlen, "allreduce_bucket_mb must be positive, got %g", job->allreduce_bucket_mb);
+  if (job->nodes < 1 || job->nodes > 1024)
+    return dd_errorf(DD_EINVAL, err, errlen, "nodes must be 1 to 1024, got %d", job->nodes);
+  if (job->rendezvous_timeout_s < 1 || job->rendezvous_timeout_s > 86400)
+    return dd_errorf(DD_EINVAL, err, errlen, "rendezvous_timeout_s must be 1 to 86400, got %d", job->rendezvous_timeout_s);
+  if ((job->n_device ? job->n_device : 1) * (size_t)job->nodes > 4096)
+    return dd_errorf(DD_EINVAL, err, errlen, "nodes x device: %d x %zu ranks is more than 4096", job->nodes,
+                     job->n_device ? job->n_device : 1);
   for (size_t i = 0; i < job->n_device; i++) {
     const char *dv = job->device[i], *e = dv + 5;
     int ok = !strcmp(dv, "cpu") || (!strncmp(dv, "cuda:", 5) && *e && strspn(e, "0123456789") == strlen(e) && strlen(e) < 4);
@@ -290,6 +297,7 @@ int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job_in,
   d->size = d->comm ? comm->size : 1;
   /* rank 0 reports; the others keep only the stop decision, which the solver agrees on */
   if (hooks && d->rank == 0) d->hooks = *hooks;
+  if (hooks && d->rank > 0) d->hooks = (dd_distill_hooks){.ctx = hooks->ctx, .should_stop = hooks->should_stop};
   d->job = (Distilld__DistillJob *)dd_proto_copy(&job_in->base);
   d->base_dir = base_dir ? strdup(base_dir) : NULL;
   if (!d->job || (base_dir && !d->base_dir)) goto oom;
@@ -981,6 +989,21 @@ typedef struct {
   char err[2048];
 } rank_run;
 
+/* Every rank starts from rank 0's state (weights, solver history, iteration) and holds the same
+ * teacher (its checksum equal to rank 0's: on several machines, the same weight files). */
+static int sync_ranks(dd_distill *d, char *err, size_t errlen) {
+  int r = dd_solver_sync_from_root(d->solver, err, errlen);
+  if (r || !d->has_teacher) return r;
+  int q = 0;
+  if ((r = dd_solver_differs(d->solver, d->teacher.checksum, &q, err, errlen))) return r;
+  if (q > 0)
+    return dd_errorf(DD_ECORRUPT, err, errlen,
+                     "teacher: rank %d loaded a teacher whose checksum differs from rank 0's (%016llx): every node "
+                     "must hold the same teacher net and weights",
+                     q, (unsigned long long)d->teacher.checksum);
+  return 0;
+}
+
 static void *rank_main(void *arg) {
   rank_run *rr = arg;
   dd_backend *be = NULL;
@@ -997,7 +1020,8 @@ static void *rank_main(void *arg) {
   rr->rc = dd_distill_create_rank(&d, rr->job, rr->base_dir, be, rr->hooks, rr->comm, rr->err, sizeof rr->err);
   /* every rank builds the same nets from the same job: one that fails tells the others */
   if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
-  if (!rr->rc && rr->resume) {
+  /* rank 0 alone reads the snapshot: the others get its state below */
+  if (!rr->rc && rr->resume && rr->comm->rank == 0) {
     rr->rc = dd_distill_resume(d, &rr->resumed, rr->err, sizeof rr->err);
     if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
   }
@@ -1005,6 +1029,10 @@ static void *rank_main(void *arg) {
     /* all ranks built: a barrier, so that nobody's first collective times out on a slow setup */
     char e[512];
     if (rr->comm->ops->barrier(rr->comm, e, sizeof e)) rr->rc = dd_errorf(DD_EIO, rr->err, sizeof rr->err, "%s", e);
+  }
+  if (!rr->rc) {
+    rr->rc = sync_ranks(d, rr->err, sizeof rr->err);
+    if (rr->rc) rr->comm->ops->abort(rr->comm, rr->err);
   }
   if (!rr->rc) {
     rr->rc = dd_distill_run(d, rr->err, sizeof rr->err);
@@ -1024,6 +1052,13 @@ static void *rank_main(void *arg) {
 int dd_distill_run_ranks(const Distilld__DistillJob *job_in, const char *base_dir, int n_ranks, int threads_per_rank,
                          const dd_distill_hooks *hooks, int resume, int *resumed_iter, double *student_acc,
                          double *teacher_acc, int *iter, int *stopped, char *err, size_t errlen) {
+  return dd_distill_run_nodes(job_in, base_dir, NULL, n_ranks, threads_per_rank, hooks, resume, resumed_iter,
+                              student_acc, teacher_acc, iter, stopped, err, errlen);
+}
+
+int dd_distill_run_nodes(const Distilld__DistillJob *job_in, const char *base_dir, const dd_rendezvous *rv, int n_ranks,
+                         int threads_per_rank, const dd_distill_hooks *hooks, int resume, int *resumed_iter,
+                         double *student_acc, double *teacher_acc, int *iter, int *stopped, char *err, size_t errlen) {
   if (n_ranks < 1 || n_ranks > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: %d ranks (1 to 64)", n_ranks);
   /* one seed for every rank: the replicas must start from the same weights */
   Distilld__DistillJob *job = (Distilld__DistillJob *)dd_proto_copy(&job_in->base);
@@ -1047,7 +1082,7 @@ int dd_distill_run_ranks(const Distilld__DistillJob *job_in, const char *base_di
   /* the job's devices, one per rank ("cpu" when the job names none) */
   const char *devs[64];
   for (int k = 0; k < n_ranks; k++) devs[k] = (size_t)k < job->n_device ? job->device[k] : "cpu";
-  if ((r = dd_comm_group_create(comms, n_ranks, devs, 120000, err, errlen))) goto out;
+  if ((r = dd_comm_group_create_nodes(comms, n_ranks, devs, rv, 120000, err, errlen))) goto out;
   int started = 0;
   for (int k = 0; k < n_ranks; k++) {
     rr[k] = (rank_run){.job = job, .base_dir = base_dir, .hooks = hooks, .device = devs[k], .comm = comms[k],

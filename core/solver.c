@@ -245,24 +245,63 @@ static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
     for (size_t i = 0; i < (size_t)n->params[p].t->count * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
     free(host);
   }
+  (void)rank;
+  int q = 0, r = dd_solver_differs(s, h, &q, err, errlen);
+  if (r) return r;
+  if (q > 0)
+    return dd_errorf(DD_ECORRUPT, err, errlen,
+                     "data parallel: the parameters of rank %d differ from rank 0's at iteration %d (the replicas "
+                     "diverged: a bug, or ranks that did not start from the same weights)",
+                     q, s->iter);
+  return 0;
+}
+
+int dd_solver_differs(dd_solver *s, uint64_t h, int *first, char *err, size_t errlen) {
+  *first = 0;
+  dd_dp *dp = s->dp;
+  if (!dp || dp->comm->size == 1) return 0;
+  int size = dp->comm->size, rank = dp->comm->rank;
   /* three 21-bit pieces per rank, each exact in a float sum where only its rank contributes */
-  float v[3 * 64] = {0};
-  if (size > 64) return 0;
-  float *dev = s->be->ops->alloc(s->be, sizeof v);
-  if (!dev) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  size_t bytes = sizeof(float) * 3 * (size_t)size;
+  float *v = calloc(3 * (size_t)size, sizeof(float));
+  float *dev = v ? s->be->ops->alloc(s->be, bytes) : NULL;
+  if (!dev) {
+    free(v);
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  }
   for (int k = 0; k < 3; k++) v[3 * rank + k] = (float)((h >> (21 * k)) & 0x1FFFFF);
-  s->be->ops->upload(s->be, dev, v, sizeof(float) * 3 * (size_t)size);
+  s->be->ops->upload(s->be, dev, v, bytes);
   char e[512] = "";
   int r = dp->comm->ops->allreduce_sum(dp->comm, dev, 3 * size, e, sizeof e);
-  if (!r) s->be->ops->download(s->be, v, dev, sizeof(float) * 3 * (size_t)size);
+  if (!r) s->be->ops->download(s->be, v, dev, bytes);
   s->be->ops->free(s->be, dev);
+  if (r) {
+    free(v);
+    return dd_errorf(DD_EIO, err, errlen, "data parallel: %s", e);
+  }
+  for (int q = 1; q < size && !*first; q++)
+    if (memcmp(&v[0], &v[3 * q], 3 * sizeof(float))) *first = q;
+  free(v);
+  return 0;
+}
+
+int dd_solver_sync_from_root(dd_solver *s, char *err, size_t errlen) {
+  dd_dp *dp = s->dp;
+  if (!dp || dp->comm->size == 1) return 0;
+  char e[512] = "";
+  /* the iteration, as two exact 16-bit halves */
+  float it[2] = {(float)(s->iter & 0xFFFF), (float)((unsigned)s->iter >> 16)};
+  s->be->ops->upload(s->be, dp->scratch, it, sizeof it);
+  int r = dp->comm->ops->broadcast(dp->comm, dp->scratch, 2, 0, e, sizeof e);
+  if (!r) s->be->ops->download(s->be, it, dp->scratch, sizeof it);
+  dd_net *n = s->net;
+  for (size_t p = 0; p < n->n_params && !r; p++)
+    r = dp->comm->ops->broadcast(dp->comm, n->params[p].t->data, n->params[p].t->count, 0, e, sizeof e);
+  for (size_t k = 0; k < n->n_params * (size_t)s->n_hist && !r; k++)
+    r = dp->comm->ops->broadcast(dp->comm, s->history[k], n->params[k / (size_t)s->n_hist].t->count, 0, e, sizeof e);
   if (r) return dd_errorf(DD_EIO, err, errlen, "data parallel: %s", e);
-  for (int q = 1; q < size; q++)
-    if (memcmp(&v[0], &v[3 * q], 3 * sizeof(float)))
-      return dd_errorf(DD_ECORRUPT, err, errlen,
-                       "data parallel: the parameters of rank %d differ from rank 0's at iteration %d (the replicas "
-                       "diverged: a bug, or ranks that did not start from the same weights)",
-                       q, s->iter);
+  s->iter = (int)it[0] | ((int)it[1] << 16);
+  n->iter = (int64_t)s->iter * (s->sp->iter_size > 0 ? s->sp->iter_size : 1);
   return 0;
 }
 

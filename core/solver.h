@@ -78,6 +78,13 @@ int dd_solver_stopped(const dd_solver *s);
  * in Caffe's multi-GPU training. */
 struct dd_comm;
 int dd_solver_set_comm(dd_solver *s, struct dd_comm *comm, int64_t bucket_floats, char *err, size_t errlen);
+/* Data parallel: rank 0's iteration, parameter blobs (BatchNorm statistics included) and solver
+ * history on every rank (after rank 0 alone resumed from a snapshot, which then need not be
+ * readable on other machines). Every rank calls it. 0 without data parallelism. */
+int dd_solver_sync_from_root(dd_solver *s, char *err, size_t errlen);
+/* Data parallel: every rank passes a 64-bit value; *first becomes the first rank whose value
+ * differs from rank 0's (0: all equal). Every rank calls it. */
+int dd_solver_differs(dd_solver *s, uint64_t value, int *first, char *err, size_t errlen);
 /* The last step's all-reduce timeline, bucket by bucket (seconds from the start of its backward):
  * when backward made the bucket final (posted), when the sum started and ended. Returns the
  * number of buckets (0 without data parallelism). */

@@ -370,6 +370,30 @@ extern "C" ncclResult_t ncclCommInitAll(ncclComm_t *comm, int ndev, const int *d
   return f(comm, ndev, devlist);
 }
 
+extern "C" ncclResult_t ncclGetUniqueId(ncclUniqueId *uniqueId) {
+  static decltype(&ncclGetUniqueId) f = (decltype(&ncclGetUniqueId))dd_dyn_sym(DD_DYN_NCCL, "ncclGetUniqueId");
+  if (!f) return ncclSystemError;
+  return f(uniqueId);
+}
+
+extern "C" ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId commId, int rank) {
+  static decltype(&ncclCommInitRank) f = (decltype(&ncclCommInitRank))dd_dyn_sym(DD_DYN_NCCL, "ncclCommInitRank");
+  if (!f) return ncclSystemError;
+  return f(comm, nranks, commId, rank);
+}
+
+extern "C" ncclResult_t ncclGroupStart(void) {
+  static decltype(&ncclGroupStart) f = (decltype(&ncclGroupStart))dd_dyn_sym(DD_DYN_NCCL, "ncclGroupStart");
+  if (!f) return ncclSystemError;
+  return f();
+}
+
+extern "C" ncclResult_t ncclGroupEnd(void) {
+  static decltype(&ncclGroupEnd) f = (decltype(&ncclGroupEnd))dd_dyn_sym(DD_DYN_NCCL, "ncclGroupEnd");
+  if (!f) return ncclSystemError;
+  return f();
+}
+
 extern "C" ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   static decltype(&ncclCommDestroy) f = (decltype(&ncclCommDestroy))dd_dyn_sym(DD_DYN_NCCL, "ncclCommDestroy");
   if (!f) return ncclSystemError;

@@ -1,5 +1,6 @@
-/* The NCCL collective (core/collective.h) for GPU ranks in one process: ncclCommInitAll over the
- * ranks' devices, one communicator per rank. NCCL is loaded at run time (cuda/dynload.cu).
+/* The NCCL collective (core/collective.h) for GPU ranks: in one process ncclCommInitAll over the
+ * ranks' devices, one communicator per rank; over several nodes ncclCommInitRank with node 0's unique
+ * id (dd_nccl_comm_group_create_nodes). NCCL is loaded at run time (cuda/dynload.cu).
  *
  * Ordering: a rank's sums run on a communication stream of its own, so they overlap the backward
  * pass that is still being queued on the backend's stream. Each call records an event on the
@@ -136,29 +137,10 @@ static int nccl_barrier(dd_comm *c, char *err, size_t errlen) {
 
 static const dd_comm_ops nccl_ops = {"nccl", nccl_allreduce_sum, nccl_broadcast, nccl_barrier, nccl_abort};
 
-extern "C" int dd_nccl_comm_group_create(dd_comm **comms, int size, const int *devices, char *err, size_t errlen) {
-  const char *why = dd_cuda_nccl_load_error();
-  if (why) return dd_errorf(DD_EUNSUPPORTED, err, errlen, "NCCL (libnccl.so.2) not found: %s", why);
-  nccl_group *g = (nccl_group *)calloc(1, sizeof *g);
-  if (!g) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
-  g->size = size;
-  g->comms = (ncclComm_t *)calloc((size_t)size, sizeof *g->comms);
-  g->devices = (int *)calloc((size_t)size, sizeof *g->devices);
-  pthread_mutex_init(&g->mu, NULL);
-  if (!g->comms || !g->devices) goto oom;
-  memcpy(g->devices, devices, (size_t)size * sizeof *devices);
-  {
-    ncclResult_t nr = ncclCommInitAll(g->comms, size, g->devices);
-    if (nr != ncclSuccess) {
-      dd_errorf(DD_EIO, err, errlen, "NCCL: ncclCommInitAll over %d devices: %s", size, ncclGetErrorString(nr));
-      free(g->comms);
-      free(g->devices);
-      pthread_mutex_destroy(&g->mu);
-      free(g);
-      return DD_EIO;
-    }
-  }
-  for (int r = 0; r < size; r++) {
+/* A group of `size` local ranks around communicators already made (g->comms): handle k is global
+ * rank base + k of `world`. Frees the group (destroying the communicators) when out of memory. */
+static int make_handles(nccl_group *g, dd_comm **comms, int base, int world, char *err, size_t errlen) {
+  for (int r = 0; r < g->size; r++) {
     dd_comm *c = (dd_comm *)calloc(1, sizeof *c);
     nccl_rank *k = (nccl_rank *)calloc(1, sizeof *k);
     if (!c || !k) {
@@ -169,24 +151,118 @@ extern "C" int dd_nccl_comm_group_create(dd_comm **comms, int size, const int *d
         free(comms[q]);
         comms[q] = NULL;
       }
-      for (int q = 0; q < size; q++) ncclCommDestroy(g->comms[q]);
-      goto oom;
+      for (int q = 0; q < g->size; q++) ncclCommDestroy(g->comms[q]);
+      free(g->comms);
+      free(g->devices);
+      pthread_mutex_destroy(&g->mu);
+      free(g);
+      return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     }
     k->g = g;
     k->rank = r;
     c->ops = &nccl_ops;
-    c->rank = r;
-    c->size = size;
+    c->rank = base + r;
+    c->size = world;
     c->ctx = k;
     comms[r] = c;
   }
   return 0;
-oom:
+}
+
+static nccl_group *new_group(int size, const int *devices) {
+  nccl_group *g = (nccl_group *)calloc(1, sizeof *g);
+  if (!g) return NULL;
+  g->size = size;
+  g->comms = (ncclComm_t *)calloc((size_t)size, sizeof *g->comms);
+  g->devices = (int *)calloc((size_t)size, sizeof *g->devices);
+  if (!g->comms || !g->devices) {
+    free(g->comms);
+    free(g->devices);
+    free(g);
+    return NULL;
+  }
+  pthread_mutex_init(&g->mu, NULL);
+  memcpy(g->devices, devices, (size_t)size * sizeof *devices);
+  return g;
+}
+
+static void free_group(nccl_group *g) {
   free(g->comms);
   free(g->devices);
   pthread_mutex_destroy(&g->mu);
   free(g);
-  return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+}
+
+extern "C" int dd_nccl_comm_group_create(dd_comm **comms, int size, const int *devices, char *err, size_t errlen) {
+  const char *why = dd_cuda_nccl_load_error();
+  if (why) return dd_errorf(DD_EUNSUPPORTED, err, errlen, "NCCL (libnccl.so.2) not found: %s", why);
+  nccl_group *g = new_group(size, devices);
+  if (!g) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  ncclResult_t nr = ncclCommInitAll(g->comms, size, g->devices);
+  if (nr != ncclSuccess) {
+    dd_errorf(DD_EIO, err, errlen, "NCCL: ncclCommInitAll over %d devices: %s", size, ncclGetErrorString(nr));
+    free_group(g);
+    return DD_EIO;
+  }
+  return make_handles(g, comms, 0, size, err, errlen);
+}
+
+/* Several nodes: node 0 makes the unique id and publishes it as "nccl HEX NODES LOCAL"; every node
+ * then initialises its ranks' communicators in one NCCL group call. NCCL's own bootstrap connects
+ * the nodes (NCCL_SOCKET_IFNAME and friends apply). */
+extern "C" int dd_nccl_comm_group_create_nodes(dd_comm **comms, int local, const int *devices, const dd_rendezvous *rv,
+                                               char *err, size_t errlen) {
+  const char *why = dd_cuda_nccl_load_error();
+  if (why) return dd_errorf(DD_EUNSUPPORTED, err, errlen, "NCCL (libnccl.so.2) not found: %s", why);
+  int world = rv->nodes * local, timeout_ms = rv->timeout_ms > 0 ? rv->timeout_ms : 300000;
+  ncclUniqueId id;
+  char text[512];
+  int r = 0;
+  if (rv->node == 0) {
+    ncclResult_t nr = ncclGetUniqueId(&id);
+    if (nr != ncclSuccess) return dd_errorf(DD_EIO, err, errlen, "NCCL: ncclGetUniqueId: %s", ncclGetErrorString(nr));
+    int len = snprintf(text, sizeof text, "nccl ");
+    for (int i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) len += snprintf(text + len, sizeof text - len, "%02x", (unsigned char)id.internal[i]);
+    snprintf(text + len, sizeof text - len, " %d %d", rv->nodes, local);
+    if ((r = rv->publish(rv->ctx, text, err, errlen))) return r;
+  } else {
+    r = rv->fetch(rv->ctx, text, sizeof text, timeout_ms, err, errlen);
+    if (r == DD_ENOTFOUND)
+      return dd_errorf(DD_EIO, err, errlen, "rendezvous: node 0 published no NCCL id within %d s", timeout_ms / 1000);
+    if (r) return r;
+    char hex[2 * NCCL_UNIQUE_ID_BYTES + 8];
+    int nodes = 0, loc = 0;
+    if (sscanf(text, "nccl %260s %d %d", hex, &nodes, &loc) != 3 || strlen(hex) != 2 * NCCL_UNIQUE_ID_BYTES)
+      return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: node 0 published \"%.60s...\", not an NCCL id (are node 0's "
+                       "devices CPUs?)", text);
+    if (nodes != rv->nodes || loc != local)
+      return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: node 0 runs %d nodes x %d ranks, this node %d x %d: every node "
+                       "needs the same job and the same number of devices", nodes, loc, rv->nodes, local);
+    for (int i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) {
+      unsigned v = 0;
+      sscanf(hex + 2 * i, "%2x", &v);
+      id.internal[i] = (char)v;
+    }
+  }
+  nccl_group *g = new_group(local, devices);
+  if (!g) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  ncclResult_t nr = ncclGroupStart();
+  for (int k = 0; k < local && nr == ncclSuccess; k++) {
+    cudaSetDevice(devices[k]);
+    nr = ncclCommInitRank(&g->comms[k], world, id, rv->node * local + k);
+  }
+  ncclResult_t ne = ncclGroupEnd();
+  if (nr == ncclSuccess) nr = ne;
+  if (rv->node == 0 && rv->withdraw) rv->withdraw(rv->ctx);
+  if (nr != ncclSuccess) {
+    dd_errorf(DD_EIO, err, errlen, "NCCL: ncclCommInitRank (node %d of %d, %d ranks): %s", rv->node, rv->nodes, local,
+              ncclGetErrorString(nr));
+    for (int k = 0; k < local; k++)
+      if (g->comms[k]) ncclCommDestroy(g->comms[k]);
+    free_group(g);
+    return DD_EIO;
+  }
+  return make_handles(g, comms, rv->node * local, world, err, errlen);
 }
 
 extern "C" int dd_nccl_comm_bind(dd_comm *c, dd_backend *be, char *err, size_t errlen) {

@@ -22,7 +22,13 @@ int dd_cmd_forward(int argc, char **argv);
 
 /* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
 /* `device`: NULL takes the job's own `device` (default cpu). */
-int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device);
+/* Multi-node jobs: this process's node, the daemon config whose Redis the nodes meet through (NULL:
+ * $DISTILLD_CONFIG or the defaults) and the address node 0 publishes (NULL: the host's name). */
+typedef struct dd_train_nodes {
+  int node; /* -1: not given */
+  const char *config, *advertise;
+} dd_train_nodes;
+int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device, const dd_train_nodes *tn);
 
 /* `distilld --config FILE`: the service (daemon/daemon.c). Exit 0 after SIGTERM/SIGINT. */
 int dd_cmd_daemon(const char *config_path);

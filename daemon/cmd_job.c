@@ -1,5 +1,7 @@
 /* `distilld train --job JOB [--resume] [--threads N]`: one distillation (or plain training) job in
- * the foreground, with a progress bar on a terminal and plain log lines otherwise. */
+ * the foreground, with a progress bar on a terminal and plain log lines otherwise. A job with
+ * `nodes: N` runs as node --node K of N (with --config for the Redis the nodes meet through and
+ * --advertise for the address node 0 publishes). */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdio.h>
@@ -11,7 +13,9 @@
 #include "backend.h"
 #include "cli.h"
 #include "dd_error.h"
+#include "dconfig.h"
 #include "distill.h"
+#include "rdzv.h"
 
 static volatile sig_atomic_t job_stop;
 static void on_signal(int sig) {
@@ -83,11 +87,16 @@ static int ui_stop(void *ctx) {
 
 /* A job that names several devices: data parallel, one rank per device, threads of this process:
  * "cpu" ranks through the CPU collective, "cuda:N" ranks through NCCL (core/collective.h). */
-static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume, int threads) {
+static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_rendezvous *rv) {
   char err[4096];
   int status = 1;
-  int n = (int)job->n_device;
-  fprintf(stderr, "distilld: data parallel: %d ranks on %s%s\n", n, job->device[0], n > 1 ? ", ..." : "");
+  int n = job->n_device ? (int)job->n_device : 1;
+  const char *dev0 = job->n_device ? job->device[0] : "cpu";
+  if (rv)
+    fprintf(stderr, "distilld: data parallel: node %d of %d, %d rank%s on %s%s (%d ranks in all); waiting for the other nodes\n",
+            rv->node, rv->nodes, n, n == 1 ? "" : "s", dev0, n > 1 ? ", ..." : "", n * rv->nodes);
+  else
+    fprintf(stderr, "distilld: data parallel: %d ranks on %s%s\n", n, dev0, n > 1 ? ", ..." : "");
   job_ui ui = {.tty = isatty(2)};
   dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
                             .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
@@ -97,7 +106,7 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
   clock_gettime(CLOCK_MONOTONIC, &t0);
   int resumed = 0, iter = 0, stopped = 0;
   double sa = -1, ta = -1;
-  int r = dd_distill_run_ranks(job, NULL, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
+  int r = dd_distill_run_nodes(job, NULL, rv, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
   end_bar(&ui);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   if (r) {
@@ -106,7 +115,8 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
   } else {
     char took[32];
     dd_cli_fmt_duration((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
-    printf("job %s: %s at iter %d in %s on %d ranks", job->name, stopped ? "stopped" : "done", iter, took, n);
+    printf("job %s: %s at iter %d in %s on %d ranks", job->name, stopped ? "stopped" : "done", iter, took,
+           n * (rv ? rv->nodes : 1));
     if (ta >= 0) printf(", teacher accuracy %.4f", ta);
     if (sa >= 0) printf(", student accuracy %.4f", sa);
     printf("\n");
@@ -116,16 +126,71 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
   return status;
 }
 
-int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device) {
+/* A job with nodes > 1: this process is node `node`; the nodes meet through the Redis of the
+ * daemon config (key PREFIX:rdzv:cli:<job name>). */
+static int run_node(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_train_nodes *tn) {
+  char err[4096];
+  if (tn->node < 0 || tn->node >= job->nodes) {
+    dd_cli_error("%s: the job runs on %d nodes: give --node 0 on the first machine and --node 1 to %d on the others%s",
+                 job_path, job->nodes, job->nodes - 1, tn->node < 0 ? "" : " (--node is out of range)");
+    distilld__distill_job__free_unpacked(job, NULL);
+    return 2;
+  }
+  Distilld__DaemonConfig *cfg = NULL;
+  char *password = NULL;
+  if (dd_dconfig_read(&cfg, tn->config, err, sizeof err) || dd_dconfig_password(cfg, &password, err, sizeof err)) {
+    dd_cli_error("%s", err);
+    if (cfg) distilld__daemon_config__free_unpacked(cfg, NULL);
+    distilld__distill_job__free_unpacked(job, NULL);
+    return 2;
+  }
+  char key[600];
+  dd_key(key, sizeof key, cfg->key_prefix, "rdzv:cli:%s", job->name);
+  dd_redis_rdzv z;
+  dd_rendezvous rv;
+  int r = dd_redis_rdzv_init(&z, &rv, cfg, password, key, tn->node, job->nodes, job->rendezvous_timeout_s * 1000,
+                             tn->advertise, err, sizeof err);
+  if (password) {
+    memset(password, 0, strlen(password));
+    free(password);
+  }
+  int status;
+  if (r) {
+    dd_cli_error("%s", err);
+    distilld__distill_job__free_unpacked(job, NULL);
+    status = 1;
+  } else {
+    fprintf(stderr, "distilld: rendezvous through Redis at %s:%d, key %s\n", cfg->redis_host, cfg->redis_port, key);
+    status = run_ranks(job, job_path, resume, threads, &rv);
+  }
+  dd_redis_rdzv_close(&z);
+  distilld__daemon_config__free_unpacked(cfg, NULL);
+  return status;
+}
+
+int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device, const dd_train_nodes *tn) {
   char err[4096];
   Distilld__DistillJob *job = NULL;
   if (dd_job_read(&job, job_path, err, sizeof err)) {
     dd_cli_error("%s", err);
     return 2;
   }
+  if (job->nodes > 1) {
+    if (device) {
+      dd_cli_error("%s: --device does not apply to a multi-node job: every node runs the job's device list", job_path);
+      distilld__distill_job__free_unpacked(job, NULL);
+      return 2;
+    }
+    return run_node(job, job_path, resume, threads, tn);
+  }
+  if (tn && tn->node > 0) {
+    dd_cli_error("%s: --node %d, but the job runs on one node (set nodes: N in the job)", job_path, tn->node);
+    distilld__distill_job__free_unpacked(job, NULL);
+    return 2;
+  }
   /* relative paths in a job are relative to the current directory, like Caffe's */
   dd_backend *be = NULL;
-  if (!device && job->n_device > 1) return run_ranks(job, job_path, resume, threads);
+  if (!device && job->n_device > 1) return run_ranks(job, job_path, resume, threads, NULL);
   if (!device) device = job->n_device ? job->device[0] : "cpu";
   if (dd_backend_create(&be, device, threads, err, sizeof err)) {
     dd_cli_error("%s: %s", job_path, err);

@@ -29,7 +29,8 @@
 #define MAX_INPUTS 16
 
 typedef struct {
-  const char *solver, *model, *weights, *snapshot, *dump, *job, *device;
+  const char *solver, *model, *weights, *snapshot, *dump, *job, *device, *config, *advertise;
+  int node;
   int resume;
   const char *inputs[MAX_INPUTS];
   int n_inputs, iterations, threads, backward, has_seed;
@@ -39,6 +40,7 @@ typedef struct {
 
 static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
   memset(o, 0, sizeof *o);
+  o->node = -1;
   o->phase = CAFFE__PHASE__TRAIN;
   o->iterations = -1;
   for (int i = 0; i < argc; i++) {
@@ -65,6 +67,17 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--iterations")) o->iterations = atoi(v);
     else if (!strcmp(a, "--threads")) o->threads = atoi(v);
     else if (!strcmp(a, "--device")) o->device = v;
+    else if (!strcmp(a, "--config")) o->config = v;
+    else if (!strcmp(a, "--advertise")) o->advertise = v;
+    else if (!strcmp(a, "--node")) {
+      char *end;
+      long k = strtol(v, &end, 10);
+      if (*end || end == v || k < 0 || k > 1023) {
+        dd_cli_error("%s: --node takes a node index 0 to 1023, not \"%s\"", verb, v);
+        return 2;
+      }
+      o->node = (int)k;
+    }
     else if (!strcmp(a, "--seed")) {
       o->seed = atoll(v);
       o->has_seed = 1;
@@ -247,7 +260,12 @@ int dd_cmd_train(int argc, char **argv) {
       dd_cli_error("train: --job takes its solver, weights and data from the job file");
       return 2;
     }
-    return dd_cmd_train_job(o.job, o.resume, o.threads, o.device);
+    dd_train_nodes tn = {o.node, o.config ? o.config : getenv("DISTILLD_CONFIG"), o.advertise};
+    return dd_cmd_train_job(o.job, o.resume, o.threads, o.device, &tn);
+  }
+  if (o.node >= 0 || o.advertise) {
+    dd_cli_error("train: --node and --advertise belong to a multi-node job (--job)");
+    return 2;
   }
   if (!o.solver) {
     dd_cli_error("train: usage: distilld train --solver S [--weights W | --snapshot S.solverstate] [--input NAME=F]...");
