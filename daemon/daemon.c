@@ -37,9 +37,13 @@
 #include "dd_error.h"
 #include "distill.h"
 #include "paths.h"
+#include "rdzv.h"
 #include "textformat.h"
 
 #define RING_CAP 4096
+/* A multi-node job whose attempt fails in the collectives (a node lost) is handed back this many
+ * times at most before it fails for good. */
+#define DD_MULTINODE_ATTEMPTS 3
 #define ITEM_BYTES 2048
 #define ITEM_MAX_CMDS 3
 #define CMD_MAX_ARGS 96
@@ -131,6 +135,24 @@ static const char LUA_HANDBACK[] =
     "redis.call('ZREM', KEYS[4], ARGV[3]) redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])\n"
     "return e\n";
 
+/* A worker takes a join entry (node K of a multi-node job whose node 0 runs elsewhere). The entry
+ * is acknowledged and deleted at once: a joiner that dies is not replaced, node 0 fails the attempt
+ * and the job's own retry brings it back. A worker that already runs a node of the job leaves the
+ * entry pending for another worker (XAUTOCLAIM after lease_s). KEYS: hash jobs.
+ * ARGV: entry attempt node worker */
+static const char LUA_JOIN[] =
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "local a = redis.call('HGET', KEYS[1], 'attempt')\n"
+    "if st == 'running' and a == ARGV[2] then\n"
+    "  if redis.call('HGET', KEYS[1], 'worker') == ARGV[4] then return {'mine', '0'} end\n"
+    "  local k = redis.call('HGET', KEYS[1], 'joined:' .. ARGV[4] .. '/' .. a)\n"
+    "  if k then return {'mine', k} end\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "if st ~= 'running' or a ~= ARGV[2] then return {'stale', (st or 'gone') .. ', attempt ' .. (a or '-')} end\n"
+    "redis.call('HSET', KEYS[1], 'node:' .. ARGV[3], ARGV[4], 'joined:' .. ARGV[4] .. '/' .. a, ARGV[3])\n"
+    "return {'join', redis.call('HGET', KEYS[1], 'spec')}\n";
+
 /* Ring items name a script by one of these; the loop sends the script's text in its place. */
 #define SCRIPT_REF_FINISH "\001finish"
 #define SCRIPT_REF_HANDBACK "\001handback"
@@ -173,6 +195,7 @@ typedef struct {
   size_t text_len;
   char early_error[512]; /* a bad entry: fail without building anything */
   int attempt;
+  int join_node; /* > 0: this slot runs node join_node of a job whose node 0 runs elsewhere */
   uv_thread_t thread;
   atomic_int stop;     /* STOP_*: set by the loop, read by the job's thread each iteration */
   atomic_int exited;   /* the job's thread has pushed its last item */
@@ -580,6 +603,37 @@ static int has_snapshots(const char *out_dir) {
   return found;
 }
 
+/* A job with nodes > 1: this slot runs node j->join_node (0: the worker that claimed the job, which
+ * posts one join entry per other node and reports for the job). The nodes meet through the key
+ * PREFIX:job:ID:rdzv:ATTEMPT (rdzv.h); the ranks of the other nodes only take part and vote on
+ * stops. */
+static int run_multinode(job_t *j, Distilld__DistillJob *job, const dd_distill_hooks *hooks, int *iter, int *stopped,
+                         char *err, size_t errlen) {
+  daemon_t *d = j->d;
+  int node = j->join_node, n = job->n_device ? (int)job->n_device : 1;
+  int per = d->threads / n > 0 ? d->threads / n : 1;
+  if (node >= job->nodes)
+    return dd_errorf(DD_EINVAL, err, errlen, "a join entry for node %d, but the job runs on %d nodes", node, job->nodes);
+  char key[300];
+  dd_key(key, sizeof key, d->cfg->key_prefix, "job:%s:rdzv:%d", j->id, j->attempt);
+  const char *adv = d->cfg->advertise_host && d->cfg->advertise_host[0] ? d->cfg->advertise_host : NULL;
+  dd_redis_rdzv z;
+  dd_rendezvous rv;
+  int r = dd_redis_rdzv_init(&z, &rv, d->cfg, d->password, key, node, job->nodes, job->rendezvous_timeout_s * 1000, adv,
+                             err, errlen);
+  if (!r && node == 0) r = dd_redis_rdzv_post_joins(&z, d->k_jobs, j->id, j->attempt, job->nodes, err, errlen);
+  if (!r) {
+    dlog(2, j->id, "%s (attempt %d): node %d of %d, %d rank%s on %s%s here; waiting up to %d s for the other nodes",
+         job->name, j->attempt, node, job->nodes, n, n == 1 ? "" : "s", job->n_device ? job->device[0] : "cpu",
+         n > 1 ? ", ..." : "", job->rendezvous_timeout_s);
+    dd_distill_hooks h = node == 0 ? *hooks : (dd_distill_hooks){.ctx = j, .should_stop = h_stop};
+    r = dd_distill_run_nodes(job, NULL, &rv, n, per, &h, node == 0 && j->attempt > 1, NULL, NULL, NULL, iter, stopped,
+                             err, errlen);
+  }
+  dd_redis_rdzv_close(&z);
+  return r;
+}
+
 static void job_thread(void *arg) {
   job_t *j = arg;
   daemon_t *d = j->d;
@@ -610,7 +664,7 @@ static void job_thread(void *arg) {
   if (job->n_device == 1) device = job->device[0];
   if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
   if (dd_job_validate(job, NULL, err, sizeof err)) goto done;
-  if (j->attempt == 1 && has_snapshots(job->output_dir)) {
+  if (!j->join_node && j->attempt == 1 && has_snapshots(job->output_dir)) {
     snprintf(err, sizeof err,
              "output_dir: \"%s\" already holds snapshots of an earlier run; give the job an output_dir of its own",
              job->output_dir);
@@ -620,7 +674,9 @@ static void job_thread(void *arg) {
                             .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started};
   snprintf(j->name, sizeof j->name, "%s", job->name);
   int r, stopped = 0;
-  if (job->n_device > 1) {
+  if (job->nodes > 1 || j->join_node) {
+    r = run_multinode(j, job, &hooks, &iter, &stopped, err, sizeof err);
+  } else if (job->n_device > 1) {
     /* data parallel: one rank per device entry, threads of this job (core/distill.h) */
     int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
     dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", job->name, j->attempt, n, job->device[0]);
@@ -637,7 +693,15 @@ static void job_thread(void *arg) {
     stopped = dd_distill_stopped(dist);
   }
   int stop = atomic_load(&j->stop);
-  if (r)
+  if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < DD_MULTINODE_ATTEMPTS && stop == STOP_NONE) {
+    /* a node died, stopped answering or never came: the job goes back to the queue and resumes
+     * from its last snapshot, up to DD_MULTINODE_ATTEMPTS attempts */
+    char msg[4300];
+    snprintf(msg, sizeof msg, "attempt %d failed: %s; handing the job back to resume from its last snapshot (attempt %d "
+             "of at most %d)", j->attempt, err, j->attempt + 1, DD_MULTINODE_ATTEMPTS);
+    h_log(j, 1, msg);
+    outcome = OUT_HANDBACK;
+  } else if (r)
     outcome = OUT_FAILED;
   else if (stop == STOP_LOST)
     outcome = OUT_LOST;
@@ -645,12 +709,22 @@ static void job_thread(void *arg) {
     outcome = OUT_CANCELLED;
   else if (stopped && stop == STOP_HANDBACK)
     outcome = OUT_HANDBACK;
+  else if (stopped && job->nodes > 1)
+    outcome = OUT_HANDBACK; /* another node stopped the job (its worker was stopped): back to the queue */
   else
     outcome = OUT_SUCCEEDED;
 done:
+  if (j->join_node) {
+    /* node 0's worker reports for the job; this one logs and writes nothing */
+    if (outcome == OUT_FAILED) dlog(0, j->id, "node %d failed: %s", j->join_node, err);
+    else dlog(2, j->id, "node %d: done at iter %d", j->join_node, iter);
+    outcome = OUT_LOST;
+    goto cleanup;
+  }
   if (outcome == OUT_FAILED) dlog(0, j->id, "failed: %s", err);
   else dlog(2, j->id, "%s at iter %d", outcome == OUT_SUCCEEDED ? "succeeded" : outcome == OUT_CANCELLED ? "cancelled" :
                                       outcome == OUT_HANDBACK ? "stopped: handing it back" : "lost its lease: stopped", iter);
+cleanup:
   dd_distill_destroy(dist);
   dd_backend_destroy(be);
   if (job) distilld__distill_job__free_unpacked(job, NULL);
@@ -1012,6 +1086,31 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
     memset(j, 0, sizeof *j);
     return;
   }
+  if (j->join_node) {
+    const char *what = reply->element[0]->str;
+    const char *arg = reply->element[1]->type == REDIS_REPLY_STRING ? reply->element[1]->str : "(none)";
+    if (!strcmp(what, "join") && reply->element[1]->type != REDIS_REPLY_STRING) what = "stale", arg = "without its spec";
+    if (!strcmp(what, "join")) {
+      free(j->text);
+      j->text = strdup(arg);
+      j->text_len = j->text ? strlen(j->text) : 0;
+      if (!j->text) snprintf(j->early_error, sizeof j->early_error, "out of memory");
+      dlog(2, j->id, "joining as node %d (attempt %d)", j->join_node, j->attempt);
+      start_job(j, j->attempt);
+      heartbeat(d);
+    } else {
+      if (!strcmp(what, "mine"))
+        dlog(2, j->id, "join entry for node %d: this worker runs node %s of the job already; left to another worker",
+             j->join_node, arg);
+      else
+        dlog(2, j->id, "join entry for node %d of attempt %d is stale (the job is %s): dropped", j->join_node, j->attempt,
+             arg);
+      free(j->text);
+      memset(j, 0, sizeof *j);
+    }
+    try_claim(d);
+    return;
+  }
   if (!strcmp(reply->element[0]->str, "final")) {
     dlog(2, j->id, "already %s: acknowledged without running", reply->element[1]->str);
     free(j->text);
@@ -1043,14 +1142,38 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
   j->d = d;
   snprintf(j->entry, sizeof j->entry, "%s", e->element[0]->str);
   const redisReply *f = e->element[1];
-  const char *id = NULL, *text = NULL;
+  const char *id = NULL, *text = NULL, *join = NULL, *attempt = NULL;
   size_t text_len = 0;
   if (f->type == REDIS_REPLY_ARRAY)
     for (size_t k = 0; k + 1 < f->elements; k += 2) {
       if (f->element[k]->type != REDIS_REPLY_STRING || f->element[k + 1]->type != REDIS_REPLY_STRING) continue;
       if (!strcmp(f->element[k]->str, "id")) id = f->element[k + 1]->str;
       if (!strcmp(f->element[k]->str, "job")) text = f->element[k + 1]->str, text_len = f->element[k + 1]->len;
+      if (!strcmp(f->element[k]->str, "join")) join = f->element[k + 1]->str;
+      if (!strcmp(f->element[k]->str, "attempt")) attempt = f->element[k + 1]->str;
     }
+  if (join) {
+    /* node K of a multi-node job: LUA_JOIN, not a claim of the job */
+    int node = atoi(join), att = attempt ? atoi(attempt) : 0;
+    if (!id || !dd_job_id_valid(id) || node < 1 || node > 1023 || att < 1) {
+      dlog(1, NULL, "entry %s: a join entry without a valid id, node and attempt: dropped", j->entry);
+      redisAsyncCommand(d->ac, NULL, NULL, "XACK %s " DD_GROUP " %s", d->k_jobs, j->entry);
+      redisAsyncCommand(d->ac, NULL, NULL, "XDEL %s %s", d->k_jobs, j->entry);
+      memset(j, 0, sizeof *j);
+      return;
+    }
+    snprintf(j->id, sizeof j->id, "%s", id);
+    j->join_node = node;
+    j->attempt = att;
+    dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, "job:%s", j->id);
+    dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, "job:%s:metrics", j->id);
+    dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, "job:%s:events", j->id);
+    snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
+    const char *argv[] = {"EVAL", LUA_JOIN, "2", j->k_hash, d->k_jobs, j->entry, attempt, join, d->worker};
+    d->claim_inflight = 1;
+    redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 9, argv, NULL);
+    return;
+  }
   if (id && dd_job_id_valid(id))
     snprintf(j->id, sizeof j->id, "%s", id);
   else {
@@ -1175,6 +1298,7 @@ static void on_tick(uv_timer_t *t) {
   for (int i = 0; i < d->n_slots; i++) {
     job_t *j = &d->slots[i];
     if (!j->used || !j->running || j->cancel_inflight || atomic_load(&j->stop) != STOP_NONE) continue;
+    if (j->join_node) continue; /* node 0 watches for a cancel; every node stops with it */
     j->cancel_inflight = 1;
     redisAsyncCommand(d->ac, on_cancel_poll, (void *)(intptr_t)i, "HGET %s cancel", j->k_hash);
   }
@@ -1202,6 +1326,7 @@ static void heartbeat(daemon_t *d) {
     job_t *j = &d->slots[i];
     if (!j->used || !j->running) continue;
     u += (size_t)snprintf(jobs + u, sizeof jobs - u, "%s%s", u ? "," : "", j->id);
+    if (j->join_node) continue; /* node 0's worker holds the job's lease */
     const char *argv[] = {"EVAL", LUA_RENEW, "2", j->k_hash, d->k_jobs, j->owner, j->entry, d->worker};
     size_t lens[8];
     for (int k = 0; k < 8; k++) lens[k] = strlen(argv[k]);

@@ -153,3 +153,21 @@ void dd_redis_rdzv_close(dd_redis_rdzv *z) {
   }
   z->password = NULL;
 }
+
+int dd_redis_rdzv_post_joins(dd_redis_rdzv *z, const char *stream, const char *id, int attempt, int nodes, char *err,
+                             size_t errlen) {
+  redisContext *c = rz_connect(z, err, errlen);
+  if (!c) return DD_EIO;
+  char a[16], k[16];
+  snprintf(a, sizeof a, "%d", attempt);
+  int r = 0;
+  for (int node = 1; node < nodes && !r; node++) {
+    snprintf(k, sizeof k, "%d", node);
+    const char *argv[] = {"XADD", stream, "*", "id", id, "join", k, "attempt", a};
+    redisReply *rep = rz_cmd(c, 9, argv, err, errlen);
+    if (!rep) r = DD_EIO;
+    else freeReplyObject(rep);
+  }
+  redisFree(c);
+  return r;
+}

@@ -26,4 +26,9 @@ int dd_redis_rdzv_init(dd_redis_rdzv *z, dd_rendezvous *rv, const Distilld__Daem
                        size_t errlen);
 void dd_redis_rdzv_close(dd_redis_rdzv *z);
 
+/* The daemon's node 0 of a multi-node job: one queue entry per other node (XADD stream * id ID
+ * join K attempt A), which other workers claim to join the job (docs/redis.md). */
+int dd_redis_rdzv_post_joins(dd_redis_rdzv *z, const char *stream, const char *id, int attempt, int nodes, char *err,
+                             size_t errlen);
+
 #endif
