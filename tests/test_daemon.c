@@ -20,7 +20,8 @@
  *
  * Every process is started with fork/execv (redis-server found on PATH; without it the tests are
  * skipped), killed at exit (and by PR_SET_PDEATHSIG should the test die), and every wait is
- * bounded. Each test gets a fresh redis-server and key prefix. DD_KEEP_TMP=1 keeps the scratch
+ * bounded. Each test gets a fresh redis-server and key prefix. DD_TEST_ONLY=NAME runs the tests whose
+ * name holds NAME. DD_KEEP_TMP=1 keeps the scratch
  * directory; a failing test prints the tails of its daemons' and redis-server's logs. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -359,7 +360,7 @@ static dmn *daemon_start(const char *name, int max_jobs, int lease_s, int heartb
   wfile(d->cfg,
         "redis_host: \"127.0.0.1\"\nredis_port: %d\nkey_prefix: \"%s\"\nworker_name: \"%s\"\nmax_jobs: %d\n"
         "threads_per_job: 1\ndata_root: \".\"\noutput_root: \"out\"\nlease_s: %d\nheartbeat_s: %d\npoll_ms: 50\n"
-        "drain_timeout_s: 10\nretention_s: 3600\nlog_level: INFO\n",
+        "drain_timeout_s: 10\nretention_s: 3600\nlog_level: INFO\nadvertise_host: \"127.0.0.1\"\n",
         srv.port, pfx, name, max_jobs, lease_s, heartbeat_s);
   const char *argv[] = {DISTILLD_EXE, "--config", d->cfg, NULL};
   d->pid = spawn(argv, tmp, d->log);
@@ -460,6 +461,9 @@ static void finish(void) {
       printf("SKIP %s\n", #fn);    \
       return;                      \
     }                              \
+    if (getenv("DD_TEST_ONLY") &&  \
+        !strstr(#fn, getenv("DD_TEST_ONLY"))) \
+      return;                      \
     fn##_body();                   \
     finish();                      \
   }                                \
@@ -1225,6 +1229,70 @@ DTEST(test_data_parallel_job) {
   CHECK(file_contains(d->log, "data parallel on 2 ranks"));
 }
 
+/* ---- 7c. one job on two nodes: two workers meet through Redis; a node lost mid-job ---------------------- */
+
+DTEST(test_multinode_job) {
+  REQUIRE(begin("tmn", 0));
+  dmn *a = daemon_start("wma", 1, 10, 1), *b = daemon_start("wmb", 1, 10, 1);
+  REQUIRE(a && b);
+  REQUIRE(daemon_wait_up(a, 15) && daemon_wait_up(b, 15));
+  job_opts o = {.max_iter = 20, .display = 5, .test_interval = 10, .snapshot = 10, .teacher = 1,
+                .extra = "nodes: 2 rendezvous_timeout_s: 30\n"};
+  REQUIRE(submit_job("mn1", &o));
+  char *st = wait_final("mn1", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "mn1: %s (%s)", test__str(st), test__str(hget(K("job:mn1"), "error")));
+  free(st);
+  /* node 0 reported alone; node 1 ran on the other worker; nothing is left in the queue or Redis */
+  CHECKF(rint_cmd(-1, "XLEN %s", K("job:mn1:metrics")) == 4, "%lld metrics entries", rint_cmd(-1, "XLEN %s", K("job:mn1:metrics")));
+  CHECK(count_events("mn1", "state", "succeeded") == 1);
+  char *w0 = hget(K("job:mn1"), "worker"), *w1 = hget(K("job:mn1"), "node:1");
+  CHECKF(w0 && w1 && strcmp(w0, w1) && (!strcmp(w1, "wma") || !strcmp(w1, "wmb")), "node 0 on %s, node 1 on %s",
+         test__str(w0), test__str(w1));
+  free(w0);
+  free(w1);
+  CHECK(rint_cmd(-1, "XLEN %s", K("jobs")) == 0);
+  CHECK(rint_cmd(-1, "EXISTS %s", K("job:mn1:rdzv:1")) == 0);
+  CHECK(file_contains(a->log, "joining as node 1") || file_contains(b->log, "joining as node 1"));
+
+  /* node 1's worker killed -9 mid-job: node 0 fails the attempt at once and hands the job back; a new
+   * worker joins attempt 2, which resumes from the last snapshot; then a cancel stops every node */
+  job_opts o2 = {.max_iter = 1000000, .display = 100, .test_interval = 100000, .snapshot = 100, .teacher = 1,
+                 .extra = "nodes: 2 rendezvous_timeout_s: 30\n"};
+  REQUIRE(submit_job("mn2", &o2));
+  CHECK(wait_field_at_least("mn2", "last_snapshot_iter", 100, 60));
+  char *j1 = hget(K("job:mn2"), "node:1");
+  REQUIRE(j1);
+  dmn *joiner = !strcmp(j1, "wma") ? a : b;
+  free(j1);
+  double t_kill = mono();
+  daemon_kill9(joiner);
+  dmn *c = daemon_start("wmc", 1, 10, 1);
+  REQUIRE(c);
+  CHECK(wait_field_at_least("mn2", "attempt", 2, 30));
+  printf("     node 1 killed: attempt 2 claimed %.1f s later\n", mono() - t_kill);
+  CHECK(wait_field_at_least("mn2", "resumed_from", 100, 60));
+  CHECK(wait_field_at_least("mn2", "iter", hget_ll(K("job:mn2"), "resumed_from", 0) + 100, 60));
+  redisReply *r = cmd("HSET %s cancel 1", K("job:mn2"));
+  if (r) freeReplyObject(r);
+  st = wait_final("mn2", 60);
+  CHECKF(st && !strcmp(st, "cancelled"), "mn2: %s (%s)", test__str(st), test__str(hget(K("job:mn2"), "error")));
+  free(st);
+  CHECK(count_events("mn2", "state", "queued") == 1); /* the hand-back after the lost node */
+  char *ev = NULL;
+  {
+    redisReply *x = cmd("XRANGE %s - +", K("job:mn2:events"));
+    for (size_t i = 0; x && x->type == REDIS_REPLY_ARRAY && i < x->elements && !ev; i++) {
+      const redisReply *f = x->element[i]->element[1];
+      for (size_t k = 0; k + 1 < f->elements; k += 2)
+        if (strstr(f->element[k + 1]->str, "handing the job back")) ev = strdup(f->element[k + 1]->str);
+    }
+    if (x) freeReplyObject(x);
+  }
+  CHECKF(ev && strstr(ev, "node") && strstr(ev, "closed"), "hand-back event: %s", test__str(ev));
+  if (ev) printf("     %s\n", ev);
+  free(ev);
+}
+
 /* ---- 8. paths outside the roots are refused ------------------------------------------------------------ */
 
 DTEST(test_path_escapes) {
@@ -1753,6 +1821,7 @@ int main(void) {
   RUN(test_redis_restart);
   RUN(test_many_jobs);
   RUN(test_data_parallel_job);
+  RUN(test_multinode_job);
   RUN(test_path_escapes);
   RUN(test_client_verbs);
   RUN(test_sigterm_during_readgroup);
