@@ -19,7 +19,8 @@
  * Setting up: node 0 listens on an ephemeral port and publishes "tcp HOST PORT NONCE NODES LOCAL"
  * through the caller's rendezvous; every other node connects and says hello (nonce, node, nodes,
  * local); node 0 answers each with a welcome once all have come, or with the reason it refuses
- * (a node index taken twice, different counts). A hello with another nonce (a stale text from an
+ * (a node index taken twice, different counts); a hello it takes is answered at once ("taken,
+ * wait"), so a joiner that gets no answer from a listener knows it found a stale text. A hello with another nonce (a stale text from an
  * earlier attempt) is dropped, and the joiner fetches the text again. All memory is allocated at
  * creation; a collective allocates nothing. Waits use poll() with deadlines, never spin. */
 #define _POSIX_C_SOURCE 200809L
@@ -272,8 +273,12 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
   } else if (gethostname(host, sizeof host) != 0) {
     return dd_errorf(DD_EIO, err, errlen, "rendezvous: gethostname: %s", strerror(errno));
   }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-  int gr = getaddrinfo(host, "0", &hints, &ai);
+  /* a host given: listen on its address (the operator chose the interface); the default host
+   * name: on every interface, as the name may resolve to loopback here (Debian's 127.0.1.1) */
+  int given = rv->host && rv->host[0];
+  struct addrinfo hints = {.ai_family = given ? AF_UNSPEC : AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE},
+                  *ai = NULL;
+  int gr = getaddrinfo(given ? host : NULL, "0", &hints, &ai);
   if (gr != 0) return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: cannot resolve host \"%s\": %s", host, gai_strerror(gr));
   int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int r = 0;
@@ -313,8 +318,8 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
       size_t len = 0;
       for (int k = 1, listed = 0; k < g->nodes && len < sizeof missing && listed < 16; k++)
         if (g->fd[k] < 0) len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%d", listed++ ? ", " : "", k);
-      r = dd_errorf(DD_EIO, err, errlen, "rendezvous: %d of %d nodes joined within %d s; missing node%s %s", joined,
-                    g->nodes, timeout_ms / 1000, g->nodes - joined == 1 ? "" : "s", missing);
+      r = dd_errorf(DD_EIO, err, errlen, "rendezvous: %d of %d nodes joined within %g s; missing node%s %s", joined,
+                    g->nodes, timeout_ms / 1000.0, g->nodes - joined == 1 ? "" : "s", missing);
       break;
     }
     struct pollfd pf = {lfd, POLLIN, 0};
@@ -343,6 +348,12 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
       close(fd);
       continue;
     }
+    /* "taken, wait for the others": the joiner now knows this is the live node 0, not a stale text */
+    tcp__welcome ack = {TCP__HELLO, 2, ""};
+    if (tcp__io(fd, &ack, sizeof ack, 1, tcp__now_ms() + 5000, why, sizeof why)) {
+      close(fd);
+      continue;
+    }
     tcp__nodelay(fd);
     g->fd[h.node] = fd;
     joined++;
@@ -361,26 +372,30 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
   return r;
 }
 
-/* Connects to host:port within deadline; -1 when it cannot. */
+/* Connects to host:port (each address it resolves to, in turn) within deadline; -1 when it cannot. */
 static int tcp__connect(const char *host, const char *port, long deadline) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
   if (getaddrinfo(host, port, &hints, &ai) != 0) return -1;
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-    close(fd);
-    fd = -1;
+  int fd = -1;
+  for (struct addrinfo *p = ai; p && fd < 0; p = p->ai_next) {
+    fd = socket(p->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    if (connect(fd, p->ai_addr, p->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      close(fd);
+      fd = -1;
+      continue;
+    }
+    long left = deadline - tcp__now_ms();
+    struct pollfd pf = {fd, POLLOUT, 0};
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (left <= 0 || poll(&pf, 1, (int)(left > 10000 ? 10000 : left)) != 1 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+      close(fd);
+      fd = -1;
+    }
   }
   freeaddrinfo(ai);
-  if (fd < 0) return -1;
-  long left = deadline - tcp__now_ms();
-  struct pollfd pf = {fd, POLLOUT, 0};
-  int soerr = 0;
-  socklen_t sl = sizeof soerr;
-  if (left <= 0 || poll(&pf, 1, (int)(left > 10000 ? 10000 : left)) != 1 ||
-      getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-    close(fd);
-    return -1;
-  }
   return fd;
 }
 
@@ -391,8 +406,8 @@ static int tcp__join(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
   for (;;) {
     long left = deadline - tcp__now_ms();
     if (left <= 0)
-      return dd_errorf(DD_EIO, err, errlen, "rendezvous: node %d could not join node 0 within %d s%s%s", g->node,
-                       timeout_ms / 1000, last[0] ? ": " : " (node 0 published nothing)", last);
+      return dd_errorf(DD_EIO, err, errlen, "rendezvous: node %d could not join node 0 within %g s%s%s", g->node,
+                       timeout_ms / 1000.0, last[0] ? ": " : " (node 0 published nothing)", last);
     char text[512], host[256], port[16], hex[64];
     int nodes = 0, local = 0;
     int r = rv->fetch(rv->ctx, text, sizeof text, (int)left, err, errlen);
@@ -416,15 +431,19 @@ static int tcp__join(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
     }
     char why[128];
     tcp__welcome w;
+    /* node 0 answers a hello at once (ok 2: taken, wait) or refuses it; a listener that says
+     * nothing within 2 s is not node 0 (a stale text): ask again. Then the welcome (ok 1). */
+    long ack_by = tcp__now_ms() + 2000 < deadline ? tcp__now_ms() + 2000 : deadline;
     if (tcp__io(fd, &h, sizeof h, 1, deadline, why, sizeof why) ||
-        tcp__io(fd, &w, sizeof w, 0, deadline, why, sizeof why) || w.magic != TCP__HELLO) {
+        tcp__io(fd, &w, sizeof w, 0, ack_by, why, sizeof why) || w.magic != TCP__HELLO ||
+        (w.ok == 2 && (tcp__io(fd, &w, sizeof w, 0, deadline, why, sizeof why) || w.magic != TCP__HELLO))) {
       close(fd);
       snprintf(last, sizeof last, "node 0 at %s:%s did not welcome it (%s)", host, port, why);
       struct timespec ts = {0, 200 * 1000000L};
       nanosleep(&ts, NULL);
       continue;
     }
-    if (!w.ok) {
+    if (w.ok != 1) {
       close(fd);
       w.why[sizeof w.why - 1] = '\0';
       return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: node 0 refused node %d: %s", g->node, w.why);

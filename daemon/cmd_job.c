@@ -131,8 +131,13 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
 static int run_node(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_train_nodes *tn) {
   char err[4096];
   if (tn->node < 0 || tn->node >= job->nodes) {
-    dd_cli_error("%s: the job runs on %d nodes: give --node 0 on the first machine and --node 1 to %d on the others%s",
-                 job_path, job->nodes, job->nodes - 1, tn->node < 0 ? "" : " (--node is out of range)");
+    char others[64];
+    if (job->nodes == 2)
+      snprintf(others, sizeof others, "--node 1 on the other");
+    else
+      snprintf(others, sizeof others, "--node 1 to %d on the others", job->nodes - 1);
+    dd_cli_error("%s: the job runs on %d nodes: give --node 0 on the first machine and %s%s", job_path, job->nodes,
+                 others, tn->node < 0 ? "" : " (--node is out of range)");
     distilld__distill_job__free_unpacked(job, NULL);
     return 2;
   }

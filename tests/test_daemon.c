@@ -115,31 +115,6 @@ static redis_srv srv;
 static redisContext *rc;
 static char pfx[32]; /* this test's key_prefix */
 
-/* 1 once redis answers PING with PONG (not LOADING), within `ms`; 0 when it exited or timed out. */
-static int redis_wait_ready(int port, pid_t pid, int ms) {
-  double end = mono() + ms / 1000.0;
-  for (int i = 0; i < ms / 20 + 2 && mono() < end; i++) {
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      kid_del(pid);
-      return 0;
-    }
-    struct timeval tv = {0, 300000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (c && !c->err) {
-      redisSetTimeout(c, tv);
-      redisReply *r = redisCommand(c, "PING");
-      int ok = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
-      if (r) freeReplyObject(r);
-      redisFree(c);
-      if (ok) return 1;
-    } else if (c) {
-      redisFree(c);
-    }
-    sleep_ms(20);
-  }
-  return 0;
-}
 
 /* Starts redis-server on `port` (0: a free random one) in srv.dir. */
 static int redis_start(int port, int aof) {
@@ -153,7 +128,7 @@ static int redis_start(int port, int aof) {
                           "--dir", srv.dir, "--daemonize", "no", "--protected-mode", "yes", "--logfile", "", NULL};
     pid_t pid = spawn(argv, srv.dir, srv.log);
     if (pid < 0) return 0;
-    if (redis_wait_ready(p, pid, 10000)) {
+    if (redis_answers(p, pid, 10000)) {
       srv.pid = pid;
       srv.port = p;
       return 1;

@@ -1,9 +1,10 @@
 /* Child-process harness shared by the tests that run real processes (tests/test_daemon.c,
- * tests/test_deploy.c): a monotonic clock and an EINTR-safe sleep; writing a file and rm -rf;
+ * tests/test_deploy.c, tests/test_multinode.c): a monotonic clock and an EINTR-safe sleep; writing a file and rm -rf;
  * finding an executable on PATH; spawning with fork/execv (output appended to a log, stdin from
  * /dev/null, PR_SET_PDEATHSIG) into a table of children that are all killed at exit
  * (kill_all_kids, for atexit) or on a fatal signal (on_fatal_signal); bounded waits (wait_exit,
- * kill_wait); a free random loopback port; and is_final for a job's state.
+ * kill_wait); a free random loopback port; is_final for a job's state; and, where hiredis.h is
+ * included first, redis_answers (a redis-server up and answering PING).
  *
  * Before including it, define TEST_PROC_NAME (the program's name, for on_fatal_signal's message);
  * optionally MAX_KIDS (the most children at once, 32) and TEST_PROC_SIGPIPE_DFL (children start
@@ -215,5 +216,35 @@ static inline int random_port(void) {
   }
   return 20000 + (int)(x % 40000u);
 }
+
+/* ---- with hiredis (included before this header): a redis-server that answers ----------------------- */
+
+#ifdef HIREDIS_MAJOR
+/* 1 once redis answers PING with PONG (not LOADING), within `ms`; 0 when it exited or timed out. */
+static inline int redis_answers(int port, pid_t pid, int ms) {
+  double end = mono() + ms / 1000.0;
+  for (int i = 0; i < ms / 20 + 2 && mono() < end; i++) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      kid_del(pid);
+      return 0;
+    }
+    struct timeval tv = {0, 300000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c && !c->err) {
+      redisSetTimeout(c, tv);
+      redisReply *r = redisCommand(c, "PING");
+      int ok = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+      if (r) freeReplyObject(r);
+      redisFree(c);
+      if (ok) return 1;
+    } else if (c) {
+      redisFree(c);
+    }
+    sleep_ms(20);
+  }
+  return 0;
+}
+#endif
 
 #endif
