@@ -23,7 +23,7 @@
  * wait"), so a joiner that gets no answer from a listener knows it found a stale text. A hello with another nonce (a stale text from an
  * earlier attempt) is dropped, and the joiner fetches the text again. All memory is allocated at
  * creation; a collective allocates nothing. Waits use poll() with deadlines, never spin. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -64,6 +64,7 @@ typedef struct {
   uint32_t magic;
   uint8_t nonce[16];
   int32_t node, nodes, local;
+  uint8_t instance[8]; /* the joining process's own random id: a retry from it replaces its earlier connection */
 } tcp__hello;
 
 typedef struct {
@@ -78,6 +79,7 @@ typedef struct {
   dd_comm *lc[64];  /* the local CPU group's handles */
   dd_comm comms[64]; /* the handles given out (global ranks) */
   int *fd;           /* node 0: fd[k] for node k >= 1; others: fd[0], the link to node 0 */
+  uint8_t (*inst)[8]; /* node 0: the instance id of the joiner holding fd[k] */
   float *chunk;      /* node 0: (TCP__CHUNK) */
   uint32_t seq;      /* leader only: collectives done */
   atomic_int failed;
@@ -126,7 +128,9 @@ static int tcp__io(int fd, void *buf, size_t len, int out, long deadline, char *
     if (pr < 0 && errno == EINTR) continue;
     if (pr < 0) return snprintf(why, whylen, "%s", strerror(errno)), -1;
     if (pr == 0) continue;
-    ssize_t k = out ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
+    /* MSG_DONTWAIT: a peer that stops reading (frozen, partitioned) must not hold a send past the
+     * deadline, which a blocking send of a whole bucket would */
+    ssize_t k = out ? send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, p, len, MSG_DONTWAIT);
     if (k < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (k < 0) return snprintf(why, whylen, "%s", errno == EPIPE || errno == ECONNRESET ? "closed" : strerror(errno)), -1;
     if (k == 0) return snprintf(why, whylen, "closed"), -1;
@@ -260,6 +264,13 @@ static int tcp__unhex(const char *s, uint8_t *b, size_t n) {
   return s[2 * n] == '\0' || s[2 * n] == ' ' ? 0 : -1;
 }
 
+static int tcp__random(uint8_t *b, size_t n) {
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  int bad = fd < 0 || read(fd, b, n) != (ssize_t)n;
+  if (fd >= 0) close(fd);
+  return bad ? -1 : 0;
+}
+
 static void tcp__nodelay(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -294,13 +305,10 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
   getsockname(lfd, (struct sockaddr *)&sa, &sl);
   int port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port : ((struct sockaddr_in *)&sa)->sin_port);
   uint8_t nonce[16];
-  int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-  if (ufd < 0 || read(ufd, nonce, sizeof nonce) != (ssize_t)sizeof nonce) {
-    if (ufd >= 0) close(ufd);
+  if (tcp__random(nonce, sizeof nonce)) {
     close(lfd);
     return dd_errorf(DD_EIO, err, errlen, "rendezvous: cannot read /dev/urandom");
   }
-  close(ufd);
   char hex[33], text[512];
   tcp__hex(nonce, sizeof nonce, hex);
   snprintf(text, sizeof text, "tcp %s %d %s %d %d", host, port, hex, g->nodes, g->local);
@@ -325,9 +333,8 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
     struct pollfd pf = {lfd, POLLIN, 0};
     int pr = poll(&pf, 1, left > 1000 ? 1000 : (int)left);
     if (pr <= 0) continue;
-    int fd = accept(lfd, NULL, NULL);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
     tcp__hello h;
     char why[128];
     if (tcp__io(fd, &h, sizeof h, 0, tcp__now_ms() + 5000, why, sizeof why) || h.magic != TCP__HELLO ||
@@ -335,7 +342,9 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
       close(fd); /* a stranger, or a joiner with a stale text: it asks again */
       continue;
     }
-    if (h.nodes != g->nodes || h.local != g->local || h.node < 1 || h.node >= g->nodes || g->fd[h.node] >= 0) {
+    int again = h.node >= 1 && h.node < g->nodes && g->fd[h.node] >= 0 && !memcmp(g->inst[h.node], h.instance, 8);
+    if (h.nodes != g->nodes || h.local != g->local || h.node < 1 || h.node >= g->nodes ||
+        (g->fd[h.node] >= 0 && !again)) {
       tcp__welcome no = {TCP__HELLO, 0, ""};
       if (h.nodes != g->nodes || h.local != g->local)
         snprintf(no.why, sizeof no.why, "node %d runs %d nodes x %d ranks, node 0 runs %d x %d: every node needs the "
@@ -355,8 +364,13 @@ static int tcp__host(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
       continue;
     }
     tcp__nodelay(fd);
+    if (again) {
+      close(g->fd[h.node]); /* the same joiner gave up waiting for our answer and came again */
+    } else {
+      joined++;
+    }
     g->fd[h.node] = fd;
-    joined++;
+    memcpy(g->inst[h.node], h.instance, 8);
   }
   close(lfd);
   if (rv->withdraw) rv->withdraw(rv->ctx);
@@ -402,6 +416,9 @@ static int tcp__connect(const char *host, const char *port, long deadline) {
 /* node k > 0: fetch node 0's text, connect, hello, wait for the welcome; again on a stale text. */
 static int tcp__join(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, char *err, size_t errlen) {
   long deadline = tcp__now_ms() + timeout_ms;
+  uint8_t instance[8];
+  if (tcp__random(instance, sizeof instance))
+    return dd_errorf(DD_EIO, err, errlen, "rendezvous: cannot read /dev/urandom");
   char last[600] = "";
   for (;;) {
     long left = deadline - tcp__now_ms();
@@ -419,7 +436,8 @@ static int tcp__join(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
     if (nodes != g->nodes || local != g->local)
       return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: node 0 runs %d nodes x %d ranks, this node %d x %d: every "
                        "node needs the same job and the same number of devices", nodes, local, g->nodes, g->local);
-    tcp__hello h = {TCP__HELLO, {0}, g->node, g->nodes, g->local};
+    tcp__hello h = {TCP__HELLO, {0}, g->node, g->nodes, g->local, {0}};
+    memcpy(h.instance, instance, sizeof h.instance);
     if (tcp__unhex(hex, h.nonce, sizeof h.nonce))
       return dd_errorf(DD_EINVAL, err, errlen, "rendezvous: node 0 published a bad nonce \"%.64s\"", hex);
     int fd = tcp__connect(host, port, deadline);
@@ -456,11 +474,12 @@ static int tcp__join(tcp__group *g, const dd_rendezvous *rv, int timeout_ms, cha
 
 static void tcp__free(tcp__group *g) {
   int nfd = g->node == 0 ? g->nodes : 1;
-  for (int k = 0; k < nfd; k++)
+  for (int k = 0; g->fd && k < nfd; k++)
     if (g->fd[k] >= 0) close(g->fd[k]);
   if (g->lc[0]) dd_cpu_comm_group_destroy(g->lc, g->local);
   pthread_mutex_destroy(&g->mu);
   free(g->fd);
+  free(g->inst);
   free(g->chunk);
   free(g);
 }
@@ -480,13 +499,16 @@ int dd_tcp_comm_group_create(dd_comm **comms, int local, const dd_rendezvous *rv
   pthread_mutex_init(&g->mu, NULL);
   int nfd = g->node == 0 ? g->nodes : 1;
   g->fd = malloc((size_t)nfd * sizeof *g->fd);
+  for (int k = 0; g->fd && k < nfd; k++) g->fd[k] = -1;
+  g->inst = calloc((size_t)nfd, sizeof *g->inst);
   g->chunk = g->node == 0 ? malloc(TCP__CHUNK * sizeof(float)) : NULL;
-  if (!g->fd || (g->node == 0 && !g->chunk)) {
+  if (!g->fd || !g->inst || (g->node == 0 && !g->chunk)) {
     tcp__free(g);
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   }
-  for (int k = 0; k < nfd; k++) g->fd[k] = -1;
-  int r = dd_cpu_comm_group_create(g->lc, local, g->timeout_ms);
+  /* the local waits outlast the leader's exchange, so a slow node is reported by the leader's
+   * TCP message (naming the node), not as a local rank's timeout */
+  int r = dd_cpu_comm_group_create(g->lc, local, g->timeout_ms + 10000);
   if (r) {
     g->lc[0] = NULL;
     tcp__free(g);

@@ -204,6 +204,13 @@ int dd_job_validate(const Distilld__DistillJob *job, const char *base, char *err
     return dd_errorf(DD_EINVAL, err, errlen, "allreduce_bucket_mb must be positive, got %g", job->allreduce_bucket_mb);
   if (job->nodes < 1 || job->nodes > 1024)
     return dd_errorf(DD_EINVAL, err, errlen, "nodes must be 1 to 1024, got %d", job->nodes);
+  /* every node seeds its data order and fillers itself: from a clock each would pick another */
+  if (job->nodes > 1 && job->seed < 0 && !(job->solver && job->solver->has_random_seed && job->solver->random_seed >= 0))
+    return dd_errorf(DD_EINVAL, err, errlen,
+                     "seed: a job on %d nodes needs a fixed seed, the same on every node: set seed: N in the job (or "
+                     "random_seed in its inline solver)", job->nodes);
+  if (job->collective_timeout_s < 1 || job->collective_timeout_s > 86400)
+    return dd_errorf(DD_EINVAL, err, errlen, "collective_timeout_s must be 1 to 86400, got %d", job->collective_timeout_s);
   if (job->rendezvous_timeout_s < 1 || job->rendezvous_timeout_s > 86400)
     return dd_errorf(DD_EINVAL, err, errlen, "rendezvous_timeout_s must be 1 to 86400, got %d", job->rendezvous_timeout_s);
   if ((job->n_device ? job->n_device : 1) * (size_t)job->nodes > 4096)
@@ -1087,7 +1094,7 @@ int dd_distill_run_nodes(const Distilld__DistillJob *job_in, const char *base_di
   /* the job's devices, one per rank ("cpu" when the job names none) */
   const char *devs[64];
   for (int k = 0; k < n_ranks; k++) devs[k] = (size_t)k < job->n_device ? job->device[k] : "cpu";
-  if ((r = dd_comm_group_create_nodes(comms, n_ranks, devs, rv, 120000, err, errlen))) goto out;
+  if ((r = dd_comm_group_create_nodes(comms, n_ranks, devs, rv, job->collective_timeout_s * 1000, err, errlen))) goto out;
   int started = 0;
   for (int k = 0; k < n_ranks; k++) {
     rr[k] = (rank_run){.job = job, .base_dir = base_dir, .hooks = hooks, .device = devs[k], .comm = comms[k],

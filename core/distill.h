@@ -97,9 +97,9 @@ int dd_distill_run_ranks(const Distilld__DistillJob *job, const char *base_dir, 
 /* The same job spread over rv->nodes processes (usually daemons on several machines), `n_ranks`
  * of its ranks in this one (the same on every node; global rank = rv->node * n_ranks + k): the
  * ranks meet through the rendezvous (core/collective.h), then rank 0 alone resumes from its
- * snapshot (output_dir need only be readable on node 0) and sends its state to every rank, and
- * every rank checks that its teacher's checksum equals rank 0's. Hooks report on node 0 only; on
- * the other nodes they get log messages and should_stop. rv NULL: dd_distill_run_ranks. */
+ * snapshot (output_dir need only be readable on node 0; the others only create it) and sends its
+ * state to every rank, and every rank checks that its teacher's checksum equals rank 0's. Hooks report on node 0 only (rank
+ * 0); every rank calls should_stop, and a stop on any rank stops all. rv NULL: dd_distill_run_ranks. */
 struct dd_rendezvous;
 int dd_distill_run_nodes(const Distilld__DistillJob *job, const char *base_dir, const struct dd_rendezvous *rv,
                          int n_ranks, int threads_per_rank, const dd_distill_hooks *hooks, int resume,

@@ -130,6 +130,12 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
  * daemon config (key PREFIX:rdzv:cli:<job name>). */
 static int run_node(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_train_nodes *tn) {
   char err[4096];
+  /* a bad job fails here on every node, not after the others have waited for it */
+  if (dd_job_validate(job, NULL, err, sizeof err)) {
+    dd_cli_error("%s: %s", job_path, err);
+    distilld__distill_job__free_unpacked(job, NULL);
+    return 2;
+  }
   if (tn->node < 0 || tn->node >= job->nodes) {
     char others[64];
     if (job->nodes == 2)

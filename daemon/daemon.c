@@ -693,7 +693,12 @@ static void job_thread(void *arg) {
     stopped = dd_distill_stopped(dist);
   }
   int stop = atomic_load(&j->stop);
-  if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < DD_MULTINODE_ATTEMPTS && stop == STOP_NONE) {
+  if (r == DD_EIO && job->nodes > 1 && !j->join_node && (stop == STOP_HANDBACK || stop == STOP_CANCEL)) {
+    /* the nodes failed while this worker was stopping anyway (a rendezvous cut short by SIGTERM,
+     * a node lost during a cancel): what was asked for, not a failure */
+    dlog(1, j->id, "attempt %d: %s", j->attempt, err);
+    outcome = stop == STOP_CANCEL ? OUT_CANCELLED : OUT_HANDBACK;
+  } else if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < DD_MULTINODE_ATTEMPTS && stop == STOP_NONE) {
     /* a node died, stopped answering or never came: the job goes back to the queue and resumes
      * from its last snapshot, up to DD_MULTINODE_ATTEMPTS attempts */
     char msg[4300];
@@ -1096,6 +1101,9 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
       j->text_len = j->text ? strlen(j->text) : 0;
       if (!j->text) snprintf(j->early_error, sizeof j->early_error, "out of memory");
       dlog(2, j->id, "joining as node %d (attempt %d)", j->join_node, j->attempt);
+      /* SIGTERM came while the join was on its way: the node joins only to vote for a stop, so
+       * the job stops with a snapshot and node 0's worker hands it back */
+      if (d->draining) atomic_store(&j->stop, STOP_HANDBACK);
       start_job(j, j->attempt);
       heartbeat(d);
     } else {

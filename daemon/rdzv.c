@@ -69,12 +69,21 @@ static int rz_publish(void *ctx, const char *text, char *err, size_t errlen) {
   if (!c) return DD_EIO;
   char ttl[16];
   snprintf(ttl, sizeof ttl, "%d", z->ttl_s);
+  /* one transaction: never a text without its TTL */
+  const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
   const char *del[] = {"DEL", z->key};
   const char *hset[] = {"HSET", z->key, "text", text};
   const char *exp[] = {"EXPIRE", z->key, ttl};
-  redisReply *r = rz_cmd(c, 2, del, err, errlen);
+  redisReply *r = rz_cmd(c, 1, multi, err, errlen);
+  if (r) freeReplyObject(r), r = rz_cmd(c, 2, del, err, errlen);
   if (r) freeReplyObject(r), r = rz_cmd(c, 4, hset, err, errlen);
   if (r) freeReplyObject(r), r = rz_cmd(c, 3, exp, err, errlen);
+  if (r) freeReplyObject(r), r = rz_cmd(c, 1, exec, err, errlen);
+  if (r && r->type != REDIS_REPLY_ARRAY) {
+    dd_errorf(DD_EIO, err, errlen, "rendezvous: Redis did not run the transaction that publishes %s", z->key);
+    freeReplyObject(r);
+    r = NULL;
+  }
   redisFree(c);
   if (!r) return DD_EIO;
   freeReplyObject(r);

@@ -1615,6 +1615,11 @@ static void test_cli_bad_jobs(void) {
              "solver / solver_file", NULL);
   expect_bad("unknown field", "name: 'bad'\nstudent { net: 'student.prototxt' }\n  bogus_field: 3\n" GOOD_SOLVER, "bad.job:3:3",
              "bogus_field");
+  /* multi-node: every node must pick the same seed, so one from a clock is refused */
+  expect_bad("nodes without a seed",
+             "name: 'bad'\nstudent { net: 'student.prototxt' }\nsolver_file: 'solver.prototxt'\nnodes: 2\noutput_dir: 'bad_out'",
+             "seed: a job on 2 nodes needs a fixed seed", NULL);
+  expect_bad("nodes 0", JOB("", "nodes: 0"), "nodes must be 1 to 1024", NULL);
 #undef JOB
   CHECK(!exists("bad_out/snapshots/bad_iter_2.caffemodel"));
 }

@@ -587,6 +587,38 @@ static void test_node0_killed(void) {
   printf("     node 0 killed -9 mid-run: node 1 exit %d after %.2f s: \"%s\"\n", c1, t_fail, line);
 }
 
+/* node 1 frozen (SIGSTOP: alive, its sockets open, reading nothing): node 0 fails once the job's
+ * collective_timeout_s (2 s here) has passed, naming node 1, instead of waiting for ever */
+static void test_node_frozen(void) {
+  NEED_SETUP();
+  write_job("f2.job", "mnf", "f_out", TEACHER_20, 1000000, 0, 2, 2);
+  char p[512];
+  path_in(p, sizeof p, "f2.job");
+  FILE *f = fopen(p, "a");
+  REQUIRE(f);
+  fputs("collective_timeout_s: 2\n", f);
+  fclose(f);
+  pid_t n0 = start_train("f2.job", 0, 0, "f_node0.log"), n1 = start_train("f2.job", 1, 0, "f_node1.log");
+  REQUIRE(n0 > 0 && n1 > 0);
+  int snap = wait_log("f_node0.log", "snapshot at iter 4:", 60000);
+  if (!snap) print_tail("f_node1.log", 30);
+  REQUIRE(snap);
+  double t_stop = mono();
+  kill(n1, SIGSTOP);
+  int st0 = wait_exit(n0, 30000);
+  double t_fail = mono() - t_stop;
+  if (st0 == -1) kill_wait(n0);
+  kill(n1, SIGCONT);
+  kill_wait(n1);
+  int c0 = exit_code(st0);
+  CHECKF(c0 > 0, "node 0: exit %d after node 1 froze (wait status %d)", c0, st0);
+  CHECKF(t_fail >= 1.5 && t_fail < 10, "node 0 took %.1f s to fail", t_fail);
+  char line[1024];
+  last_line(line, sizeof line, "f_node0.log");
+  CHECKF(strstr(line, "node 1") && strstr(line, "timeout"), "node 0's error: \"%s\"", line);
+  printf("     node 1 frozen (SIGSTOP) mid-run: node 0 exit %d after %.2f s: \"%s\"\n", c0, t_fail, line);
+}
+
 /* SIGTERM to node 1, which reports nothing itself: the ranks vote, every node stops at the same
  * iteration, node 0 writes the snapshot there, and both exit 0 */
 static void test_sigterm_stops_both(void) {
@@ -694,6 +726,7 @@ int main(void) {
   RUN(test_two_nodes_match_one);
   RUN(test_node_killed_then_resume);
   RUN(test_node0_killed);
+  RUN(test_node_frozen);
   RUN(test_sigterm_stops_both);
   RUN(test_bad_usage);
   printf("     total %.1f s\n", mono() - t0);
