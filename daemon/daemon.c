@@ -138,15 +138,19 @@ static const char LUA_HANDBACK[] =
 /* A worker takes a join entry (node K of a multi-node job whose node 0 runs elsewhere). The entry
  * is acknowledged and deleted at once: a joiner that dies is not replaced, node 0 fails the attempt
  * and the job's own retry brings it back. A worker that already runs a node of the job leaves the
- * entry pending for another worker (XAUTOCLAIM after lease_s). KEYS: hash jobs.
- * ARGV: entry attempt node worker */
+ * entry pending with an idle time past the lease, so the next XAUTOCLAIM of any worker (within
+ * poll_ms) takes it; it does not look again itself until its next tick. KEYS: hash jobs.
+ * ARGV: entry attempt node worker idle_ms */
 static const char LUA_JOIN[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "local a = redis.call('HGET', KEYS[1], 'attempt')\n"
     "if st == 'running' and a == ARGV[2] then\n"
-    "  if redis.call('HGET', KEYS[1], 'worker') == ARGV[4] then return {'mine', '0'} end\n"
     "  local k = redis.call('HGET', KEYS[1], 'joined:' .. ARGV[4] .. '/' .. a)\n"
-    "  if k then return {'mine', k} end\n"
+    "  if redis.call('HGET', KEYS[1], 'worker') == ARGV[4] then k = '0' end\n"
+    "  if k then\n"
+    "    redis.call('XCLAIM', KEYS[2], 'distilld', ARGV[4], 0, ARGV[1], 'IDLE', ARGV[5], 'JUSTID')\n"
+    "    return {'mine', k}\n"
+    "  end\n"
     "end\n"
     "redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "if st ~= 'running' or a ~= ARGV[2] then return {'stale', (st or 'gone') .. ', attempt ' .. (a or '-')} end\n"
@@ -1107,14 +1111,16 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
       start_job(j, j->attempt);
       heartbeat(d);
     } else {
-      if (!strcmp(what, "mine"))
-        dlog(2, j->id, "join entry for node %d: this worker runs node %s of the job already; left to another worker",
+      int mine = !strcmp(what, "mine");
+      if (mine)
+        dlog(3, j->id, "join entry for node %d: this worker runs node %s of the job already; left to another worker",
              j->join_node, arg);
       else
         dlog(2, j->id, "join entry for node %d of attempt %d is stale (the job is %s): dropped", j->join_node, j->attempt,
              arg);
       free(j->text);
       memset(j, 0, sizeof *j);
+      if (mine) return; /* the next tick looks again: by then another worker has likely taken it */
     }
     try_claim(d);
     return;
@@ -1177,9 +1183,11 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
     dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, "job:%s:metrics", j->id);
     dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, "job:%s:events", j->id);
     snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
-    const char *argv[] = {"EVAL", LUA_JOIN, "2", j->k_hash, d->k_jobs, j->entry, attempt, join, d->worker};
+    char idle[32];
+    snprintf(idle, sizeof idle, "%lld", (long long)d->cfg->lease_s * 1000 + 1);
+    const char *argv[] = {"EVAL", LUA_JOIN, "2", j->k_hash, d->k_jobs, j->entry, attempt, join, d->worker, idle};
     d->claim_inflight = 1;
-    redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 9, argv, NULL);
+    redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 10, argv, NULL);
     return;
   }
   if (id && dd_job_id_valid(id))

@@ -1268,6 +1268,39 @@ DTEST(test_multinode_job) {
   free(ev);
 }
 
+/* A worker with a free slot that runs node 0 of a job reads its own join entry: it must leave it to
+ * another worker at once, not after lease_s (30 s here) */
+DTEST(test_multinode_own_join) {
+  REQUIRE(begin("tmj", 0));
+  dmn *a = daemon_start("wj2", 2, 30, 1);
+  REQUIRE(a);
+  REQUIRE(daemon_wait_up(a, 15));
+  job_opts o = {.max_iter = 20, .display = 5, .test_interval = 10, .snapshot = 10, .teacher = 1,
+                .extra = "nodes: 2 rendezvous_timeout_s: 60\n"};
+  REQUIRE(submit_job("mj1", &o));
+  /* node 0 runs on wj2, which has a slot free and polls every 50 ms: it has seen its join entry */
+  double end = mono() + 30;
+  char *w = NULL;
+  while (mono() < end && !(w = hget(K("job:mj1"), "worker"))) sleep_ms(20);
+  REQUIRE(w && !strcmp(w, "wj2"));
+  free(w);
+  sleep_ms(1000);
+  CHECK(rint_cmd(-1, "XLEN %s", K("jobs")) == 2); /* the job's entry and its join entry, still there */
+  double t0 = mono();
+  dmn *b = daemon_start("wj1", 1, 30, 1);
+  REQUIRE(b);
+  char *st = wait_final("mj1", 60);
+  double took = mono() - t0;
+  CHECKF(st && !strcmp(st, "succeeded"), "mj1: %s (%s)", test__str(st), test__str(hget(K("job:mj1"), "error")));
+  free(st);
+  char *n1 = hget(K("job:mj1"), "node:1");
+  CHECKF(n1 && !strcmp(n1, "wj1"), "node 1 ran on %s", test__str(n1));
+  free(n1);
+  CHECKF(took < 15, "the second worker took %.1f s to join and finish (lease_s is 30)", took);
+  printf("     node 0's worker left its own join entry; the second worker joined and the job finished %.1f s after "
+         "it started\n", took);
+}
+
 /* ---- 8. paths outside the roots are refused ------------------------------------------------------------ */
 
 DTEST(test_path_escapes) {
@@ -1797,6 +1830,7 @@ int main(void) {
   RUN(test_many_jobs);
   RUN(test_data_parallel_job);
   RUN(test_multinode_job);
+  RUN(test_multinode_own_join);
   RUN(test_path_escapes);
   RUN(test_client_verbs);
   RUN(test_sigterm_during_readgroup);
