@@ -65,36 +65,13 @@ const char *dd_backend_describe(dd_backend *be) {
 /* ---- collectives: the same one place decides ---------------------------------------------------- */
 
 int dd_comm_group_create(dd_comm **comms, int size, const char *const *devices, int timeout_ms, char *err, size_t errlen) {
-  int n_cpu = 0, n_cuda = 0;
-  for (int r = 0; r < size; r++) {
-    if (!strcmp(devices[r], "cpu"))
-      n_cpu++;
-    else if (!strncmp(devices[r], "cuda:", 5))
-      n_cuda++;
-    else
-      return dd_errorf(DD_EINVAL, err, errlen, "device \"%s\": expected \"cpu\" or \"cuda:N\"", devices[r]);
-  }
-  if (n_cpu && n_cuda) return dd_errorf(DD_EINVAL, err, errlen, "device: a job's ranks are all \"cpu\" or all \"cuda:N\"");
-  if (n_cpu) {
-    int r = dd_cpu_comm_group_create(comms, size, timeout_ms);
-    if (r) dd_errorf(r, err, errlen, "cannot create the CPU collective (%s)", dd_strerror(r));
-    return r;
-  }
-#ifdef DD_HAVE_CUDA
-  int dev[64];
-  if (size > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: at most 64 ranks");
-  for (int r = 0; r < size; r++) dev[r] = atoi(devices[r] + 5);
-  return dd_nccl_comm_group_create(comms, size, dev, err, errlen);
-#else
-  (void)timeout_ms;
-  return dd_errorf(DD_EUNSUPPORTED, err, errlen, "device: GPU ranks need the CUDA backend, which this build lacks");
-#endif
+  return dd_comm_group_create_nodes(comms, size, devices, NULL, timeout_ms, err, errlen);
 }
 
 int dd_comm_group_create_nodes(dd_comm **comms, int local, const char *const *devices, const dd_rendezvous *rv,
                                int timeout_ms, char *err, size_t errlen) {
-  if (!rv || rv->nodes == 1) return dd_comm_group_create(comms, local, devices, timeout_ms, err, errlen);
-  if (rv->nodes < 1 || rv->node < 0 || rv->node >= rv->nodes)
+  int nodes = rv ? rv->nodes : 1;
+  if (rv && (rv->nodes < 1 || rv->node < 0 || rv->node >= rv->nodes))
     return dd_errorf(DD_EINVAL, err, errlen, "node %d of %d: out of range", rv->node, rv->nodes);
   if (local < 1 || local > 64) return dd_errorf(DD_EINVAL, err, errlen, "device: %d ranks per node (1 to 64)", local);
   int n_cpu = 0;
@@ -106,12 +83,19 @@ int dd_comm_group_create_nodes(dd_comm **comms, int local, const char *const *de
   }
   if (n_cpu && n_cpu != local)
     return dd_errorf(DD_EINVAL, err, errlen, "device: a job's ranks are all \"cpu\" or all \"cuda:N\"");
-  if (n_cpu) return dd_tcp_comm_group_create(comms, local, rv, timeout_ms, err, errlen);
+  if (n_cpu && nodes > 1) return dd_tcp_comm_group_create(comms, local, rv, timeout_ms, err, errlen);
+  if (n_cpu) {
+    int r = dd_cpu_comm_group_create(comms, local, timeout_ms);
+    if (r) dd_errorf(r, err, errlen, "cannot create the CPU collective (%s)", dd_strerror(r));
+    return r;
+  }
 #ifdef DD_HAVE_CUDA
   int dev[64];
   for (int r = 0; r < local; r++) dev[r] = atoi(devices[r] + 5);
-  return dd_nccl_comm_group_create_nodes(comms, local, dev, rv, err, errlen);
+  if (nodes > 1) return dd_nccl_comm_group_create_nodes(comms, local, dev, rv, err, errlen);
+  return dd_nccl_comm_group_create(comms, local, dev, err, errlen);
 #else
+  (void)timeout_ms;
   return dd_errorf(DD_EUNSUPPORTED, err, errlen, "device: GPU ranks need the CUDA backend, which this build lacks");
 #endif
 }

@@ -1003,16 +1003,11 @@ static int sync_ranks(dd_distill *d, char *err, size_t errlen) {
   if (r || !d->has_teacher) return r;
   int q = 0;
   if ((r = dd_solver_differs(d->solver, d->teacher.checksum, &q, err, errlen))) return r;
-  if (q > 0 && d->rank == 0)
-    return dd_errorf(DD_ECORRUPT, err, errlen,
-                     "teacher: rank %d loaded a teacher whose checksum differs from rank 0's (%016llx): every node "
-                     "must hold the same teacher net and weights",
-                     q, (unsigned long long)d->teacher.checksum);
   if (q > 0)
     return dd_errorf(DD_ECORRUPT, err, errlen,
-                     "teacher: rank %d loaded a teacher whose checksum differs from rank 0's (this rank's: %016llx): "
-                     "every node must hold the same teacher net and weights",
-                     q, (unsigned long long)d->teacher.checksum);
+                     "teacher: rank %d loaded a teacher whose checksum differs from rank 0's (%s%016llx): every node "
+                     "must hold the same teacher net and weights",
+                     q, d->rank == 0 ? "" : "this rank's: ", (unsigned long long)d->teacher.checksum);
   return 0;
 }
 

@@ -232,9 +232,7 @@ static int dp_finish(dd_dp *dp, char *err, size_t errlen) {
 /* Every rank's learnable parameters must be the same bits: each rank's checksum goes round the
  * group. (Parameters that never learn, BatchNorm's statistics, differ between ranks by design.) */
 static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
-  dd_dp *dp = s->dp;
-  int size = dp->comm->size, rank = dp->comm->rank;
-  if (size == 1) return 0;
+  if (s->dp->comm->size == 1) return 0;
   uint64_t h = 1469598103934665603ULL;
   dd_net *n = s->net;
   for (size_t p = 0; p < n->n_params; p++) {
@@ -245,7 +243,6 @@ static int dp_check_replicas(dd_solver *s, char *err, size_t errlen) {
     for (size_t i = 0; i < (size_t)n->params[p].t->count * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
     free(host);
   }
-  (void)rank;
   int q = 0, r = dd_solver_differs(s, h, &q, err, errlen);
   if (r) return r;
   if (q > 0)
