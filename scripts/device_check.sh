@@ -50,7 +50,15 @@
 # Environment: BUILD_DIR (build-gpu), OUT (out/device), PYTHON (the first of python3 and
 # /usr/bin/python3 that imports torch), DEADLINE_S (330), ITERS (20), WARMUP (5), BATCH (128),
 # TEST_TIMEOUT_S (90), BENCH_TIMEOUT_S (60 for bench_kd), TORCH_TIMEOUT_S (100 for both modes),
-# SANITIZER_TIMEOUT_S (120).
+# SANITIZER_TIMEOUT_S (120), BENCH_PAIRS ("40-2:16-2 28-10:16-4": teacher-student pairs for (d)),
+# FMNIST_DATA (unset: no step (f)) and FMNIST_RESERVE_S (90).
+#
+# (f), only with FMNIST_DATA (data/fashion-mnist, a folder or a .tar.xz, see scripts/fmnist_gpu.sh):
+# after the tests, the Fashion-MNIST table of docs/results.md trained on this GPU with
+# $BUILD_DIR/distilld (build it too, and --bundle carries it) in what is left of the deadline but
+# FMNIST_RESERVE_S; its files go to OUT/fmnist. For example:
+#   command: FMNIST_DATA=data/fmnist.tar.xz DEADLINE_S=560 BENCH_PAIRS=28-10:16-4 scripts/device_check.sh
+#   carry: build-gpu/device_bundle.tar.xz data/fmnist.tar.xz        timeout_s: 590
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -73,6 +81,7 @@ DEADLINE_S="${DEADLINE_S:-330}"
 ITERS="${ITERS:-20}" WARMUP="${WARMUP:-5}" BATCH="${BATCH:-128}"
 TEST_TIMEOUT_S="${TEST_TIMEOUT_S:-90}" BENCH_TIMEOUT_S="${BENCH_TIMEOUT_S:-60}"
 TORCH_TIMEOUT_S="${TORCH_TIMEOUT_S:-100}" SANITIZER_TIMEOUT_S="${SANITIZER_TIMEOUT_S:-120}"
+BENCH_PAIRS="${BENCH_PAIRS:-40-2:16-2 28-10:16-4}" FMNIST_RESERVE_S="${FMNIST_RESERVE_S:-90}"
 start_s=$(date +%s)
 
 if [ -z "${PYTHON:-}" ]; then
@@ -165,12 +174,15 @@ make_bundle() {
   local bins=()
   while IFS= read -r n; do [ -x "$BUILD_DIR/tests/$n" ] && bins+=("$BUILD_DIR/tests/$n"); done < <(gpu_tests)
   [ -x "$BUILD_DIR/tests/bench_kd" ] && bins+=("$BUILD_DIR/tests/bench_kd")
+  [ -x "$BUILD_DIR/distilld" ] && bins+=("$BUILD_DIR/distilld")
   if [ ${#bins[@]} -eq 0 ]; then
     echo "device_check.sh --bundle: nothing built in $BUILD_DIR/tests (build test_cuda_ops and bench_kd first)" >&2
     rm -rf "$stage"
     return 1
   fi
-  cp "${bins[@]}" "$stage/tests/"
+  for b in "${bins[@]}"; do
+    case "$b" in */distilld) cp "$b" "$stage/" ;; *) cp "$b" "$stage/tests/" ;; esac
+  done
   [ -f "$BUILD_DIR/tests/CTestTestfile.cmake" ] && cp "$BUILD_DIR/tests/CTestTestfile.cmake" "$stage/tests/"
   ob="$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null) | awk '$1 == "libopenblas.so.0" && /x86-64/ { print $NF; exit }')"
   [ -n "$ob" ] && cp -L "$ob" "$stage/lib/libopenblas.so.0"
@@ -320,6 +332,25 @@ main() {
     tests_lines+=("$(printf '%-44s %-12s %s' "$n" "$v" "${summary:+$summary, }${step_s}s")")
   done
 
+  # ---- (f) the Fashion-MNIST table on this GPU (only with FMNIST_DATA) ------------------------------
+  local fm_line=""
+  if [ -n "${FMNIST_DATA:-}" ]; then
+    echo "== (f) the Fashion-MNIST table (scripts/fmnist_gpu.sh), leaving ${FMNIST_RESERVE_S}s for the rest"
+    local fm_budget=$(($(left) - FMNIST_RESERVE_S))
+    if [ ! -e "$FMNIST_DATA" ]; then
+      fm_line="$(printf '%-44s %s' "fmnist table" "NOT RUN ($FMNIST_DATA is missing)")"
+    elif [ ! -x "$BUILD_DIR/distilld" ]; then
+      fm_line="$(printf '%-44s %s' "fmnist table" "NOT RUN ($BUILD_DIR/distilld is not built)")"
+    elif [ "$fm_budget" -lt 60 ]; then
+      fm_line="$(printf '%-44s %s' "fmnist table" "NOT RUN (${fm_budget}s left for it)")"
+    else
+      step "fmnist_gpu.sh (budget ${fm_budget}s)" $((fm_budget + 40)) "$OUT/fmnist.log" \
+        env BIN="$BUILD_DIR/distilld" DEVICE="$device" PYTHON="$PYTHON" "$here/scripts/fmnist_gpu.sh" \
+        --data "$FMNIST_DATA" --budget "$fm_budget" --out "$OUT/fmnist"
+      fm_line="$(printf '%-44s %-12s %s' "fmnist table" "$(verdict $step_rc "$OUT/fmnist.log")" "${step_s}s")"
+    fi
+  fi
+
   # ---- (d) nets and the distillation step ------------------------------------------------------------
   echo "== (d) nets and the KD step"
   local gen="$here/scripts/gen_wrn.py" net mode dw
@@ -328,7 +359,7 @@ main() {
     "$PYTHON" "$gen" --mode "$mode" --depth "$d" --width "$dw" --classes 100 --channels 3 --size 32 --batch "$BATCH" \
       -o "$OUT/nets/wrn${d}_${dw}_$mode.prototxt" || echo "   gen_wrn.py failed for $net"
   done
-  local pairs="40-2:16-2 28-10:16-4" iters=$ITERS warmup=$WARMUP batch=$BATCH torch_extra=()
+  local pairs="$BENCH_PAIRS" iters=$ITERS warmup=$WARMUP batch=$BATCH torch_extra=()
   if [ $dry = 1 ]; then
     pairs="10-2:10-1 16-2:10-1" iters=2 warmup=1 batch=8 torch_extra=(--threads 2)
     for net in deploy:10:2 deploy:16:2 bench:10:1; do
@@ -396,6 +427,10 @@ main() {
     echo "== summary$([ $dry = 1 ] && echo ' (DRY RUN on the CPU: tiny nets, batch 8, 2 steps: NOT a measurement)')"
     echo "tests:"
     for l in "${tests_lines[@]}"; do echo "  $l"; done
+    if [ -n "$fm_line" ]; then
+      echo "  $fm_line"
+      [ -f "$OUT/fmnist/table.md" ] && sed 's/^/    /' "$OUT/fmnist/table.md"
+    fi
     echo "KD step images/s ($device, batch $batch, 3x32x32, 100 classes, T 4, alpha 0.9; median of $iters steps after $warmup;"
     echo "teacher forward + student forward/backward + SGD momentum; in brackets: ms per step):"
     printf '  %-22s %20s %20s %22s %9s\n' pair "distilld FP32" "PyTorch FP32" "PyTorch bf16+CL" "dd/PT32"
@@ -413,6 +448,9 @@ main() {
       "$([ $status = 0 ] && echo 'every test passed and every number is there)' || echo 'a test failed or a number is missing)')"
   } >"$OUT/summary.txt"
   cat "$OUT/summary.txt"
+  # what comes back from the device is at most 8 files: the step logs and nets go into one archive
+  (cd "$OUT" && find . -path ./fmnist -prune -o -type f ! -name summary.txt ! -name device_check.log ! -name logs.tar.xz -print |
+    sed 's|^\./||' | tar -cJf logs.tar.xz --remove-files -T - 2>/dev/null && rmdir nets 2>/dev/null)
   return $status
 }
 

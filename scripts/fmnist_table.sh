@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Fashion-MNIST results table of docs/results.md, resumable: run it again after any stop and it
 # goes on from the newest snapshots.
-#   1. the WRN-16-4 teacher (configs/job_fmnist_teacher.prototxt, 9400 iterations = 10 epochs);
+#   1. the WRN-16-4 teacher (configs/job_fmnist_teacher.prototxt, 9400 iterations = 10 epochs, or
+#      TEACHER_ITERS);
 #   2. for each seed (1 and 2): the WRN-16-1 student alone (configs/job_fmnist_student_alone.prototxt)
 #      and the same student distilled from the teacher (configs/job_fmnist_distill.prototxt), the
-#      identical schedule and seed;
+#      identical schedule and seed (9400 iterations = 10 epochs at batch 64);
 #   3. a markdown table of the final test accuracies, the distilled-minus-alone difference per seed,
 #      and the training time of each run (from its metrics.jsonl).
 # A finished run (its final snapshot and final test record exist) is not run again.
@@ -13,7 +14,15 @@
 #
 # Environment: BIN (default build/distilld of this checkout), THREADS (0: all cores), NICE (default
 # 0), RUNS_DIR (default: the repository root): where data/fashion-mnist
-# (scripts/prepare_fashion_mnist.py), configs/ (or a link to the repository's) and out/ are.
+# (scripts/prepare_fashion_mnist.py), configs/ (or a link to the repository's) and out/ are;
+# DEVICE (default: the jobs' own, cpu): e.g. cuda:0; TEACHER_ITERS (default 9400, the job's): a
+# longer cosine schedule for the teacher, run as out/fmnist-teacher-wrn16-4-i<ITERS> (the students
+# then distil from that teacher); PARALLEL=1: the students alone run beside the teacher and the
+# distilled students beside each other (for a GPU, which small nets leave mostly idle);
+# STUDENT_ITERS (default 9400) and TEST_ITER (default 100): shorter runs, for a smoke test of this
+# script only;
+# DEADLINE (a date +%s): every run is stopped with SIGTERM at that time (it snapshots and exits),
+# so the table is printed in time.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "${RUNS_DIR:-$repo}"
@@ -31,38 +40,82 @@ done
 [ -x "$bin" ] || { echo "fmnist_table: $bin is not built" >&2; exit 1; }
 [ -f data/fashion-mnist/train.txt ] || { echo "fmnist_table: run scripts/prepare_fashion_mnist.py --out data/fashion-mnist first" >&2; exit 1; }
 mkdir -p out/table
+teacher_iters=${TEACHER_ITERS:-9400}
+student_iters=${STUDENT_ITERS:-9400}
+test_iter=${TEST_ITER:-100}
+device_args=()
+[ -n "${DEVICE:-}" ] && device_args=(--device "$DEVICE")
 
-# done NAME OUT_DIR: 0 when the run's final snapshot and a test record at max_iter exist
+# finished NAME OUT_DIR ITERS: 0 when the run's final snapshot and a test record at ITERS exist
 finished() {
-  [ -f "$2/snapshots/$1_iter_9400.caffemodel" ] && grep -q '"type":"test","iter":9400' "$2/metrics.jsonl" 2>/dev/null
+  [ -f "$2/snapshots/$1_iter_$3.caffemodel" ] && grep -q "\"type\":\"test\",\"iter\":$3," "$2/metrics.jsonl" 2>/dev/null
 }
 
-run() { # JOB NAME OUT_DIR
-  if finished "$2" "$3"; then
+run() { # JOB NAME OUT_DIR ITERS
+  if finished "$2" "$3" "$4"; then
     echo "== $2: finished"
     return
   fi
   echo "== $2: $1 (resumes from its newest snapshot)"
-  nice -n "${NICE:-0}" "$bin" train --job "$1" --resume --threads "$threads"
+  if [ -n "${DEADLINE:-}" ]; then
+    local left=$((DEADLINE - $(date +%s)))
+    if [ $left -lt 5 ]; then
+      echo "== $2: not started, the deadline has passed"
+      return
+    fi
+    # SIGTERM at the deadline: distilld snapshots and exits 0; the table shows where it stopped
+    nice -n "${NICE:-0}" timeout -k 30 "$left" "$bin" train --job "$1" --resume --threads "$threads" "${device_args[@]}" || true
+  else
+    nice -n "${NICE:-0}" "$bin" train --job "$1" --resume --threads "$threads" "${device_args[@]}"
+  fi
 }
 
-teacher_out=out/fmnist-teacher-wrn16-4
+teacher_name=fmnist-teacher-wrn16-4 teacher_out=out/fmnist-teacher-wrn16-4 teacher_job=configs/job_fmnist_teacher.prototxt
+if [ "$teacher_iters" != 9400 ]; then
+  teacher_name=fmnist-teacher-wrn16-4-i$teacher_iters teacher_out=out/fmnist-teacher-wrn16-4-i$teacher_iters
+  teacher_job=out/table/teacher-i$teacher_iters.prototxt
+  sed -e "s|^name: .*|name: \"$teacher_name\"|" -e "s|^output_dir: .*|output_dir: \"$teacher_out\"|" \
+    -e "s|max_iter: 9400|max_iter: $teacher_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
+    configs/job_fmnist_teacher.prototxt > "$teacher_job"
+fi
+teacher_weights="$teacher_out/snapshots/${teacher_name}_iter_$teacher_iters.caffemodel"
 if [ $table_only = 0 ]; then
-  run configs/job_fmnist_teacher.prototxt fmnist-teacher-wrn16-4 "$teacher_out"
+  pids=()
+  [ "${PARALLEL:-0}" = 1 ] || run "$teacher_job" "$teacher_name" "$teacher_out" "$teacher_iters"
   for s in $seeds; do
     sed -e "s|^name: .*|name: \"fmnist-wrn16-1-alone-s$s\"|" -e "s|^output_dir: .*|output_dir: \"out/table/alone-s$s\"|" \
-      -e "s|^seed: .*|seed: $s|" configs/job_fmnist_student_alone.prototxt > "out/table/alone-s$s.prototxt"
+      -e "s|^seed: .*|seed: $s|" -e "s|max_iter: 9400|max_iter: $student_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
+      configs/job_fmnist_student_alone.prototxt > "out/table/alone-s$s.prototxt"
     sed -e "s|^name: .*|name: \"fmnist-wrn16-1-distilled-s$s\"|" \
       -e "s|^output_dir: .*|output_dir: \"out/table/distilled-s$s\"   # snapshots/, metrics.jsonl|" \
-      -e "s|^seed: .*|seed: $s|" configs/job_fmnist_distill.prototxt > "out/table/distilled-s$s.prototxt"
-    run "out/table/alone-s$s.prototxt" "fmnist-wrn16-1-alone-s$s" "out/table/alone-s$s"
-    run "out/table/distilled-s$s.prototxt" "fmnist-wrn16-1-distilled-s$s" "out/table/distilled-s$s"
+      -e "s|^seed: .*|seed: $s|" -e "s|^  weights: .*|  weights: \"$teacher_weights\"|" -e "s|max_iter: 9400|max_iter: $student_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
+      configs/job_fmnist_distill.prototxt > "out/table/distilled-s$s.prototxt"
+    if [ "${PARALLEL:-0}" = 1 ]; then
+      run "out/table/alone-s$s.prototxt" "fmnist-wrn16-1-alone-s$s" "out/table/alone-s$s" "$student_iters" > "out/table/alone-s$s.log" 2>&1 &
+      pids+=($!)
+    else
+      run "out/table/alone-s$s.prototxt" "fmnist-wrn16-1-alone-s$s" "out/table/alone-s$s" "$student_iters"
+      run "out/table/distilled-s$s.prototxt" "fmnist-wrn16-1-distilled-s$s" "out/table/distilled-s$s" "$student_iters"
+    fi
   done
+  if [ "${PARALLEL:-0}" = 1 ]; then
+    run "$teacher_job" "$teacher_name" "$teacher_out" "$teacher_iters"
+    if [ -f "$teacher_weights" ]; then
+      for s in $seeds; do
+        run "out/table/distilled-s$s.prototxt" "fmnist-wrn16-1-distilled-s$s" "out/table/distilled-s$s" "$student_iters" \
+          > "out/table/distilled-s$s.log" 2>&1 &
+        pids+=($!)
+      done
+    else
+      echo "== the teacher did not finish ($teacher_weights is missing): no distilled students"
+    fi
+    wait "${pids[@]}"
+  fi
 fi
 
-python3 - "$teacher_out" "$seeds" <<'PY'
+python3 - "$teacher_out" "$seeds" "$teacher_job" <<'PY'
 import json, os, sys
-teacher, seeds = sys.argv[1], sys.argv[2].split()
+teacher, seeds, teacher_job = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 
 def summary(d):
     p = os.path.join(d, "metrics.jsonl")
@@ -72,24 +125,28 @@ def summary(d):
     tests = [r for r in recs if r.get("type") == "test"]
     train = [r for r in recs if r.get("type") == "train"]
     last = tests[-1] if tests else None
+    max_iter = train[-1]["max_iter"] if train else 9400
     # training time: the sum of the gaps between consecutive records of a run, leaving out gaps of
     # over 10 minutes (a stop and a later resume)
     t = sorted(r["time"] for r in recs if "time" in r)
     busy = sum(b - a for a, b in zip(t, t[1:]) if b - a < 600)
     return {"iter": last["iter"] if last else None, "acc": last.get("accuracy") if last else None,
-            "done": bool(last and last["iter"] == 9400), "hours": busy / 3600, "displays": len(train)}
+            "done": bool(last and last["iter"] == max_iter), "hours": busy / 3600, "displays": len(train),
+            "max_iter": max_iter}
 
 def fmt(s):
     if not s or s["acc"] is None:
         return "not run yet", ""
-    acc = "%.4f" % s["acc"] + ("" if s["done"] else " (iter %d of 9400)" % s["iter"])
-    return acc, "%.1f h" % s["hours"]
+    acc = "%.4f" % s["acc"] + ("" if s["done"] else " (iter %d of %d)" % (s["iter"], s["max_iter"]))
+    h = s["hours"]
+    return acc, "%.1f h" % h if h >= 0.5 else "%.1f min" % (h * 60)
 
 t = summary(teacher)
 print("| run | net | seed | test accuracy | training time |")
 print("| --- | --- | --- | --- | --- |")
 a, h = fmt(t)
-print("| teacher (`configs/job_fmnist_teacher.prototxt`) | WRN-16-4 | 1 | %s | %s |" % (a, h))
+ep = "%d epochs" % round(t["max_iter"] * 64 / 60000) if t else ""
+print("| teacher (`%s`%s) | WRN-16-4 | 1 | %s | %s |" % (teacher_job, ", " + ep if ep else "", a, h))
 diffs = []
 for s in seeds:
     al, di = summary("out/table/alone-s%s" % s), summary("out/table/distilled-s%s" % s)
