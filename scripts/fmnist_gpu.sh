@@ -86,7 +86,7 @@ PY
 probe() { # NAME JOB_FILE -> runs it under out/probe/NAME, prints its rate
   local name="$1" job="$2" a b
   sed -e "s|^name: .*|name: \"probe-$name\"|" -e "s|^output_dir: .*|output_dir: \"out/probe/$name\"|" \
-    -e "s|max_iter: 9400|max_iter: $probe_iters|" -e "s|display: 50|display: 20|" -e "s|test_iter: 100 |test_iter: ${TEST_ITER:-100} |" -e "s|^seed: .*|seed: 1|" \
+    -e "s|max_iter: [0-9]*|max_iter: $probe_iters|" -e "s|display: 50|display: 20|" -e "s|test_iter: 100 |test_iter: ${TEST_ITER:-100} |" -e "s|^seed: .*|seed: 1|" \
     -e "s|^  weights: .*|  weights: \"out/probe/teacher/snapshots/probe-teacher_iter_$probe_iters.caffemodel\"|" \
     "$job" > "out/probe/$name.prototxt"
   a=$(date +%s)
@@ -115,13 +115,13 @@ pack() {
   local files=()
   cd "$runs" || return
   for f in out/probe/*.log out/probe/*.prototxt out/probe/*/metrics.jsonl out/table/*.log out/table/*.prototxt \
-    out/table/*/metrics.jsonl out/fmnist-teacher-wrn16-4-i*/metrics.jsonl out/table/*/snapshots/*_iter_"${STUDENT_ITERS:-9400}".caffemodel \
+    out/table/*/metrics.jsonl out/fmnist-teacher-wrn16-4*/metrics.jsonl out/table/*/snapshots/*_iter_"${STUDENT_ITERS:-9400}".caffemodel \
     table.log; do
     [ -f "$f" ] && files+=("$f")
   done
   [ ${#files[@]} -gt 0 ] && tar -cJf "$out/fmnist_runs.tar.xz" "${files[@]}"
   local t
-  t="$(ls out/fmnist-teacher-wrn16-4-i*/snapshots/*.caffemodel 2>/dev/null | sort -V | tail -1)"
+  t="$(ls out/fmnist-teacher-wrn16-4*/snapshots/*.caffemodel 2>/dev/null | sort -V | tail -1)"
   [ -n "$t" ] && cp "$t" "$out/teacher.caffemodel" && log "teacher weights returned: $t"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Fashion-MNIST results table of docs/results.md, resumable: run it again after any stop and it
 # goes on from the newest snapshots.
-#   1. the WRN-16-4 teacher (configs/job_fmnist_teacher.prototxt, 9400 iterations = 10 epochs, or
+#   1. the WRN-16-4 teacher (configs/job_fmnist_teacher.prototxt, 12220 iterations = 13 epochs, or
 #      TEACHER_ITERS);
 #   2. for each seed (1 and 2): the WRN-16-1 student alone (configs/job_fmnist_student_alone.prototxt)
 #      and the same student distilled from the teacher (configs/job_fmnist_distill.prototxt), the
@@ -15,8 +15,8 @@
 # Environment: BIN (default build/distilld of this checkout), THREADS (0: all cores), NICE (default
 # 0), RUNS_DIR (default: the repository root): where data/fashion-mnist
 # (scripts/prepare_fashion_mnist.py), configs/ (or a link to the repository's) and out/ are;
-# DEVICE (default: the jobs' own, cpu): e.g. cuda:0; TEACHER_ITERS (default 9400, the job's): a
-# longer cosine schedule for the teacher, run as out/fmnist-teacher-wrn16-4-i<ITERS> (the students
+# DEVICE (default: the jobs' own, cpu): e.g. cuda:0; TEACHER_ITERS (default 12220, the job's): another
+# cosine schedule for the teacher, run as out/fmnist-teacher-wrn16-4-i<ITERS> (the students
 # then distil from that teacher); PARALLEL=1: the students alone run beside the teacher and the
 # distilled students beside each other (for a GPU, which small nets leave mostly idle);
 # STUDENT_ITERS (default 9400) and TEST_ITER (default 100): shorter runs, for a smoke test of this
@@ -40,7 +40,7 @@ done
 [ -x "$bin" ] || { echo "fmnist_table: $bin is not built" >&2; exit 1; }
 [ -f data/fashion-mnist/train.txt ] || { echo "fmnist_table: run scripts/prepare_fashion_mnist.py --out data/fashion-mnist first" >&2; exit 1; }
 mkdir -p out/table
-teacher_iters=${TEACHER_ITERS:-9400}
+teacher_iters=${TEACHER_ITERS:-12220}
 student_iters=${STUDENT_ITERS:-9400}
 test_iter=${TEST_ITER:-100}
 device_args=()
@@ -71,11 +71,11 @@ run() { # JOB NAME OUT_DIR ITERS
 }
 
 teacher_name=fmnist-teacher-wrn16-4 teacher_out=out/fmnist-teacher-wrn16-4 teacher_job=configs/job_fmnist_teacher.prototxt
-if [ "$teacher_iters" != 9400 ]; then
+if [ "$teacher_iters" != 12220 ]; then
   teacher_name=fmnist-teacher-wrn16-4-i$teacher_iters teacher_out=out/fmnist-teacher-wrn16-4-i$teacher_iters
   teacher_job=out/table/teacher-i$teacher_iters.prototxt
   sed -e "s|^name: .*|name: \"$teacher_name\"|" -e "s|^output_dir: .*|output_dir: \"$teacher_out\"|" \
-    -e "s|max_iter: 9400|max_iter: $teacher_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
+    -e "s|max_iter: 12220|max_iter: $teacher_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
     configs/job_fmnist_teacher.prototxt > "$teacher_job"
 fi
 teacher_weights="$teacher_out/snapshots/${teacher_name}_iter_$teacher_iters.caffemodel"
