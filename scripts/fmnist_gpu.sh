@@ -23,9 +23,9 @@
 #
 # Environment: BIN (build-gpu/distilld), DEVICE (cuda:0), RUNS_DIR (/tmp/fmnist-gpu),
 # PROBE_ITERS (300), PROBE_FROM (100), MIN_TEACHER_EPOCHS (10), MAX_TEACHER_EPOCHS (30), PYTHON (python3),
-# STUDENT_ITERS and TEACHER_EPOCH_ITERS (9400 and 940: smaller only for a smoke test of the script on
-# a CPU, e.g. STUDENT_ITERS=40 TEACHER_EPOCH_ITERS=20 PROBE_ITERS=60 PROBE_FROM=20 TEST_ITER=2
-# DEVICE=cpu), TEST_ITER (100).
+# STUDENT_ITERS and TEACHER_EPOCH_ITERS (the student jobs' 9400, and 940: smaller only for a
+# smoke test of the script on a CPU, e.g. STUDENT_ITERS=40 TEACHER_EPOCH_ITERS=20 PROBE_ITERS=60
+# PROBE_FROM=20 TEST_ITER=2 DEVICE=cpu), TEST_ITER (100).
 set -uo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -63,6 +63,8 @@ fi
 ln -sfn "$repo/configs" "$runs/configs"
 cd "$runs" || exit 1
 mkdir -p out/probe
+. "$repo/scripts/fmnist_jobs.sh"
+student_iters="${STUDENT_ITERS:-$(job_iters configs/job_fmnist_student_alone.prototxt)}"
 log "data ready: $(wc -l < data/fashion-mnist/train.txt) training and $(wc -l < data/fashion-mnist/test.txt) test images; device $device; budget ${budget}s"
 
 # ---- 1. probes ---------------------------------------------------------------------------------
@@ -85,10 +87,8 @@ PY
 
 probe() { # NAME JOB_FILE -> runs it under out/probe/NAME, prints its rate
   local name="$1" job="$2" a b
-  sed -e "s|^name: .*|name: \"probe-$name\"|" -e "s|^output_dir: .*|output_dir: \"out/probe/$name\"|" \
-    -e "s|max_iter: [0-9]*|max_iter: $probe_iters|" -e "s|display: 50|display: 20|" -e "s|test_iter: 100 |test_iter: ${TEST_ITER:-100} |" -e "s|^seed: .*|seed: 1|" \
-    -e "s|^  weights: .*|  weights: \"out/probe/teacher/snapshots/probe-teacher_iter_$probe_iters.caffemodel\"|" \
-    "$job" > "out/probe/$name.prototxt"
+  job_variant "$job" "out/probe/$name.prototxt" "probe-$name" "out/probe/$name" "$probe_iters" display=20 \
+    test_iter="${TEST_ITER:-100}" seed=1 weights="out/probe/teacher/snapshots/probe-teacher_iter_$probe_iters.caffemodel"
   a=$(date +%s)
   timeout -k 10 120 "$bin" train --job "out/probe/$name.prototxt" --device "$device" > "out/probe/$name.log" 2>&1
   local rc=$?
@@ -115,7 +115,7 @@ pack() {
   local files=()
   cd "$runs" || return
   for f in out/probe/*.log out/probe/*.prototxt out/probe/*/metrics.jsonl out/table/*.log out/table/*.prototxt \
-    out/table/*/metrics.jsonl out/fmnist-teacher-wrn16-4*/metrics.jsonl out/table/*/snapshots/*_iter_"${STUDENT_ITERS:-9400}".caffemodel \
+    out/table/*/metrics.jsonl out/fmnist-teacher-wrn16-4*/metrics.jsonl out/table/*/snapshots/*_iter_"$student_iters".caffemodel \
     table.log; do
     [ -f "$f" ] && files+=("$f")
   done
@@ -133,7 +133,7 @@ fi
 
 # ---- 2. the teacher's schedule -----------------------------------------------------------------
 now=$(date +%s)
-read -r epochs why < <("$py" - "$((deadline - now - 30))" "$rt" "$ra" "$rd" "$min_epochs" "$max_epochs" "${STUDENT_ITERS:-9400}" "${TEACHER_EPOCH_ITERS:-940}" <<'PY'
+read -r epochs why < <("$py" - "$((deadline - now - 30))" "$rt" "$ra" "$rd" "$min_epochs" "$max_epochs" "$student_iters" "${TEACHER_EPOCH_ITERS:-940}" <<'PY'
 import sys
 w, rt, ra, rd = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 lo, hi = int(sys.argv[5]), int(sys.argv[6])
@@ -152,10 +152,10 @@ if [ "$epochs" -lt "$min_epochs" ]; then
   exit 3
 fi
 teacher_iters=$((epochs * ${TEACHER_EPOCH_ITERS:-940}))
-log "teacher: $epochs epochs ($teacher_iters iterations); students: ${STUDENT_ITERS:-9400} iterations, seeds 1 and 2"
+log "teacher: $epochs epochs ($teacher_iters iterations); students: $student_iters iterations, seeds 1 and 2"
 
 # ---- 3. the table ------------------------------------------------------------------------------
-DEADLINE=$((deadline - 20)) PARALLEL=1 STUDENT_ITERS="${STUDENT_ITERS:-9400}" TEST_ITER="${TEST_ITER:-100}" DEVICE="$device" TEACHER_ITERS="$teacher_iters" BIN="$bin" RUNS_DIR="$runs" \
+DEADLINE=$((deadline - 20)) PARALLEL=1 STUDENT_ITERS="$student_iters" TEST_ITER="${TEST_ITER:-100}" DEVICE="$device" TEACHER_ITERS="$teacher_iters" BIN="$bin" RUNS_DIR="$runs" \
   bash "$repo/scripts/fmnist_table.sh" > table.log 2>&1
 rc=$?
 grep -v '^distilld: iter ' table.log | tail -n 40

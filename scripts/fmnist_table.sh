@@ -15,11 +15,11 @@
 # Environment: BIN (default build/distilld of this checkout), THREADS (0: all cores), NICE (default
 # 0), RUNS_DIR (default: the repository root): where data/fashion-mnist
 # (scripts/prepare_fashion_mnist.py), configs/ (or a link to the repository's) and out/ are;
-# DEVICE (default: the jobs' own, cpu): e.g. cuda:0; TEACHER_ITERS (default 12220, the job's): another
+# DEVICE (default: the jobs' own, cpu): e.g. cuda:0; TEACHER_ITERS (default: the job's, 12220): another
 # cosine schedule for the teacher, run as out/fmnist-teacher-wrn16-4-i<ITERS> (the students
 # then distil from that teacher); PARALLEL=1: the students alone run beside the teacher and the
 # distilled students beside each other (for a GPU, which small nets leave mostly idle);
-# STUDENT_ITERS (default 9400) and TEST_ITER (default 100): shorter runs, for a smoke test of this
+# STUDENT_ITERS (default: the jobs', 9400) and TEST_ITER (default 100): shorter runs, for a smoke test of this
 # script only;
 # DEADLINE (a date +%s): every run is stopped with SIGTERM at that time (it snapshots and exits),
 # so the table is printed in time.
@@ -40,8 +40,10 @@ done
 [ -x "$bin" ] || { echo "fmnist_table: $bin is not built" >&2; exit 1; }
 [ -f data/fashion-mnist/train.txt ] || { echo "fmnist_table: run scripts/prepare_fashion_mnist.py --out data/fashion-mnist first" >&2; exit 1; }
 mkdir -p out/table
-teacher_iters=${TEACHER_ITERS:-12220}
-student_iters=${STUDENT_ITERS:-9400}
+. "$repo/scripts/fmnist_jobs.sh"
+job_teacher_iters=$(job_iters configs/job_fmnist_teacher.prototxt)
+teacher_iters=${TEACHER_ITERS:-$job_teacher_iters}
+student_iters=${STUDENT_ITERS:-$(job_iters configs/job_fmnist_student_alone.prototxt)}
 test_iter=${TEST_ITER:-100}
 device_args=()
 [ -n "${DEVICE:-}" ] && device_args=(--device "$DEVICE")
@@ -57,39 +59,36 @@ run() { # JOB NAME OUT_DIR ITERS
     return
   fi
   echo "== $2: $1 (resumes from its newest snapshot)"
+  local limit=()
   if [ -n "${DEADLINE:-}" ]; then
     local left=$((DEADLINE - $(date +%s)))
     if [ $left -lt 5 ]; then
       echo "== $2: not started, the deadline has passed"
       return
     fi
-    # SIGTERM at the deadline: distilld snapshots and exits 0; the table shows where it stopped
-    nice -n "${NICE:-0}" timeout -k 30 "$left" "$bin" train --job "$1" --resume --threads "$threads" "${device_args[@]}" || true
-  else
-    nice -n "${NICE:-0}" "$bin" train --job "$1" --resume --threads "$threads" "${device_args[@]}"
+    # SIGTERM at the deadline: distilld snapshots and exits; the table shows where it stopped
+    limit=(timeout -k 30 "$left")
   fi
+  nice -n "${NICE:-0}" "${limit[@]}" "$bin" train --job "$1" --resume --threads "$threads" "${device_args[@]}" ||
+    [ -n "${DEADLINE:-}" ]
 }
 
 teacher_name=fmnist-teacher-wrn16-4 teacher_out=out/fmnist-teacher-wrn16-4 teacher_job=configs/job_fmnist_teacher.prototxt
-if [ "$teacher_iters" != 12220 ]; then
+if [ "$teacher_iters" != "$job_teacher_iters" ]; then
   teacher_name=fmnist-teacher-wrn16-4-i$teacher_iters teacher_out=out/fmnist-teacher-wrn16-4-i$teacher_iters
   teacher_job=out/table/teacher-i$teacher_iters.prototxt
-  sed -e "s|^name: .*|name: \"$teacher_name\"|" -e "s|^output_dir: .*|output_dir: \"$teacher_out\"|" \
-    -e "s|max_iter: 12220|max_iter: $teacher_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
-    configs/job_fmnist_teacher.prototxt > "$teacher_job"
+  job_variant configs/job_fmnist_teacher.prototxt "$teacher_job" "$teacher_name" "$teacher_out" "$teacher_iters" \
+    test_iter="$test_iter"
 fi
 teacher_weights="$teacher_out/snapshots/${teacher_name}_iter_$teacher_iters.caffemodel"
 if [ $table_only = 0 ]; then
   pids=()
   [ "${PARALLEL:-0}" = 1 ] || run "$teacher_job" "$teacher_name" "$teacher_out" "$teacher_iters"
   for s in $seeds; do
-    sed -e "s|^name: .*|name: \"fmnist-wrn16-1-alone-s$s\"|" -e "s|^output_dir: .*|output_dir: \"out/table/alone-s$s\"|" \
-      -e "s|^seed: .*|seed: $s|" -e "s|max_iter: 9400|max_iter: $student_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
-      configs/job_fmnist_student_alone.prototxt > "out/table/alone-s$s.prototxt"
-    sed -e "s|^name: .*|name: \"fmnist-wrn16-1-distilled-s$s\"|" \
-      -e "s|^output_dir: .*|output_dir: \"out/table/distilled-s$s\"   # snapshots/, metrics.jsonl|" \
-      -e "s|^seed: .*|seed: $s|" -e "s|^  weights: .*|  weights: \"$teacher_weights\"|" -e "s|max_iter: 9400|max_iter: $student_iters|" -e "s|test_iter: 100 |test_iter: $test_iter |" \
-      configs/job_fmnist_distill.prototxt > "out/table/distilled-s$s.prototxt"
+    job_variant configs/job_fmnist_student_alone.prototxt "out/table/alone-s$s.prototxt" "fmnist-wrn16-1-alone-s$s" \
+      "out/table/alone-s$s" "$student_iters" seed="$s" test_iter="$test_iter"
+    job_variant configs/job_fmnist_distill.prototxt "out/table/distilled-s$s.prototxt" "fmnist-wrn16-1-distilled-s$s" \
+      "out/table/distilled-s$s" "$student_iters" seed="$s" weights="$teacher_weights" test_iter="$test_iter"
     if [ "${PARALLEL:-0}" = 1 ]; then
       run "out/table/alone-s$s.prototxt" "fmnist-wrn16-1-alone-s$s" "out/table/alone-s$s" "$student_iters" > "out/table/alone-s$s.log" 2>&1 &
       pids+=($!)
