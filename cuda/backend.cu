@@ -199,6 +199,7 @@ static const dd_backend_ops cuda_ops = {
     /* strided copies */ dd_cuda_copy_rows,
     /* solvers */ dd_cuda_regularize, dd_cuda_sgd_update, dd_cuda_adam_update, dd_cuda_adagrad_update,
     /* status */ cuda_status,
+    /* lifetime */ dd_cuda_backend_destroy, dd_cuda_backend_describe,
 };
 
 extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, size_t errlen) {

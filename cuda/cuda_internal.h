@@ -34,8 +34,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-#include "backend.h"
-#include "dd_error.h"
+#include "base/backend.h"
+#include "base/dd_error.h"
+#include "dd_cuda.h"
 #ifdef __cplusplus
 }
 #endif

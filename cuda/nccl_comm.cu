@@ -19,7 +19,7 @@
 #include "cuda_internal.h"
 
 extern "C" {
-#include "collective.h"
+#include "comm/collective.h"
 const char *dd_cuda_nccl_load_error(void);
 }
 
@@ -135,7 +135,8 @@ static int nccl_barrier(dd_comm *c, char *err, size_t errlen) {
   return group_failed(k->g, err, errlen) ? DD_EIO : 0;
 }
 
-static const dd_comm_ops nccl_ops = {"nccl", nccl_allreduce_sum, nccl_broadcast, nccl_barrier, nccl_abort};
+static const dd_comm_ops nccl_ops = {"nccl",           nccl_allreduce_sum, nccl_broadcast, nccl_barrier,
+                                      nccl_abort,       dd_nccl_comm_bind,  dd_nccl_comm_group_destroy};
 
 /* A group of `size` local ranks around communicators already made (g->comms): handle k is global
  * rank base + k of `world`. Frees the group (destroying the communicators) when out of memory. */

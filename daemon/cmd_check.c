@@ -5,12 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "caffe_io.h"
+#include "format/caffe_io.h"
+#include "devices/devices.h"
 #include "cli.h"
-#include "dd_error.h"
-#include "distill.h"
-#include "net_check.h"
-#include "solver_check.h"
+#include "base/dd_error.h"
+#include "train/distill.h"
+#include "net/net_check.h"
+#include "train/solver_check.h"
 
 /* Prints one diagnostic; continuation lines of the message are indented under it. */
 static void print_diag(const dd_diag *d) {
@@ -136,7 +137,7 @@ static int check_job(const char *path) {
     return 2;
   }
   int status = 0;
-  if (dd_job_validate(job, NULL, err, sizeof err)) {
+  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) {
     fprintf(stderr, "error: %s: %s\n", path, err);
     status = 2;
   } else {

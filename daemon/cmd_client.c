@@ -21,7 +21,7 @@
 
 #include "cli.h"
 #include "dconfig.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 /* Key names: the prefix plus a job id (at most 64 bytes) and a suffix. */
 #define KEY_LEN 512

@@ -10,11 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "base/backend.h"
+#include "devices/devices.h"
 #include "cli.h"
-#include "dd_error.h"
+#include "base/dd_error.h"
 #include "dconfig.h"
-#include "distill.h"
+#include "train/distill.h"
 #include "rdzv.h"
 
 static volatile sig_atomic_t job_stop;
@@ -106,7 +107,7 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
   clock_gettime(CLOCK_MONOTONIC, &t0);
   int resumed = 0, iter = 0, stopped = 0;
   double sa = -1, ta = -1;
-  int r = dd_distill_run_nodes(job, NULL, rv, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
+  int r = dd_distill_run_nodes(job, NULL, dd_devices_builtin(), rv, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
   end_bar(&ui);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   if (r) {
@@ -131,7 +132,7 @@ static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume
 static int run_node(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_train_nodes *tn) {
   char err[4096];
   /* a bad job fails here on every node, not after the others have waited for it */
-  if (dd_job_validate(job, NULL, err, sizeof err)) {
+  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) {
     dd_cli_error("%s: %s", job_path, err);
     distilld__distill_job__free_unpacked(job, NULL);
     return 2;

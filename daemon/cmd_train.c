@@ -19,12 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "caffe_io.h"
+#include "base/backend.h"
+#include "devices/devices.h"
+#include "format/caffe_io.h"
 #include "cli.h"
-#include "dd_error.h"
-#include "net.h"
-#include "solver.h"
+#include "base/dd_error.h"
+#include "net/net.h"
+#include "train/solver.h"
 
 #define MAX_INPUTS 16
 

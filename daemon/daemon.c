@@ -31,14 +31,15 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "backend.h"
+#include "base/backend.h"
+#include "devices/devices.h"
 #include "cli.h"
 #include "dconfig.h"
-#include "dd_error.h"
-#include "distill.h"
+#include "base/dd_error.h"
+#include "train/distill.h"
 #include "paths.h"
 #include "rdzv.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define RING_CAP 4096
 /* A multi-node job whose attempt fails in the collectives (a node lost) is handed back this many
@@ -631,7 +632,7 @@ static int run_multinode(job_t *j, Distilld__DistillJob *job, const dd_distill_h
          job->name, j->attempt, node, job->nodes, n, n == 1 ? "" : "s", job->n_device ? job->device[0] : "cpu",
          n > 1 ? ", ..." : "", job->rendezvous_timeout_s);
     dd_distill_hooks h = node == 0 ? *hooks : (dd_distill_hooks){.ctx = j, .should_stop = h_stop};
-    r = dd_distill_run_nodes(job, NULL, &rv, n, per, &h, node == 0 && j->attempt > 1, NULL, NULL, NULL, iter, stopped,
+    r = dd_distill_run_nodes(job, NULL, dd_devices_builtin(), &rv, n, per, &h, node == 0 && j->attempt > 1, NULL, NULL, NULL, iter, stopped,
                              err, errlen);
   }
   dd_redis_rdzv_close(&z);
@@ -667,7 +668,7 @@ static void job_thread(void *arg) {
   }
   if (job->n_device == 1) device = job->device[0];
   if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
-  if (dd_job_validate(job, NULL, err, sizeof err)) goto done;
+  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) goto done;
   if (!j->join_node && j->attempt == 1 && has_snapshots(job->output_dir)) {
     snprintf(err, sizeof err,
              "output_dir: \"%s\" already holds snapshots of an earlier run; give the job an output_dir of its own",
@@ -684,7 +685,7 @@ static void job_thread(void *arg) {
     /* data parallel: one rank per device entry, threads of this job (core/distill.h) */
     int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
     dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", job->name, j->attempt, n, job->device[0]);
-    r = dd_distill_run_ranks(job, NULL, n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
+    r = dd_distill_run_ranks(job, NULL, dd_devices_builtin(), n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
   } else {
     if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
     dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "dd_error.h"
-#include "fileio.h"
-#include "textformat.h"
+#include "base/dd_error.h"
+#include "format/fileio.h"
+#include "format/textformat.h"
 
 int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, size_t errlen) {
   *out = NULL;

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "cpu_blas.h"
+#include "cpu/cpu_blas.h"
 
 void dd_cli_error(const char *fmt, ...) {
   va_list ap;

@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "fileio.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
+#include "format/fileio.h"
 
 /* 1 when the resolved path `p` is `root` or inside it. */
 static int under(const char *p, const char *root) {

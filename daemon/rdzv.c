@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "dd_error.h"
+#include "base/dd_error.h"
 
 static long now_ms(void) {
   struct timespec t;

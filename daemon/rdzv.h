@@ -6,7 +6,7 @@
 #ifndef DD_RDZV_H
 #define DD_RDZV_H
 
-#include "collective.h"
+#include "comm/collective.h"
 #include "distill.pb-c.h"
 
 typedef struct dd_redis_rdzv {

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
-#include "cpu_blas.h"
+#include "base/backend.h"
+#include "cpu/cpu_blas.h"
 
 static double now(void) {
   struct timespec t;

@@ -13,10 +13,10 @@
 #include <time.h>
 
 #include "caffe.pb-c.h"
-#include "data.h"
-#include "imgdec.h"
-#include "rng.h"
-#include "textformat.h"
+#include "data/data.h"
+#include "data/imgdec.h"
+#include "base/rng.h"
+#include "format/textformat.h"
 
 static double now_s(void) {
   struct timespec t;

@@ -17,10 +17,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "caffe_io.h"
-#include "collective.h"
-#include "net.h"
-#include "solver.h"
+#include "format/caffe_io.h"
+#include "comm/collective.h"
+#include "net/net.h"
+#include "train/solver.h"
 
 static int iters = 5, threads = 1;
 static int64_t bucket_floats = 0;

@@ -32,12 +32,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "cpu_blas.h"
-#include "net.h"
-#include "solver.h"
-#include "teacher.h"
-#include "textformat.h"
+#include "format/caffe_io.h"
+#include "devices/devices.h"
+#include "cpu/cpu_blas.h"
+#include "net/net.h"
+#include "train/solver.h"
+#include "train/teacher.h"
+#include "format/textformat.h"
 
 static double now(void) {
   struct timespec t;

@@ -23,9 +23,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "caffe_io.h"
-#include "cpu_blas.h"
-#include "net.h"
+#include "format/caffe_io.h"
+#include "cpu/cpu_blas.h"
+#include "net/net.h"
 
 static double now(void) {
   struct timespec t;

@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "fileio.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
+#include "format/fileio.h"
 #include "test.h"
 
 #define REF_DIR DD_SHARED_DIR "/caffe-reference"

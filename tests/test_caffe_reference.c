@@ -6,11 +6,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "net.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
+#include "net/net.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define REF DD_SHARED_DIR "/caffe-reference/"
 #define TOL 1e-5

@@ -5,9 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
+#include "format/caffe_io.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define SEED DD_SHARED_DIR "/seed/"
 #define REF DD_SHARED_DIR "/caffe-reference/"

@@ -27,8 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collective.h"
-#include "dd_error.h"
+#include "comm/collective.h"
+#include "devices/devices.h"
+#include "base/dd_error.h"
 #include "test.h"
 
 #define MAX_RANKS 4

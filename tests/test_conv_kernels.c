@@ -5,7 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 
-#include "backend.h"
+#include "base/backend.h"
 #include "test.h"
 
 #define TOL 1e-5

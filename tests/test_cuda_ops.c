@@ -13,8 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "rng.h"
+#include "base/backend.h"
+#include "devices/devices.h"
+#include "base/rng.h"
 #include "test.h"
 
 static dd_backend *cpu, *gpu;

@@ -17,12 +17,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "caffe_io.h"
-#include "distill.h"
+#include "base/backend.h"
+#include "devices/devices.h"
+#include "format/caffe_io.h"
+#include "train/distill.h"
 #include "test.h"
 #include "test_images.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 static char tmp[128];
 static dd_backend *cpu, *gpu;
@@ -246,7 +247,7 @@ static void test_nccl_one_rank(void) {
   ProtobufCMessage *m = NULL;
   REQUIRE(dd_text_parse(&m, &distilld__distill_job__descriptor, text, strlen(text), "job", err, sizeof err) == 0);
   int it = 0;
-  int r = dd_distill_run_ranks((Distilld__DistillJob *)m, tmp, 1, 0, NULL, 0, NULL, NULL, NULL, &it, NULL, err, sizeof err);
+  int r = dd_distill_run_ranks((Distilld__DistillJob *)m, tmp, dd_devices_builtin(), 1, 0, NULL, 0, NULL, NULL, NULL, &it, NULL, err, sizeof err);
   CHECKF(r == 0, "%s", err);
   protobuf_c_message_free_unpacked(m, NULL);
   if (r) return;

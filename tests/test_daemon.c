@@ -44,8 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "imgdec.h"
-#include "rng.h"
+#include "data/imgdec.h"
+#include "base/rng.h"
 #include "test.h"
 #include "test_images.h"
 #define TEST_PROC_NAME "test_daemon"

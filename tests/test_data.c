@@ -8,15 +8,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "data.h"
-#include "dd_error.h"
-#include "imgdec.h"
-#include "net.h"
-#include "rng.h"
+#include "format/caffe_io.h"
+#include "data/data.h"
+#include "base/dd_error.h"
+#include "data/imgdec.h"
+#include "net/net.h"
+#include "base/rng.h"
 #include "test.h"
-#include "textformat.h"
-#include "transform.h"
+#include "format/textformat.h"
+#include "data/transform.h"
 
 static char tmp[128];
 

@@ -18,14 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "collective.h"
-#include "dd_error.h"
-#include "net.h"
-#include "rng.h"
-#include "solver.h"
+#include "base/backend.h"
+#include "comm/collective.h"
+#include "base/dd_error.h"
+#include "net/net.h"
+#include "base/rng.h"
+#include "train/solver.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define C 3
 #define HW 8

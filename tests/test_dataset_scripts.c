@@ -11,9 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dd_error.h"
-#include "fileio.h"
-#include "imgdec.h"
+#include "base/dd_error.h"
+#include "format/fileio.h"
+#include "data/imgdec.h"
 #include "test.h"
 
 static char tmp[128];

@@ -32,17 +32,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "distill.h"
-#include "fileio.h"
-#include "imgdec.h"
-#include "net.h"
-#include "rng.h"
-#include "teacher.h"
+#include "format/caffe_io.h"
+#include "devices/devices.h"
+#include "base/dd_error.h"
+#include "train/distill.h"
+#include "format/fileio.h"
+#include "data/imgdec.h"
+#include "net/net.h"
+#include "base/rng.h"
+#include "train/teacher.h"
 #include "test.h"
 #include "test_images.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 static char tmp[128];
 static dd_backend *be;
@@ -1540,11 +1541,11 @@ static void test_data_parallel_job(void) {
   dd_distill_hooks hooks = {.log = cap_log, .progress = cap_progress, .snapshot = cap_snapshot};
   double sa1 = -1, ta1 = -1, sa2 = -1, ta2 = -1;
   int it1 = 0, it2 = 0;
-  int r = dd_distill_run_ranks((Distilld__DistillJob *)m1, tmp, 1, 1, &hooks, 0, NULL, &sa1, &ta1, &it1, NULL, err, sizeof err);
+  int r = dd_distill_run_ranks((Distilld__DistillJob *)m1, tmp, dd_devices_builtin(), 1, 1, &hooks, 0, NULL, &sa1, &ta1, &it1, NULL, err, sizeof err);
   CHECKF(r == 0, "1 rank: %s", err);
   int n_prog1 = cap.n_prog, n_snap1 = cap.n_snap;
   memset(&cap, 0, sizeof cap);
-  r = dd_distill_run_ranks((Distilld__DistillJob *)m2, tmp, 2, 1, &hooks, 0, NULL, &sa2, &ta2, &it2, NULL, err, sizeof err);
+  r = dd_distill_run_ranks((Distilld__DistillJob *)m2, tmp, dd_devices_builtin(), 2, 1, &hooks, 0, NULL, &sa2, &ta2, &it2, NULL, err, sizeof err);
   CHECKF(r == 0, "2 ranks: %s", err);
   CHECK(it1 == 8 && it2 == 8);
   /* rank 0 alone reported: as many displays and snapshots as the single rank */
@@ -1563,7 +1564,7 @@ static void test_data_parallel_job(void) {
   const char *t3 = DP_JOB("dp3", "dp_three", "device: 'cpu' device: 'cpu' device: 'cpu'");
   ProtobufCMessage *m3 = NULL;
   REQUIRE(dd_text_parse(&m3, &distilld__distill_job__descriptor, t3, strlen(t3), "job", err, sizeof err) == 0);
-  r = dd_distill_run_ranks((Distilld__DistillJob *)m3, tmp, 3, 1, &hooks, 0, NULL, NULL, NULL, NULL, NULL, err, sizeof err);
+  r = dd_distill_run_ranks((Distilld__DistillJob *)m3, tmp, dd_devices_builtin(), 3, 1, &hooks, 0, NULL, NULL, NULL, NULL, NULL, err, sizeof err);
   CHECK(r != 0);
   CHECK_CONTAINS(err, "does not split evenly over 3 ranks");
   protobuf_c_message_free_unpacked(m1, NULL);

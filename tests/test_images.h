@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "imgdec.h"
-#include "rng.h"
+#include "data/imgdec.h"
+#include "base/rng.h"
 
 static inline int test_make_images(const char *dir) {
   char path[1024], tr[1024], te[1024];

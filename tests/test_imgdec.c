@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <turbojpeg.h>
 
-#include "dd_error.h"
-#include "imgdec.h"
+#include "base/dd_error.h"
+#include "data/imgdec.h"
 #include "test.h"
 
 static char err[512];

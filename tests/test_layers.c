@@ -21,12 +21,12 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "dd_error.h"
-#include "filler.h"
-#include "net.h"
-#include "rng.h"
+#include "base/dd_error.h"
+#include "net/filler.h"
+#include "net/net.h"
+#include "base/rng.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 static dd_backend *be;
 

@@ -31,7 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
+#include "format/caffe_io.h"
 #include "test.h"
 #include "test_images.h"
 #define TEST_PROC_NAME "test_multinode"

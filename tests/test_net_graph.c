@@ -4,12 +4,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "net_check.h"
-#include "net_graph.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
+#include "net/net_check.h"
+#include "net/net_graph.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 static Caffe__NetParameter *parse_net(const char *text) {
   ProtobufCMessage *m = NULL;

@@ -8,13 +8,13 @@
 #include <math.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
-#include "fileio.h"
-#include "net.h"
-#include "solver.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
+#include "format/fileio.h"
+#include "net/net.h"
+#include "train/solver.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 static dd_backend *be;
 static char tmpdir[128];

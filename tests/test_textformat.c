@@ -17,10 +17,10 @@
 #include <stdint.h>
 
 #include "caffe.pb-c.h"
-#include "dd_error.h"
+#include "base/dd_error.h"
 #include "distill.pb-c.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define FNAME "in.prototxt"
 

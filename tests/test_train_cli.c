@@ -9,10 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "caffe_io.h"
-#include "fileio.h"
+#include "format/caffe_io.h"
+#include "format/fileio.h"
 #include "test.h"
-#include "textformat.h"
+#include "format/textformat.h"
 
 #define REF DD_SHARED_DIR "/caffe-reference/"
 

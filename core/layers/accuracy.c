@@ -1,6 +1,6 @@
 /* Accuracy: (predictions, labels) -> top-k accuracy (scalar), optionally per-class accuracy. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int accuracy_shape(dd_shape_ctx *c) {
   const Caffe__AccuracyParameter *p = c->lp->accuracy_param;

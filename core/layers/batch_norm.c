@@ -1,7 +1,7 @@
 /* BatchNorm, exactly Caffe's: no affine part (a Scale layer follows); three blobs: running mean
  * sum (C), running variance sum (C), scale factor (1). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int batch_norm_shape(dd_shape_ctx *c) {
   const dd_shape *b = &c->bottoms[0];

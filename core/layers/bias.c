@@ -1,6 +1,6 @@
 /* Bias: y = x + bias, with Scale's axis/num_axes rule (see scale.c). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what); /* scale.c */
 

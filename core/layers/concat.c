@@ -1,6 +1,6 @@
 /* Concat along `axis` (or the legacy concat_dim); all other axes must agree. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int concat_shape(dd_shape_ctx *c) {
   const Caffe__ConcatParameter *p = c->lp->concat_param;

@@ -2,8 +2,8 @@
  * an optional bias. Bottom (N, C, H, W) -> top (N, num_output, H', W') with
  * H' = (H + 2 pad - (dilation (k - 1) + 1)) / stride + 1. Params: weight
  * (num_output, C / group, kh, kw), bias (num_output). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 /* Reads one of Caffe's "repeated or _h/_w" spatial settings. Returns 0 or an error. */
 static int spatial(dd_shape_ctx *c, const char *what, size_t n, const uint32_t *v, int has_h,

@@ -1,6 +1,6 @@
 /* Dropout (inverted, as Caffe: scale 1 / (1 - ratio) in TRAIN, identity in TEST). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int dropout_shape(dd_shape_ctx *c) {
   const Caffe__DropoutParameter *p = c->lp->dropout_param;

@@ -1,6 +1,6 @@
 /* Eltwise: SUM (with per-bottom coeff), PROD or MAX over bottoms of one shape. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int eltwise_shape(dd_shape_ctx *c) {
   const Caffe__EltwiseParameter *p = c->lp->eltwise_param;

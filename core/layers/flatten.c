@@ -1,6 +1,6 @@
 /* Flatten axes [axis, end_axis] into one. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int flatten_shape(dd_shape_ctx *c) {
   const Caffe__FlattenParameter *p = c->lp->flatten_param;

@@ -3,8 +3,8 @@
  *     the student blob is usually the output of a 1x1 convolution regressor.
  *   AttentionLoss (attention transfer): 1/N * sum over images of ||q_s - q_t||_2^2, q the
  *     L2-normalised spatial attention map sum_c x_c^2; channel counts may differ, H x W must not. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int hint_shape(dd_shape_ctx *c) {
   if (dd_shape_bottoms_known(c) && !dd_shape_equal(&c->bottoms[0], &c->bottoms[1])) {

@@ -2,9 +2,9 @@
  * ahead of the trainer by the pipeline in core/data.c. Tops: data (N, C, H, W) and label (N). H
  * and W are known before reading any image only when a crop or a resize fixes them, and the net
  * needs them known: set crop_size or new_height/new_width. */
-#include "data.h"
-#include "dd_error.h"
-#include "layer.h"
+#include "data/data.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int image_data_shape(dd_shape_ctx *c) {
   const Caffe__ImageDataParameter *p = c->lp->image_data_param;

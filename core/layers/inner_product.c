@@ -1,7 +1,7 @@
 /* InnerProduct: bottom flattened from `axis` into K features -> num_output. Params: weight
  * (num_output, K) or (K, num_output) with transpose, bias (num_output). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int inner_product_shape(dd_shape_ctx *c) {
   const Caffe__InnerProductParameter *p = c->lp->inner_product_param;

@@ -1,7 +1,7 @@
 /* Input: tops whose shapes the prototxt states (input_param { shape { dim: ... } }), filled by the
  * caller (the teacher's input, or --input NAME=FILE). One shape for all tops, or one per top. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int input_shape(dd_shape_ctx *c) {
   const Caffe__InputParameter *ip = c->lp->input_param;

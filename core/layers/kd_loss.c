@@ -1,7 +1,7 @@
 /* KDLoss: (student logits, teacher logits) -> T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean,
  * T = distill_loss_param.temperature. The teacher bottom never receives a gradient. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int kd_loss_shape(dd_shape_ctx *c) {
   const Caffe__DistillLossParameter *p = c->lp->distill_loss_param;

@@ -1,8 +1,8 @@
 /* Pooling: MAX, AVE (and global), with Caffe's output size: ceil((H + 2 pad - k) / stride) + 1
  * (floor with round_mode FLOOR), less one when the input has padding (on either axis) and the last
  * window would start in the padding. MAX may have a second top (the argmax mask). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int pooling_shape(dd_shape_ctx *c) {
   const Caffe__PoolingParameter *p = c->lp->pooling_param;

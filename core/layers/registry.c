@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 #define DD_LAYER_TABLE(XX)             \
   XX("Input", input)                   \

@@ -1,5 +1,5 @@
 /* ReLU with Caffe's negative_slope (leaky ReLU when > 0). Shape-preserving, no parameters. */
-#include "layer.h"
+#include "net/layer.h"
 
 static int relu_shape(dd_shape_ctx *c) {
   c->tops[0] = c->bottoms[0];

@@ -1,8 +1,8 @@
 /* Scale: y = x * scale (+ bias). Scale and Bias share Caffe's axis/num_axes rule: the parameter covers bottom axes
  * [axis, axis + num_axes) (num_axes -1: to the end). With two bottoms, the second bottom is the
  * scale (or bias) and no parameter is learned for it. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 /* Shape of the parameter over bottom[0]: fills *out. Returns 0 or an error. */
 int dd__axes_param_shape(dd_shape_ctx *c, int axis, int num_axes, dd_shape *out) {

@@ -1,5 +1,5 @@
 /* Silence: consumes blobs so they count as used; no output. */
-#include "layer.h"
+#include "net/layer.h"
 
 static int silence_shape(dd_shape_ctx *c) {
   (void)c;

@@ -1,6 +1,6 @@
 /* Softmax over `axis` (default 1). */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 static int softmax_shape(dd_shape_ctx *c) {
   const Caffe__SoftmaxParameter *p = c->lp->softmax_param;

@@ -1,7 +1,7 @@
 /* SoftmaxWithLoss: (predictions, labels) -> scalar loss (and optionally the probabilities), with
  * Caffe's ignore_label and normalization modes. */
-#include "dd_error.h"
-#include "layer.h"
+#include "base/dd_error.h"
+#include "net/layer.h"
 
 /* Checks that the label count matches outer * inner of the prediction over `axis`. Shared with
  * Accuracy. */

@@ -1,6 +1,6 @@
 /* Split: copies one bottom to several tops (gradients summed in backward). Nets insert it
  * automatically where a blob feeds several layers. */
-#include "layer.h"
+#include "net/layer.h"
 
 static int split_shape(dd_shape_ctx *c) {
   for (int t = 0; t < c->nt; t++) c->tops[t] = c->bottoms[0];

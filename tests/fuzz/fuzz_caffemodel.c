@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "caffe_io.h"
-#include "dd_error.h"
+#include "format/caffe_io.h"
+#include "base/dd_error.h"
 
 /* A broken property is a finding: stop here so libFuzzer saves the input. */
 #define FUZZ_CHECK(x)        \

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dd_error.h"
-#include "imgdec.h"
+#include "base/dd_error.h"
+#include "data/imgdec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

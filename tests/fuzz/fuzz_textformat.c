@@ -19,11 +19,11 @@
 #include <string.h>
 
 #include "caffe.pb-c.h"
-#include "dd_error.h"
+#include "base/dd_error.h"
 #include "distill.pb-c.h"
-#include "net_check.h"
-#include "solver_check.h"
-#include "textformat.h"
+#include "net/net_check.h"
+#include "train/solver_check.h"
+#include "format/textformat.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

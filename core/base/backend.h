@@ -1,0 +1,225 @@
+/* The backend operations table: every piece of numeric work the engine does goes through one of
+ * these function pointers, so the CPU backend (core/cpu_backend.c, the reference) and the CUDA
+ * backend (cuda/) plug in behind the same layers. Layers hold graph logic, shapes and parameters;
+ * backends hold memory and arithmetic.
+ *
+ * Pointers to tensor memory (`float *` below) are backend memory: host memory for the CPU
+ * backend, device memory for CUDA. Only upload/download cross between host and backend memory.
+ * Layouts are Caffe's: row-major (C order), images (N, C, H, W). Shapes are given explicitly, in
+ * elements. Unless a comment says "accumulates", an output is overwritten.
+ *
+ * Kernels never allocate: work buffers are sized by the *_workspace functions at setup and passed
+ * in. Kernels never fail: arguments were validated when the net was built. */
+#ifndef DD_BACKEND_H
+#define DD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dd_backend dd_backend;
+
+/* 2-D convolution (Caffe's im2col semantics, groups, dilation). */
+typedef struct {
+  int n, c, h, w;            /* input (N, C, H, W) */
+  int out_c, out_h, out_w;   /* output (N, out_c, out_h, out_w) */
+  int kh, kw, sh, sw, ph, pw, dh, dw;
+  int group;
+} dd_conv_desc;
+
+/* Pooling, Caffe's semantics: windows clipped to the padded input; AVE divides by the window
+ * size within the padded input (pad counted), MAX ignores padding. */
+typedef struct {
+  int n, c, h, w, out_h, out_w;
+  int kh, kw, sh, sw, ph, pw;
+  int method; /* 0 MAX, 1 AVE */
+} dd_pool_desc;
+
+typedef struct dd_backend_ops {
+  const char *name;
+
+  /* ---- memory ---------------------------------------------------------------------------- */
+  void *(*alloc)(dd_backend *be, size_t bytes); /* NULL when out of memory; zeroed */
+  void (*free)(dd_backend *be, void *p);
+  void (*upload)(dd_backend *be, void *dst, const void *host_src, size_t bytes);
+  void (*download)(dd_backend *be, void *host_dst, const void *src, size_t bytes);
+  void (*copy)(dd_backend *be, void *dst, const void *src, size_t bytes);
+  void (*fill)(dd_backend *be, float *x, float value, int64_t n);
+  /* Host memory that uploads fast (pinned on CUDA): batch buffers of the data pipeline. */
+  void *(*alloc_host)(dd_backend *be, size_t bytes); /* NULL when out of memory; zeroed */
+  void (*free_host)(dd_backend *be, void *p);
+  void (*synchronize)(dd_backend *be);
+
+  /* ---- BLAS-like ------------------------------------------------------------------------- */
+  /* C (m x n) = alpha * op(A) * op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n. */
+  void (*gemm)(dd_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, const float *b, float beta, float *c);
+  /* y = alpha * x + beta * y */
+  void (*axpby)(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y);
+  /* y = x * alpha (x may equal y) */
+  void (*scale)(dd_backend *be, int64_t n, float alpha, const float *x, float *y);
+  double (*dot)(dd_backend *be, int64_t n, const float *x, const float *y);
+  double (*asum)(dd_backend *be, int64_t n, const float *x);
+
+  /* ---- convolution ----------------------------------------------------------------------- */
+  size_t (*conv_workspace)(dd_backend *be, const dd_conv_desc *d); /* bytes */
+  /* y = conv(x, w) (+ bias per output channel when bias != NULL) */
+  void (*conv_forward)(dd_backend *be, const dd_conv_desc *d, float *y, const float *x,
+                       const float *w, const float *bias, void *ws);
+  /* dx = conv_transpose(dy, w) */
+  void (*conv_backward_data)(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy,
+                             const float *w, void *ws);
+  /* accumulates: dw += corr(x, dy) (dw may be NULL); dbias += sum over N, H, W of dy (dbias
+   * may be NULL) */
+  void (*conv_backward_filter)(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
+                               const float *dy, const float *x, void *ws);
+
+  /* ---- pooling --------------------------------------------------------------------------- */
+  /* mask (MAX only, may be NULL otherwise): flat index h * w + x of each maximum in its plane */
+  void (*pool_forward)(dd_backend *be, const dd_pool_desc *d, float *y, int32_t *mask,
+                       const float *x);
+  void (*pool_backward)(dd_backend *be, const dd_pool_desc *d, float *dx, const float *dy,
+                        const int32_t *mask);
+
+  /* ---- BatchNorm (Caffe: no affine part; statistics per channel over N x S) ----------------- */
+  /* Batch statistics: mean[c], var[c] (biased) of x (N, C, S); y = (x - mean) / sqrt(var + eps);
+   * inv_std[c] = 1 / sqrt(var + eps). Then the stored blobs move:
+   * factor = maf * factor + 1; mean_sum = mean + maf * mean_sum;
+   * var_sum = (m / (m - 1)) * var + maf * var_sum, m = N * S (correction 1 when m == 1).
+   * x may equal y. */
+  void (*bn_forward_train)(dd_backend *be, int n, int c, int s, float *y, const float *x,
+                           float *mean, float *inv_std, float *mean_sum, float *var_sum,
+                           float *factor, float maf, float eps);
+  /* Stored statistics: scale = factor == 0 ? 0 : 1 / factor; mean = mean_sum * scale;
+   * var = var_sum * scale; y = (x - mean) / sqrt(var + eps); also fills mean and inv_std. */
+  void (*bn_forward_global)(dd_backend *be, int n, int c, int s, float *y, const float *x,
+                            float *mean, float *inv_std, const float *mean_sum,
+                            const float *var_sum, const float *factor, float eps);
+  /* Batch statistics: dx = inv_std * (dy - mean_c(dy) - y * mean_c(dy * y)); global:
+   * dx = inv_std * dy. y is the forward output. dx may equal dy. */
+  void (*bn_backward)(dd_backend *be, int n, int c, int s, float *dx, const float *dy,
+                      const float *y, const float *inv_std, int global);
+
+  /* ---- per-channel scale and bias (Scale, Bias layers): x viewed as (outer, dim, inner) ---- */
+  /* y = x * scale[d] (scale may be NULL: 1) + bias[d] (bias may be NULL) */
+  void (*channel_affine)(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, float *y,
+                         const float *x, const float *scale, const float *bias);
+  /* accumulates dscale[d] += sum(dy * x) (dscale may be NULL), dbias[d] += sum(dy) (may be
+   * NULL); dx = dy * scale[d] (dx may be NULL; scale NULL means 1) */
+  void (*channel_affine_backward)(dd_backend *be, int64_t outer, int64_t dim, int64_t inner,
+                                  float *dx, float *dscale, float *dbias, const float *dy,
+                                  const float *x, const float *scale);
+
+  /* ---- elementwise ----------------------------------------------------------------------- */
+  void (*relu_forward)(dd_backend *be, int64_t n, float *y, const float *x, float slope);
+  /* dx = dy * (x > 0 ? 1 : slope); x is the forward input (or output: same sign) */
+  void (*relu_backward)(dd_backend *be, int64_t n, float *dx, const float *dy, const float *x,
+                        float slope);
+  /* y = a * b (elementwise) */
+  void (*mul)(dd_backend *be, int64_t n, float *y, const float *a, const float *b);
+  /* y = max(y, x); argmax[i] = index when x wins (argmax updated where x > y) */
+  void (*max_update)(dd_backend *be, int64_t n, float *y, int32_t *argmax, const float *x,
+                     int32_t index);
+  /* dx = argmax == index ? dy : 0 */
+  void (*max_backward)(dd_backend *be, int64_t n, float *dx, const float *dy,
+                       const int32_t *argmax, int32_t index);
+  /* Dropout with a counter-based mask: keep[i] = hash(seed, i) >= threshold; y = x * keep *
+   * scale; mask gets keep as 0/1 (for backward: dx = dy * mask * scale). */
+  void (*dropout_forward)(dd_backend *be, int64_t n, float *y, float *mask, const float *x,
+                          uint64_t seed, float ratio, float scale);
+
+  /* ---- softmax and losses: x viewed as (outer, channels, inner), softmax over channels ------ */
+  void (*softmax_forward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                          float *y, const float *x);
+  /* dx = y * (dy - sum_c(dy * y)) */
+  void (*softmax_backward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                           float *dx, const float *dy, const float *y);
+  /* Cross entropy of prob against integer labels (stored as floats): returns the sum of
+   * -log(max(prob[label], FLT_MIN)) over positions whose label != ignore_label (has_ignore), and
+   * the count of those positions in *valid. */
+  double (*xent_forward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                         const float *prob, const float *label, int has_ignore,
+                         int ignore_label, int64_t *valid);
+  /* dx = (prob - onehot(label)) * scale; zero at ignored positions */
+  void (*xent_backward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                        float *dx, const float *prob, const float *label, int has_ignore,
+                        int ignore_label, float scale);
+  /* Top-k accuracy: counts correct and valid positions; per_class_correct/per_class_total may be
+   * NULL (else channels entries each, accumulated). Ties rank as in Caffe 1.0's sort of (value,
+   * class) pairs: an equal value with a higher class index ranks above the true class. Labels
+   * were range-checked by the layer. */
+  void (*accuracy)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                   const float *x, const float *label, int top_k, int has_ignore,
+                   int ignore_label, int64_t *correct, int64_t *valid, float *per_class_correct,
+                   float *per_class_total);
+  /* Distillation: p = softmax(t / T), q = softmax(s / T) over channels of (outer, channels);
+   * returns sum over rows of T^2 * KL(p || q); ds = scale * T * (q - p) (ds may be NULL; the
+   * KDLoss layer passes scale = 1 / outer and multiplies by its top's diff in backward). */
+  double (*kd_forward_backward)(dd_backend *be, int64_t outer, int64_t channels,
+                                const float *s, const float *t, float temperature, float *ds,
+                                float scale);
+
+  /* Attention transfer (Zagoruyko & Komodakis): per image, q = Q / ||Q||_2 with
+   * Q[j] = sum over channels of x[c][j]^2 over the hw positions, for the student s (n, cs, hw)
+   * and the teacher t (n, ct, hw). Returns sum over images of ||q_s - q_t||_2^2; ds (may be NULL)
+   * gets scale * its gradient with respect to s. ws: 2 * hw doubles of workspace. */
+  double (*attention_forward_backward)(dd_backend *be, int64_t n, int64_t cs, int64_t ct, int64_t hw,
+                                       const float *s, const float *t, float *ds, float scale, void *ws);
+
+  /* ---- strided copies (Concat, Split backward) --------------------------------------------- */
+  /* Copies `rows` rows of `cols` floats: dst[r * dst_stride + i] = src[r * src_stride + i]
+   * (accumulate: +=). */
+  void (*copy_rows)(dd_backend *be, int64_t rows, int64_t cols, float *dst, int64_t dst_stride,
+                    const float *src, int64_t src_stride, int accumulate);
+
+  /* ---- solvers (per parameter tensor; rate and decay already include lr_mult/decay_mult) ---- */
+  /* Regularisation into the gradient: L2 g += decay * w; L1 g += decay * sign(w). */
+  void (*regularize)(dd_backend *be, int64_t n, float *g, const float *w, float decay, int l1);
+  /* SGD with momentum (Caffe): h = momentum * h + rate * g; w -= h. Nesterov (Caffe):
+   * h_prev = h; h = momentum * h + rate * g; w -= (1 + momentum) * h - momentum * h_prev.
+   * g receives the update that was subtracted, as Caffe leaves it in the diff. */
+  void (*sgd_update)(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate,
+                     float momentum, int nesterov);
+  /* Adam (Caffe): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+   * w -= rate * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps); g receives the update. */
+  void (*adam_update)(dd_backend *be, int64_t n, float *w, float *g, float *m, float *v,
+                      float rate, float beta1, float beta2, float eps, int t);
+  /* AdaGrad (Caffe): h += g^2; w -= rate * g / (sqrt(h) + eps). RMSProp (Caffe):
+   * h = decay * h + (1 - decay) * g^2; w -= rate * g / (sqrt(h) + eps). g receives the update. */
+  void (*adagrad_update)(dd_backend *be, int64_t n, float *w, float *g, float *h,
+                         float rate, float eps, float rms_decay, int rmsprop);
+
+  /* ---- health ------------------------------------------------------------------------------ */
+  /* 0 while every operation so far worked; else an error code and a message (a device fault, a
+   * lost GPU). May be NULL: the backend cannot fail after setup (the CPU). The solver asks after
+   * every iteration. */
+  int (*status)(dd_backend *be, char *msg, size_t len);
+
+  /* ---- lifetime ---------------------------------------------------------------------------- */
+  /* Frees the backend and everything it allocated (from the thread that created it). */
+  void (*destroy)(dd_backend *be);
+  /* A one-line description of the math path (device, libraries, threads) for logs. */
+  const char *(*describe)(dd_backend *be);
+} dd_backend_ops;
+
+struct dd_backend {
+  const dd_backend_ops *ops;
+  void *ctx;    /* the backend's own state */
+  int threads;  /* CPU: worker threads; CUDA: the device ordinal */
+};
+
+/* Creates the CPU backend with `threads` workers (0: one per available core). Returns 0,
+ * DD_ENOMEM, or DD_ENOTFOUND when OpenBLAS cannot be loaded (core/cpu_blas.h). */
+int dd_cpu_backend_create(dd_backend **out, int threads);
+void dd_cpu_backend_destroy(dd_backend *be);
+
+/* A one-line description of the CPU math path (BLAS library, its kernel, threads) for logs. */
+const char *dd_cpu_backend_describe(dd_backend *be);
+
+/* Any backend, however it was created: through its own table (NULL: nothing). Backends are made
+ * from a device name by a device registry (core/base/device.h; core/devices/ has the built-in one). */
+static inline void dd_backend_destroy(dd_backend *be) {
+  if (be) be->ops->destroy(be);
+}
+static inline const char *dd_backend_describe(dd_backend *be) { return be->ops->describe(be); }
+
+#endif

@@ -1,0 +1,49 @@
+/* The CPU backend's kernels (the functions behind dd_backend_ops for "cpu"; see backend.h for
+ * what each computes) and the backend's private state. */
+#ifndef DD_CPU_KERNELS_H
+#define DD_CPU_KERNELS_H
+
+#include "base/backend.h"
+#include "cpu/threadpool.h"
+
+typedef struct {
+  dd_threadpool *pool;
+  char describe[160];
+} dd_cpu_ctx;
+
+void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n);
+void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y);
+void dd_cpu_scale(dd_backend *be, int64_t n, float alpha, const float *x, float *y);
+double dd_cpu_dot(dd_backend *be, int64_t n, const float *x, const float *y);
+double dd_cpu_asum(dd_backend *be, int64_t n, const float *x);
+size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d);
+void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x, const float *w, const float *bias, void *ws);
+void dd_cpu_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy, const float *w, void *ws);
+void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias, const float *dy, const float *x, void *ws);
+void dd_cpu_pool_forward(dd_backend *be, const dd_pool_desc *d, float *y, int32_t *mask, const float *x);
+void dd_cpu_pool_backward(dd_backend *be, const dd_pool_desc *d, float *dx, const float *dy, const int32_t *mask);
+void dd_cpu_bn_forward_train(dd_backend *be, int n, int c, int s, float *y, const float *x, float *mean, float *inv_std, float *mean_sum, float *var_sum, float *factor, float maf, float eps);
+void dd_cpu_bn_forward_global(dd_backend *be, int n, int c, int s, float *y, const float *x, float *mean, float *inv_std, const float *mean_sum, const float *var_sum, const float *factor, float eps);
+void dd_cpu_bn_backward(dd_backend *be, int n, int c, int s, float *dx, const float *dy, const float *y, const float *inv_std, int global);
+void dd_cpu_channel_affine(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, float *y, const float *x, const float *scale, const float *bias);
+void dd_cpu_channel_affine_backward(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, float *dx, float *dscale, float *dbias, const float *dy, const float *x, const float *scale);
+void dd_cpu_relu_forward(dd_backend *be, int64_t n, float *y, const float *x, float slope);
+void dd_cpu_relu_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const float *x, float slope);
+void dd_cpu_mul(dd_backend *be, int64_t n, float *y, const float *a, const float *b);
+void dd_cpu_max_update(dd_backend *be, int64_t n, float *y, int32_t *argmax, const float *x, int32_t index);
+void dd_cpu_max_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const int32_t *argmax, int32_t index);
+void dd_cpu_dropout_forward(dd_backend *be, int64_t n, float *y, float *mask, const float *x, uint64_t seed, float ratio, float scale);
+void dd_cpu_softmax_forward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *y, const float *x);
+void dd_cpu_softmax_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx, const float *dy, const float *y);
+double dd_cpu_xent_forward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, const float *prob, const float *label, int has_ignore, int ignore_label, int64_t *valid);
+void dd_cpu_xent_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx, const float *prob, const float *label, int has_ignore, int ignore_label, float scale);
+void dd_cpu_accuracy(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, const float *x, const float *label, int top_k, int has_ignore, int ignore_label, int64_t *correct, int64_t *valid, float *per_class_correct, float *per_class_total);
+double dd_cpu_kd_forward_backward(dd_backend *be, int64_t outer, int64_t channels, const float *s, const float *t, float temperature, float *ds, float scale);
+double dd_cpu_attention_forward_backward(dd_backend *be, int64_t n, int64_t cs, int64_t ct, int64_t hw, const float *s, const float *t, float *ds, float scale, void *ws);
+void dd_cpu_copy_rows(dd_backend *be, int64_t rows, int64_t cols, float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int accumulate);
+void dd_cpu_regularize(dd_backend *be, int64_t n, float *g, const float *w, float decay, int l1);
+void dd_cpu_sgd_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate, float momentum, int nesterov);
+void dd_cpu_adam_update(dd_backend *be, int64_t n, float *w, float *g, float *m, float *v, float rate, float beta1, float beta2, float eps, int t);
+void dd_cpu_adagrad_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate, float eps, float rms_decay, int rmsprop);
+
+#endif
