@@ -26,9 +26,7 @@ echo "== Fashion-MNIST -> data/fashion-mnist =="
 python3 scripts/prepare_fashion_mnist.py --out data/fashion-mnist | tail -n 1
 
 echo "== the seed's trap, explained by distilld check =="
-if [ -f ../shared/seed/seed_net.prototxt ]; then
-  $bin check -q ../shared/seed/seed_net.prototxt 2>&1 | sed -n '1,3p' || true
-fi
+$bin check -q tests/data/seed/seed_net.prototxt 2>&1 | sed -n '1,3p' || true
 
 rm -rf out/quickstart/teacher out/quickstart/student out/quickstart/redis
 mkdir -p out/quickstart/redis

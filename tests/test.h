@@ -45,6 +45,19 @@ static const char *test__name;
     }                                                                                    \
   } while (0)
 
+/* REQUIRE for a call returning 0 on success that fills the char array `err` (core's convention):
+ * on failure the message, which names the file for every read, is printed. */
+#define REQUIRE_OK(call, err)                                                             \
+  do {                                                                                    \
+    if ((call) != 0) {                                                                    \
+      fprintf(stderr, "%s:%d: %s: REQUIRE failed: %s: %s\n", __FILE__, __LINE__, test__name, \
+              #call, (err));                                                              \
+      test__failed_checks++;                                                              \
+      test__cur_failed = 1;                                                               \
+      return;                                                                             \
+    }                                                                                     \
+  } while (0)
+
 /* Substring check with the haystack shown on failure. */
 static inline int test__contains(const char *hay, const char *needle) {
   return hay != NULL && strstr(hay, needle) != NULL;
@@ -98,12 +111,12 @@ static inline int test_capture(char **out, const char *cmd) {
   return st != -1 && (st & 0x7f) == 0 ? (st >> 8) & 0xff : -1; /* WIFEXITED / WEXITSTATUS */
 }
 
-/* Where the tests find ../shared and the source tree (set by tests/CMakeLists.txt). */
+/* Where the tests find their data (tests/data) and the source tree (set by tests/CMakeLists.txt). */
 #ifndef DD_SOURCE_DIR
 #define DD_SOURCE_DIR "."
 #endif
-#ifndef DD_SHARED_DIR
-#define DD_SHARED_DIR DD_SOURCE_DIR "/../shared"
+#ifndef DD_TEST_DATA
+#define DD_TEST_DATA DD_SOURCE_DIR "/tests/data"
 #endif
 
 #endif

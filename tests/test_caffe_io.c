@@ -14,7 +14,7 @@
 #include "format/fileio.h"
 #include "test.h"
 
-#define REF_DIR DD_SHARED_DIR "/caffe-reference"
+#define REF_DIR DD_TEST_DATA "/caffe-reference"
 #define INIT_MODEL REF_DIR "/resblock/init.caffemodel"
 
 static char tmpdir[64];
@@ -138,7 +138,7 @@ static void test_reference_caffemodel(void) {
       char path[256], *ref = NULL;
       size_t len = 0;
       snprintf(path, sizeof path, REF_DIR "/resblock/init/param_data__%s.f32", e->f32[j]);
-      REQUIRE(dd_read_file(&ref, &len, path, err, sizeof err) == 0);
+      REQUIRE_OK(dd_read_file(&ref, &len, path, err, sizeof err), err);
       CHECKF(len == w[i].blobs[j]->n_data * sizeof(float) &&
                  memcmp(ref, w[i].blobs[j]->data, len) == 0,
              "layer %s blob %d differs from %s", e->name, j, path);
@@ -155,8 +155,8 @@ static void test_reference_caffemodel(void) {
   CHECKF(r == 0, "%s", err);
   char *a = NULL, *b = NULL;
   size_t alen = 0, blen = 0;
-  REQUIRE(dd_read_file(&a, &alen, INIT_MODEL, err, sizeof err) == 0);
-  REQUIRE(dd_read_file(&b, &blen, out, err, sizeof err) == 0);
+  REQUIRE_OK(dd_read_file(&a, &alen, INIT_MODEL, err, sizeof err), err);
+  REQUIRE_OK(dd_read_file(&b, &blen, out, err, sizeof err), err);
   CHECKF(alen == blen && memcmp(a, b, alen) == 0, "round trip differs: %zu vs %zu bytes", alen,
          blen);
   free(a);
@@ -247,7 +247,7 @@ static void test_constructed_roundtrip(void) {
   CHECKF(r == 0, "%s", err);
   char *file = NULL;
   size_t flen = 0;
-  REQUIRE(dd_read_file(&file, &flen, path, err, sizeof err) == 0);
+  REQUIRE_OK(dd_read_file(&file, &flen, path, err, sizeof err), err);
   CHECK(flen == len1 && memcmp(file, p1, len1) == 0);
   free(file);
 
@@ -480,7 +480,7 @@ static void test_truncation(void) {
   /* The reference file: a sample of cuts in memory, and a few through the file reader. */
   char *ref = NULL;
   size_t rlen = 0;
-  REQUIRE(dd_read_file(&ref, &rlen, INIT_MODEL, err, sizeof err) == 0);
+  REQUIRE_OK(dd_read_file(&ref, &rlen, INIT_MODEL, err, sizeof err), err);
   /* Only cuts at the end of a whole layer (14 of them) or of the name can parse. */
   acc = truncate_all((const uint8_t *)ref, rlen, 7);
   CHECKF(acc <= 15, "%zu prefixes of init.caffemodel accepted", acc);

@@ -1,5 +1,5 @@
 /* Caffe's own numbers: BVLC Caffe 1.0's outputs for a small residual net
- * (../shared/caffe-reference, see its README), matched tensor by tensor on the CPU backend:
+ * (tests/data/caffe-reference, see its README), matched tensor by tensor on the CPU backend:
  * every blob's data and diff after one TRAIN forward/backward, every parameter gradient, one SGD
  * step with momentum and weight decay, BatchNorm's three blobs over three passes, TEST on stored
  * statistics, and TEST with an explicit use_global_stats: false. Relative L2 error under 1e-5. */
@@ -12,7 +12,7 @@
 #include "test.h"
 #include "format/textformat.h"
 
-#define REF DD_SHARED_DIR "/caffe-reference/"
+#define REF DD_TEST_DATA "/caffe-reference/"
 #define TOL 1e-5
 
 static dd_backend *be;

@@ -9,8 +9,8 @@
 #include "test.h"
 #include "format/textformat.h"
 
-#define SEED DD_SHARED_DIR "/seed/"
-#define REF DD_SHARED_DIR "/caffe-reference/"
+#define SEED DD_TEST_DATA "/seed/"
+#define REF DD_TEST_DATA "/caffe-reference/"
 
 static char tmpdir[256];
 
@@ -45,8 +45,8 @@ static void test_seed_net_warns(void) {
 static void test_seed_fixed_is_clean(void) {
   Caffe__NetParameter *net = NULL, *fix = NULL;
   char err[1024];
-  REQUIRE(dd_net_read_text(&net, SEED "seed_net.prototxt", err, sizeof err) == 0);
-  REQUIRE(dd_net_read_text(&fix, SEED "seed_fixed_layers.prototxt", err, sizeof err) == 0);
+  REQUIRE_OK(dd_net_read_text(&net, SEED "seed_net.prototxt", err, sizeof err), err);
+  REQUIRE_OK(dd_net_read_text(&fix, SEED "seed_fixed_layers.prototxt", err, sizeof err), err);
   REQUIRE(fix->n_layer == 2);
   int replaced = 0;
   for (size_t i = 0; i < net->n_layer; i++)
@@ -116,7 +116,7 @@ static void test_weights(void) {
   /* A weights file whose fc blob has the wrong shape: error naming layer and both shapes. */
   Caffe__NetParameter *w = NULL;
   char err[512], path[512], args[1024];
-  REQUIRE(dd_caffemodel_read(&w, REF "resblock/init.caffemodel", err, sizeof err) == 0);
+  REQUIRE_OK(dd_caffemodel_read(&w, REF "resblock/init.caffemodel", err, sizeof err), err);
   for (size_t i = 0; i < w->n_layer; i++)
     if (!strcmp(w->layer[i]->name, "fc")) {
       Caffe__BlobShape *s = w->layer[i]->blobs[0]->shape;

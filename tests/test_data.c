@@ -531,7 +531,7 @@ static void test_seed_net_over_jpegs(void) {
   }
   fclose(f);
   Caffe__NetParameter *n = NULL;
-  REQUIRE(dd_net_read_text(&n, DD_SHARED_DIR "/seed/seed_net.prototxt", err, sizeof err) == 0);
+  REQUIRE_OK(dd_net_read_text(&n, DD_TEST_DATA "/seed/seed_net.prototxt", err, sizeof err), err);
   for (size_t i = 0; i < n->n_layer; i++) {
     Caffe__ImageDataParameter *ip = n->layer[i]->image_data_param;
     if (!ip) continue;

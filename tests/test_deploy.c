@@ -997,7 +997,7 @@ static void test_containerfile(void) {
       {"\nENTRYPOINT [\"distilld\", \"--config\", \"/etc/distilld/distilld.prototxt\"]",
        "\nENTRYPOINT [\"distilld\", \"--config\", \"/etc/distilld/distilld.prototxt\"]\nRUN true \\",
        "ends inside a line continuation"},
-      {"\nCOPY tests tests\n", "\nCOPY ../shared shared\n", "leaves the build context"},
+      {"\nCOPY tests tests\n", "\nCOPY ../outside outside\n", "leaves the build context"},
       {" redis-server ", " a-cache ", "installs redis-server"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

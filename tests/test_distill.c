@@ -1296,7 +1296,7 @@ static void test_distill_teacher_frozen(void) {
   char path[512];
   path_in(path, sizeof path, "teacher_deploy.prototxt");
   Caffe__NetParameter *tp = NULL;
-  REQUIRE(dd_net_read_text(&tp, path, err, sizeof err) == 0);
+  REQUIRE_OK(dd_net_read_text(&tp, path, err, sizeof err), err);
   path_in(path, sizeof path, "teacher_out/snapshots/teacher_iter_40.caffemodel");
   const char *w[1] = {path};
   dd_teacher t;
@@ -1631,7 +1631,7 @@ static void test_cli_bad_jobs(void) {
 static int write_seed_student(void) {
   Caffe__NetParameter *n = NULL;
   char err[1024];
-  if (dd_net_read_text(&n, DD_SHARED_DIR "/seed/seed_net.prototxt", err, sizeof err)) {
+  if (dd_net_read_text(&n, DD_TEST_DATA "/seed/seed_net.prototxt", err, sizeof err)) {
     fprintf(stderr, "%s\n", err);
     return -1;
   }

@@ -84,7 +84,7 @@ static void shape_is(const dd_shape *s, int ndim, ...) {
 /* ---- the seed ------------------------------------------------------------------------------ */
 
 static void test_seed_phase_filter(void) {
-  Caffe__NetParameter *n = read_net(DD_SHARED_DIR "/seed/seed_net.prototxt");
+  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -104,7 +104,7 @@ static void test_seed_phase_filter(void) {
 }
 
 static void test_seed_trap_warns(void) {
-  Caffe__NetParameter *n = read_net(DD_SHARED_DIR "/seed/seed_net.prototxt");
+  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -273,7 +273,7 @@ static void test_in_place_and_producers(void) {
 /* ---- shapes -------------------------------------------------------------------------------- */
 
 static void test_shapes_caffe_reference(void) {
-  Caffe__NetParameter *n = read_net(DD_SHARED_DIR "/caffe-reference/net_resblock.prototxt");
+  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/caffe-reference/net_resblock.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -302,7 +302,7 @@ static void test_shapes_caffe_reference(void) {
   /* Caffe's own weights fit the shapes. */
   Caffe__NetParameter *w = NULL;
   char err[512];
-  REQUIRE(dd_caffemodel_read(&w, DD_SHARED_DIR "/caffe-reference/resblock/init.caffemodel", err, sizeof err) == 0);
+  REQUIRE_OK(dd_caffemodel_read(&w, DD_TEST_DATA "/caffe-reference/resblock/init.caffemodel", err, sizeof err), err);
   dd_diags wd = {0};
   CHECK(dd_net_check_weights(g, w, "init.caffemodel", &wd) == 0);
   CHECK(wd.n_errors == 0 && wd.n_warnings == 0);

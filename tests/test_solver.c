@@ -342,7 +342,7 @@ static void seed_case(int use_global, int *blobs_identical, double *loss_drift) 
   dd_solver *s = NULL;
   REQUIRE(dd_solver_create(&s, sp, np, be, 3, &hooks, err, sizeof err) == 0);
   Caffe__NetParameter *w = NULL;
-  REQUIRE(dd_caffemodel_read(&w, model, err, sizeof err) == 0);
+  REQUIRE_OK(dd_caffemodel_read(&w, model, err, sizeof err), err);
   REQUIRE(dd_net_copy_from(dd_solver_net(s), w, model, NULL, err, sizeof err) == 0);
   caffe__net_parameter__free_unpacked(w, NULL);
   Caffe__NetParameter *before = dd_net_to_proto(dd_solver_net(s), 0);

@@ -656,11 +656,11 @@ static void test_roundtrip_seed_files(void) {
     const char *path;
     const ProtobufCMessageDescriptor *desc;
   } files[] = {
-      {DD_SHARED_DIR "/seed/seed_net.prototxt", &caffe__net_parameter__descriptor},
-      {DD_SHARED_DIR "/seed/seed_fixed_layers.prototxt", &caffe__net_parameter__descriptor},
-      {DD_SHARED_DIR "/seed/seed_solver.prototxt", &caffe__solver_parameter__descriptor},
-      {DD_SHARED_DIR "/caffe-reference/net_resblock.prototxt", &caffe__net_parameter__descriptor},
-      {DD_SHARED_DIR "/caffe-reference/resblock/solver_used.prototxt",
+      {DD_TEST_DATA "/seed/seed_net.prototxt", &caffe__net_parameter__descriptor},
+      {DD_TEST_DATA "/seed/seed_fixed_layers.prototxt", &caffe__net_parameter__descriptor},
+      {DD_TEST_DATA "/seed/seed_solver.prototxt", &caffe__solver_parameter__descriptor},
+      {DD_TEST_DATA "/caffe-reference/net_resblock.prototxt", &caffe__net_parameter__descriptor},
+      {DD_TEST_DATA "/caffe-reference/resblock/solver_used.prototxt",
        &caffe__solver_parameter__descriptor},
   };
   for (size_t i = 0; i < NELEM(files); i++) file_roundtrip(files[i].desc, files[i].path);
@@ -669,7 +669,7 @@ static void test_roundtrip_seed_files(void) {
   char err[1024];
   ProtobufCMessage *m = NULL;
   int r = dd_text_parse_file(&m, &caffe__net_parameter__descriptor,
-                             DD_SHARED_DIR "/seed/seed_net.prototxt", err, sizeof err);
+                             DD_TEST_DATA "/seed/seed_net.prototxt", err, sizeof err);
   REQUIRE(r == 0);
   Caffe__NetParameter *net = (Caffe__NetParameter *)m;
   CHECK(strcmp(net->name, "WRN_22_12_to_WRN_18_4_v5_net") == 0);
@@ -685,7 +685,7 @@ static void test_roundtrip_seed_files(void) {
   protobuf_c_message_free_unpacked(m, NULL);
 
   r = dd_text_parse_file(&m, &caffe__solver_parameter__descriptor,
-                         DD_SHARED_DIR "/seed/seed_solver.prototxt", err, sizeof err);
+                         DD_TEST_DATA "/seed/seed_solver.prototxt", err, sizeof err);
   REQUIRE(r == 0);
   Caffe__SolverParameter *s = (Caffe__SolverParameter *)m;
   CHECK(s->n_test_iter == 1 && s->test_iter[0] == 100);
@@ -698,14 +698,12 @@ static void test_roundtrip_seed_files(void) {
 
 /* Binary Caffe models (real float data) -> text -> binary. */
 static void test_roundtrip_caffemodel(void) {
-  static const char *files[] = {DD_SHARED_DIR "/caffe-reference/resblock/init.caffemodel",
-                                DD_SHARED_DIR "/caffe-reference/resblock/after_sgd_step.caffemodel"};
+  static const char *files[] = {DD_TEST_DATA "/caffe-reference/resblock/init.caffemodel",
+                                DD_TEST_DATA "/caffe-reference/resblock/after_sgd_step.caffemodel"};
   for (size_t i = 0; i < NELEM(files); i++) {
     FILE *f = fopen(files[i], "rb");
-    if (!f) {
-      printf("skip %s: not present\n", files[i]);
-      continue;
-    }
+    CHECKF(f != NULL, "%s: cannot open (the test's data is missing)", files[i]);
+    if (!f) continue;
     static uint8_t buf[1 << 20];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
@@ -1263,7 +1261,7 @@ static void test_err_unclosed_block(void) {
 
 /* The seed as pasted on one line: '#pair_size: 3 } } layer { ...' comments out the rest. */
 static void test_err_seed_oneline(void) {
-  const char *path = DD_SHARED_DIR "/seed/seed_net_oneline.prototxt";
+  const char *path = DD_TEST_DATA "/seed/seed_net_oneline.prototxt";
   char err[1024];
   ProtobufCMessage *m = (ProtobufCMessage *)err;
   int r = dd_text_parse_file(&m, NETD, path, err, sizeof err);
@@ -1315,7 +1313,7 @@ static void test_err_stray_and_mismatched_close(void) {
 }
 
 static void test_err_glued_number(void) {
-  const char *path = DD_SHARED_DIR "/seed/seed_solver_as_pasted.prototxt";
+  const char *path = DD_TEST_DATA "/seed/seed_solver_as_pasted.prototxt";
   char err[1024];
   ProtobufCMessage *m = (ProtobufCMessage *)err;
   int r = dd_text_parse_file(&m, SOLVERD, path, err, sizeof err);
@@ -1531,19 +1529,19 @@ static void test_err_buffer_sizes(void) {
 static void test_file_errors(void) {
   char err[1024];
   ProtobufCMessage *m = (ProtobufCMessage *)err;
-  const char *missing = DD_SHARED_DIR "/seed/no_such_file.prototxt";
+  const char *missing = DD_TEST_DATA "/seed/no_such_file.prototxt";
   CHECK(dd_text_parse_file(&m, NETD, missing, err, sizeof err) == DD_EIO);
   CHECK(m == NULL);
   CHECK_CONTAINS(err, missing);
   CHECK_CONTAINS(err, "No such file");
   m = (ProtobufCMessage *)err;
-  const char *dir = DD_SHARED_DIR "/seed";
+  const char *dir = DD_TEST_DATA "/seed";
   CHECK(dd_text_parse_file(&m, NETD, dir, err, sizeof err) == DD_EIO);
   CHECK(m == NULL);
   CHECK_CONTAINS(err, dir);
   CHECK_CONTAINS(err, "directory");
   /* a parse error in a file names the file, and counts lines from the top of the file */
-  const char *solver = DD_SHARED_DIR "/seed/seed_solver.prototxt";
+  const char *solver = DD_TEST_DATA "/seed/seed_solver.prototxt";
   m = (ProtobufCMessage *)err;
   CHECK(dd_text_parse_file(&m, NETD, solver, err, sizeof err) == DD_EPARSE);
   CHECK(m == NULL);

@@ -14,7 +14,7 @@
 #include "test.h"
 #include "format/textformat.h"
 
-#define REF DD_SHARED_DIR "/caffe-reference/"
+#define REF DD_TEST_DATA "/caffe-reference/"
 
 static char tmp[128];
 
@@ -89,8 +89,8 @@ static void test_train_and_resume(void) {
   char pa[512], pb[512];
   snprintf(pa, sizeof pa, "%s/a_iter_30.caffemodel", tmp);
   snprintf(pb, sizeof pb, "%s/b_iter_30.caffemodel", tmp);
-  REQUIRE(dd_read_file(&x, &lx, pa, err, sizeof err) == 0);
-  REQUIRE(dd_read_file(&y, &ly, pb, err, sizeof err) == 0);
+  REQUIRE_OK(dd_read_file(&x, &lx, pa, err, sizeof err), err);
+  REQUIRE_OK(dd_read_file(&y, &ly, pb, err, sizeof err), err);
   CHECK(lx == ly && memcmp(x, y, lx) == 0);
   free(x);
   free(y);
@@ -162,7 +162,7 @@ static void test_forward_dump_matches_caffe(void) {
 static void test_seed_structure_runs(void) {
   Caffe__NetParameter *n = NULL;
   char err[1024];
-  REQUIRE(dd_net_read_text(&n, DD_SHARED_DIR "/seed/seed_net.prototxt", err, sizeof err) == 0);
+  REQUIRE_OK(dd_net_read_text(&n, DD_TEST_DATA "/seed/seed_net.prototxt", err, sizeof err), err);
   /* drop the two ImageData layers, put an Input layer first */
   size_t k = 0;
   for (size_t i = 0; i < n->n_layer; i++) {
