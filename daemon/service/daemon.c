@@ -33,12 +33,12 @@
 
 #include "base/backend.h"
 #include "devices/devices.h"
-#include "cli.h"
-#include "dconfig.h"
+#include "cli/cli.h"
+#include "common/dconfig.h"
 #include "base/dd_error.h"
 #include "train/distill.h"
-#include "paths.h"
-#include "rdzv.h"
+#include "service/paths.h"
+#include "common/rdzv.h"
 #include "format/textformat.h"
 
 #define RING_CAP 4096

@@ -1,7 +1,7 @@
 /* Where a queued job may read and write (daemon/paths.h): every path a job names, and every path
  * its nets' data layers will open, is resolved (symlinks included) before the job builds anything. */
 #define _DEFAULT_SOURCE
-#include "paths.h"
+#include "service/paths.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -22,7 +22,7 @@
 #include "base/backend.h"
 #include "devices/devices.h"
 #include "format/caffe_io.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "base/dd_error.h"
 #include "net/net.h"
 #include "train/solver.h"

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "cpu/cpu_blas.h"
 
 void dd_cli_error(const char *fmt, ...) {

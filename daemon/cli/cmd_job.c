@@ -12,11 +12,11 @@
 
 #include "base/backend.h"
 #include "devices/devices.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "base/dd_error.h"
-#include "dconfig.h"
+#include "common/dconfig.h"
 #include "train/distill.h"
-#include "rdzv.h"
+#include "common/rdzv.h"
 
 static volatile sig_atomic_t job_stop;
 static void on_signal(int sig) {

@@ -1,7 +1,7 @@
 /* The daemon's configuration file and the Redis key helpers shared by the daemon and the client
  * verbs (daemon/dconfig.h). */
 #define _POSIX_C_SOURCE 200809L
-#include "dconfig.h"
+#include "common/dconfig.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "dconfig.h"
+#include "cli/cli.h"
+#include "common/dconfig.h"
 #include "format/textformat.h"
 
 /* Key names: the prefix plus a job id (at most 64 bytes) and a suffix. */

@@ -1,6 +1,6 @@
 /* The Redis rendezvous (rdzv.h). */
 #define _POSIX_C_SOURCE 200809L
-#include "rdzv.h"
+#include "common/rdzv.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
