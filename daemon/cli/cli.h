@@ -4,12 +4,6 @@
 #ifndef DD_CLI_H
 #define DD_CLI_H
 
-#include <stddef.h>
-
-#ifndef DD_VERSION
-#define DD_VERSION "0.0.0"
-#endif
-
 /* `distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] [-q]`.
  * Exit status: 0 clean, 1 warnings only, 2 errors. */
 int dd_cmd_check(int argc, char **argv);
@@ -40,11 +34,5 @@ int dd_cmd_status(int argc, char **argv);
 int dd_cmd_cancel(int argc, char **argv);
 int dd_cmd_list(int argc, char **argv);
 int dd_cmd_watch(int argc, char **argv);
-
-/* "H:MM:SS" of `s` seconds ("--:--" when unknown or absurd). */
-void dd_cli_fmt_duration(double s, char *buf, size_t len);
-
-/* Prints "distilld: " + message to stderr. */
-void dd_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -8,6 +8,7 @@
 #include "format/caffe_io.h"
 #include "devices/devices.h"
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "base/dd_error.h"
 #include "train/distill.h"
 #include "net/net_check.h"

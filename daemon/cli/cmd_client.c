@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "common/dconfig.h"
 #include "format/textformat.h"
 

@@ -13,6 +13,7 @@
 #include "base/backend.h"
 #include "devices/devices.h"
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "base/dd_error.h"
 #include "common/dconfig.h"
 #include "train/distill.h"

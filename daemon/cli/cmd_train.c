@@ -23,6 +23,7 @@
 #include "devices/devices.h"
 #include "format/caffe_io.h"
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "base/dd_error.h"
 #include "net/net.h"
 #include "train/solver.h"

@@ -1,28 +1,11 @@
-/* distilld: entry point and verb dispatch. */
-#include <stdarg.h>
+/* distilld: the entry point. It only dispatches: each verb lives in a file of its own (cli/cmd_*.c,
+ * the service in service/), and no file calls back into this one. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "cpu/cpu_blas.h"
-
-void dd_cli_error(const char *fmt, ...) {
-  va_list ap;
-  fputs("distilld: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-}
-
-void dd_cli_fmt_duration(double s, char *buf, size_t len) {
-  if (!(s >= 0) || s > 1e7) {
-    snprintf(buf, len, "--:--");
-    return;
-  }
-  long v = (long)(s + 0.5);
-  snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, (v / 60) % 60, v % 60);
-}
 
 static void usage(FILE *f) {
   fprintf(f,

@@ -34,6 +34,7 @@
 #include "base/backend.h"
 #include "devices/devices.h"
 #include "cli/cli.h"
+#include "common/cli_util.h"
 #include "common/dconfig.h"
 #include "base/dd_error.h"
 #include "train/distill.h"
