@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "common/cli_util.h"
 #include "common/dconfig.h"
+#include "common/keys.h"
 #include "format/textformat.h"
 
 /* Key names: the prefix plus a job id (at most 64 bytes) and a suffix. */
@@ -119,15 +120,6 @@ static int parse_addr(dd_client *c, const char *s) {
   return 0;
 }
 
-/* The rule dd_dconfig_read applies to key_prefix: 1 to 64 of letters, digits and _-.:{} */
-static int prefix_valid(const char *p) {
-  size_t n = strlen(p);
-  if (n == 0 || n > 64) return 0;
-  for (; *p; p++)
-    if (!(isalnum((unsigned char)*p) || strchr("_-.:{}", *p))) return 0;
-  return 1;
-}
-
 /* Reads the config and applies the overrides; connects nothing. Returns 0, or an exit status
  * (printed). Frees with client_close even on failure. */
 static int client_setup(dd_client *c, const common_opts *o) {
@@ -151,7 +143,7 @@ static int client_setup(dd_client *c, const common_opts *o) {
   }
   snprintf(c->addr, sizeof c->addr, strchr(c->host, ':') ? "[%s]:%d" : "%s:%d", c->host, c->port);
   c->prefix = o->prefix ? o->prefix : c->cfg->key_prefix;
-  if (o->prefix && !prefix_valid(o->prefix)) {
+  if (o->prefix && dd_key_prefix_check(o->prefix)) {
     dd_cli_error("--prefix \"%s\": a key prefix is 1 to 64 of letters, digits and _-.:{}", o->prefix);
     return 2;
   }
@@ -486,7 +478,7 @@ static void job_row(cell *row, const char *id, const redisReply *r, double now) 
 static int job_table(dd_client *c, FILE *f, long limit) {
   char key[KEY_LEN], stop[32];
   snprintf(stop, sizeof stop, "%ld", limit > 0 ? limit - 1 : -1L);
-  redisReply *ids = command(c, "ZREVRANGE", dd_key(key, sizeof key, c->prefix, "index"), "0", stop, NULL);
+  redisReply *ids = command(c, "ZREVRANGE", dd_key(key, sizeof key, c->prefix, DD_KEY_INDEX), "0", stop, NULL);
   if (!ids) return -1;
   int rc = -1;
   size_t n = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
@@ -498,7 +490,7 @@ static int job_table(dd_client *c, FILE *f, long limit) {
     goto done;
   }
   for (size_t i = 0; i < n; i++) {
-    const char *argv[2 + N_JOB_FIELDS] = {"HMGET", dd_key(key, sizeof key, c->prefix, "job:%s", ids->element[i]->str)};
+    const char *argv[2 + N_JOB_FIELDS] = {"HMGET", dd_key(key, sizeof key, c->prefix, DD_KEY_JOB, ids->element[i]->str)};
     for (int j = 0; j < N_JOB_FIELDS; j++) argv[2 + j] = job_fields[j];
     redisAppendCommandArgv(c->rc, 2 + N_JOB_FIELDS, argv, NULL);
   }
@@ -516,7 +508,7 @@ static int job_table(dd_client *c, FILE *f, long limit) {
   }
   if (ngone) {
     gone[0] = "ZREM";
-    gone[1] = dd_key(key, sizeof key, c->prefix, "index");
+    gone[1] = dd_key(key, sizeof key, c->prefix, DD_KEY_INDEX);
     redisReply *r = request(c, (int)(2 + ngone), gone, NULL);
     if (!r) goto done;
     freeReplyObject(r);
@@ -549,7 +541,7 @@ static const char *const worker_head[N_WORKER_COLS] = {"WORKER", "STATE", "JOBS"
  * 0, or -1 with c->err. */
 static int worker_table(dd_client *c, FILE *f) {
   char key[KEY_LEN], buf[64];
-  redisReply *set = command(c, "SMEMBERS", dd_key(key, sizeof key, c->prefix, "workers"), NULL);
+  redisReply *set = command(c, "SMEMBERS", dd_key(key, sizeof key, c->prefix, DD_KEY_WORKERS), NULL);
   if (!set) return -1;
   int rc = -1;
   size_t n = set->type == REDIS_REPLY_ARRAY ? set->elements : 0;
@@ -563,7 +555,7 @@ static int worker_table(dd_client *c, FILE *f) {
   for (size_t i = 0; i < n; i++) names[i] = set->element[i]->str;
   qsort(names, n, sizeof *names, cmp_str);
   for (size_t i = 0; i < n; i++) {
-    const char *argv[2] = {"HGETALL", dd_key(key, sizeof key, c->prefix, "worker:%s", names[i])};
+    const char *argv[2] = {"HGETALL", dd_key(key, sizeof key, c->prefix, DD_KEY_WORKER, names[i])};
     redisAppendCommandArgv(c->rc, 2, argv, NULL);
   }
   if (pipeline_replies(c, n, rows) != 0) goto done;
@@ -598,7 +590,7 @@ static int worker_table(dd_client *c, FILE *f) {
   }
   if (ngone) {
     gone[0] = "SREM";
-    gone[1] = dd_key(key, sizeof key, c->prefix, "workers");
+    gone[1] = dd_key(key, sizeof key, c->prefix, DD_KEY_WORKERS);
     redisReply *r = request(c, (int)(2 + ngone), gone, NULL);
     if (!r) goto done;
     freeReplyObject(r);
@@ -719,7 +711,7 @@ static void status_block(FILE *f, const char *id, const redisReply *h, double no
  * c->err. */
 static redisReply *job_hash(dd_client *c, const char *id) {
   char key[KEY_LEN];
-  redisReply *h = command(c, "HGETALL", dd_key(key, sizeof key, c->prefix, "job:%s", id), NULL);
+  redisReply *h = command(c, "HGETALL", dd_key(key, sizeof key, c->prefix, DD_KEY_JOB, id), NULL);
   if (h && h->type != REDIS_REPLY_ARRAY) {
     client_errf(c, "Redis at %s: HGETALL gave an unexpected reply", c->addr);
     freeReplyObject(h);
@@ -794,9 +786,9 @@ static int read_job_text(const char *path, char **out, size_t *len) {
  * fresh generated id), or -1 with c->err. */
 static int submit_once(dd_client *c, const char *id, const char *name, const char *text, size_t len, int id_given) {
   char key[KEY_LEN], index[KEY_LEN], jobs[KEY_LEN], now[32], entry[64] = "";
-  dd_key(key, sizeof key, c->prefix, "job:%s", id);
-  dd_key(index, sizeof index, c->prefix, "index");
-  dd_key(jobs, sizeof jobs, c->prefix, "jobs");
+  dd_key(key, sizeof key, c->prefix, DD_KEY_JOB, id);
+  dd_key(index, sizeof index, c->prefix, DD_KEY_INDEX);
+  dd_key(jobs, sizeof jobs, c->prefix, DD_KEY_JOBS);
   redisReply *r = command(c, "WATCH", key, NULL);
   if (!r) return -1;
   freeReplyObject(r);
@@ -824,7 +816,7 @@ static int submit_once(dd_client *c, const char *id, const char *name, const cha
   if (ok && (r = command(c, "ZADD", index, now, id, NULL))) freeReplyObject(r);
   ok = ok && r;
   char queued[KEY_LEN];
-  dd_key(queued, sizeof queued, c->prefix, "state:queued");
+  dd_key(queued, sizeof queued, c->prefix, DD_KEY_STATE, "queued");
   if (ok && (r = command(c, "ZADD", queued, now, id, NULL))) freeReplyObject(r);
   ok = ok && r;
   if (ok && (r = request(c, 7, xadd, xadd_len))) freeReplyObject(r);
@@ -912,7 +904,7 @@ int dd_cmd_submit(int argc, char **argv) {
   if ((rc = client_setup(&c, &co)) != 0) goto done;
   rc = 1;
   if (client_connect(&c) != 0) goto fail;
-  r = request_ex(&c, 6, (const char *[]){"XGROUP", "CREATE", dd_key(key, sizeof key, c.prefix, "jobs"), DD_GROUP, "0", "MKSTREAM"}, NULL, 1);
+  r = request_ex(&c, 6, (const char *[]){"XGROUP", "CREATE", dd_key(key, sizeof key, c.prefix, DD_KEY_JOBS), DD_GROUP, "0", "MKSTREAM"}, NULL, 1);
   if (!r) goto fail;
   if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9)) {
     client_errf(&c, "Redis at %s: XGROUP CREATE: %s", c.addr, r->str);
@@ -924,7 +916,7 @@ int dd_cmd_submit(int argc, char **argv) {
     if (id_opt) {
       snprintf(id, sizeof id, "%s", id_opt);
     } else {
-      if (!(r = command(&c, "INCR", dd_key(key, sizeof key, c.prefix, "seq"), NULL))) goto fail;
+      if (!(r = command(&c, "INCR", dd_key(key, sizeof key, c.prefix, DD_KEY_SEQ), NULL))) goto fail;
       snprintf(id, sizeof id, "j%lld", r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL);
       freeReplyObject(r);
     }
@@ -1063,9 +1055,9 @@ int dd_cmd_cancel(int argc, char **argv) {
   dd_client c;
   if ((rc = client_setup(&c, &co)) != 0) goto done;
   char key[KEY_LEN], events[KEY_LEN], jobs[KEY_LEN], now[32], maxlen[32], retention[32], who[300], host[256] = "";
-  dd_key(key, sizeof key, c.prefix, "job:%s", id);
-  dd_key(events, sizeof events, c.prefix, "job:%s:events", id);
-  dd_key(jobs, sizeof jobs, c.prefix, "jobs");
+  dd_key(key, sizeof key, c.prefix, DD_KEY_JOB, id);
+  dd_key(events, sizeof events, c.prefix, DD_KEY_JOB_EVENTS, id);
+  dd_key(jobs, sizeof jobs, c.prefix, DD_KEY_JOBS);
   snprintf(now, sizeof now, "%.3f", dd_now());
   snprintf(maxlen, sizeof maxlen, "%d", DD_EVENTS_MAXLEN);
   snprintf(retention, sizeof retention, "%d", c.cfg->retention_s);
@@ -1073,8 +1065,8 @@ int dd_cmd_cancel(int argc, char **argv) {
   snprintf(who, sizeof who, "client@%s", host);
   redisReply *r = NULL;
   char k_queued[KEY_LEN], k_cancelled[KEY_LEN];
-  dd_key(k_queued, sizeof k_queued, c.prefix, "state:queued");
-  dd_key(k_cancelled, sizeof k_cancelled, c.prefix, "state:cancelled");
+  dd_key(k_queued, sizeof k_queued, c.prefix, DD_KEY_STATE, "queued");
+  dd_key(k_cancelled, sizeof k_cancelled, c.prefix, DD_KEY_STATE, "cancelled");
   if (client_connect(&c) != 0 || !(r = command(&c, "EVAL", cancel_script, "5", key, events, jobs, k_queued, k_cancelled, now,
                                                who, maxlen, retention, id, NULL))) {
     rc = client_fail(&c);
@@ -1220,8 +1212,8 @@ static int watch_frame(dd_client *c, FILE *f, const char *id, long limit) {
   int final = final_state(hfield(h, "state"));
   freeReplyObject(h);
   char key[KEY_LEN];
-  if (stream_tail(c, f, dd_key(key, sizeof key, c->prefix, "job:%s:metrics", id), "METRICS (last 5)", 5) != 0) return -1;
-  if (stream_tail(c, f, dd_key(key, sizeof key, c->prefix, "job:%s:events", id), "EVENTS (last 5)", 5) != 0) return -1;
+  if (stream_tail(c, f, dd_key(key, sizeof key, c->prefix, DD_KEY_JOB_METRICS, id), "METRICS (last 5)", 5) != 0) return -1;
+  if (stream_tail(c, f, dd_key(key, sizeof key, c->prefix, DD_KEY_JOB_EVENTS, id), "EVENTS (last 5)", 5) != 0) return -1;
   return final;
 }
 

@@ -16,6 +16,7 @@
 #include "common/cli_util.h"
 #include "base/dd_error.h"
 #include "common/dconfig.h"
+#include "common/keys.h"
 #include "train/distill.h"
 #include "common/rdzv.h"
 

@@ -1,17 +1,13 @@
-/* The daemon's configuration file and the Redis key helpers shared by the daemon and the client
- * verbs (daemon/dconfig.h). */
+/* The daemon's configuration file (common/dconfig.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "common/dconfig.h"
 
-#include <ctype.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/dd_error.h"
+#include "common/keys.h"
 #include "format/fileio.h"
 #include "format/textformat.h"
 
@@ -43,12 +39,11 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
   } else if (c->redis_password_env && c->redis_password_file) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: set redis_password_env or redis_password_file, not both", where);
   } else {
-    const char *p = c->key_prefix;
-    if (!p || !p[0] || strlen(p) > 64) r = dd_errorf(DD_EINVAL, err, errlen, "%s: key_prefix must be 1 to 64 characters", where);
-    for (; !r && *p; p++)
-      if (!(isalnum((unsigned char)*p) || strchr("_-.:{}", *p)))
-        r = dd_errorf(DD_EINVAL, err, errlen, "%s: key_prefix \"%s\" may hold letters, digits and _-.:{} only", where,
-                      c->key_prefix);
+    int bad = dd_key_prefix_check(c->key_prefix);
+    if (bad == 1) r = dd_errorf(DD_EINVAL, err, errlen, "%s: key_prefix must be 1 to 64 characters", where);
+    if (bad == 2)
+      r = dd_errorf(DD_EINVAL, err, errlen, "%s: key_prefix \"%s\" may hold letters, digits and _-.:{} only", where,
+                    c->key_prefix);
     if (!r && c->worker_name) {
       if (!dd_job_id_valid(c->worker_name))
         r = dd_errorf(DD_EINVAL, err, errlen, "%s: worker_name \"%s\" may hold letters, digits and _-. only (at most 64)",
@@ -85,27 +80,4 @@ int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, 
     *out = buf;
   }
   return 0;
-}
-
-const char *dd_key(char *buf, size_t len, const char *prefix, const char *fmt, ...) {
-  int n = snprintf(buf, len, "%s:", prefix);
-  if (n < 0 || (size_t)n >= len) return buf;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf + n, len - (size_t)n, fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-int dd_job_id_valid(const char *id) {
-  size_t n = 0;
-  for (const char *p = id; *p; p++, n++)
-    if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.')) return 0;
-  return n >= 1 && n <= 64;
-}
-
-double dd_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }

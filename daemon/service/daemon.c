@@ -36,6 +36,7 @@
 #include "cli/cli.h"
 #include "common/cli_util.h"
 #include "common/dconfig.h"
+#include "common/keys.h"
 #include "base/dd_error.h"
 #include "train/distill.h"
 #include "service/paths.h"
@@ -61,13 +62,13 @@
 static const char LUA_CLAIM[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'succeeded' or st == 'failed' or st == 'cancelled' then\n"
-    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1]) return {'final', st} end\n"
+    "  redis.call('XACK', KEYS[2], '" DD_GROUP "', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1]) return {'final', st} end\n"
     "if redis.call('HGET', KEYS[1], 'cancel') == '1' then\n"
     "  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[5], 'updated_at', ARGV[5])\n"
-    "  redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "  redis.call('XACK', KEYS[2], '" DD_GROUP "', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[7]) redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
     "  redis.call('ZREM', KEYS[5], ARGV[2]) redis.call('ZADD', KEYS[7], ARGV[5], ARGV[2])\n"
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'cancelled', 'worker', ARGV[4],"
+    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '" DD_KEYS_STR(DD_EVENTS_MAXLEN) "', '*', 'type', 'state', 'state', 'cancelled', 'worker', ARGV[4],"
     " 'reason', 'cancel requested before it started')\n"
     "  return {'final', 'cancelled'} end\n"
     "if not st then\n"
@@ -79,7 +80,7 @@ static const char LUA_CLAIM[] =
     " 'started_at', ARGV[5], 'updated_at', ARGV[5], 'seq', 0)\n"
     "redis.call('HDEL', KEYS[1], 'error', 'finished_at')\n"
     "redis.call('ZREM', KEYS[5], ARGV[2]) redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])\n"
-    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'running', 'worker', ARGV[4],"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '" DD_KEYS_STR(DD_EVENTS_MAXLEN) "', '*', 'type', 'state', 'state', 'running', 'worker', ARGV[4],"
     " 'attempt', a)\n"
     "return {'run', tostring(a)}\n";
 
@@ -103,7 +104,7 @@ static const char LUA_APPLY[] =
 /* KEYS: hash jobs. ARGV: owner entry consumer */
 static const char LUA_RENEW[] =
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end\n"
-    "redis.call('XCLAIM', KEYS[2], 'distilld', ARGV[3], 0, ARGV[2], 'JUSTID')\n"
+    "redis.call('XCLAIM', KEYS[2], '" DD_GROUP "', ARGV[3], 0, ARGV[2], 'JUSTID')\n"
     "return 1\n";
 
 /* KEYS: hash jobs events metrics index state:running state:<final>.
@@ -115,8 +116,8 @@ static const char LUA_FINISH[] =
     "redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[5], 'updated_at', ARGV[5], 'iter', ARGV[8])\n"
     "local ev = {'type', 'state', 'state', ARGV[3], 'worker', ARGV[7], 'iter', ARGV[8]}\n"
     "if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) ev[#ev+1] = 'error' ev[#ev+1] = ARGV[4] end\n"
-    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
-    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(ev))\n"
+    "redis.call('XACK', KEYS[2], '" DD_GROUP "', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '" DD_KEYS_STR(DD_EVENTS_MAXLEN) "', '*', unpack(ev))\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[6]) redis.call('EXPIRE', KEYS[3], ARGV[6]) redis.call('EXPIRE', KEYS[4], ARGV[6])\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]))\n"
     "redis.call('ZREM', KEYS[6], ARGV[9]) redis.call('ZADD', KEYS[7], ARGV[5], ARGV[9])\n"
@@ -129,10 +130,10 @@ static const char LUA_HANDBACK[] =
     "if o == 'handback:' .. ARGV[1] then return 'again' end\n"
     "if o ~= ARGV[1] then return 0 end\n"
     "local spec = redis.call('HGET', KEYS[1], 'spec')\n"
-    "redis.call('XACK', KEYS[2], 'distilld', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
+    "redis.call('XACK', KEYS[2], '" DD_GROUP "', ARGV[2]) redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "local e = redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'job', spec)\n"
     "redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', 'handback:' .. ARGV[1], 'entry', e, 'updated_at', ARGV[4])\n"
-    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'state', 'state', 'queued', 'worker', ARGV[5],"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', '" DD_KEYS_STR(DD_EVENTS_MAXLEN) "', '*', 'type', 'state', 'state', 'queued', 'worker', ARGV[5],"
     " 'iter', ARGV[6], 'reason', 'handed back by ' .. ARGV[5])\n"
     "redis.call('ZREM', KEYS[4], ARGV[3]) redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])\n"
     "return e\n";
@@ -150,11 +151,11 @@ static const char LUA_JOIN[] =
     "  local k = redis.call('HGET', KEYS[1], 'joined:' .. ARGV[4] .. '/' .. a)\n"
     "  if redis.call('HGET', KEYS[1], 'worker') == ARGV[4] then k = '0' end\n"
     "  if k then\n"
-    "    redis.call('XCLAIM', KEYS[2], 'distilld', ARGV[4], 0, ARGV[1], 'IDLE', ARGV[5], 'JUSTID')\n"
+    "    redis.call('XCLAIM', KEYS[2], '" DD_GROUP "', ARGV[4], 0, ARGV[1], 'IDLE', ARGV[5], 'JUSTID')\n"
     "    return {'mine', k}\n"
     "  end\n"
     "end\n"
-    "redis.call('XACK', KEYS[2], 'distilld', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "redis.call('XACK', KEYS[2], '" DD_GROUP "', ARGV[1]) redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "if st ~= 'running' or a ~= ARGV[2] then return {'stale', (st or 'gone') .. ', attempt ' .. (a or '-')} end\n"
     "redis.call('HSET', KEYS[1], 'node:' .. ARGV[3], ARGV[4], 'joined:' .. ARGV[4] .. '/' .. a, ARGV[3])\n"
     "return {'join', redis.call('HGET', KEYS[1], 'spec')}\n";
@@ -520,8 +521,8 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
     ib_arg(b, SCRIPT_REF_HANDBACK);
     ib_arg(b, "5");
     ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events);
-    ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, "state:running"));
-    ib_arg(b, dd_key(k_queued, sizeof k_queued, d->cfg->key_prefix, "state:queued"));
+    ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, DD_KEY_STATE, "running"));
+    ib_arg(b, dd_key(k_queued, sizeof k_queued, d->cfg->key_prefix, DD_KEY_STATE, "queued"));
     ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, j->id);
     ib_argf(b, "%.3f", dd_now());
     ib_arg(b, d->worker);
@@ -533,8 +534,8 @@ static void fill_done(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, SCRIPT_REF_FINISH);
   ib_arg(b, "7");
   ib_arg(b, j->k_hash), ib_arg(b, d->k_jobs), ib_arg(b, j->k_events), ib_arg(b, j->k_metrics), ib_arg(b, d->k_index);
-  ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, "state:running"));
-  ib_arg(b, dd_key(k_final, sizeof k_final, d->cfg->key_prefix, "state:%s", states[a->outcome]));
+  ib_arg(b, dd_key(k_run, sizeof k_run, d->cfg->key_prefix, DD_KEY_STATE, "running"));
+  ib_arg(b, dd_key(k_final, sizeof k_final, d->cfg->key_prefix, DD_KEY_STATE, states[a->outcome]));
   ib_arg(b, j->owner), ib_arg(b, j->entry), ib_arg(b, states[a->outcome]);
   /* the error goes last among the long arguments: it is cut to fit, never the rest */
   char errbuf[1200];
@@ -621,7 +622,7 @@ static int run_multinode(job_t *j, Distilld__DistillJob *job, const dd_distill_h
   if (node >= job->nodes)
     return dd_errorf(DD_EINVAL, err, errlen, "a join entry for node %d, but the job runs on %d nodes", node, job->nodes);
   char key[300];
-  dd_key(key, sizeof key, d->cfg->key_prefix, "job:%s:rdzv:%d", j->id, j->attempt);
+  dd_key(key, sizeof key, d->cfg->key_prefix, DD_KEY_JOB_RDZV, j->id, j->attempt);
   const char *adv = d->cfg->advertise_host && d->cfg->advertise_host[0] ? d->cfg->advertise_host : NULL;
   dd_redis_rdzv z;
   dd_rendezvous rv;
@@ -1181,9 +1182,9 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
     snprintf(j->id, sizeof j->id, "%s", id);
     j->join_node = node;
     j->attempt = att;
-    dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, "job:%s", j->id);
-    dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, "job:%s:metrics", j->id);
-    dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, "job:%s:events", j->id);
+    dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, DD_KEY_JOB, j->id);
+    dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, DD_KEY_JOB_METRICS, j->id);
+    dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, DD_KEY_JOB_EVENTS, j->id);
     snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
     char idle[32];
     snprintf(idle, sizeof idle, "%lld", (long long)d->cfg->lease_s * 1000 + 1);
@@ -1213,17 +1214,17 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
       j->text_len = text_len;
     }
   }
-  dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, "job:%s", j->id);
-  dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, "job:%s:metrics", j->id);
-  dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, "job:%s:events", j->id);
+  dd_key(j->k_hash, sizeof j->k_hash, d->cfg->key_prefix, DD_KEY_JOB, j->id);
+  dd_key(j->k_metrics, sizeof j->k_metrics, d->cfg->key_prefix, DD_KEY_JOB_METRICS, j->id);
+  dd_key(j->k_events, sizeof j->k_events, d->cfg->key_prefix, DD_KEY_JOB_EVENTS, j->id);
   char now[32], retention[16];
   snprintf(now, sizeof now, "%.3f", dd_now());
   snprintf(retention, sizeof retention, "%d", d->cfg->retention_s);
   snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
   char k_q[160], k_r[160], k_c[160];
-  dd_key(k_q, sizeof k_q, d->cfg->key_prefix, "state:queued");
-  dd_key(k_r, sizeof k_r, d->cfg->key_prefix, "state:running");
-  dd_key(k_c, sizeof k_c, d->cfg->key_prefix, "state:cancelled");
+  dd_key(k_q, sizeof k_q, d->cfg->key_prefix, DD_KEY_STATE, "queued");
+  dd_key(k_r, sizeof k_r, d->cfg->key_prefix, DD_KEY_STATE, "running");
+  dd_key(k_c, sizeof k_c, d->cfg->key_prefix, DD_KEY_STATE, "cancelled");
   const char *argv[] = {"EVAL", LUA_CLAIM, "7", j->k_hash, d->k_jobs, j->k_events, d->k_index, k_q, k_r, k_c,
                         j->entry, j->id, j->owner, d->worker, now, j->text ? j->text : "", retention};
   size_t lens[17];
@@ -1517,10 +1518,10 @@ int dd_cmd_daemon(const char *config_path) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   d->threads = c->threads_per_job > 0 ? c->threads_per_job : (int)(cores > 0 ? cores : 1) / d->n_slots;
   if (d->threads < 1) d->threads = 1;
-  dd_key(d->k_jobs, sizeof d->k_jobs, c->key_prefix, "jobs");
-  dd_key(d->k_index, sizeof d->k_index, c->key_prefix, "index");
-  dd_key(d->k_workers, sizeof d->k_workers, c->key_prefix, "workers");
-  dd_key(d->k_worker, sizeof d->k_worker, c->key_prefix, "worker:%s", d->worker);
+  dd_key(d->k_jobs, sizeof d->k_jobs, c->key_prefix, DD_KEY_JOBS);
+  dd_key(d->k_index, sizeof d->k_index, c->key_prefix, DD_KEY_INDEX);
+  dd_key(d->k_workers, sizeof d->k_workers, c->key_prefix, DD_KEY_WORKERS);
+  dd_key(d->k_worker, sizeof d->k_worker, c->key_prefix, DD_KEY_WORKER, d->worker);
   d->ring.items = calloc(RING_CAP, sizeof *d->ring.items);
   if (!d->ring.items) {
     dd_cli_error("out of memory for the event buffer");
