@@ -426,7 +426,7 @@ static void cap_progress(void *ctx, const dd_distill_progress *p) {
     cap.ce[k] = cap.kd[k] = cap.hint[k][0] = cap.hint[k][1] = NAN;
     for (int i = 0; i < p->n_terms; i++) {
       const char *nm = p->term_names[i];
-      if (!strcmp(nm, "loss")) cap.ce[k] = p->terms[i];
+      if (!strcmp(nm, "ce_loss")) cap.ce[k] = p->terms[i];
       if (!strcmp(nm, "kd_loss")) cap.kd[k] = p->terms[i];
       if (!strcmp(nm, "hint0_loss")) cap.hint[k][0] = p->terms[i];
       if (!strcmp(nm, "hint1_loss")) cap.hint[k][1] = p->terms[i];

@@ -100,8 +100,16 @@ static void logf_(struct dd_data *d, const char *fmt, ...) {
 static int parse_list(struct dd_data *d, const char *path, const char *root, char *err, size_t errlen) {
   char *buf;
   size_t len;
-  int r = dd_read_file(&buf, &len, path, err, errlen);
+  const char *field = d->cfg.field ? d->cfg.field : "ImageData";
+  char what[512];
+  snprintf(what, sizeof what, "%s image_data_param.source", field);
+  int r = dd_path_check(d->cfg.policy, DD_PATH_READ, what, path, err, errlen);
+  if (!r && root && root[0]) {
+    snprintf(what, sizeof what, "%s image_data_param.root_folder", field);
+    r = dd_path_check(d->cfg.policy, DD_PATH_READ, what, root, err, errlen);
+  }
   if (r) return r;
+  if ((r = dd_read_file(&buf, &len, path, err, errlen))) return r;
   size_t cap = 1024;
   d->entries = malloc(cap * sizeof *d->entries);
   if (!d->entries) {
@@ -156,6 +164,13 @@ static int parse_list(struct dd_data *d, const char *path, const char *root, cha
     if (root_len) memcpy(full, root, root_len);
     memcpy(full + root_len, p, plen);
     full[root_len + plen] = '\0';
+    if (d->cfg.policy) {
+      snprintf(what, sizeof what, "%s (%s:%d)", field, path, line);
+      if ((r = dd_path_check(d->cfg.policy, DD_PATH_READ, what, full, err, errlen))) {
+        free(full);
+        goto fail;
+      }
+    }
     d->entries[d->n++] = (entry){full, (int)lab};
     p = next;
   }
@@ -417,7 +432,13 @@ int dd_data_open(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_c
   const char *mean_file = lp->transform_param && lp->transform_param->mean_file ? lp->transform_param->mean_file
                           : ip->mean_file                                           ? ip->mean_file
                                                                                     : NULL;
-  if (mean_file && (r = load_mean(d, mean_file, err, errlen))) goto fail;
+  if (mean_file) {
+    char what[512];
+    snprintf(what, sizeof what, "%s %s", cfg->field ? cfg->field : "ImageData",
+             lp->transform_param && lp->transform_param->mean_file ? "transform_param.mean_file" : "image_data_param.mean_file");
+    if ((r = dd_path_check(cfg->policy, DD_PATH_READ, what, mean_file, err, errlen))) goto fail;
+    if ((r = load_mean(d, mean_file, err, errlen))) goto fail;
+  }
   d->shuffle = ip->shuffle && cfg->train;
   if (ip->rand_skip) d->skip = (int64_t)(dd_seed_derive(cfg->seed, "rand_skip") % ip->rand_skip);
   d->sample_floats = (size_t)cfg->channels * (size_t)cfg->height * (size_t)cfg->width;

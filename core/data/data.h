@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "base/backend.h"
+#include "base/path_policy.h"
 #include "caffe.pb-c.h"
 
 typedef struct dd_data dd_data;
@@ -46,11 +47,16 @@ typedef struct {
    * exactly the samples (and the random transforms) one rank with batch B would. 0, 0: a single
    * rank (stride = batch). */
   int64_t stride, offset;
+  /* Asked before the list file, the mean file and each image the list names are used (NULL:
+   * everything allowed); `field` names the layer in its messages ("student.net: layer \"data\""). */
+  const dd_path_policy *policy;
+  const char *field;
 } dd_data_config;
 
 /* Opens the source described by an ImageData layer (`lp`: image_data_param, transform_param).
  * Reads the list file and the mean file, and starts the decode threads. Returns 0, or DD_EIO /
- * DD_EPARSE / DD_EINVAL / DD_ENOMEM with a message naming the file (and line). */
+ * DD_EPARSE / DD_EINVAL / DD_ENOMEM with a message naming the file (and line), or the policy's
+ * refusal. */
 int dd_data_open(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_config *cfg, char *err,
                  size_t errlen);
 

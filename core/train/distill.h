@@ -22,10 +22,15 @@
 #include "distill.pb-c.h"
 #include "train/solver.h"
 
+/* The most loss terms and test outputs a hook reports. */
+#define DD_DISTILL_MAX_TERMS 24
+
+/* The names hooks report are final: they are the metric fields of metrics.jsonl and the daemon's
+ * Redis keys, so no caller renames them. */
 typedef struct {
   int iter, max_iter, epoch;
   double lr, loss, img_per_s, data_wait_ms, eta_s, elapsed_s;
-  int n_terms; /* the student's loss terms by name: "loss" (CE), "kd_loss", "hint0_loss", ... */
+  int n_terms; /* the student's loss terms: "ce_loss" (its own loss output), "kd_loss", "hint0_loss", ... */
   const char *const *term_names;
   const double *terms;
   int64_t data_errors;
@@ -34,7 +39,8 @@ typedef struct {
 typedef struct {
   int iter;
   int n; /* test outputs: accuracy, loss, ... averaged over test_iter batches */
-  const char *const *names;
+  const char *const *names;  /* as the TEST net names them (metrics.jsonl, the "test" event) */
+  const char *const *fields; /* the job's summary fields: "test_acc" for accuracy, else "test_NAME" */
   const double *values;
 } dd_distill_test;
 
@@ -56,16 +62,6 @@ typedef struct {
 } dd_distill_hooks;
 
 typedef struct dd_distill dd_distill;
-
-/* Checks a job without building anything heavy: required fields, ranges (temperature > 0, alpha
- * in [0, 1], hint weights >= 0), files that must exist, exactly one solver source. Errors name
- * the field ("distill.alpha must be in [0, 1], got 1.5"). Relative paths resolve against
- * `base_dir` (NULL: the current directory). Returns 0, or DD_EINVAL / DD_EIO with the message. */
-int dd_job_validate(const Distilld__DistillJob *job, const char *base_dir, const dd_devices *devices, char *err,
-                    size_t errlen);
-
-/* Reads a text-format DistillJob file. */
-int dd_job_read(Distilld__DistillJob **out, const char *path, char *err, size_t errlen);
 
 /* Builds everything for a job: the teacher (frozen, folded), the student with its distillation
  * terms, the solver, the data pipelines. Checks what needs the nets (the logits blobs exist, the
@@ -132,5 +128,8 @@ int dd_distill_stopped(const dd_distill *d);
 uint64_t dd_distill_teacher_checksum(const dd_distill *d);
 
 void dd_distill_destroy(dd_distill *d);
+
+/* TEMPORARY (until daemon/ includes train/job.h itself): dd_job_read and dd_job_validate moved there. */
+#include "train/job.h"
 
 #endif

@@ -3,6 +3,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "train/solver.h"
 
+#include <ctype.h>
+#include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
 
 #include <math.h>
@@ -708,12 +711,44 @@ int dd_solver_solve(dd_solver *s, char *err, size_t errlen) {
 
 int dd_solver_stopped(const dd_solver *s) { return s->stopped; }
 
+#define SNAP_ITER "_iter_"
+#define SNAP_STATE ".solverstate"
+
+int dd_snapshot_find(const char *dir, const char *name, int *iter, char *state, size_t len) {
+  DIR *dh = opendir(dir);
+  if (!dh) return 0;
+  struct dirent *e;
+  long best = -1;
+  char best_name[256] = "";
+  while ((e = readdir(dh))) {
+    const char *n = e->d_name, *it = NULL;
+    if (name) {
+      size_t plen = strlen(name);
+      if (!strncmp(n, name, plen) && !strncmp(n + plen, SNAP_ITER, strlen(SNAP_ITER))) it = n + plen + strlen(SNAP_ITER);
+    } else {
+      /* any job's: the last "_iter_" of the name */
+      for (const char *p = strstr(n, SNAP_ITER); p; p = strstr(p + 1, SNAP_ITER)) it = p + strlen(SNAP_ITER);
+    }
+    if (!it || !isdigit((unsigned char)*it)) continue;
+    char *end;
+    long k = strtol(it, &end, 10);
+    if (strcmp(end, SNAP_STATE) || k <= best || k > INT_MAX || strlen(n) >= sizeof best_name) continue;
+    best = k;
+    snprintf(best_name, sizeof best_name, "%s", n);
+  }
+  closedir(dh);
+  if (best < 0) return 0;
+  if (iter) *iter = (int)best;
+  if (state) snprintf(state, len, "%s/%s", dir, best_name);
+  return 1;
+}
+
 static void snapshot_paths(const dd_solver *s, char *model, char *state, size_t len) {
   const char *prefix = s->sp->snapshot_prefix && s->sp->snapshot_prefix[0]
                            ? s->sp->snapshot_prefix
                            : (s->net->param->name && s->net->param->name[0] ? s->net->param->name : "net");
-  snprintf(model, len, "%s_iter_%d.caffemodel", prefix, s->iter);
-  snprintf(state, len, "%s_iter_%d.solverstate", prefix, s->iter);
+  snprintf(model, len, "%s" SNAP_ITER "%d.caffemodel", prefix, s->iter);
+  snprintf(state, len, "%s" SNAP_ITER "%d" SNAP_STATE, prefix, s->iter);
 }
 
 int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {

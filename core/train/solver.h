@@ -111,4 +111,11 @@ int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen);
  * .caffemodel; a relative name is looked up next to the .solverstate). */
 int dd_solver_restore(dd_solver *s, const char *state_path, char *err, size_t errlen);
 
+/* Snapshot names, in one place: a snapshot at iteration N is PREFIX_iter_N.caffemodel and
+ * PREFIX_iter_N.solverstate (PREFIX: the solver's snapshot_prefix, for a job
+ * OUTPUT_DIR/snapshots/NAME). dd_snapshot_find looks in `dir` for the newest .solverstate of job
+ * `name` (NULL: of any name): returns 1 and its iteration and path (state may be NULL), or 0 when
+ * there is none (or no such directory). */
+int dd_snapshot_find(const char *dir, const char *name, int *iter, char *state, size_t len);
+
 #endif
