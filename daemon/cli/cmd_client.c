@@ -23,6 +23,7 @@
 #include "common/cli_util.h"
 #include "common/dconfig.h"
 #include "common/keys.h"
+#include "common/redis_sync.h"
 #include "format/textformat.h"
 
 /* Key names: the prefix plus a job id (at most 64 bytes) and a suffix. */
@@ -174,35 +175,20 @@ static void client_close(dd_client *c) {
 /* Connects (2 s timeout) and authenticates. Returns 0, or -1 with c->err (and c->lost when the
  * server could not be reached). */
 static int client_connect(dd_client *c) {
-  struct timeval connect_tv = {2, 0}, io_tv = {10, 0};
   client_disconnect(c);
   c->lost = 0;
-  c->rc = redisConnectWithTimeout(c->host, c->port, connect_tv);
-  if (!c->rc || c->rc->err) {
-    client_errf(c, "cannot reach Redis at %s: %s", c->addr, c->rc ? c->rc->errstr : "out of memory");
-    client_disconnect(c);
-    c->lost = 1;
-    return -1;
-  }
-  redisSetTimeout(c->rc, io_tv);
-  if (!c->password) return 0;
   const char *user = c->cfg->redis_user && c->cfg->redis_user[0] ? c->cfg->redis_user : NULL;
-  const char *argv[3] = {"AUTH", user ? user : c->password, c->password};
-  redisReply *r = redisCommandArgv(c->rc, user ? 3 : 2, argv, NULL);
-  if (!r) {
-    client_errf(c, "lost Redis at %s during AUTH: %s", c->addr, c->rc->errstr);
-    client_disconnect(c);
-    c->lost = 1;
-    return -1;
-  }
-  int bad = r->type == REDIS_REPLY_ERROR;
-  if (bad) client_errf(c, "Redis at %s refused the credentials%s%s: %s", c->addr, user ? " of user " : "", user ? user : "", r->str);
-  freeReplyObject(r);
-  if (bad) {
-    client_disconnect(c);
-    return -1;
-  }
-  return 0;
+  char why[sizeof c->err];
+  dd_redis_status s = dd_redis_connect(&c->rc, c->host, c->port, user, c->password, why, sizeof why);
+  if (s == DD_REDIS_OK) return 0;
+  if (s == DD_REDIS_UNREACHABLE)
+    client_errf(c, "cannot reach Redis at %s: %s", c->addr, why);
+  else if (s == DD_REDIS_LOST)
+    client_errf(c, "lost Redis at %s during AUTH: %s", c->addr, why);
+  else
+    client_errf(c, "Redis at %s refused the credentials%s%s: %s", c->addr, user ? " of user " : "", user ? user : "", why);
+  c->lost = s != DD_REDIS_REFUSED;
+  return -1;
 }
 
 /* Sends one command (binary-safe: `lens` may be NULL for C strings). Returns the reply (the caller

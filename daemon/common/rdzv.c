@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/dd_error.h"
+#include "common/redis_sync.h"
 
 static long now_ms(void) {
   struct timespec t;
@@ -23,28 +24,13 @@ static void sleep_ms(long ms) {
 
 /* A connection, authenticated; NULL with err filled. */
 static redisContext *rz_connect(dd_redis_rdzv *z, char *err, size_t errlen) {
-  struct timeval ctv = {2, 0}, iotv = {10, 0};
-  redisContext *c = redisConnectWithTimeout(z->host, z->port, ctv);
-  if (!c || c->err) {
-    dd_errorf(DD_EIO, err, errlen, "rendezvous: cannot reach Redis at %s:%d: %s", z->host, z->port,
-              c ? c->errstr : "out of memory");
-    if (c) redisFree(c);
-    return NULL;
-  }
-  redisSetTimeout(c, iotv);
-  if (z->password) {
-    const char *argv[3] = {"AUTH", z->user[0] ? z->user : z->password, z->password};
-    redisReply *r = redisCommandArgv(c, z->user[0] ? 3 : 2, argv, NULL);
-    int bad = !r || r->type == REDIS_REPLY_ERROR;
-    if (bad)
-      dd_errorf(DD_EPERM, err, errlen, "rendezvous: Redis at %s:%d refused the credentials: %s", z->host, z->port,
-                r ? r->str : c->errstr);
-    if (r) freeReplyObject(r);
-    if (bad) {
-      redisFree(c);
-      return NULL;
-    }
-  }
+  redisContext *c = NULL;
+  char why[1024];
+  dd_redis_status s = dd_redis_connect(&c, z->host, z->port, z->user[0] ? z->user : NULL, z->password, why, sizeof why);
+  if (s == DD_REDIS_UNREACHABLE)
+    dd_errorf(DD_EIO, err, errlen, "rendezvous: cannot reach Redis at %s:%d: %s", z->host, z->port, why);
+  else if (s != DD_REDIS_OK)
+    dd_errorf(DD_EPERM, err, errlen, "rendezvous: Redis at %s:%d refused the credentials: %s", z->host, z->port, why);
   return c;
 }
 
