@@ -17,7 +17,7 @@
 #include "base/dd_error.h"
 #include "common/dconfig.h"
 #include "common/keys.h"
-#include "train/distill.h"
+#include "train/job.h"
 #include "common/rdzv.h"
 
 static volatile sig_atomic_t job_stop;
@@ -27,7 +27,13 @@ static void on_signal(int sig) {
 }
 
 typedef struct {
-  int tty, bar_open;
+  int tty, bar_open, resume;
+  const char *output_dir;
+  const dd_train_nodes *tn; /* a job on several nodes: this node, the config */
+  Distilld__DaemonConfig *cfg;
+  dd_redis_rdzv z;
+  dd_rendezvous rv;
+  int rdzv_open;
 } job_ui;
 
 static void end_bar(job_ui *u) {
@@ -88,98 +94,81 @@ static int ui_stop(void *ctx) {
   return job_stop;
 }
 
-/* A job that names several devices: data parallel, one rank per device, threads of this process:
- * "cpu" ranks through the CPU collective, "cuda:N" ranks through NCCL (core/collective.h). */
-static int run_ranks(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_rendezvous *rv) {
-  char err[4096];
-  int status = 1;
-  int n = job->n_device ? (int)job->n_device : 1;
-  const char *dev0 = job->n_device ? job->device[0] : "cpu";
-  if (rv)
-    fprintf(stderr, "distilld: data parallel: node %d of %d, %d rank%s on %s%s (%d ranks in all); waiting for the other nodes\n",
-            rv->node, rv->nodes, n, n == 1 ? "" : "s", dev0, n > 1 ? ", ..." : "", n * rv->nodes);
-  else
-    fprintf(stderr, "distilld: data parallel: %d ranks on %s%s\n", n, dev0, n > 1 ? ", ..." : "");
-  job_ui ui = {.tty = isatty(2)};
-  dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
-                            .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
-  signal(SIGINT, on_signal);
-  signal(SIGTERM, on_signal);
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  int resumed = 0, iter = 0, stopped = 0;
-  double sa = -1, ta = -1;
-  int r = dd_distill_run_nodes(job, NULL, dd_devices_builtin(), rv, n, threads, &hooks, resume, &resumed, &sa, &ta, &iter, &stopped, err, sizeof err);
-  end_bar(&ui);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  if (r) {
-    dd_cli_error("%s: %s", job_path, err);
-    status = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE ? 2 : 1;
-  } else {
-    char took[32];
-    dd_cli_fmt_duration((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
-    printf("job %s: %s at iter %d in %s on %d ranks", job->name, stopped ? "stopped" : "done", iter, took,
-           n * (rv ? rv->nodes : 1));
-    if (ta >= 0) printf(", teacher accuracy %.4f", ta);
-    if (sa >= 0) printf(", student accuracy %.4f", sa);
-    printf("\n");
-    status = 0;
-  }
-  distilld__distill_job__free_unpacked(job, NULL);
-  return status;
+static void ui_started(void *ctx, int start_iter, uint64_t checksum) {
+  job_ui *u = ctx;
+  (void)checksum;
+  if (u->resume && !start_iter)
+    fprintf(stderr, "distilld: --resume: no snapshot in %s/snapshots yet, starting from scratch\n", u->output_dir);
 }
 
-/* A job with nodes > 1: this process is node `node`; the nodes meet through the Redis of the
- * daemon config (key PREFIX:rdzv:cli:<job name>). */
-static int run_node(Distilld__DistillJob *job, const char *job_path, int resume, int threads, const dd_train_nodes *tn) {
-  char err[4096];
-  /* a bad job fails here on every node, not after the others have waited for it */
-  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) {
-    dd_cli_error("%s: %s", job_path, err);
-    distilld__distill_job__free_unpacked(job, NULL);
-    return 2;
-  }
-  if (tn->node < 0 || tn->node >= job->nodes) {
+static void ui_placed(void *ctx, const dd_job_placement *p) {
+  (void)ctx;
+  if (p->backend)
+    fprintf(stderr, "distilld: %s\n", p->backend);
+  else if (p->nodes > 1)
+    fprintf(stderr, "distilld: data parallel: node %d of %d, %d rank%s on %s%s (%d ranks in all); waiting for the other nodes\n",
+            p->node, p->nodes, p->ranks, p->ranks == 1 ? "" : "s", p->device, p->ranks > 1 ? ", ..." : "",
+            p->ranks * p->nodes);
+  else
+    fprintf(stderr, "distilld: data parallel: %d ranks on %s%s\n", p->ranks, p->device, p->ranks > 1 ? ", ..." : "");
+}
+
+/* A job with nodes > 1: this process is node --node K; the nodes meet through the Redis of the
+ * daemon config (key PREFIX:rdzv:cli:<job name>). Called by dd_job_run after it validated the job,
+ * so a bad job fails on every node before the others wait for it. */
+static int ui_open_rendezvous(void *ctx, const Distilld__DistillJob *job, const dd_rendezvous **rv, char *err,
+                              size_t errlen) {
+  job_ui *u = ctx;
+  const dd_train_nodes *tn = u->tn;
+  if (!tn || tn->node < 0 || tn->node >= job->nodes) {
     char others[64];
     if (job->nodes == 2)
       snprintf(others, sizeof others, "--node 1 on the other");
     else
       snprintf(others, sizeof others, "--node 1 to %d on the others", job->nodes - 1);
-    dd_cli_error("%s: the job runs on %d nodes: give --node 0 on the first machine and %s%s", job_path, job->nodes,
-                 others, tn->node < 0 ? "" : " (--node is out of range)");
-    distilld__distill_job__free_unpacked(job, NULL);
-    return 2;
+    return dd_errorf(DD_EINVAL, err, errlen, "the job runs on %d nodes: give --node 0 on the first machine and %s%s",
+                     job->nodes, others, tn && tn->node >= 0 ? " (--node is out of range)" : "");
   }
-  Distilld__DaemonConfig *cfg = NULL;
   char *password = NULL;
-  if (dd_dconfig_read(&cfg, tn->config, err, sizeof err) || dd_dconfig_password(cfg, &password, err, sizeof err)) {
-    dd_cli_error("%s", err);
-    if (cfg) distilld__daemon_config__free_unpacked(cfg, NULL);
-    distilld__distill_job__free_unpacked(job, NULL);
-    return 2;
-  }
+  if (dd_dconfig_read(&u->cfg, tn->config, err, errlen) || dd_dconfig_password(u->cfg, &password, err, errlen))
+    return DD_EINVAL;
   char key[600];
-  dd_key(key, sizeof key, cfg->key_prefix, "rdzv:cli:%s", job->name);
-  dd_redis_rdzv z;
-  dd_rendezvous rv;
-  int r = dd_redis_rdzv_init(&z, &rv, cfg, password, key, tn->node, job->nodes, job->rendezvous_timeout_s * 1000,
-                             tn->advertise, err, sizeof err);
+  dd_key(key, sizeof key, u->cfg->key_prefix, "rdzv:cli:%s", job->name);
+  int r = dd_redis_rdzv_init(&u->z, &u->rv, u->cfg, password, key, tn->node, job->nodes,
+                             job->rendezvous_timeout_s * 1000, tn->advertise, err, errlen);
   if (password) {
     memset(password, 0, strlen(password));
     free(password);
   }
-  int status;
-  if (r) {
-    dd_cli_error("%s", err);
-    distilld__distill_job__free_unpacked(job, NULL);
-    status = 1;
-  } else {
-    fprintf(stderr, "distilld: rendezvous through Redis at %s:%d, key %s\n", cfg->redis_host, cfg->redis_port, key);
-    status = run_ranks(job, job_path, resume, threads, &rv);
+  if (r) return r;
+  u->rdzv_open = 1;
+  fprintf(stderr, "distilld: rendezvous through Redis at %s:%d, key %s\n", u->cfg->redis_host, u->cfg->redis_port, key);
+  *rv = &u->rv;
+  return 0;
+}
+
+static void ui_close_rendezvous(void *ctx) {
+  job_ui *u = ctx;
+  if (u->rdzv_open) dd_redis_rdzv_close(&u->z);
+  u->rdzv_open = 0;
+}
+
+/* The exit status and the message of a failed job, worded as the step that failed. */
+static int report_failure(const char *job_path, const dd_job_result *res, int r, const char *err) {
+  int usage = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE;
+  if (res->ranks > 1 || res->failed_in == DD_JOB_FAILED_SETUP) {
+    dd_cli_error("%s: %s", job_path, err);
+    return usage ? 2 : 1;
   }
-  dd_redis_rdzv_close(&z);
-  distilld__daemon_config__free_unpacked(cfg, NULL);
-  return status;
+  if (res->failed_in == DD_JOB_FAILED_DEVICE) {
+    dd_cli_error("%s: %s", job_path, err);
+    return 1;
+  }
+  if (res->failed_in == DD_JOB_FAILED_RESUME)
+    dd_cli_error("--resume: %s", err);
+  else
+    dd_cli_error("%s", err);
+  return 1;
 }
 
 int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device, const dd_train_nodes *tn) {
@@ -189,70 +178,45 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *
     dd_cli_error("%s", err);
     return 2;
   }
-  if (job->nodes > 1) {
-    if (device) {
-      dd_cli_error("%s: --device does not apply to a multi-node job: every node runs the job's device list", job_path);
-      distilld__distill_job__free_unpacked(job, NULL);
-      return 2;
-    }
-    return run_node(job, job_path, resume, threads, tn);
+  int status = 2;
+  if (job->nodes > 1 && device) {
+    dd_cli_error("%s: --device does not apply to a multi-node job: every node runs the job's device list", job_path);
+    goto out;
   }
-  if (tn && tn->node > 0) {
+  if (job->nodes <= 1 && tn && tn->node > 0) {
     dd_cli_error("%s: --node %d, but the job runs on one node (set nodes: N in the job)", job_path, tn->node);
-    distilld__distill_job__free_unpacked(job, NULL);
-    return 2;
+    goto out;
   }
   /* relative paths in a job are relative to the current directory, like Caffe's */
-  dd_backend *be = NULL;
-  if (!device && job->n_device > 1) return run_ranks(job, job_path, resume, threads, NULL);
-  if (!device) device = job->n_device ? job->device[0] : "cpu";
-  if (dd_backend_create(&be, device, threads, err, sizeof err)) {
-    dd_cli_error("%s: %s", job_path, err);
-    distilld__distill_job__free_unpacked(job, NULL);
-    return 1;
-  }
-  fprintf(stderr, "distilld: %s\n", dd_backend_describe(be));
-  job_ui ui = {.tty = isatty(2)};
-  dd_distill_hooks hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test,
-                            .teacher = ui_teacher, .snapshot = ui_snapshot, .should_stop = ui_stop};
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  dd_distill *d = NULL;
-  int status = 1;
-  int r = dd_distill_create(&d, job, NULL, be, &hooks, err, sizeof err);
-  if (r) {
-    dd_cli_error("%s: %s", job_path, err);
-    status = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE ? 2 : 1;
-    goto done;
-  }
-  if (resume) {
-    int it = 0;
-    if (dd_distill_resume(d, &it, err, sizeof err)) {
-      dd_cli_error("--resume: %s", err);
-      goto done;
-    }
-    if (!it) fprintf(stderr, "distilld: --resume: no snapshot in %s/snapshots yet, starting from scratch\n", job->output_dir);
-  }
+  job_ui ui = {.tty = isatty(2), .resume = resume, .output_dir = job->output_dir, .tn = tn};
+  dd_job_opts o = {.devices = dd_devices_builtin(), .device = device, .threads = threads, .threads_per_rank = threads,
+                   .start = resume ? DD_START_RESUME : DD_START_SCRATCH, .placed = ui_placed,
+                   .node = tn && tn->node > 0 ? tn->node : 0, .open_rendezvous = ui_open_rendezvous,
+                   .close_rendezvous = ui_close_rendezvous,
+                   .hooks = {.ctx = &ui, .log = ui_log, .progress = ui_progress, .test = ui_test, .teacher = ui_teacher,
+                             .snapshot = ui_snapshot, .should_stop = ui_stop, .started = ui_started}};
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
-  r = dd_distill_run(d, err, sizeof err);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  dd_job_result res;
+  int r = dd_job_run(job, &o, &res, err, sizeof err);
   end_bar(&ui);
   clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (ui.cfg) distilld__daemon_config__free_unpacked(ui.cfg, NULL);
   if (r) {
-    dd_cli_error("%s", err);
-    goto done;
+    status = report_failure(job_path, &res, r, err);
+    goto out;
   }
   char took[32];
   dd_cli_fmt_duration((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, took, sizeof took);
-  double ta = dd_distill_teacher_accuracy(d), sa = dd_distill_student_accuracy(d);
-  printf("job %s: %s at iter %d in %s", job->name, job_stop ? "stopped" : "done", dd_distill_iter(d), took);
-  if (ta >= 0) printf(", teacher accuracy %.4f", ta);
-  if (sa >= 0) printf(", student accuracy %.4f", sa);
+  printf("job %s: %s at iter %d in %s", job->name, res.stopped ? "stopped" : "done", res.iter, took);
+  if (res.ranks > 1) printf(" on %d ranks", res.ranks);
+  if (res.teacher_acc >= 0) printf(", teacher accuracy %.4f", res.teacher_acc);
+  if (res.student_acc >= 0) printf(", student accuracy %.4f", res.student_acc);
   printf("\n");
   status = 0;
-done:
-  dd_distill_destroy(d);
-  dd_backend_destroy(be);
+out:
   distilld__distill_job__free_unpacked(job, NULL);
   return status;
 }
