@@ -1,7 +1,10 @@
 /* Tiny generated image data shared by the tests that run whole jobs (tests/test_distill.c,
- * tests/test_daemon.c): 64 colour 8 x 8 PNGs in 4 classes. Class k is tinted towards one colour
- * (B, G, R or yellow) and has a bright row 2k, under per-pixel noise, so a small net learns it in
- * a few dozen iterations. DIR/img/im_NN.png, DIR/train.txt (48 listed) and DIR/test.txt (16). */
+ * tests/test_daemon*.c, tests/test_deploy_redis.c, tests/test_multinode.c, tests/test_cuda_train.c):
+ * 64 colour 8 x 8 PNGs in 4 classes. Class k is tinted towards one colour (B, G, R or yellow) and
+ * has a bright row 2k, under per-pixel noise, so a small net learns it in a few dozen iterations.
+ * DIR/img/im_NN.png, DIR/train.txt (48 listed) and DIR/test.txt (16). And the small nets over
+ * them: TEST_NET_BODY (two convolutions, a global average pooling, a 4-way InnerProduct "fc"),
+ * written as a train_val net (test_write_train_val) or a deploy net (test_write_deploy). */
 #ifndef DD_TEST_IMAGES_H
 #define DD_TEST_IMAGES_H
 
@@ -59,6 +62,59 @@ static inline int test_make_images(const char *dir) {
   fclose(ft);
   fclose(fv);
   return rc;
+}
+
+/* From "data" (N, 3, 8, 8) to "fc" (N, 4): conv 8 (3x3, pad 1), ReLU, conv 8 (3x3, stride 2, pad 1),
+ * ReLU, global average pooling, InnerProduct 4; every layer's name starts with s_ but fc's. */
+#define TEST_NET_BODY                                                                                              \
+  "layer { name: 's_conv1' type: 'Convolution' bottom: 'data' top: 's_conv1' convolution_param { num_output: 8 "  \
+  "kernel_size: 3 pad: 1 weight_filler { type: 'msra' } } }\n"                                                     \
+  "layer { name: 's_relu1' type: 'ReLU' bottom: 's_conv1' top: 's_relu1' }\n"                                      \
+  "layer { name: 's_conv2' type: 'Convolution' bottom: 's_relu1' top: 's_conv2' convolution_param { num_output: 8 " \
+  "kernel_size: 3 stride: 2 pad: 1 weight_filler { type: 'msra' } } }\n"                                           \
+  "layer { name: 's_relu2' type: 'ReLU' bottom: 's_conv2' top: 's_relu2' }\n"                                      \
+  "layer { name: 's_pool' type: 'Pooling' bottom: 's_relu2' top: 's_pool' pooling_param { pool: AVE "              \
+  "global_pooling: true } }\n"                                                                                      \
+  "layer { name: 'fc' type: 'InnerProduct' bottom: 's_pool' top: 'fc' inner_product_param { num_output: 4 "        \
+  "weight_filler { type: 'msra' } } }\n"
+
+/* A train_val net `name` at `path` over the images (relative paths: they resolve against the
+ * working directory of whoever trains it): ImageData in TRAIN (the list `train_list`, shuffled,
+ * mirrored) and TEST (test.txt), batch 8, scale 1/256, 8 x 8 crops; `body` from "data" to "fc";
+ * SoftmaxWithLoss and, in TEST, Accuracy. 0 when written. */
+static inline int test_write_train_val(const char *path, const char *name, const char *train_list, const char *body) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s\n", path);
+    return -1;
+  }
+  fprintf(f,
+          "name: '%s'\n"
+          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
+          "  transform_param { scale: 0.00390625 mirror: true crop_size: 8 } image_data_param { source: '%s'"
+          " root_folder: 'img/' batch_size: 8 shuffle: true } }\n"
+          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
+          "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
+          " root_folder: 'img/' batch_size: 8 } }\n"
+          "%s"
+          "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
+          "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
+          name, train_list, body);
+  return fclose(f) == 0 ? 0 : -1;
+}
+
+/* A deploy net `name` at `path`: an Input "data" (1, 3, 8, 8), then `body`. 0 when written. */
+static inline int test_write_deploy(const char *path, const char *name, const char *body) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s\n", path);
+    return -1;
+  }
+  fprintf(f,
+          "name: '%s'\nlayer { name: 'data' type: 'Input' top: 'data' input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n"
+          "%s",
+          name, body);
+  return fclose(f) == 0 ? 0 : -1;
 }
 
 #endif

@@ -31,11 +31,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "format/caffe_io.h"
 #include "test.h"
 #include "test_images.h"
+#include "test_models.h"
 #define TEST_PROC_NAME "test_multinode"
 #include "test_proc.h"
+#include "test_redis.h"
 
 static char tmp[128]; /* /tmp/dd_multinode.XXXXXX: the processes' working directory */
 static char redis_exe[PATH_MAX];
@@ -74,13 +75,7 @@ static void log_line(char *line, size_t len, const char *rel, const char *needle
 }
 
 /* The last line of log `rel` (the error, when the process failed), into line. */
-static void last_line(char *line, size_t len, const char *rel) {
-  const char *s = slurp_in(rel), *e = s + strlen(s);
-  while (e > s && e[-1] == '\n') e--;
-  const char *p = e;
-  while (p > s && p[-1] != '\n') p--;
-  snprintf(line, len, "%.*s", (int)(e - p < (long)len ? e - p : (long)len - 1), p);
-}
+static void last_line(char *line, size_t len, const char *rel) { test_last_line(slurp_in(rel), line, len); }
 
 static int log_has(const char *rel, const char *needle) { return strstr(slurp_in(rel), needle) != NULL; }
 
@@ -96,26 +91,16 @@ static int wait_log(const char *rel, const char *needle, int ms) {
 
 /* Prints the last `lines` lines of log `rel` to stderr. */
 static void print_tail(const char *rel, int lines) {
-  const char *buf = slurp_in(rel), *p = buf + strlen(buf);
-  int seen = 0;
-  while (p > buf && seen <= lines)
-    if (*--p == '\n') seen++;
-  if (*p == '\n') p++;
-  fprintf(stderr, "---- %s, last %d lines ----\n%s---- end of %s ----\n", rel, lines, p, rel);
+  char p[512];
+  path_in(p, sizeof p, rel);
+  test_print_tail(rel, p, lines);
 }
 
 static int copy_in(const char *from, const char *to) {
   char a[512], b[512];
   path_in(a, sizeof a, from);
   path_in(b, sizeof b, to);
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "wb");
-  int ok = fa && fb;
-  char buf[65536];
-  size_t n;
-  while (ok && (n = fread(buf, 1, sizeof buf, fa)) > 0) ok = fwrite(buf, 1, n, fb) == n;
-  if (fa) fclose(fa);
-  if (fb && fclose(fb) != 0) ok = 0;
-  return ok;
+  return test_copy_file(a, b);
 }
 
 static void mkdir_in(const char *rel) {
@@ -124,86 +109,32 @@ static void mkdir_in(const char *rel) {
   mkdir(p, 0755);
 }
 
-/* A loopback port that was bound a moment ago and let go: nobody listens there. */
-static int closed_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 1;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-    port = ntohs(a.sin_port);
-  if (fd >= 0) close(fd);
-  return port;
-}
-
-/* The exit code of a wait status; -1 when it did not exit (a signal, or still running). */
-static int exit_code(int st) { return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1; }
-
 /* The highest N of DIR/NAME_iter_N.solverstate (-1: none). */
 static int newest_snapshot(const char *dir_rel, const char *name) {
-  char dir[512], pat[128];
+  char dir[512];
   path_in(dir, sizeof dir, dir_rel);
-  int plen = snprintf(pat, sizeof pat, "%s_iter_", name);
-  DIR *dh = opendir(dir);
-  if (!dh) return -1;
-  int best = -1;
-  struct dirent *e;
-  while ((e = readdir(dh))) {
-    if (strncmp(e->d_name, pat, (size_t)plen)) continue;
-    char *end;
-    long v = strtol(e->d_name + plen, &end, 10);
-    if (!strcmp(end, ".solverstate") && v > best) best = (int)v;
-  }
-  closedir(dh);
-  return best;
+  return test_newest_snapshot(dir, name);
 }
 
 /* Files in DIR (0 when it does not exist). */
 static int count_files(const char *dir_rel) {
   char dir[512];
   path_in(dir, sizeof dir, dir_rel);
-  DIR *dh = opendir(dir);
-  if (!dh) return 0;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(dh))) n += e->d_name[0] != '.';
-  closedir(dh);
-  return n;
+  return test_count_files(dir);
 }
 
 /* ---- the models ------------------------------------------------------------------------------------ */
 
 static Caffe__NetParameter *read_model(const char *rel) {
-  char path[512], err[1024];
+  char path[512];
   path_in(path, sizeof path, rel);
-  Caffe__NetParameter *m = NULL;
-  if (dd_caffemodel_read(&m, path, err, sizeof err)) fprintf(stderr, "%s\n", err);
-  return m;
+  return test_read_model(path);
 }
 
-/* Largest relative difference over every blob of two models with the same layers (as
- * tests/test_distill.c: per blob, the largest difference over the largest magnitude). */
+/* Largest relative difference over every blob of two models with the same layers. */
 static double model_rel_diff(const char *rel_a, const char *rel_b) {
   Caffe__NetParameter *a = read_model(rel_a), *b = read_model(rel_b);
-  double worst = INFINITY;
-  if (a && b && a->n_layer == b->n_layer) {
-    worst = 0;
-    for (size_t i = 0; i < a->n_layer && isfinite(worst); i++) {
-      if (a->layer[i]->n_blobs != b->layer[i]->n_blobs) worst = INFINITY;
-      for (size_t k = 0; k < a->layer[i]->n_blobs && isfinite(worst); k++) {
-        const Caffe__BlobProto *x = a->layer[i]->blobs[k], *y = b->layer[i]->blobs[k];
-        if (x->n_data != y->n_data) {
-          worst = INFINITY;
-          break;
-        }
-        double sc = 1e-6, d = 0;
-        for (size_t e = 0; e < x->n_data; e++) sc = fmax(sc, fabs(x->data[e]));
-        for (size_t e = 0; e < x->n_data; e++) d = fmax(d, fabs((double)x->data[e] - y->data[e]));
-        worst = fmax(worst, d / sc);
-      }
-    }
-  }
+  double worst = test_model_diff(a, b, NULL);
   if (a) caffe__net_parameter__free_unpacked(a, NULL);
   if (b) caffe__net_parameter__free_unpacked(b, NULL);
   return worst;
@@ -213,82 +144,33 @@ static double model_rel_diff(const char *rel_a, const char *rel_b) {
 
 static pid_t redis_pid;
 static int redis_port;
-static redisContext *rc;
 
-
+/* redis-server on a free random port, and the test's connection to it (tests/test_redis.h). */
 static int redis_start(void) {
   char dir[256];
   path_in(dir, sizeof dir, "redis");
   mkdir(dir, 0755);
-  for (int attempt = 0; attempt < 8; attempt++) {
-    int p = random_port();
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", p);
-    const char *argv[] = {redis_exe, "--port", ps, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
-                          "--daemonize", "no", "--protected-mode", "yes", "--logfile", "", NULL};
-    pid_t pid = spawn(argv, dir, "redis.log");
-    if (pid < 0) return 0;
-    if (redis_answers(p, pid, 10000)) {
-      redis_pid = pid;
-      redis_port = p;
-      struct timeval tv = {2, 0};
-      rc = redisConnectWithTimeout("127.0.0.1", p, tv);
-      if (!rc || rc->err) return 0;
-      redisSetTimeout(rc, tv);
-      return 1;
-    }
-    kill_wait(pid);
-  }
-  return 0;
+  if (!redis_spawn(redis_exe, NULL, 0, 0, dir, "redis.log", NULL, &redis_pid, &redis_port)) return 0;
+  rc_port = redis_port;
+  return rc_connect();
 }
 
 static void redis_stop(void) {
-  if (rc) redisFree(rc);
-  rc = NULL;
-  if (redis_pid <= 0) return;
-  kill(redis_pid, SIGTERM);
-  if (wait_exit(redis_pid, 10000) == -1) kill_wait(redis_pid);
-  redis_pid = 0;
+  rc_close();
+  redis_stop_pid(&redis_pid);
 }
 
 /* EXISTS key: 1, 0, or -1 when Redis did not answer. */
-static long long redis_exists(const char *key) {
-  redisReply *r = rc ? redisCommand(rc, "EXISTS %s", key) : NULL;
-  long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-  if (r) freeReplyObject(r);
-  return v;
-}
+static long long redis_exists(const char *key) { return rint_cmd(-1, "EXISTS %s", key); }
 
 /* ---- the nets, the teacher and the jobs --------------------------------------------------------------- */
-
-#define NET_BODY                                                                                                   \
-  "layer { name: 's_conv1' type: 'Convolution' bottom: 'data' top: 's_conv1' convolution_param { num_output: 8 "  \
-  "kernel_size: 3 pad: 1 weight_filler { type: 'msra' } } }\n"                                                     \
-  "layer { name: 's_relu1' type: 'ReLU' bottom: 's_conv1' top: 's_relu1' }\n"                                      \
-  "layer { name: 's_conv2' type: 'Convolution' bottom: 's_relu1' top: 's_conv2' convolution_param { num_output: 8 " \
-  "kernel_size: 3 stride: 2 pad: 1 weight_filler { type: 'msra' } } }\n"                                           \
-  "layer { name: 's_relu2' type: 'ReLU' bottom: 's_conv2' top: 's_relu2' }\n"                                      \
-  "layer { name: 's_pool' type: 'Pooling' bottom: 's_relu2' top: 's_pool' pooling_param { pool: AVE "              \
-  "global_pooling: true } }\n"                                                                                      \
-  "layer { name: 'fc' type: 'InnerProduct' bottom: 's_pool' top: 'fc' inner_product_param { num_output: 4 "        \
-  "weight_filler { type: 'msra' } } }\n"
 
 /* A train_val net over img/ (batch 8: 2 images per rank on 4 ranks); no BatchNorm, so 4 ranks x 2
  * images are 1 rank x 8 up to the order of the sums. */
 static void write_train_val(const char *rel, const char *name) {
   char p[512];
   path_in(p, sizeof p, rel);
-  wfile(p,
-        "name: '%s'\n"
-        "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
-        "  transform_param { scale: 0.00390625 mirror: true crop_size: 8 } image_data_param { source: 'train.txt'"
-        " root_folder: 'img/' batch_size: 8 shuffle: true } }\n"
-        "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
-        "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
-        " root_folder: 'img/' batch_size: 8 } }\n" NET_BODY
-        "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
-        "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
-        name);
+  test_write_train_val(p, name, "train.txt", TEST_NET_BODY);
 }
 
 #define TEACHER_20 "teacher_out/snapshots/teacher_iter_20.caffemodel"
@@ -383,8 +265,7 @@ static void test_setup(void) {
   write_train_val("student.prototxt", "student");
   write_train_val("teacher_train.prototxt", "teacher");
   path_in(p, sizeof p, "teacher_deploy.prototxt");
-  wfile(p, "name: 'teacher'\n"
-           "layer { name: 'data' type: 'Input' top: 'data' input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n" NET_BODY);
+  test_write_deploy(p, "teacher", TEST_NET_BODY);
   path_in(p, sizeof p, "teacher.job");
   wfile(p,
         "name: 'teacher'\nstudent { net: 'teacher_train.prototxt' }\n"
@@ -712,16 +593,7 @@ static void test_bad_usage(void) {
 }
 
 int main(void) {
-  test_pid = getpid();
-  snprintf(tmp, sizeof tmp, "/tmp/dd_multinode.XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
-  atexit(kill_all_kids);
-  signal(SIGALRM, on_fatal_signal);
-  signal(SIGINT, on_fatal_signal);
-  signal(SIGTERM, on_fatal_signal);
-  signal(SIGPIPE, SIG_IGN);
-  alarm(280); /* under ctest's 300 s: never leave a distilld or redis-server behind */
-  double t0 = mono();
+  if (proc_main_begin(tmp, sizeof tmp, "multinode", 280, NULL)) return 1;
   RUN(test_setup);
   RUN(test_two_nodes_match_one);
   RUN(test_node_killed_then_resume);
@@ -729,13 +601,6 @@ int main(void) {
   RUN(test_node_frozen);
   RUN(test_sigterm_stops_both);
   RUN(test_bad_usage);
-  printf("     total %.1f s\n", mono() - t0);
   redis_stop();
-  kill_all_kids();
-  if (!getenv("DD_KEEP_TMP")) {
-    rm_rf(tmp);
-  } else {
-    printf("     kept %s\n", tmp);
-  }
-  return test_summary();
+  return proc_main_end(tmp, NULL);
 }

@@ -1,15 +1,17 @@
-/* Child-process harness shared by the tests that run real processes (tests/test_daemon.c,
- * tests/test_deploy.c, tests/test_multinode.c): a monotonic clock and an EINTR-safe sleep; writing a file and rm -rf;
- * finding an executable on PATH; spawning with fork/execv (output appended to a log, stdin from
- * /dev/null, PR_SET_PDEATHSIG) into a table of children that are all killed at exit
- * (kill_all_kids, for atexit) or on a fatal signal (on_fatal_signal); bounded waits (wait_exit,
- * kill_wait); a free random loopback port; is_final for a job's state; and, where hiredis.h is
- * included first, redis_answers (a redis-server up and answering PING).
+/* Child-process harness shared by the tests that run real processes (tests/test_daemon*.c,
+ * tests/test_deploy*.c, tests/test_multinode.c): finding an executable on PATH; spawning with
+ * fork/execv (output appended to a log, stdin from /dev/null, PR_SET_PDEATHSIG) into a table of
+ * children that are all killed at exit (kill_all_kids, for atexit) or on a fatal signal
+ * (on_fatal_signal); bounded waits (wait_exit, kill_wait); exit_code and is_final (a job's state);
+ * the start and end of such a test's main (proc_main_begin, proc_main_end: the scratch folder, the
+ * signals, the watchdog); and, where hiredis.h is included first, a redis-server started
+ * (redis_spawn) until it answers (redis_answers) and stopped (redis_stop_pid). Clocks, sleeps and
+ * ports come from tests/test_net.h, files from tests/test_files.h.
  *
  * Before including it, define TEST_PROC_NAME (the program's name, for on_fatal_signal's message);
  * optionally MAX_KIDS (the most children at once, 32) and TEST_PROC_SIGPIPE_DFL (children start
- * with SIGPIPE at its default instead of inheriting the test's). main() sets test_pid = getpid()
- * first: spawn's children and kill_all_kids check it. */
+ * with SIGPIPE at its default instead of inheriting the test's). main() calls proc_main_begin
+ * first: it sets test_pid = getpid(), which spawn's children and kill_all_kids check. */
 #ifndef DD_TEST_PROC_H
 #define DD_TEST_PROC_H
 
@@ -31,47 +33,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test.h"
+#include "test_files.h"
+#include "test_net.h"
+
 #ifndef TEST_PROC_NAME
 #error "define TEST_PROC_NAME before including test_proc.h"
 #endif
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
-
-static inline double mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static inline void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-/* Writes a whole file; 1 when written (a failure to open is printed). */
-static inline int wfile(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static inline int wfile(const char *path, const char *fmt, ...) {
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
-    return 0;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(f, fmt, ap);
-  va_end(ap);
-  return fclose(f) == 0;
-}
-
-static inline int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  remove(path);
-  return 0;
-}
-
-/* rm -rf, without a shell (symlinks are removed, never followed). */
-static inline void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* An executable `name` on PATH, into buf. */
 static inline int find_exe(char *buf, size_t len, const char *name) {
@@ -90,6 +60,9 @@ static inline int find_exe(char *buf, size_t len, const char *name) {
 static inline int is_final(const char *s) {
   return s && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
 }
+
+/* The exit code of a wait status; -1 when it did not exit (a signal, or still running). */
+static inline int exit_code(int st) { return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1; }
 
 /* ---- child processes: all killed at exit --------------------------------------------------------- */
 
@@ -190,31 +163,41 @@ static inline void kill_wait(pid_t pid) {
   if (wait_exit(pid, 10000) == -1) fprintf(stderr, "pid %d did not die after SIGKILL\n", (int)pid);
 }
 
-/* ---- a free loopback port ---------------------------------------------------------------------------- */
+/* ---- main() -------------------------------------------------------------------------------------- */
 
-static inline int port_free(int port) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) return 0;
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
-  close(s);
-  return ok;
+static double proc__t0;
+
+/* The start of a process test's main(): test_pid, the scratch folder /tmp/dd_NAME.XXXXXX into
+ * `dir`, `at_exit` (NULL: kill_all_kids) registered with atexit, on_fatal_signal for SIGALRM,
+ * SIGINT and SIGTERM, SIGPIPE ignored, and a watchdog alarm after `alarm_s` (under ctest's
+ * timeout: never leave a daemon or redis-server behind). 0 on success. */
+static inline int proc_main_begin(char *dir, size_t len, const char *name, unsigned alarm_s, void (*at_exit)(void)) {
+  test_pid = getpid();
+  if (test_scratch_dir(dir, len, name)) return -1;
+  atexit(at_exit ? at_exit : kill_all_kids);
+  signal(SIGALRM, on_fatal_signal);
+  signal(SIGINT, on_fatal_signal);
+  signal(SIGTERM, on_fatal_signal);
+  signal(SIGPIPE, SIG_IGN);
+  alarm(alarm_s);
+  proc__t0 = mono();
+  return 0;
 }
 
-/* A random port in [20000, 60000) that was free a moment ago (after 50 tries, the last one). */
-static inline int random_port(void) {
-  static uint64_t x;
-  if (!x) x = ((uint64_t)getpid() << 32) ^ (uint64_t)(mono() * 1e6) ^ 0x9e3779b97f4a7c15ULL;
-  for (int k = 0; k < 50; k++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
-    int p = 20000 + (int)(x % 40000u);
-    if (port_free(p)) return p;
+/* The end of it: prints the total time, runs `kill_children` (NULL: kill_all_kids), removes `dir`
+ * unless DD_KEEP_TMP is set, and returns test_summary(). */
+static inline int proc_main_end(const char *dir, void (*kill_children)(void)) {
+  printf("     total %.1f s\n", mono() - proc__t0);
+  if (kill_children)
+    kill_children();
+  else
+    kill_all_kids();
+  if (!getenv("DD_KEEP_TMP")) {
+    rm_rf(dir);
+  } else {
+    printf("     kept %s\n", dir);
   }
-  return 20000 + (int)(x % 40000u);
+  return test_summary();
 }
 
 /* ---- with hiredis (included before this header): a redis-server that answers ----------------------- */
@@ -244,6 +227,45 @@ static inline int redis_answers(int port, pid_t pid, int ms) {
     sleep_ms(20);
   }
   return 0;
+}
+
+/* Starts redis-server `exe` on 127.0.0.1 in folder `dir`, its output appended to `log` (relative:
+ * to dir): with the config file `conf` and --port, or (conf NULL) as a throwaway server (no RDB
+ * snapshots, AOF when `aof`, protected mode, no log file of its own). On `port`, or (port 0) on a
+ * free random one, up to 8 tries. *port_out gets the port before `ready(port, pid, ms)` (NULL:
+ * redis_answers) is asked, for 10 s, whether it serves. Returns 1 with *pid_out set once it does;
+ * 0 when it does not (the server killed). */
+static inline int redis_spawn(const char *exe, const char *conf, int port, int aof, const char *dir, const char *log,
+                              int (*ready)(int port, pid_t pid, int ms), pid_t *pid_out, int *port_out) {
+  for (int attempt = 0; attempt < 8; attempt++) {
+    int p = port ? port : random_port();
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", p);
+    const char *plain[] = {exe, "--port", ps, "--bind", "127.0.0.1", "--save", "", "--appendonly", aof ? "yes" : "no",
+                           "--dir", dir, "--daemonize", "no", "--protected-mode", "yes", "--logfile", "", NULL};
+    const char *with_conf[] = {exe, conf, "--port", ps, NULL};
+    *port_out = p;
+    pid_t pid = spawn(conf ? with_conf : plain, dir, log);
+    if (pid < 0) return 0;
+    if ((ready ? ready : redis_answers)(p, pid, 10000)) {
+      *pid_out = pid;
+      return 1;
+    }
+    kill_wait(pid);
+    if (port) return 0; /* a fixed port: no other to try */
+  }
+  return 0;
+}
+
+/* SIGTERM to the redis-server *pid (a clean shutdown, which writes the AOF) and a bounded wait;
+ * SIGKILL when it does not exit. *pid becomes 0. Returns 1 when it exited by itself (or none ran). */
+static inline int redis_stop_pid(pid_t *pid) {
+  if (*pid <= 0) return 1;
+  kill(*pid, SIGTERM);
+  int st = wait_exit(*pid, 10000);
+  if (st == -1) kill_wait(*pid);
+  *pid = 0;
+  return st >= 0 && WIFEXITED(st);
 }
 #endif
 
