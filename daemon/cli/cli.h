@@ -24,9 +24,6 @@ typedef struct dd_train_nodes {
 } dd_train_nodes;
 int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device, const dd_train_nodes *tn);
 
-/* `distilld --config FILE`: the service (daemon/daemon.c). Exit 0 after SIGTERM/SIGINT. */
-int dd_cmd_daemon(const char *config_path);
-
 /* Client verbs on the Redis queue (daemon/cmd_client.c; keys in docs/redis.md). Each takes
  * [--config FILE] [--redis HOST:PORT] [--prefix P]. Exit status 0 ok, 1 failure, 2 usage. */
 int dd_cmd_submit(int argc, char **argv);

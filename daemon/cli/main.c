@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "common/cli_util.h"
 #include "cpu/cpu_blas.h"
+#include "service/daemon.h"
 
 static void usage(FILE *f) {
   fprintf(f,

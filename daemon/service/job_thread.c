@@ -1,0 +1,253 @@
+/* The job thread (service/job_thread.h): from a claimed slot to the job's final item in the ring. */
+#define _GNU_SOURCE
+#include "service/job_thread.h"
+
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/backend.h"
+#include "base/dd_error.h"
+#include "common/keys.h"
+#include "common/rdzv.h"
+#include "devices/devices.h"
+#include "format/textformat.h"
+#include "service/events.h"
+#include "service/log.h"
+#include "service/paths.h"
+#include "service/ring.h"
+#include "service/state.h"
+#include "train/distill.h"
+
+/* A multi-node job whose attempt fails in the collectives (a node lost) is handed back this many
+ * times at most before it fails for good. */
+#define DD_MULTINODE_ATTEMPTS 3
+
+/* One item for job j, filled by `fill` from `arg`; dropped (and counted) when the ring is past the
+ * limit for `prio`. */
+static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *, const void *), const void *arg) {
+  daemon_t *d = j->d;
+  ring_item *it = ring_reserve(&d->ring, prio);
+  if (!it) {
+    atomic_fetch_add(&j->dropped, 1);
+    return;
+  }
+  item_b b;
+  ib_begin(&b, it, ITEM_CMDS, (int)(j - d->slots));
+  it->seq = ++j->next_seq;
+  fill(&b, j, arg);
+  if (!b.ok) dlog(1, j->id, "an event did not fit its buffer and was not written to Redis");
+  ring_commit(d, &d->ring, b.ok);
+}
+
+/* hooks from the trainer (job thread) */
+static void h_log(void *ctx, int level, const char *msg) {
+  job_t *j = ctx;
+  dlog(level, j->id, "%s", msg);
+  log_arg a = {level, msg};
+  push_state_event(j, PRIO_EVENT, fill_log, &a);
+}
+static void h_progress(void *ctx, const dd_distill_progress *p) {
+  job_t *j = ctx;
+  dlog(3, j->id, "iter %d/%d loss %.5f %.1f img/s", p->iter, p->max_iter, p->loss, p->img_per_s);
+  push_state_event(j, PRIO_METRICS, fill_progress, p);
+}
+static void h_test(void *ctx, const dd_distill_test *t) {
+  job_t *j = ctx;
+  char line[512] = "";
+  size_t u = 0;
+  for (int i = 0; i < t->n && u < sizeof line; i++) u += (size_t)snprintf(line + u, sizeof line - u, " %s %.5g", t->names[i], t->values[i]);
+  dlog(2, j->id, "test at iter %d:%s", t->iter, line);
+  push_state_event(j, PRIO_EVENT, fill_test, t);
+}
+static void h_teacher(void *ctx, double acc, int batches) {
+  job_t *j = ctx;
+  dlog(2, j->id, "teacher accuracy %.4f (%d TEST batches)", acc, batches);
+  teacher_arg a = {acc, batches, j->checksum};
+  push_state_event(j, PRIO_EVENT, fill_teacher, &a);
+}
+static void h_snapshot(void *ctx, int iter, const char *model, const char *state) {
+  job_t *j = ctx;
+  dlog(2, j->id, "snapshot at iter %d: %s", iter, model);
+  snap_arg a = {iter, model, state};
+  push_state_event(j, PRIO_EVENT, fill_snapshot, &a);
+}
+static void h_started(void *ctx, int start_iter, uint64_t checksum) {
+  job_t *j = ctx;
+  j->checksum = checksum;
+  if (start_iter) dlog(2, j->id, "resumed from the snapshot at iter %d", start_iter);
+  start_arg sa = {j->name, start_iter};
+  push_state_event(j, PRIO_STATE, fill_start, &sa);
+}
+
+static int h_stop(void *ctx) {
+  job_t *j = ctx;
+  int s = atomic_load(&j->stop);
+  return s == STOP_NONE ? 0 : s == STOP_LOST ? DD_STOP_ABORT : DD_STOP_SNAPSHOT;
+}
+
+/* 1 when OUTPUT_DIR/snapshots holds a .solverstate already. */
+static int has_snapshots(const char *out_dir) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s/snapshots", out_dir);
+  DIR *dir = opendir(p);
+  if (!dir) return 0;
+  struct dirent *e;
+  int found = 0;
+  while (!found && (e = readdir(dir))) {
+    size_t n = strlen(e->d_name);
+    found = n > 11 && !strcmp(e->d_name + n - 11, ".solverstate");
+  }
+  closedir(dir);
+  return found;
+}
+
+/* A job with nodes > 1: this slot runs node j->join_node (0: the worker that claimed the job, which
+ * posts one join entry per other node and reports for the job). The nodes meet through the key
+ * PREFIX:job:ID:rdzv:ATTEMPT (rdzv.h); the ranks of the other nodes only take part and vote on
+ * stops. */
+static int run_multinode(job_t *j, Distilld__DistillJob *job, const dd_distill_hooks *hooks, int *iter, int *stopped,
+                         char *err, size_t errlen) {
+  daemon_t *d = j->d;
+  int node = j->join_node, n = job->n_device ? (int)job->n_device : 1;
+  int per = d->threads / n > 0 ? d->threads / n : 1;
+  if (node >= job->nodes)
+    return dd_errorf(DD_EINVAL, err, errlen, "a join entry for node %d, but the job runs on %d nodes", node, job->nodes);
+  char key[300];
+  dd_key(key, sizeof key, d->cfg->key_prefix, DD_KEY_JOB_RDZV, j->id, j->attempt);
+  const char *adv = d->cfg->advertise_host && d->cfg->advertise_host[0] ? d->cfg->advertise_host : NULL;
+  dd_redis_rdzv z;
+  dd_rendezvous rv;
+  int r = dd_redis_rdzv_init(&z, &rv, d->cfg, d->password, key, node, job->nodes, job->rendezvous_timeout_s * 1000, adv,
+                             err, errlen);
+  if (!r && node == 0) r = dd_redis_rdzv_post_joins(&z, d->k_jobs, j->id, j->attempt, job->nodes, err, errlen);
+  if (!r) {
+    dlog(2, j->id, "%s (attempt %d): node %d of %d, %d rank%s on %s%s here; waiting up to %d s for the other nodes",
+         job->name, j->attempt, node, job->nodes, n, n == 1 ? "" : "s", job->n_device ? job->device[0] : "cpu",
+         n > 1 ? ", ..." : "", job->rendezvous_timeout_s);
+    dd_distill_hooks h = node == 0 ? *hooks : (dd_distill_hooks){.ctx = j, .should_stop = h_stop};
+    r = dd_distill_run_nodes(job, NULL, dd_devices_builtin(), &rv, n, per, &h, node == 0 && j->attempt > 1, NULL, NULL, NULL, iter, stopped,
+                             err, errlen);
+  }
+  dd_redis_rdzv_close(&z);
+  return r;
+}
+
+void job_thread(void *arg) {
+  job_t *j = arg;
+  daemon_t *d = j->d;
+  char err[4096] = "";
+  int outcome = OUT_FAILED, iter = 0;
+  Distilld__DistillJob *job = NULL;
+  dd_backend *be = NULL;
+  dd_distill *dist = NULL;
+  snprintf(j->attempt_s, sizeof j->attempt_s, "%d", j->attempt);
+  if (j->early_error[0]) {
+    snprintf(err, sizeof err, "%s", j->early_error);
+    goto done;
+  }
+  char fname[128];
+  snprintf(fname, sizeof fname, "job %s", j->id);
+  if (dd_text_parse((ProtobufCMessage **)&job, &distilld__distill_job__descriptor, j->text, j->text_len, fname, err, sizeof err))
+    goto done;
+  /* the job's device must be one of this worker's (none named: the worker's first) */
+  const char *device = d->cfg->n_device ? d->cfg->device[0] : "cpu";
+  for (size_t k = 0; k < job->n_device; k++) {
+    int ok = d->cfg->n_device == 0 && !strcmp(job->device[k], "cpu");
+    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[k], d->cfg->device[i]);
+    if (!ok) {
+      snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
+      goto done;
+    }
+  }
+  if (job->n_device == 1) device = job->device[0];
+  if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
+  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) goto done;
+  if (!j->join_node && j->attempt == 1 && has_snapshots(job->output_dir)) {
+    snprintf(err, sizeof err,
+             "output_dir: \"%s\" already holds snapshots of an earlier run; give the job an output_dir of its own",
+             job->output_dir);
+    goto done;
+  }
+  dd_distill_hooks hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
+                            .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started};
+  snprintf(j->name, sizeof j->name, "%s", job->name);
+  int r, stopped = 0;
+  if (job->nodes > 1 || j->join_node) {
+    r = run_multinode(j, job, &hooks, &iter, &stopped, err, sizeof err);
+  } else if (job->n_device > 1) {
+    /* data parallel: one rank per device entry, threads of this job (core/distill.h) */
+    int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
+    dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", job->name, j->attempt, n, job->device[0]);
+    r = dd_distill_run_ranks(job, NULL, dd_devices_builtin(), n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
+  } else {
+    if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
+    dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));
+    if (dd_distill_create(&dist, job, NULL, be, &hooks, err, sizeof err)) goto done;
+    int resumed = 0;
+    if (j->attempt > 1 && dd_distill_resume(dist, &resumed, err, sizeof err)) goto done;
+    r = dd_distill_run(dist, err, sizeof err);
+    iter = dd_distill_iter(dist);
+    /* a stop flag raised after the last iteration is no stop: the solver says whether it stopped */
+    stopped = dd_distill_stopped(dist);
+  }
+  int stop = atomic_load(&j->stop);
+  if (r == DD_EIO && job->nodes > 1 && !j->join_node && (stop == STOP_HANDBACK || stop == STOP_CANCEL)) {
+    /* the nodes failed while this worker was stopping anyway (a rendezvous cut short by SIGTERM,
+     * a node lost during a cancel): what was asked for, not a failure */
+    dlog(1, j->id, "attempt %d: %s", j->attempt, err);
+    outcome = stop == STOP_CANCEL ? OUT_CANCELLED : OUT_HANDBACK;
+  } else if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < DD_MULTINODE_ATTEMPTS && stop == STOP_NONE) {
+    /* a node died, stopped answering or never came: the job goes back to the queue and resumes
+     * from its last snapshot, up to DD_MULTINODE_ATTEMPTS attempts */
+    char msg[4300];
+    snprintf(msg, sizeof msg, "attempt %d failed: %s; handing the job back to resume from its last snapshot (attempt %d "
+             "of at most %d)", j->attempt, err, j->attempt + 1, DD_MULTINODE_ATTEMPTS);
+    h_log(j, 1, msg);
+    outcome = OUT_HANDBACK;
+  } else if (r)
+    outcome = OUT_FAILED;
+  else if (stop == STOP_LOST)
+    outcome = OUT_LOST;
+  else if (stopped && stop == STOP_CANCEL)
+    outcome = OUT_CANCELLED;
+  else if (stopped && stop == STOP_HANDBACK)
+    outcome = OUT_HANDBACK;
+  else if (stopped && job->nodes > 1)
+    outcome = OUT_HANDBACK; /* another node stopped the job (its worker was stopped): back to the queue */
+  else
+    outcome = OUT_SUCCEEDED;
+done:
+  if (j->join_node) {
+    /* node 0's worker reports for the job; this one logs and writes nothing */
+    if (outcome == OUT_FAILED) dlog(0, j->id, "node %d failed: %s", j->join_node, err);
+    else dlog(2, j->id, "node %d: done at iter %d", j->join_node, iter);
+    outcome = OUT_LOST;
+    goto cleanup;
+  }
+  if (outcome == OUT_FAILED) dlog(0, j->id, "failed: %s", err);
+  else dlog(2, j->id, "%s at iter %d", outcome == OUT_SUCCEEDED ? "succeeded" : outcome == OUT_CANCELLED ? "cancelled" :
+                                      outcome == OUT_HANDBACK ? "stopped: handing it back" : "lost its lease: stopped", iter);
+cleanup:
+  dd_distill_destroy(dist);
+  dd_backend_destroy(be);
+  if (job) distilld__distill_job__free_unpacked(job, NULL);
+  done_arg a = {outcome, iter, outcome == OUT_FAILED ? err : NULL};
+  /* the final item must get into the ring: wait for room (the loop drains it) */
+  for (;;) {
+    ring_item *it = ring_reserve(&d->ring, PRIO_STATE);
+    if (it) {
+      item_b b;
+      ib_begin(&b, it, ITEM_DONE, (int)(j - d->slots));
+      fill_done(&b, j, &a);
+      it->kind = ITEM_DONE;
+      atomic_store(&j->exited, 1);
+      ring_commit(d, &d->ring, 1);
+      break;
+    }
+    usleep(100 * 1000);
+  }
+}

@@ -1,0 +1,17 @@
+/* The job thread: one per running job. It parses the job text of its slot, checks the job against
+ * the worker (its devices, the path policy, the resume rules), runs it through core (one device,
+ * ranks on this machine, or a node of a multi-node job meeting through common/rdzv.c), turns the
+ * trainer's hooks into ring items (service/events.h) and ends with exactly one ITEM_DONE item.
+ *
+ * Its side of the daemon's state (service/state.h): it reads the daemon's config, threads, paths,
+ * password, worker name and queue key, its own slot, and j->stop (set by the loop); it writes only
+ * the ring and the slot's `exited`, `dropped` and job-thread fields. */
+#ifndef DD_JOB_THREAD_H
+#define DD_JOB_THREAD_H
+
+/* The thread's body (uv_thread_create): `arg` is the job's slot (job_t *), claimed by the loop with
+ * its id, entry, owner, keys, text (or early_error) and attempt filled in. Returns when the job's
+ * final item is in the ring. */
+void job_thread(void *arg);
+
+#endif

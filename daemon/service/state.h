@@ -1,0 +1,76 @@
+/* The daemon's state, shared by the service's files: the daemon (daemon_t: the config, the worker's
+ * identity, the Redis connection, the timers, the ring) and its job slots (job_t). The loop
+ * (service/loop.c) owns both; a job's thread (service/job_thread.c) reads the config and its own
+ * slot, and talks back only through the ring and the slot's atomics (`stop`, `exited`, `dropped`). */
+#ifndef DD_STATE_H
+#define DD_STATE_H
+
+#include <hiredis/async.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "distill.pb-c.h"
+#include "service/paths.h"
+#include "service/ring.h"
+
+/* At most this many jobs at once (max_jobs is capped to it). */
+#define MAX_SLOTS 64
+
+/* STOP_*: what the loop asks of a running job (job_t.stop). OUT_*: how a job's thread ended. */
+enum { STOP_NONE, STOP_CANCEL, STOP_HANDBACK, STOP_LOST };
+enum { OUT_SUCCEEDED, OUT_FAILED, OUT_CANCELLED, OUT_HANDBACK, OUT_LOST };
+
+struct daemon;
+
+typedef struct {
+  int used, running, thread_started;
+  struct daemon *d;
+  char id[72], entry[64];
+  char owner[128]; /* this claim's token: the daemon's token + "/" + a claim counter */
+  char k_hash[160], k_metrics[176], k_events[176];
+  char *text; /* the entry's job text (owned) */
+  size_t text_len;
+  char early_error[512]; /* a bad entry: fail without building anything */
+  int attempt;
+  int join_node; /* > 0: this slot runs node join_node of a job whose node 0 runs elsewhere */
+  uv_thread_t thread;
+  atomic_int stop;     /* STOP_*: set by the loop, read by the job's thread each iteration */
+  atomic_int exited;   /* the job's thread has pushed its last item */
+  int cancel_inflight;
+  atomic_llong dropped;
+  /* used by the job thread only */
+  char attempt_s[16];
+  uint64_t next_seq;
+  char name[128];
+  uint64_t checksum;
+} job_t;
+
+typedef struct daemon {
+  uv_loop_t *loop;
+  Distilld__DaemonConfig *cfg;
+  char *password;
+  char worker[72], owner[96], host[256];
+  dd_paths paths;
+  int threads;
+  redisAsyncContext *ac;
+  int connected, down_logged;
+  uv_timer_t reconnect_timer, tick_timer, heartbeat_timer, drain_timer;
+  uv_async_t wake;
+  uv_signal_t sigterm, sigint;
+  int backoff_ms;
+  int draining, closing, signals;
+  int claim_inflight;
+  ring_t ring;
+  job_t slots[MAX_SLOTS];
+  int n_slots;
+  char k_jobs[96], k_index[96], k_worker[176], k_workers[96];
+  double started_at;
+  int64_t jobs_done;
+  uint64_t claims;
+  char autoclaim_cursor[64];
+  int exit_status;
+} daemon_t;
+
+#endif
