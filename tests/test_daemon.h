@@ -41,12 +41,6 @@ static inline int exists_in(const char *rel) {
   return access(p, F_OK) == 0;
 }
 
-/* Sanitizer reports in a daemon's log. */
-static inline int log_has_sanitizer_report(const char *log) {
-  return test_file_contains(log, "AddressSanitizer") || test_file_contains(log, "LeakSanitizer") ||
-         test_file_contains(log, "runtime error:") || test_file_contains(log, "ThreadSanitizer");
-}
-
 /* ---- redis-server ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -182,7 +176,7 @@ static inline void finish(void) {
       int st = daemon_term(d, 20000);
       CHECKF(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon %s: wait status %d at the end of the test", d->name, st);
     }
-    CHECKF(!log_has_sanitizer_report(d->log), "daemon %s: a sanitizer report in %s", d->name, d->log);
+    CHECKF(!test_log_has_sanitizer_report(d->log), "daemon %s: a sanitizer report in %s", d->name, d->log);
   }
   if (proxy_pid > 0) kill_wait(proxy_pid);
   proxy_pid = 0;

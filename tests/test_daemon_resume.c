@@ -146,7 +146,7 @@ DTEST(test_sigterm_handback) {
   CHECK(rint_cmd(-1, "XLEN %s", K("jobs")) == 1);
   CHECK(pending_jobs() == 0);
   CHECK(rint_cmd(-1, "EXISTS %s", K("worker:wa")) == 0);
-  CHECK(!log_has_sanitizer_report(a->log));
+  CHECK(!test_log_has_sanitizer_report(a->log));
   /* another daemon resumes it */
   dmn *b = daemon_start("wb", 1, 10, 1);
   REQUIRE(b);

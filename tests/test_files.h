@@ -1,7 +1,8 @@
 /* File helpers shared by the tests: reading a whole file (test_slurp) and searching it
- * (test_file_contains), the tail of a log on failure (test_print_tail), first and last lines,
- * copying, writing (wfile), rm -rf without a shell (rm_rf), counting a folder's files, and the
- * newest snapshot a job wrote (test_newest_snapshot: the highest N of NAME_iter_N.solverstate).
+ * (test_file_contains, test_log_has_sanitizer_report), the tail of a log on failure
+ * (test_print_tail), first and last lines, copying, writing (wfile), rm -rf without a shell
+ * (rm_rf), counting a folder's files, and the newest snapshot a job wrote (test_newest_snapshot:
+ * the highest N of NAME_iter_N.solverstate).
  * Needs _XOPEN_SOURCE 500 or _GNU_SOURCE (nftw) before the first system header. */
 #ifndef DD_TEST_FILES_H
 #define DD_TEST_FILES_H
@@ -46,6 +47,12 @@ static inline int test_file_contains(const char *path, const char *needle) {
   int found = buf && strstr(buf, needle) != NULL;
   free(buf);
   return found;
+}
+
+/* Whether a log holds a sanitizer's report (the ASan build's processes write them there). */
+static inline int test_log_has_sanitizer_report(const char *log) {
+  return test_file_contains(log, "AddressSanitizer") || test_file_contains(log, "LeakSanitizer") ||
+         test_file_contains(log, "runtime error:") || test_file_contains(log, "ThreadSanitizer");
 }
 
 /* 1 when `path` exists. */
