@@ -157,14 +157,17 @@ static void usage(void) {
           "                --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9]\n");
 }
 
-int main(int argc, char **argv) {
-  char err[2048], blas_err[512] = "";
-  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu_blas.h). Only the CPU
-   * backend needs it: a GPU machine without OpenBLAS still runs --device cuda:N. */
-  int no_blas = dd_cpu_ensure_fast_blas(blas_err, sizeof blas_err);
-  const char *device = "cpu", *tpath = NULL, *spath = NULL;
-  int threads = 2, iters = 10, warmup = 2;
-  float temp = 4.0f, alpha = 0.9f;
+/* ---- the benchmark, step by step ------------------------------------------------------------------ */
+
+typedef struct {
+  const char *device, *tpath, *spath;
+  int threads, iters, warmup;
+  float temp, alpha;
+} kd_opts;
+
+/* Reads the options into *o; -1 to go on, else the exit status (usage printed). */
+static int parse_args(kd_opts *o, int argc, char **argv) {
+  *o = (kd_opts){.device = "cpu", .threads = 2, .iters = 10, .warmup = 2, .temp = 4.0f, .alpha = 0.9f};
   for (int i = 1; i < argc; i += 2) { /* every option takes a value */
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -175,248 +178,307 @@ int main(int argc, char **argv) {
       usage();
       return 2;
     }
-    if (!strcmp(a, "--device")) device = v;
-    else if (!strcmp(a, "--iters")) iters = atoi(v);
-    else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-    else if (!strcmp(a, "--threads")) threads = atoi(v);
-    else if (!strcmp(a, "--teacher")) tpath = v;
-    else if (!strcmp(a, "--student")) spath = v;
-    else if (!strcmp(a, "--temperature")) temp = (float)atof(v);
-    else if (!strcmp(a, "--alpha")) alpha = (float)atof(v);
+    if (!strcmp(a, "--device")) o->device = v;
+    else if (!strcmp(a, "--iters")) o->iters = atoi(v);
+    else if (!strcmp(a, "--warmup")) o->warmup = atoi(v);
+    else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+    else if (!strcmp(a, "--teacher")) o->tpath = v;
+    else if (!strcmp(a, "--student")) o->spath = v;
+    else if (!strcmp(a, "--temperature")) o->temp = (float)atof(v);
+    else if (!strcmp(a, "--alpha")) o->alpha = (float)atof(v);
     else {
       usage();
       return 2;
     }
   }
-  if (!tpath || !spath) {
+  if (!o->tpath || !o->spath) {
     usage();
     return 2;
   }
-  if (!(temp > 0) || !(alpha >= 0 && alpha <= 1)) {
+  if (!(o->temp > 0) || !(o->alpha >= 0 && o->alpha <= 1)) {
     fprintf(stderr, "bench_kd: --temperature must be > 0 and --alpha in [0, 1]\n");
     return 2;
   }
-  if (threads < 1) threads = 1;
-  if (iters < 1) iters = 1;
-  if (warmup < 0) warmup = 0;
+  if (o->threads < 1) o->threads = 1;
+  if (o->iters < 1) o->iters = 1;
+  if (o->warmup < 0) o->warmup = 0;
+  return -1;
+}
 
-  int rc = 1;
-  dd_backend *be = NULL;
-  Caffe__NetParameter *tp = NULL, *sp = NULL;
-  Caffe__SolverParameter *solp = NULL;
-  dd_teacher teacher = {0};
-  dd_solver *solver = NULL;
-  float *host = NULL;
-  double *step_s = NULL, *teach_s = NULL;
-  char wpath[] = "/tmp/bench_kd_teacher_XXXXXX";
-  int wfd = -1;
-  const char *ce_top = NULL;
+/* Everything the benchmark holds; kd_free releases it. */
+typedef struct {
+  kd_opts o;
+  dd_backend *be;
+  Caffe__NetParameter *tp, *sp;
+  Caffe__SolverParameter *solp;
+  dd_teacher teacher;
+  dd_solver *solver;
+  hook_ctx hc;
+  float *host;
+  double *step_s, *teach_s; /* (warmup + iters), (iters) seconds */
+  char wpath[32];           /* the teacher's temporary .caffemodel */
+  int wfd;
+  const char *tname, *sname;
+  const char *sdata, *slabel, *slogits, *ce_top, *tinput, *tlogits;
+  int batch;
+  int64_t classes;
+  dd_net *sn;
+  dd_tensor *tin_t, *tl_t, *sd_t, *sl_t;
+  double ce0, kd0, ce1, kd1; /* the losses of the first and the last step */
+  char err[2048];
+} kd_bench;
 
-  if (no_blas && !strncmp(device, "cpu", 3)) {
-    fprintf(stderr, "bench_kd: %s\n", blas_err);
-    return 1;
-  }
-  if (no_blas) printf("(no OpenBLAS on this machine: %s; not needed on %s)\n", blas_err, device);
-  if (dd_backend_create(&be, device, threads, err, sizeof err)) {
-    fprintf(stderr, "bench_kd: %s\n", err);
-    return 1;
-  }
-  printf("device %s: %s\n", device, dd_backend_describe(be));
-  if (dd_net_read_text(&tp, tpath, err, sizeof err) || dd_net_read_text(&sp, spath, err, sizeof err)) {
-    fprintf(stderr, "bench_kd: %s\n", err);
-    goto done;
-  }
-  const char *tname = tp->name ? tp->name : tpath, *sname = sp->name ? sp->name : spath;
-
+/* The student's data, labels and logits; the teacher's input at the student's batch (as the
+ * trainer sets it), its random weights, then the teacher itself, frozen and folded. */
+static int build_teacher(kd_bench *b) {
   /* the student's inputs: the first Input layer's tops are the data and the labels */
-  Caffe__LayerParameter *sin = first_input(sp);
-  const char *slogits = last_ip_top(sp);
+  Caffe__LayerParameter *sin = first_input(b->sp);
+  b->slogits = last_ip_top(b->sp);
   if (!sin || sin->n_top < 2 || !sin->input_param || sin->input_param->n_shape < 1 ||
-      sin->input_param->shape[0]->n_dim < 1 || !slogits) {
+      sin->input_param->shape[0]->n_dim < 1 || !b->slogits) {
     fprintf(stderr, "bench_kd: %s: the student needs an Input layer with tops data and label (gen_wrn.py --mode bench) "
-                    "and an InnerProduct for its logits\n", spath);
-    goto done;
+                    "and an InnerProduct for its logits\n", b->o.spath);
+    return 1;
   }
-  char *sdata = sin->top[0], *slabel = sin->top[1];
-  int batch = (int)sin->input_param->shape[0]->dim[0];
+  b->sdata = sin->top[0], b->slabel = sin->top[1];
+  b->batch = (int)sin->input_param->shape[0]->dim[0];
 
   /* the teacher: its Input takes the student's batch (as the trainer sets it) */
-  Caffe__LayerParameter *tin = first_input(tp);
+  Caffe__LayerParameter *tin = first_input(b->tp);
   if (!tin || !tin->input_param || tin->input_param->n_shape < 1 || tin->input_param->shape[0]->n_dim < 1) {
-    fprintf(stderr, "bench_kd: %s: a deploy net with an Input layer (and its shape) is needed\n", tpath);
-    goto done;
+    fprintf(stderr, "bench_kd: %s: a deploy net with an Input layer (and its shape) is needed\n", b->o.tpath);
+    return 1;
   }
-  tin->input_param->shape[0]->dim[0] = batch;
-  const char *tinput = tin->top[0];
-  if ((wfd = mkstemp(wpath)) < 0) {
+  tin->input_param->shape[0]->dim[0] = b->batch;
+  b->tinput = tin->top[0];
+  if ((b->wfd = mkstemp(b->wpath)) < 0) {
     perror("bench_kd: mkstemp");
-    goto done;
+    return 1;
   }
-  close(wfd);
+  close(b->wfd);
   double t0 = now();
-  if (write_teacher_weights(tp, be, wpath, err, sizeof err)) {
-    fprintf(stderr, "bench_kd: teacher weights: %s\n", err);
-    goto done;
+  if (write_teacher_weights(b->tp, b->be, b->wpath, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: teacher weights: %s\n", b->err);
+    return 1;
   }
-  const char *wlist[1] = {wpath};
-  int r = dd_teacher_create(&teacher, tp, wlist, 1, be, 1, err, sizeof err);
-  unlink(wpath);
+  const char *wlist[1] = {b->wpath};
+  int r = dd_teacher_create(&b->teacher, b->tp, wlist, 1, b->be, 1, b->err, sizeof b->err);
+  unlink(b->wpath);
   if (r) {
-    fprintf(stderr, "bench_kd: teacher: %s\n", err);
-    goto done;
+    fprintf(stderr, "bench_kd: teacher: %s\n", b->err);
+    return 1;
   }
-  const char *tlogits = last_ip_top(teacher.net->param);
-  dd_tensor *tin_t = dd_net_blob(teacher.net, tinput), *tl_t = tlogits ? dd_net_blob(teacher.net, tlogits) : NULL;
-  if (!tin_t || !tl_t) {
-    fprintf(stderr, "bench_kd: %s: the teacher has no input or logits (last InnerProduct) blob\n", tpath);
-    goto done;
+  b->tlogits = last_ip_top(b->teacher.net->param);
+  b->tin_t = dd_net_blob(b->teacher.net, b->tinput);
+  b->tl_t = b->tlogits ? dd_net_blob(b->teacher.net, b->tlogits) : NULL;
+  if (!b->tin_t || !b->tl_t) {
+    fprintf(stderr, "bench_kd: %s: the teacher has no input or logits (last InnerProduct) blob\n", b->o.tpath);
+    return 1;
   }
   printf("teacher %s: %zu layers after folding (%d BatchNorm+Scale pairs into convolutions, %d into a Scale), "
          "built in %.1f s\n",
-         tname, teacher.net->n_layers, teacher.folded_conv, teacher.folded_scale, now() - t0);
+         b->tname, b->teacher.net->n_layers, b->teacher.folded_conv, b->teacher.folded_scale, now() - t0);
+  return 0;
+}
 
-  /* the student's distillation terms, as dd_distill_create writes them */
-  {
-    char sh[256], text[2048];
-    size_t used = (size_t)snprintf(sh, sizeof sh, "shape {");
-    for (int d = 0; d < tl_t->shape.ndim && used < sizeof sh; d++)
-      used += (size_t)snprintf(sh + used, sizeof sh - used, " dim: %lld", (long long)tl_t->shape.dims[d]);
-    if (used < sizeof sh) snprintf(sh + used, sizeof sh - used, " }");
-    snprintf(text, sizeof text,
-             "layer { name: 'distill_teacher_logits' type: 'Input' top: 'distill_teacher_logits' input_param { %s } "
-             "include { phase: TRAIN } }\n"
-             "layer { name: 'kd_loss' type: 'KDLoss' bottom: '%s' bottom: 'distill_teacher_logits' top: 'kd_loss' "
-             "loss_weight: %.9g distill_loss_param { temperature: %.9g } include { phase: TRAIN } }\n",
-             sh, slogits, alpha, temp);
-    if (append_text(sp, text, err, sizeof err)) {
-      fprintf(stderr, "bench_kd: %s\n", err);
-      goto done;
-    }
-    for (size_t i = 0; i < sp->n_layer; i++) {
-      Caffe__LayerParameter *lp = sp->layer[i];
-      if (!lp->type || strcmp(lp->type, "SoftmaxWithLoss") || lp->n_bottom < 1 || strcmp(lp->bottom[0], slogits)) continue;
-      float *lw = realloc(lp->loss_weight, (lp->n_top + 1) * sizeof *lw);
-      if (!lw) goto done;
-      lp->loss_weight = lw;
-      for (size_t k = 0; k < lp->n_top; k++) lw[k] = k == 0 ? 1.0f - alpha : 0.0f;
-      lp->n_loss_weight = lp->n_top;
-      if (lp->n_top > 0) ce_top = lp->top[0];
-    }
+/* The student's distillation terms, as dd_distill_create writes them: an Input for the teacher's
+ * logits, a KDLoss with loss_weight alpha, and 1 - alpha on the cross entropy. */
+static int add_distill_terms(kd_bench *b) {
+  char sh[256], text[2048];
+  size_t used = (size_t)snprintf(sh, sizeof sh, "shape {");
+  for (int d = 0; d < b->tl_t->shape.ndim && used < sizeof sh; d++)
+    used += (size_t)snprintf(sh + used, sizeof sh - used, " dim: %lld", (long long)b->tl_t->shape.dims[d]);
+  if (used < sizeof sh) snprintf(sh + used, sizeof sh - used, " }");
+  snprintf(text, sizeof text,
+           "layer { name: 'distill_teacher_logits' type: 'Input' top: 'distill_teacher_logits' input_param { %s } "
+           "include { phase: TRAIN } }\n"
+           "layer { name: 'kd_loss' type: 'KDLoss' bottom: '%s' bottom: 'distill_teacher_logits' top: 'kd_loss' "
+           "loss_weight: %.9g distill_loss_param { temperature: %.9g } include { phase: TRAIN } }\n",
+           sh, b->slogits, b->o.alpha, b->o.temp);
+  if (append_text(b->sp, text, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: %s\n", b->err);
+    return 1;
   }
+  for (size_t i = 0; i < b->sp->n_layer; i++) {
+    Caffe__LayerParameter *lp = b->sp->layer[i];
+    if (!lp->type || strcmp(lp->type, "SoftmaxWithLoss") || lp->n_bottom < 1 || strcmp(lp->bottom[0], b->slogits)) continue;
+    float *lw = realloc(lp->loss_weight, (lp->n_top + 1) * sizeof *lw);
+    if (!lw) return 1;
+    lp->loss_weight = lw;
+    for (size_t k = 0; k < lp->n_top; k++) lw[k] = k == 0 ? 1.0f - b->o.alpha : 0.0f;
+    lp->n_loss_weight = lp->n_top;
+    if (lp->n_top > 0) b->ce_top = lp->top[0];
+  }
+  return 0;
+}
+
+/* The student's solver (SGD, the trainer's before_forward hook), checked against the teacher. */
+static int build_student(kd_bench *b) {
   const char *soltext = "type: 'SGD' base_lr: 0.01 lr_policy: 'fixed' momentum: 0.9 weight_decay: 0.0005 "
                         "max_iter: 1000000000 display: 0 snapshot: 0 snapshot_after_train: false random_seed: 1";
-  if (dd_text_parse((ProtobufCMessage **)&solp, &caffe__solver_parameter__descriptor, soltext, strlen(soltext),
-                    "<bench_kd solver>", err, sizeof err)) {
-    fprintf(stderr, "bench_kd: %s\n", err);
-    goto done;
+  if (dd_text_parse((ProtobufCMessage **)&b->solp, &caffe__solver_parameter__descriptor, soltext, strlen(soltext),
+                    "<bench_kd solver>", b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: %s\n", b->err);
+    return 1;
   }
-  hook_ctx hc = {.be = be, .teacher = teacher.net, .teacher_logits = tlogits};
-  dd_solver_hooks hooks = {.ctx = &hc, .before_forward = before_forward};
-  if (dd_solver_create(&solver, solp, sp, be, 1, &hooks, err, sizeof err)) {
-    fprintf(stderr, "bench_kd: student: %s\n", err);
-    goto done;
+  b->hc = (hook_ctx){.be = b->be, .teacher = b->teacher.net, .teacher_logits = b->tlogits};
+  dd_solver_hooks hooks = {.ctx = &b->hc, .before_forward = before_forward};
+  if (dd_solver_create(&b->solver, b->solp, b->sp, b->be, 1, &hooks, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: student: %s\n", b->err);
+    return 1;
   }
-  dd_net *sn = dd_solver_net(solver);
-  dd_tensor *sd_t = dd_net_blob(sn, sdata), *sl_t = dd_net_blob(sn, slabel), *slog_t = dd_net_blob(sn, slogits);
-  if (!sd_t || !sl_t || !slog_t || !dd_shape_equal(&sd_t->shape, &tin_t->shape) ||
-      !dd_shape_equal(&slog_t->shape, &tl_t->shape)) {
-    char a[64] = "?", b[64] = "?", c[64] = "?", d[64] = "?";
-    if (sd_t) dd_shape_str(&sd_t->shape, a, sizeof a);
-    dd_shape_str(&tin_t->shape, b, sizeof b);
-    if (slog_t) dd_shape_str(&slog_t->shape, c, sizeof c);
-    dd_shape_str(&tl_t->shape, d, sizeof d);
+  b->sn = dd_solver_net(b->solver);
+  dd_tensor *sd_t = dd_net_blob(b->sn, b->sdata), *sl_t = dd_net_blob(b->sn, b->slabel),
+            *slog_t = dd_net_blob(b->sn, b->slogits);
+  if (!sd_t || !sl_t || !slog_t || !dd_shape_equal(&sd_t->shape, &b->tin_t->shape) ||
+      !dd_shape_equal(&slog_t->shape, &b->tl_t->shape)) {
+    char x[64] = "?", y[64] = "?", z[64] = "?", w[64] = "?";
+    if (sd_t) dd_shape_str(&sd_t->shape, x, sizeof x);
+    dd_shape_str(&b->tin_t->shape, y, sizeof y);
+    if (slog_t) dd_shape_str(&slog_t->shape, z, sizeof z);
+    dd_shape_str(&b->tl_t->shape, w, sizeof w);
     fprintf(stderr, "bench_kd: student data %s / teacher input %s, student logits %s / teacher logits %s: they must agree\n",
-            a, b, c, d);
-    goto done;
+            x, y, z, w);
+    return 1;
   }
-  int64_t classes = slog_t->count / batch;
+  b->sd_t = sd_t, b->sl_t = sl_t;
+  b->classes = slog_t->count / b->batch;
+  return 0;
+}
 
-  /* synthetic data, uploaded once */
-  int64_t nh = sd_t->count > sl_t->count ? sd_t->count : sl_t->count;
-  host = malloc((size_t)nh * sizeof *host);
-  step_s = calloc((size_t)(warmup + iters), sizeof *step_s);
-  teach_s = calloc((size_t)iters, sizeof *teach_s);
-  if (!host || !step_s || !teach_s) {
+/* Synthetic data, uploaded once: fixed pseudo-random images (student and teacher), labels i mod
+ * classes. */
+static int upload_data(kd_bench *b) {
+  int64_t nh = b->sd_t->count > b->sl_t->count ? b->sd_t->count : b->sl_t->count;
+  b->host = malloc((size_t)nh * sizeof *b->host);
+  b->step_s = calloc((size_t)(b->o.warmup + b->o.iters), sizeof *b->step_s);
+  b->teach_s = calloc((size_t)b->o.iters, sizeof *b->teach_s);
+  if (!b->host || !b->step_s || !b->teach_s) {
     fprintf(stderr, "bench_kd: out of memory\n");
-    goto done;
+    return 1;
   }
   uint32_t s = 12345;
-  for (int64_t i = 0; i < sd_t->count; i++) {
+  for (int64_t i = 0; i < b->sd_t->count; i++) {
     s = s * 1664525u + 1013904223u;
-    host[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    b->host[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
   }
-  dd_tensor_set_data(sd_t, host);
-  dd_tensor_set_data(tin_t, host);
-  for (int64_t i = 0; i < sl_t->count; i++) host[i] = (float)(i % classes);
-  dd_tensor_set_data(sl_t, host);
-  be->ops->synchronize(be);
+  dd_tensor_set_data(b->sd_t, b->host);
+  dd_tensor_set_data(b->tin_t, b->host);
+  for (int64_t i = 0; i < b->sl_t->count; i++) b->host[i] = (float)(i % b->classes);
+  dd_tensor_set_data(b->sl_t, b->host);
+  b->be->ops->synchronize(b->be);
+  return 0;
+}
 
-  double ce0 = NAN, kd0 = NAN, ce1 = NAN, kd1 = NAN;
-  for (int it = 0; it < warmup + iters; it++) {
+/* The timed steps (warm-up first), then the teacher's forward alone; the backend's status and the
+ * teacher's checksum afterwards. */
+static int run_steps(kd_bench *b) {
+  dd_backend *be = b->be;
+  b->ce0 = b->kd0 = b->ce1 = b->kd1 = NAN;
+  for (int it = 0; it < b->o.warmup + b->o.iters; it++) {
     double a = now();
-    if (dd_solver_step(solver, 1, err, sizeof err)) {
-      fprintf(stderr, "bench_kd: step %d: %s%s%s\n", it, err, hc.failed ? ": " : "", hc.failed ? hc.msg : "");
-      goto done;
+    if (dd_solver_step(b->solver, 1, b->err, sizeof b->err)) {
+      fprintf(stderr, "bench_kd: step %d: %s%s%s\n", it, b->err, b->hc.failed ? ": " : "", b->hc.failed ? b->hc.msg : "");
+      return 1;
     }
     be->ops->synchronize(be);
-    step_s[it] = now() - a;
+    b->step_s[it] = now() - a;
     if (it == 0) {
-      ce0 = ce_top ? blob_scalar(sn, ce_top) : 0;
-      kd0 = blob_scalar(sn, "kd_loss");
+      b->ce0 = b->ce_top ? blob_scalar(b->sn, b->ce_top) : 0;
+      b->kd0 = blob_scalar(b->sn, "kd_loss");
     }
   }
-  ce1 = ce_top ? blob_scalar(sn, ce_top) : 0;
-  kd1 = blob_scalar(sn, "kd_loss");
+  b->ce1 = b->ce_top ? blob_scalar(b->sn, b->ce_top) : 0;
+  b->kd1 = blob_scalar(b->sn, "kd_loss");
   /* the teacher's forward alone, for the split (not part of the step above) */
-  for (int it = 0; it < iters; it++) {
+  for (int it = 0; it < b->o.iters; it++) {
     be->ops->synchronize(be);
     double a = now();
-    if (dd_net_forward(teacher.net, NULL)) {
-      fprintf(stderr, "bench_kd: teacher: %s\n", teacher.net->status_msg);
-      goto done;
+    if (dd_net_forward(b->teacher.net, NULL)) {
+      fprintf(stderr, "bench_kd: teacher: %s\n", b->teacher.net->status_msg);
+      return 1;
     }
     be->ops->synchronize(be);
-    teach_s[it] = now() - a;
+    b->teach_s[it] = now() - a;
   }
-  if (be->ops->status && (r = be->ops->status(be, err, sizeof err))) {
-    fprintf(stderr, "bench_kd: the backend failed: %s\n", err);
-    goto done;
+  if (be->ops->status && be->ops->status(be, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: the backend failed: %s\n", b->err);
+    return 1;
   }
-  if (dd_teacher_verify(&teacher, err, sizeof err)) {
-    fprintf(stderr, "bench_kd: %s\n", err);
-    goto done;
+  if (dd_teacher_verify(&b->teacher, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: %s\n", b->err);
+    return 1;
   }
-  double *timed = step_s + warmup;
+  return 0;
+}
+
+/* The report: medians, the split, images/s, and the RESULT line for scripts. */
+static int report(kd_bench *b) {
+  int iters = b->o.iters, batch = b->batch;
+  double *timed = b->step_s + b->o.warmup;
   double tmin = 1e30, tmax = 0;
   for (int i = 0; i < iters; i++) {
     if (timed[i] < tmin) tmin = timed[i];
     if (timed[i] > tmax) tmax = timed[i];
   }
-  double med = median(timed, iters), tmed = median(teach_s, iters);
-  printf("\nKD step %s -> %s on %s: batch %d, %lld classes, T %g, alpha %g\n", tname, sname, device, batch,
-         (long long)classes, temp, alpha);
-  printf("  losses: first step CE %.4f KD %.4f; last step CE %.4f KD %.4f\n", ce0, kd0, ce1, kd1);
+  double med = median(timed, iters), tmed = median(b->teach_s, iters);
+  printf("\nKD step %s -> %s on %s: batch %d, %lld classes, T %g, alpha %g\n", b->tname, b->sname, b->o.device, batch,
+         (long long)b->classes, b->o.temp, b->o.alpha);
+  printf("  losses: first step CE %.4f KD %.4f; last step CE %.4f KD %.4f\n", b->ce0, b->kd0, b->ce1, b->kd1);
   printf("  step (teacher forward + student forward + backward + SGD): median %.2f ms over %d (min %.2f, max %.2f), "
-         "%d warm-up\n", med * 1e3, iters, tmin * 1e3, tmax * 1e3, warmup);
+         "%d warm-up\n", med * 1e3, iters, tmin * 1e3, tmax * 1e3, b->o.warmup);
   printf("  teacher forward alone: median %.2f ms (%.0f%% of the step)\n", tmed * 1e3, 100 * tmed / med);
   printf("  %.1f images/s; teacher checksum unchanged\n", batch / med);
-  if (!isfinite(ce1) || !isfinite(kd1)) {
-    fprintf(stderr, "bench_kd: the losses are not finite (CE %g, KD %g)\n", ce1, kd1);
-    goto done;
+  if (!isfinite(b->ce1) || !isfinite(b->kd1)) {
+    fprintf(stderr, "bench_kd: the losses are not finite (CE %g, KD %g)\n", b->ce1, b->kd1);
+    return 1;
   }
-  printf("RESULT teacher=%s student=%s device=%s batch=%d ms=%.2f img_s=%.2f teacher_ms=%.2f mode=fp32 impl=distilld\n", tname, sname,
-         device, batch, med * 1e3, batch / med, tmed * 1e3);
-  rc = 0;
-done:
-  if (wfd >= 0) unlink(wpath);
-  free(host);
-  free(step_s);
-  free(teach_s);
-  dd_solver_destroy(solver);
-  dd_teacher_destroy(&teacher);
-  if (solp) caffe__solver_parameter__free_unpacked(solp, NULL);
-  if (sp) caffe__net_parameter__free_unpacked(sp, NULL);
-  if (tp) caffe__net_parameter__free_unpacked(tp, NULL);
-  dd_backend_destroy(be);
+  printf("RESULT teacher=%s student=%s device=%s batch=%d ms=%.2f img_s=%.2f teacher_ms=%.2f mode=fp32 impl=distilld\n",
+         b->tname, b->sname, b->o.device, batch, med * 1e3, batch / med, tmed * 1e3);
+  return 0;
+}
+
+static void kd_free(kd_bench *b) {
+  if (b->wfd >= 0) unlink(b->wpath);
+  free(b->host);
+  free(b->step_s);
+  free(b->teach_s);
+  dd_solver_destroy(b->solver);
+  dd_teacher_destroy(&b->teacher);
+  if (b->solp) caffe__solver_parameter__free_unpacked(b->solp, NULL);
+  if (b->sp) caffe__net_parameter__free_unpacked(b->sp, NULL);
+  if (b->tp) caffe__net_parameter__free_unpacked(b->tp, NULL);
+  dd_backend_destroy(b->be);
+}
+
+int main(int argc, char **argv) {
+  char blas_err[512] = "";
+  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu_blas.h). Only the CPU
+   * backend needs it: a GPU machine without OpenBLAS still runs --device cuda:N. */
+  int no_blas = dd_cpu_ensure_fast_blas(blas_err, sizeof blas_err);
+  static kd_bench b = {.wfd = -1, .wpath = "/tmp/bench_kd_teacher_XXXXXX"};
+  int rc = parse_args(&b.o, argc, argv);
+  if (rc >= 0) return rc;
+  const char *device = b.o.device;
+  if (no_blas && !strncmp(device, "cpu", 3)) {
+    fprintf(stderr, "bench_kd: %s\n", blas_err);
+    return 1;
+  }
+  if (no_blas) printf("(no OpenBLAS on this machine: %s; not needed on %s)\n", blas_err, device);
+  if (dd_backend_create(&b.be, device, b.o.threads, b.err, sizeof b.err)) {
+    fprintf(stderr, "bench_kd: %s\n", b.err);
+    return 1;
+  }
+  printf("device %s: %s\n", device, dd_backend_describe(b.be));
+  rc = 1;
+  if (dd_net_read_text(&b.tp, b.o.tpath, b.err, sizeof b.err) || dd_net_read_text(&b.sp, b.o.spath, b.err, sizeof b.err)) {
+    fprintf(stderr, "bench_kd: %s\n", b.err);
+  } else {
+    b.tname = b.tp->name ? b.tp->name : b.o.tpath, b.sname = b.sp->name ? b.sp->name : b.o.spath;
+    if (!build_teacher(&b) && !add_distill_terms(&b) && !build_student(&b) && !upload_data(&b) && !run_steps(&b) &&
+        !report(&b))
+      rc = 0;
+  }
+  kd_free(&b);
   return rc;
 }

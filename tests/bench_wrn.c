@@ -99,58 +99,86 @@ static double layer_macs(const dd_layer *l) {
   return (double)l->top[0]->count * (double)(l->params[0]->count / oc);
 }
 
-static int bench_net(dd_backend *be, const char *path, int iters, int warmup, int per_layer) {
+/* One net's run: the net, its synthetic data, the momentum history, and the clocks. */
+typedef struct {
+  dd_backend *be;
+  const char *path;
+  Caffe__NetParameter *p;
+  dd_net *n;
+  int iters, warmup, batch;
+  float *h, **hist;   /* host staging; (n_params) momentum buffers */
+  double *lf, *lb;    /* (n_layers) forward / backward seconds summed over the timed steps */
+  double *step_s;     /* (warmup + iters) seconds per step */
+  double loss;        /* of the last step */
+} wrn_run;
+
+static void wrn_free(wrn_run *w) {
+  for (size_t i = 0; w->hist && i < w->n->n_params; i++)
+    if (w->hist[i]) w->be->ops->free(w->be, w->hist[i]);
+  free(w->hist);
+  free(w->h);
+  free(w->lf);
+  free(w->lb);
+  free(w->step_s);
+  dd_net_destroy(w->n);
+  if (w->p) caffe__net_parameter__free_unpacked(w->p, NULL);
+}
+
+/* Builds the TRAIN net at w->path, fills "data" with a fixed pseudo-random pattern and "label"
+ * with i mod classes, and allocates the momentum history and the clocks. 0 on success. */
+static int wrn_setup(wrn_run *w) {
   char err[2048];
-  Caffe__NetParameter *p = NULL;
-  dd_net *n = NULL;
-  if (dd_net_read_text(&p, path, err, sizeof err) ||
-      dd_net_create(&n, p, CAFFE__PHASE__TRAIN, be, 1, NULL, err, sizeof err)) {
+  dd_backend *be = w->be;
+  if (dd_net_read_text(&w->p, w->path, err, sizeof err) ||
+      dd_net_create(&w->n, w->p, CAFFE__PHASE__TRAIN, be, 1, NULL, err, sizeof err)) {
     fprintf(stderr, "bench_wrn: %s\n", err);
-    if (p) caffe__net_parameter__free_unpacked(p, NULL);
     return 1;
   }
+  dd_net *n = w->n;
   dd_tensor *data = dd_net_blob(n, "data"), *label = dd_net_blob(n, "label");
   int64_t classes = 0;
   for (size_t i = 0; i < n->n_layers; i++)
     if (!strcmp(n->layers[i].ops->type, "SoftmaxWithLoss")) classes = n->layers[i].bottom[0]->shape.dims[1];
   if (!data || !label || classes <= 0) {
-    fprintf(stderr, "bench_wrn: %s: needs Input tops \"data\" and \"label\" and a SoftmaxWithLoss\n", path);
-    dd_net_destroy(n);
-    caffe__net_parameter__free_unpacked(p, NULL);
+    fprintf(stderr, "bench_wrn: %s: needs Input tops \"data\" and \"label\" and a SoftmaxWithLoss\n", w->path);
     return 1;
   }
-  int batch = (int)data->shape.dims[0];
-  float *h = malloc((size_t)(data->count > label->count ? data->count : label->count) * sizeof *h);
-  float **hist = calloc(n->n_params, sizeof *hist);
-  size_t nl = n->n_layers;
-  double *lf = calloc(nl, sizeof *lf), *lb = calloc(nl, sizeof *lb);
-  int steps = warmup + iters;
-  double *step_s = calloc((size_t)steps, sizeof *step_s);
-  type_time types[64];
-  int n_types = 0;
-  if (!h || !hist || !lf || !lb || !step_s) {
+  w->batch = (int)data->shape.dims[0];
+  w->h = malloc((size_t)(data->count > label->count ? data->count : label->count) * sizeof *w->h);
+  w->hist = calloc(n->n_params, sizeof *w->hist);
+  w->lf = calloc(n->n_layers, sizeof *w->lf);
+  w->lb = calloc(n->n_layers, sizeof *w->lb);
+  w->step_s = calloc((size_t)(w->warmup + w->iters), sizeof *w->step_s);
+  if (!w->h || !w->hist || !w->lf || !w->lb || !w->step_s) {
     fprintf(stderr, "bench_wrn: out of memory\n");
     return 1;
   }
   uint32_t s = 12345;
   for (int64_t i = 0; i < data->count; i++) {
     s = s * 1664525u + 1013904223u;
-    h[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    w->h[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
   }
-  dd_tensor_set_data(data, h);
-  for (int64_t i = 0; i < label->count; i++) h[i] = (float)(i % classes);
-  dd_tensor_set_data(label, h);
+  dd_tensor_set_data(data, w->h);
+  for (int64_t i = 0; i < label->count; i++) w->h[i] = (float)(i % classes);
+  dd_tensor_set_data(label, w->h);
   for (size_t i = 0; i < n->n_params; i++) {
-    hist[i] = be->ops->alloc(be, (size_t)n->params[i].t->count * sizeof(float));
-    if (!hist[i]) {
+    w->hist[i] = be->ops->alloc(be, (size_t)n->params[i].t->count * sizeof(float));
+    if (!w->hist[i]) {
       fprintf(stderr, "bench_wrn: out of memory\n");
       return 1;
     }
   }
+  return 0;
+}
 
-  double loss = 0;
-  for (int it = 0; it < steps; it++) {
-    int timed = it >= warmup;
+/* The warm-up and timed steps: dd_net_forward and dd_net_backward with a clock around each
+ * layer, then SGD as Caffe's solver (lr 0.01, momentum 0.9, weight decay 5e-4). */
+static void wrn_train(wrn_run *w) {
+  dd_backend *be = w->be;
+  dd_net *n = w->n;
+  size_t nl = n->n_layers;
+  for (int it = 0; it < w->warmup + w->iters; it++) {
+    int timed = it >= w->warmup;
     double t0 = now();
     dd_net_clear_param_diffs(n);
     /* dd_net_forward and dd_net_backward, with a clock around each layer */
@@ -159,65 +187,47 @@ static int bench_net(dd_backend *be, const char *path, int iters, int warmup, in
       dd_layer *l = &n->layers[i];
       double a = now();
       l->ops->forward(l);
-      if (timed) lf[i] += now() - a;
+      if (timed) w->lf[i] += now() - a;
       for (int t = 0; t < l->nt; t++)
         if (l->loss_weight[t] != 0)
           total += be->ops->dot(be, l->top[t]->count, l->top[t]->data, l->top[t]->diff);
     }
     n->iter++;
-    loss = total;
+    w->loss = total;
     for (size_t i = nl; i-- > 0;) {
       dd_layer *l = &n->layers[i];
       if (!n->graph->layers[i].need_backward || !l->ops->backward) continue;
       double a = now();
       l->ops->backward(l);
-      if (timed) lb[i] += now() - a;
+      if (timed) w->lb[i] += now() - a;
     }
     /* SGD as Caffe's solver: lr 0.01, momentum 0.9, weight decay 5e-4 */
     for (size_t i = 0; i < n->n_params; i++) {
       dd_net_param *np = &n->params[i];
       if (np->lr_mult == 0) continue;
       be->ops->regularize(be, np->t->count, np->t->diff, np->t->data, 5e-4f * np->decay_mult, 0);
-      be->ops->sgd_update(be, np->t->count, np->t->data, np->t->diff, hist[i], 0.01f * np->lr_mult, 0.9f, 0);
+      be->ops->sgd_update(be, np->t->count, np->t->data, np->t->diff, w->hist[i], 0.01f * np->lr_mult, 0.9f, 0);
     }
-    step_s[it] = now() - t0;
+    w->step_s[it] = now() - t0;
   }
+}
 
-  /* FLOP counts */
-  double macs_fwd = 0, macs_run = 0;
-  for (size_t i = 0; i < nl; i++) {
-    dd_layer *l = &n->layers[i];
-    double m = layer_macs(l);
-    if (m == 0) continue;
-    macs_fwd += m;
-    macs_run += m;
-    if (n->graph->layers[i].need_backward) {
-      if (l->param_propagate_down[0]) macs_run += m;
-      if (l->propagate_down[0]) macs_run += m;
-    }
-  }
-  double *sorted = step_s + warmup;
-  qsort(sorted, (size_t)iters, sizeof *sorted, cmp_double);
-  double med = sorted[iters / 2];
-  printf("\nnet %s (%s): batch %d, %zu layers, loss %.4f\n", p->name ? p->name : "?", path, batch, nl, loss);
-  printf("  step (forward + backward + SGD): median %.1f ms over %d (min %.1f, max %.1f), %d warm-up\n",
-         med * 1e3, iters, sorted[0] * 1e3, sorted[iters - 1] * 1e3, warmup);
-  printf("  %.1f images/s\n", batch / med);
-  printf("  conv + inner product: %.2f GFLOP/step run (fwd %.2f, 3 x fwd %.2f) -> %.1f GFLOP/s\n",
-         2 * macs_run * 1e-9, 2 * macs_fwd * 1e-9, 6 * macs_fwd * 1e-9, 2 * macs_run / med * 1e-9);
-
-  /* profile by layer type */
+/* The mean time per step of each layer type, forward and backward, and their share. */
+static void print_profile(const wrn_run *w, double med) {
+  const dd_net *n = w->n;
+  type_time types[64];
+  int n_types = 0;
   double prof_total = 0;
-  for (size_t i = 0; i < nl; i++) {
+  for (size_t i = 0; i < n->n_layers; i++) {
     const char *ty = n->layers[i].ops->type;
     int k = 0;
     while (k < n_types && strcmp(types[k].type, ty)) k++;
     if (k == n_types && n_types < 64) types[n_types++] = (type_time){ty, 0, 0, 0};
     if (k == n_types) continue;
     types[k].count++;
-    types[k].fwd += lf[i] / iters;
-    types[k].bwd += lb[i] / iters;
-    prof_total += (lf[i] + lb[i]) / iters;
+    types[k].fwd += w->lf[i] / w->iters;
+    types[k].bwd += w->lb[i] / w->iters;
+    prof_total += (w->lf[i] + w->lb[i]) / w->iters;
   }
   printf("  profile, mean ms per step (layers timed one by one; the rest of the step is the SGD\n"
          "  update and the loop):\n");
@@ -227,33 +237,65 @@ static int bench_net(dd_backend *be, const char *path, int iters, int warmup, in
            types[k].bwd * 1e3, (types[k].fwd + types[k].bwd) * 1e3,
            100 * (types[k].fwd + types[k].bwd) / prof_total);
   printf("    %-16s %6s %9s %9s %9.2f (step median %.2f)\n", "all layers", "", "", "", prof_total * 1e3, med * 1e3);
-  if (per_layer) {
-    printf("  per layer (ms per step; GFLOP/s over the GEMMs each pass runs):\n");
-    for (size_t i = 0; i < nl; i++) {
-      dd_layer *l = &n->layers[i];
-      double m = layer_macs(l), f = lf[i] / iters, b = lb[i] / iters;
-      if (m > 0) {
-        int nb = n->graph->layers[i].need_backward ? l->param_propagate_down[0] + l->propagate_down[0] : 0;
-        char shape[64];
-        printf("    %-22s %-12s fwd %7.2f (%5.1f GF/s) bwd %7.2f (%5.1f GF/s)  %s\n", l->name, l->ops->type,
-               f * 1e3, 2 * m / f * 1e-9, b * 1e3, b > 0 ? 2 * m * nb / b * 1e-9 : 0.0,
-               dd_shape_str(&l->bottom[0]->shape, shape, sizeof shape));
-      } else {
-        printf("    %-22s %-12s fwd %7.2f bwd %7.2f\n", l->name, l->ops->type, f * 1e3, b * 1e3);
-      }
+}
+
+/* Each layer's ms per step, and the GFLOP/s over the GEMMs each pass runs. */
+static void print_per_layer(const wrn_run *w) {
+  const dd_net *n = w->n;
+  printf("  per layer (ms per step; GFLOP/s over the GEMMs each pass runs):\n");
+  for (size_t i = 0; i < n->n_layers; i++) {
+    const dd_layer *l = &n->layers[i];
+    double m = layer_macs(l), f = w->lf[i] / w->iters, b = w->lb[i] / w->iters;
+    if (m > 0) {
+      int nb = n->graph->layers[i].need_backward ? l->param_propagate_down[0] + l->propagate_down[0] : 0;
+      char shape[64];
+      printf("    %-22s %-12s fwd %7.2f (%5.1f GF/s) bwd %7.2f (%5.1f GF/s)  %s\n", l->name, l->ops->type,
+             f * 1e3, 2 * m / f * 1e-9, b * 1e3, b > 0 ? 2 * m * nb / b * 1e-9 : 0.0,
+             dd_shape_str(&l->bottom[0]->shape, shape, sizeof shape));
+    } else {
+      printf("    %-22s %-12s fwd %7.2f bwd %7.2f\n", l->name, l->ops->type, f * 1e3, b * 1e3);
     }
   }
-  printf("RESULT net=%s ms=%.2f img_s=%.2f gflops=%.2f\n", p->name ? p->name : path, med * 1e3, batch / med,
-         2 * macs_run / med * 1e-9);
+}
 
-  for (size_t i = 0; i < n->n_params; i++) be->ops->free(be, hist[i]);
-  free(hist);
-  free(h);
-  free(lf);
-  free(lb);
-  free(step_s);
-  dd_net_destroy(n);
-  caffe__net_parameter__free_unpacked(p, NULL);
+/* Times the net at `path` (see the file's comment) and prints its report. 0 on success. */
+static int bench_net(dd_backend *be, const char *path, int iters, int warmup, int per_layer) {
+  wrn_run w = {.be = be, .path = path, .iters = iters, .warmup = warmup};
+  if (wrn_setup(&w)) {
+    wrn_free(&w);
+    return 1;
+  }
+  wrn_train(&w);
+  const dd_net *n = w.n;
+  size_t nl = n->n_layers;
+  /* FLOP counts */
+  double macs_fwd = 0, macs_run = 0;
+  for (size_t i = 0; i < nl; i++) {
+    const dd_layer *l = &n->layers[i];
+    double m = layer_macs(l);
+    if (m == 0) continue;
+    macs_fwd += m;
+    macs_run += m;
+    if (n->graph->layers[i].need_backward) {
+      if (l->param_propagate_down[0]) macs_run += m;
+      if (l->propagate_down[0]) macs_run += m;
+    }
+  }
+  double *sorted = w.step_s + warmup;
+  qsort(sorted, (size_t)iters, sizeof *sorted, cmp_double);
+  double med = sorted[iters / 2];
+  const Caffe__NetParameter *p = w.p;
+  printf("\nnet %s (%s): batch %d, %zu layers, loss %.4f\n", p->name ? p->name : "?", path, w.batch, nl, w.loss);
+  printf("  step (forward + backward + SGD): median %.1f ms over %d (min %.1f, max %.1f), %d warm-up\n",
+         med * 1e3, iters, sorted[0] * 1e3, sorted[iters - 1] * 1e3, warmup);
+  printf("  %.1f images/s\n", w.batch / med);
+  printf("  conv + inner product: %.2f GFLOP/step run (fwd %.2f, 3 x fwd %.2f) -> %.1f GFLOP/s\n",
+         2 * macs_run * 1e-9, 2 * macs_fwd * 1e-9, 6 * macs_fwd * 1e-9, 2 * macs_run / med * 1e-9);
+  print_profile(&w, med);
+  if (per_layer) print_per_layer(&w);
+  printf("RESULT net=%s ms=%.2f img_s=%.2f gflops=%.2f\n", p->name ? p->name : path, med * 1e3, w.batch / med,
+         2 * macs_run / med * 1e-9);
+  wrn_free(&w);
   return 0;
 }
 
