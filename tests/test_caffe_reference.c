@@ -10,6 +10,7 @@
 #include "base/dd_error.h"
 #include "net/net.h"
 #include "test.h"
+#include "test_nets.h"
 #include "format/textformat.h"
 
 #define REF DD_TEST_DATA "/caffe-reference/"
@@ -65,13 +66,6 @@ static void compare(const dd_tensor *t, int diff, const char *rel) {
   n_compared++;
   free(mine);
   free(ref);
-}
-
-static Caffe__NetParameter *read_net(const char *path) {
-  Caffe__NetParameter *n = NULL;
-  char err[1024];
-  if (dd_net_read_text(&n, path, err, sizeof err)) fprintf(stderr, "%s\n", err);
-  return n;
 }
 
 static dd_net *build(const Caffe__NetParameter *p, Caffe__Phase phase, const char *weights) {
@@ -142,7 +136,7 @@ static void compare_stage(dd_net *n, const char *stage, int with_diff, int with_
 }
 
 static void test_fwd_bwd_and_sgd_step(void) {
-  Caffe__NetParameter *p = read_net(REF "net_resblock.prototxt");
+  Caffe__NetParameter *p = test_read_net(REF "net_resblock.prototxt");
   REQUIRE(p);
   dd_net *n = build(p, CAFFE__PHASE__TRAIN, REF "resblock/init.caffemodel");
   REQUIRE(n);
@@ -191,7 +185,7 @@ static void test_fwd_bwd_and_sgd_step(void) {
 }
 
 static void test_bn_three_passes(void) {
-  Caffe__NetParameter *p = read_net(REF "net_resblock.prototxt");
+  Caffe__NetParameter *p = test_read_net(REF "net_resblock.prototxt");
   REQUIRE(p);
   dd_net *n = build(p, CAFFE__PHASE__TRAIN, REF "resblock/init.caffemodel");
   REQUIRE(n);
@@ -222,7 +216,7 @@ static void test_bn_three_passes(void) {
 /* TEST on stored statistics: the prototxt without its explicit `use_global_stats: false`, so the
  * TEST default (global statistics) applies. */
 static void test_test_phase_global(void) {
-  Caffe__NetParameter *p = read_net(REF "net_resblock.prototxt");
+  Caffe__NetParameter *p = test_read_net(REF "net_resblock.prototxt");
   REQUIRE(p);
   for (size_t i = 0; i < p->n_layer; i++)
     if (p->layer[i]->batch_norm_param) p->layer[i]->batch_norm_param->has_use_global_stats = 0;
@@ -244,7 +238,7 @@ static void test_test_phase_global(void) {
  * `use_global_stats: false` wins over the TEST default, so BatchNorm uses batch statistics and
  * updates its blobs even in TEST (the scale factor goes from 2.997 to 3.994). */
 static void test_test_phase_explicit_false(void) {
-  Caffe__NetParameter *p = read_net(REF "net_resblock.prototxt");
+  Caffe__NetParameter *p = test_read_net(REF "net_resblock.prototxt");
   REQUIRE(p);
   dd_net *n = build(p, CAFFE__PHASE__TEST, REF "resblock/after_bn_3pass.caffemodel");
   REQUIRE(n);

@@ -7,6 +7,7 @@
 
 #include "format/caffe_io.h"
 #include "test.h"
+#include "test_files.h"
 #include "format/textformat.h"
 
 #define SEED DD_TEST_DATA "/seed/"
@@ -16,18 +17,9 @@ static char tmpdir[256];
 
 /* Runs `distilld ARGS` (a shell-quoted argument string), capturing stdout+stderr into a malloc'd
  * string; returns the exit status (-1 if it did not exit normally). */
-static int run(char **out, const char *args) {
-  char cmd[4096];
-  snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", DISTILLD_EXE, args);
-  return test_capture(out, cmd);
-}
+static int run(char **out, const char *args) { return test_distilld(out, NULL, "%s", args); }
 
-static void write_text(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  if (!f) return;
-  fputs(text, f);
-  fclose(f);
-}
+static void write_text(const char *path, const char *text) { wfile(path, "%s", text); }
 
 static void test_seed_net_warns(void) {
   char *out;
@@ -208,11 +200,7 @@ static void test_shipped_jobs_validate(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/dd_check_cli.XXXXXX");
-  if (!mkdtemp(tmpdir)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_scratch_dir(tmpdir, sizeof tmpdir, "check_cli")) return 1;
   RUN(test_seed_net_warns);
   RUN(test_seed_fixed_is_clean);
   RUN(test_seed_oneline_fails);
@@ -221,8 +209,6 @@ int main(void) {
   RUN(test_usage_and_bad_files);
   RUN(test_shipped_configs_clean);
   RUN(test_shipped_jobs_validate);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  test_scratch_remove(tmpdir);
   return test_summary();
 }

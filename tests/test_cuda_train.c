@@ -23,6 +23,7 @@
 #include "train/distill.h"
 #include "test.h"
 #include "test_images.h"
+#include "test_models.h"
 #include "format/textformat.h"
 
 static char tmp[128];
@@ -75,37 +76,9 @@ static int run_job(dd_backend *be, const char *text, run_log *log, uint64_t *che
 }
 
 static Caffe__NetParameter *read_model(const char *rel) {
-  char path[512], err[1024];
+  char path[512];
   snprintf(path, sizeof path, "%s/%s", tmp, rel);
-  Caffe__NetParameter *m = NULL;
-  if (dd_caffemodel_read(&m, path, err, sizeof err)) fprintf(stderr, "%s\n", err);
-  return m;
-}
-
-/* Largest relative difference over every blob of two models with the same layers; *bits_equal
- * says whether they are identical. */
-static double model_diff(const Caffe__NetParameter *a, const Caffe__NetParameter *b, int *bits_equal) {
-  double worst = 0;
-  *bits_equal = 1;
-  if (!a || !b || a->n_layer != b->n_layer) {
-    *bits_equal = 0;
-    return INFINITY;
-  }
-  for (size_t i = 0; i < a->n_layer; i++) {
-    const Caffe__LayerParameter *la = a->layer[i], *lb = b->layer[i];
-    if (la->n_blobs != lb->n_blobs) return INFINITY;
-    for (size_t k = 0; k < la->n_blobs; k++) {
-      const Caffe__BlobProto *x = la->blobs[k], *y = lb->blobs[k];
-      if (x->n_data != y->n_data) return INFINITY;
-      double scale = 1e-6;
-      for (size_t e = 0; e < x->n_data; e++) scale = fmax(scale, fabs(x->data[e]));
-      for (size_t e = 0; e < x->n_data; e++) {
-        if (memcmp(&x->data[e], &y->data[e], sizeof(float))) *bits_equal = 0;
-        worst = fmax(worst, fabs((double)x->data[e] - y->data[e]) / scale);
-      }
-    }
-  }
-  return worst;
+  return test_read_model(path);
 }
 
 #define NEED_GPU()                     \
@@ -115,10 +88,6 @@ static double model_diff(const Caffe__NetParameter *a, const Caffe__NetParameter
       return;                          \
     }                                  \
   } while (0)
-
-static void sh(const char *cmd) {
-  if (system(cmd) != 0) fprintf(stderr, "command failed: %s\n", cmd);
-}
 
 static void test_setup(void) {
   REQUIRE(test_make_images(tmp) == 0);
@@ -132,7 +101,7 @@ static void test_setup(void) {
            "--test-batch 8 --classes 4 --pad 0 --source-train '%s/train.txt' --source-test '%s/test.txt' "
            "--root-folder '%s/img/' -o '%s/student.prototxt'",
            DD_SOURCE_DIR, tmp, tmp, tmp, tmp, DD_SOURCE_DIR, tmp, DD_SOURCE_DIR, tmp, tmp, tmp, tmp);
-  sh(cmd);
+  test_sh("%s", cmd);
   char p[512];
   snprintf(p, sizeof p, "%s/student.prototxt", tmp);
   data_ok = access(p, F_OK) == 0;
@@ -162,7 +131,7 @@ static void test_teacher_job_gpu_vs_cpu(void) {
   Caffe__NetParameter *a = read_model("t_cpu/snapshots/teacher_iter_30.caffemodel"),
                       *b = read_model("t_gpu/snapshots/teacher_iter_30.caffemodel");
   int same = 0;
-  double d = model_diff(a, b, &same);
+  double d = test_model_diff(a, b, &same);
   printf("     teacher after 30 iterations: largest relative weight difference GPU vs CPU %.3g%s\n", d,
          same ? " (bit-identical)" : "");
   CHECKF(d < 1e-3, "weights differ by %.3g", d);
@@ -201,7 +170,7 @@ static void test_kd_job_conditioning(void) {
   Caffe__NetParameter *a = read_model("kd_cpu/snapshots/kd_iter_20.caffemodel"),
                       *b = read_model("kd_cpu1/snapshots/kd_iter_20.caffemodel");
   int same = 0;
-  double d = model_diff(a, b, &same);
+  double d = test_model_diff(a, b, &same);
   printf("     distilled student after 20 iterations, CPU 1 thread vs 2 threads: %.3g%s\n", d, same ? " (bit-identical)" : "");
   CHECKF(d < 1e-4, "the KD job amplifies rounding: %.3g apart", d);
   if (a) caffe__net_parameter__free_unpacked(a, NULL);
@@ -225,13 +194,13 @@ static void test_kd_job_gpu_vs_cpu(void) {
   Caffe__NetParameter *a = read_model("kd_cpu/snapshots/kd_iter_20.caffemodel"),
                       *b = read_model("kd_gpu/snapshots/kd_iter_20.caffemodel");
   int same = 0;
-  double d = model_diff(a, b, &same);
+  double d = test_model_diff(a, b, &same);
   printf("     distilled student after 20 iterations: GPU vs CPU %.3g\n", d);
   CHECKF(d < 1e-3, "student weights differ by %.3g", d);
   /* determinism: the same job again on the GPU, bit for bit */
   REQUIRE(run_job(gpu, KD_JOB("kd_gpu2"), &lg2, &cg2) == 0);
   Caffe__NetParameter *c = read_model("kd_gpu2/snapshots/kd_iter_20.caffemodel");
-  double d2 = model_diff(b, c, &same);
+  double d2 = test_model_diff(b, c, &same);
   CHECKF(same, "two GPU runs differ (largest relative difference %.3g)", d2);
   for (Caffe__NetParameter **m = (Caffe__NetParameter *[]){a, b, c}, **e = m + 3; m < e; m++)
     if (*m) caffe__net_parameter__free_unpacked(*m, NULL);
@@ -254,7 +223,7 @@ static void test_nccl_one_rank(void) {
   Caffe__NetParameter *a = read_model("kd_cpu/snapshots/kd_iter_20.caffemodel"),
                       *b = read_model("kd_nccl/snapshots/kd_iter_20.caffemodel");
   int same = 0;
-  double d = model_diff(a, b, &same);
+  double d = test_model_diff(a, b, &same);
   printf("     one NCCL rank on the GPU vs the CPU: %.3g\n", d);
   CHECKF(d < 1e-3, "NCCL rank weights differ by %.3g", d);
   if (a) caffe__net_parameter__free_unpacked(a, NULL);
@@ -262,8 +231,7 @@ static void test_nccl_one_rank(void) {
 }
 
 int main(void) {
-  snprintf(tmp, sizeof tmp, "/tmp/dd_cuda_train.XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
+  if (test_scratch_dir(tmp, sizeof tmp, "cuda_train")) return 1;
   char err[600];
   if (dd_cpu_backend_create(&cpu, 2)) return 1;
   if (!dd_backend_have_cuda())
@@ -279,8 +247,6 @@ int main(void) {
   RUN(test_nccl_one_rank);
   if (gpu) dd_backend_destroy(gpu);
   dd_cpu_backend_destroy(cpu);
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  sh(cmd);
+  test_scratch_remove(tmp);
   return test_summary();
 }

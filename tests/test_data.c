@@ -15,17 +15,11 @@
 #include "net/net.h"
 #include "base/rng.h"
 #include "test.h"
+#include "test_files.h"
 #include "format/textformat.h"
 #include "data/transform.h"
 
 static char tmp[128];
-
-static void write_bytes(const char *path, const void *b, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return;
-  fwrite(b, 1, n, f);
-  fclose(f);
-}
 
 /* A w x h image (c channels) whose every pixel is `v` (channel k: v + k). */
 static void write_image(const char *path, int w, int h, int c, int v, int jpeg) {
@@ -41,7 +35,7 @@ static void write_image(const char *path, int w, int h, int c, int v, int jpeg) 
   size_t len = 0;
   char err[256];
   int r = jpeg ? dd_image_encode_jpeg(&buf, &len, &img, 95, err, sizeof err) : dd_image_encode_png(&buf, &len, &img, err, sizeof err);
-  if (r == 0) write_bytes(path, buf, len);
+  if (r == 0) test_write_bytes(path, buf, len);
   free(buf);
   free(img.px);
 }
@@ -213,7 +207,7 @@ static void test_crop_mirror_from_seed(void) {
   char err[256];
   REQUIRE(dd_image_encode_png(&png, &len, &img, err, sizeof err) == 0);
   snprintf(path, sizeof path, "%s/grad/g.png", tmp);
-  write_bytes(path, png, len);
+  test_write_bytes(path, png, len);
   free(png);
   snprintf(path, sizeof path, "%s/grad/list.txt", tmp);
   FILE *f = fopen(path, "w");
@@ -353,7 +347,7 @@ static void test_bad_list_files(void) {
   const char *want[] = {":2: expected \"PATH LABEL\"", ":2: the label \"-3\"", ":2: the label \"2x\"", "the list is empty"};
   for (int i = 0; i < 4; i++) {
     snprintf(path, sizeof path, "%s/bad%d.txt", tmp, i);
-    write_bytes(path, bad[i], strlen(bad[i]));
+    test_write_bytes(path, bad[i], strlen(bad[i]));
     lp = layer_param("name: 'd' type: 'ImageData' image_data_param { source: '%s' batch_size: 2 }", path);
     REQUIRE(lp);
     CHECK(dd_data_open(&d, lp, &cfg, err, sizeof err) == DD_EPARSE);
@@ -382,7 +376,7 @@ static void test_bad_images(void) {
   write_image(img, 8, 8, 3, 5, 1);
   truncate(img, 60);
   snprintf(img, sizeof img, "%s/b/noise.png", tmp);
-  write_bytes(img, "\x89PNG\r\n\x1a\nthis is not really a png at all", 40);
+  test_write_bytes(img, "\x89PNG\r\n\x1a\nthis is not really a png at all", 40);
   snprintf(img, sizeof img, "%s/b/small.png", tmp);
   write_image(img, 4, 4, 1, 9, 0);
   fprintf(f, "missing.png 1\ntrunc.jpg 1\nnoise.png 1\nsmall.png 1\n");
@@ -427,7 +421,7 @@ static void test_bad_images(void) {
   caffe__layer_parameter__free_unpacked(lp, NULL);
   /* nothing decodes */
   snprintf(path, sizeof path, "%s/b/allbad.txt", tmp);
-  write_bytes(path, "missing1.png 0\nnoise.png 0\n", 27);
+  test_write_bytes(path, "missing1.png 0\nnoise.png 0\n", 27);
   lp = layer_param("name: 'd' type: 'ImageData' transform_param { crop_size: 8 }"
                    " image_data_param { source: '%s' root_folder: '%s/b/' batch_size: 2 }",
                    path, tmp);
@@ -558,8 +552,7 @@ static void test_seed_net_over_jpegs(void) {
 }
 
 int main(void) {
-  snprintf(tmp, sizeof tmp, "/tmp/dd_data.XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
+  if (test_scratch_dir(tmp, sizeof tmp, "data")) return 1;
   RUN(test_threads_same_batches);
   RUN(test_shuffle_is_a_permutation);
   RUN(test_test_phase_in_order);
@@ -572,8 +565,6 @@ int main(void) {
   RUN(test_resize_values);
   RUN(test_jitter_ranges);
   RUN(test_seed_net_over_jpegs);
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+  test_scratch_remove(tmp);
   return test_summary();
 }

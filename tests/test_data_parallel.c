@@ -268,15 +268,12 @@ static void test_buckets_overlap_backward(void) {
 }
 
 int main(void) {
-  snprintf(tmp, sizeof tmp, "/tmp/dd_dp.XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
+  if (test_scratch_dir(tmp, sizeof tmp, "dp")) return 1;
   RUN(test_equivalence_plain);
   RUN(test_equivalence_batchnorm_global);
   RUN(test_snapshot_rank0_only);
   RUN(test_failed_rank_fails_all);
   RUN(test_buckets_overlap_backward);
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmp);
+  test_scratch_remove(tmp);
   return test_summary();
 }

@@ -15,6 +15,7 @@
 #include "format/fileio.h"
 #include "data/imgdec.h"
 #include "test.h"
+#include "test_files.h"
 
 static char tmp[128];
 static char out_buf[1 << 16];
@@ -22,30 +23,22 @@ static char out_buf[1 << 16];
 /* Runs a shell command in tmp, output (stdout + stderr) into out_buf; returns the exit status. */
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run(const char *fmt, ...) {
-  char args[4096], cmd[8192];
+  char args[4096], cmd[8192], *out = NULL;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
   snprintf(cmd, sizeof cmd, "cd '%s' && %s 2>&1", tmp, args);
-  out_buf[0] = '\0';
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t len = fread(out_buf, 1, sizeof out_buf - 1, p);
-  out_buf[len] = '\0';
-  while (fgetc(p) != EOF) {
-  }
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  int st = test_capture(&out, cmd);
+  snprintf(out_buf, sizeof out_buf, "%s", out ? out : "");
+  free(out);
+  return st;
 }
 
 static int write_bytes(const char *rel, const void *data, size_t n) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", tmp, rel);
-  FILE *f = fopen(path, "wb");
-  if (!f) return -1;
-  size_t w = fwrite(data, 1, n, f);
-  return fclose(f) == 0 && w == n ? 0 : -1;
+  return test_write_bytes(path, data, n);
 }
 
 static char *read_rel(const char *rel, size_t *len) {
@@ -374,13 +367,10 @@ int main(void) {
     printf("SKIP: python3 (with zlib) and gzip are needed\n");
     return 0;
   }
-  snprintf(tmp, sizeof tmp, "/tmp/dd_dataset_XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
+  if (test_scratch_dir(tmp, sizeof tmp, "dataset")) return 1;
   RUN(test_fashion_mnist);
   RUN(test_cifar10);
   RUN(test_cifar100);
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  if (test__failed == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+  if (test__failed == 0) test_scratch_remove(tmp); /* kept for a look when a test failed */
   return test_summary();
 }

@@ -1,9 +1,9 @@
 /* File helpers shared by the tests: reading a whole file (test_slurp) and searching it
  * (test_file_contains, test_log_has_sanitizer_report), the tail of a log on failure
- * (test_print_tail), first and last lines, copying, writing (wfile), rm -rf without a shell
+ * (test_print_tail), first and last lines, copying, writing (wfile, test_write_bytes), rm -rf without a shell
  * (rm_rf), counting a folder's files, and the newest snapshot a job wrote (test_newest_snapshot:
- * the highest N of NAME_iter_N.solverstate).
- * Needs _XOPEN_SOURCE 500 or _GNU_SOURCE (nftw) before the first system header. */
+ * the highest N of NAME_iter_N.solverstate). rm_rf needs _XOPEN_SOURCE 500 or _GNU_SOURCE (nftw)
+ * before the first system header; without it there is no rm_rf. */
 #ifndef DD_TEST_FILES_H
 #define DD_TEST_FILES_H
 
@@ -114,6 +114,15 @@ static inline int wfile(const char *path, const char *fmt, ...) {
   return fclose(f) == 0;
 }
 
+/* Writes `n` bytes to `path`; 0 when written, -1 otherwise. */
+static inline int test_write_bytes(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  size_t w = fwrite(data, 1, n, f);
+  return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+#ifdef FTW_PHYS
 static inline int test__rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st, (void)flag, (void)ftw;
   remove(path);
@@ -122,6 +131,7 @@ static inline int test__rm_entry(const char *path, const struct stat *st, int fl
 
 /* rm -rf, without a shell (symlinks are removed, never followed). */
 static inline void rm_rf(const char *path) { nftw(path, test__rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+#endif
 
 /* The number of entries of folder `dir` not starting with '.' (0 when it does not exist). */
 static inline int test_count_files(const char *dir) {

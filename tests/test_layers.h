@@ -1,7 +1,7 @@
 /* What the layer tests share (tests/test_layers.c: gradient checks; tests/test_layers_forward.c:
  * forward values against hand computations; tests/test_layers_nets.c: in place, fillers, split
- * insertion, determinism, shape errors): the CPU backend `be`, nets built from prototxt text and
- * their blobs, and the finite-difference gradient checker (Caffe's GradientChecker):
+ * insertion, determinism, shape errors): the CPU backend `be`, nets built from prototxt text
+ * (tests/test_nets.h) and their blobs, and the finite-difference gradient checker (Caffe's GradientChecker):
  *
  *    a scalar objective L = sum of the loss tops (times their loss weights) + sum_i w_i * top_i over
  *    the last layer's other tops, with fixed random weights w written into the top diffs; backward
@@ -23,7 +23,7 @@
 #include "net/net.h"
 #include "base/rng.h"
 #include "test.h"
-#include "format/textformat.h"
+#include "test_nets.h"
 
 static dd_backend *be;
 
@@ -33,19 +33,9 @@ static dd_backend *be;
 
 /* ---- nets and blobs -------------------------------------------------------------------------- */
 
-static inline Caffe__NetParameter *parse_net(const char *text) {
-  ProtobufCMessage *m = NULL;
-  char err[1024];
-  if (dd_text_parse(&m, &caffe__net_parameter__descriptor, text, strlen(text), "test.prototxt", err, sizeof err)) {
-    fprintf(stderr, "parse: %s\n", err);
-    return NULL;
-  }
-  return (Caffe__NetParameter *)m;
-}
-
 /* Builds `text` for `phase` on backend `b`; NULL (with the error printed) when it fails. */
 static inline dd_net *make_net_on(dd_backend *b, const char *text, Caffe__Phase phase, uint64_t seed) {
-  Caffe__NetParameter *p = parse_net(text);
+  Caffe__NetParameter *p = test_parse_net(text);
   if (!p) return NULL;
   dd_net *n = NULL;
   char err[1024];
@@ -58,7 +48,7 @@ static inline dd_net *make_net(const char *text, Caffe__Phase phase) { return ma
 
 /* Builds `text` and returns the error code, with the message in err. */
 static inline int net_error(const char *text, Caffe__Phase phase, char *err, size_t errlen) {
-  Caffe__NetParameter *p = parse_net(text);
+  Caffe__NetParameter *p = test_parse_net(text);
   if (!p) return -1000;
   dd_net *n = NULL;
   int r = dd_net_create(&n, p, phase, be, 7, NULL, err, errlen);

@@ -9,22 +9,8 @@
 #include "net/net_check.h"
 #include "net/net_graph.h"
 #include "test.h"
+#include "test_nets.h"
 #include "format/textformat.h"
-
-static Caffe__NetParameter *parse_net(const char *text) {
-  ProtobufCMessage *m = NULL;
-  char err[1024];
-  int r = dd_text_parse(&m, &caffe__net_parameter__descriptor, text, strlen(text), "<test>", err, sizeof err);
-  if (r) fprintf(stderr, "parse failed: %s\n", err);
-  return (Caffe__NetParameter *)m;
-}
-
-static Caffe__NetParameter *read_net(const char *path) {
-  Caffe__NetParameter *n = NULL;
-  char err[1024];
-  if (dd_net_read_text(&n, path, err, sizeof err)) fprintf(stderr, "read failed: %s\n", err);
-  return n;
-}
 
 /* Builds the graph and diagnostics for `text` in `phase`. */
 typedef struct {
@@ -35,7 +21,7 @@ typedef struct {
 
 static int fx_open(fixture *f, const char *text, Caffe__Phase phase) {
   memset(f, 0, sizeof *f);
-  f->net = parse_net(text);
+  f->net = test_parse_net(text);
   if (!f->net) return -1;
   return dd_net_check(&f->g, f->net, phase, &f->d);
 }
@@ -84,7 +70,7 @@ static void shape_is(const dd_shape *s, int ndim, ...) {
 /* ---- the seed ------------------------------------------------------------------------------ */
 
 static void test_seed_phase_filter(void) {
-  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
+  Caffe__NetParameter *n = test_read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -104,7 +90,7 @@ static void test_seed_phase_filter(void) {
 }
 
 static void test_seed_trap_warns(void) {
-  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
+  Caffe__NetParameter *n = test_read_net(DD_TEST_DATA "/seed/seed_net.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -273,7 +259,7 @@ static void test_in_place_and_producers(void) {
 /* ---- shapes -------------------------------------------------------------------------------- */
 
 static void test_shapes_caffe_reference(void) {
-  Caffe__NetParameter *n = read_net(DD_TEST_DATA "/caffe-reference/net_resblock.prototxt");
+  Caffe__NetParameter *n = test_read_net(DD_TEST_DATA "/caffe-reference/net_resblock.prototxt");
   REQUIRE(n);
   dd_diags d = {0};
   dd_net_graph *g = NULL;
@@ -426,7 +412,7 @@ static void test_weights_extra_and_legacy(void) {
                   "layer { name: 'fc' type: 'InnerProduct' bottom: 'data' top: 'fc' inner_product_param { num_output: 3 } }",
                   CAFFE__PHASE__TRAIN) == 0);
   /* Legacy 4-D shapes: weight 1x1x3x32, bias 1x1x1x3 match (3, 32) and (3). */
-  Caffe__NetParameter *w = parse_net(
+  Caffe__NetParameter *w = test_parse_net(
       "layer { name: 'fc' blobs { num: 1 channels: 1 height: 3 width: 32 } blobs { num: 1 channels: 1 height: 1 width: 3 } }\n"
       "layer { name: 'old_fc' blobs { shape { dim: 2 } } }\n");
   REQUIRE(w);

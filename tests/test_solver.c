@@ -14,19 +14,14 @@
 #include "net/net.h"
 #include "train/solver.h"
 #include "test.h"
+#include "test_nets.h"
 #include "format/textformat.h"
 
 static dd_backend *be;
 static char tmpdir[128];
 
-static ProtobufCMessage *parse(const ProtobufCMessageDescriptor *d, const char *text) {
-  ProtobufCMessage *m = NULL;
-  char err[1024];
-  if (dd_text_parse(&m, d, text, strlen(text), "<test>", err, sizeof err)) fprintf(stderr, "parse: %s\n", err);
-  return m;
-}
-#define NETP(t) ((Caffe__NetParameter *)parse(&caffe__net_parameter__descriptor, (t)))
-#define SOLVERP(t) ((Caffe__SolverParameter *)parse(&caffe__solver_parameter__descriptor, (t)))
+#define NETP(t) ((Caffe__NetParameter *)test_parse(&caffe__net_parameter__descriptor, (t)))
+#define SOLVERP(t) ((Caffe__SolverParameter *)test_parse(&caffe__solver_parameter__descriptor, (t)))
 
 /* ---- learning-rate policies ---------------------------------------------------------------- */
 
@@ -389,16 +384,13 @@ static void test_seed_both_ways(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/dd_solver.XXXXXX");
-  if (!mkdtemp(tmpdir) || dd_cpu_backend_create(&be, 2)) return 1;
+  if (test_scratch_dir(tmpdir, sizeof tmpdir, "solver") || dd_cpu_backend_create(&be, 2)) return 1;
   RUN(test_lr_policies);
   RUN(test_update_rules);
   RUN(test_snapshot_resume_bit_identical);
   RUN(test_determinism);
   RUN(test_seed_both_ways);
   dd_cpu_backend_destroy(be);
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  test_scratch_remove(tmpdir);
   return test_summary();
 }

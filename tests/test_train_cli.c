@@ -19,24 +19,13 @@
 static char tmp[128];
 
 static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* `distilld ARGS` in tmp (stdout and stderr together). */
 static int run(char **out, const char *fmt, ...) {
-  char args[4096], cmd[8192];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
+  int st = test_distilld_v(out, tmp, fmt, ap);
   va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, DISTILLD_EXE, args);
-  return test_capture(out, cmd);
-}
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  if (system(cmd) != 0) fprintf(stderr, "command failed: %s\n", cmd);
+  return st;
 }
 
 /* Loss values from "iter N/M loss X" log lines, in order. */
@@ -47,12 +36,12 @@ static int losses(const char *log, double *out, int max) {
 }
 
 static void test_train_and_resume(void) {
-  sh("cd '%s' && python3 '%s/scripts/gen_wrn.py' --depth 10 --width 1 --mode deploy --channels 3 --size 16 --batch 16 --classes 5 > body.prototxt",
+  test_sh("cd '%s' && python3 '%s/scripts/gen_wrn.py' --depth 10 --width 1 --mode deploy --channels 3 --size 16 --batch 16 --classes 5 > body.prototxt",
      tmp, DD_SOURCE_DIR);
-  sh("cd '%s' && sed -e 's|top: \"data\"$|top: \"data\" top: \"label\"|' -e 's|input_param { shape { dim: 16 dim: 3 dim: 16 dim: 16 } }|input_param { shape { dim: 16 dim: 3 dim: 16 dim: 16 } shape { dim: 16 } }|' body.prototxt > net.prototxt && "
+  test_sh("cd '%s' && sed -e 's|top: \"data\"$|top: \"data\" top: \"label\"|' -e 's|input_param { shape { dim: 16 dim: 3 dim: 16 dim: 16 } }|input_param { shape { dim: 16 dim: 3 dim: 16 dim: 16 } shape { dim: 16 } }|' body.prototxt > net.prototxt && "
      "echo 'layer { name: \"loss\" type: \"SoftmaxWithLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" }' >> net.prototxt",
      tmp);
-  sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 16,3,16,16 --fill gaussian --seed 3 -o data.bp && "
+  test_sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 16,3,16,16 --fill gaussian --seed 3 -o data.bp && "
      "python3 '%s/scripts/make_blob.py' --shape 16 --fill labels:5 --seed 4 -o label.bp",
      tmp, DD_SOURCE_DIR, DD_SOURCE_DIR);
   const char *solver =
@@ -108,7 +97,7 @@ static void test_train_and_resume(void) {
 
 /* forward --dump on Caffe's reference block: the dumped blobs equal Caffe's. */
 static void test_forward_dump_matches_caffe(void) {
-  sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 2,3,9,9 --fill sin -o x.bp", tmp, DD_SOURCE_DIR);
+  test_sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 2,3,9,9 --fill sin -o x.bp", tmp, DD_SOURCE_DIR);
   FILE *f;
   char path[512];
   snprintf(path, sizeof path, "%s/lab.bp", tmp);
@@ -182,7 +171,7 @@ static void test_seed_structure_runs(void) {
   fprintf(f, "layer { name: 'data' type: 'Input' top: 'data' top: 'label' input_param { shape { dim: 8 dim: 3 dim: 32 dim: 32 } shape { dim: 8 } } }\n%s", body);
   fclose(f);
   free(body);
-  sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 8,3,32,32 --fill gaussian -o sd.bp && python3 '%s/scripts/make_blob.py' --shape 8 --fill labels:100 -o sl.bp",
+  test_sh("cd '%s' && python3 '%s/scripts/make_blob.py' --shape 8,3,32,32 --fill gaussian -o sd.bp && python3 '%s/scripts/make_blob.py' --shape 8 --fill labels:100 -o sl.bp",
      tmp, DD_SOURCE_DIR, DD_SOURCE_DIR);
   char *out;
   int st = run(&out, "forward --model seed_input.prototxt --input data=sd.bp --input label=sl.bp --backward --dump seed_dump");
@@ -215,12 +204,11 @@ static void test_bad_invocations(void) {
 }
 
 int main(void) {
-  snprintf(tmp, sizeof tmp, "/tmp/dd_train_cli.XXXXXX");
-  if (!mkdtemp(tmp)) return 1;
+  if (test_scratch_dir(tmp, sizeof tmp, "train_cli")) return 1;
   RUN(test_train_and_resume);
   RUN(test_forward_dump_matches_caffe);
   RUN(test_seed_structure_runs);
   RUN(test_bad_invocations);
-  sh("rm -rf '%s'", tmp);
+  test_scratch_remove(tmp);
   return test_summary();
 }
