@@ -14,26 +14,13 @@
 
 #include "base/backend.h"
 #include "cpu/cpu_blas.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "test_bench.h"
 
 typedef struct {
   int c, hw, oc, k, s, times, bwd_data;
 } shape;
 
-static double median_ms(double *t, int n) {
-  qsort(t, (size_t)n, sizeof *t, cmp_double);
-  return t[n / 2] * 1e3;
-}
+static double median_ms(double *t, int n) { return median(t, n) * 1e3; }
 
 int main(int argc, char **argv) {
   int threads = 2, width = 4, iters = 5, batch = 64;

@@ -17,12 +17,7 @@
 #include "data/imgdec.h"
 #include "base/rng.h"
 #include "format/textformat.h"
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+#include "test_bench.h"
 
 /* n images of w x h x c with smooth random content, as PNG or JPEG; writes DIR/list.txt. */
 static int make_set(const char *dir, int n, int w, int h, int c, int jpeg) {
@@ -85,13 +80,13 @@ static double run(const char *dir, const char *transform, int batch, int c, int 
   const float *data, *lab;
   double wait;
   dd_data_next(d, &data, &lab, &wait, err, sizeof err); /* warm-up: the ring fills */
-  double t0 = now_s();
+  double t0 = now();
   for (int b = 0; b < batches; b++)
     if (dd_data_next(d, &data, &lab, &wait, err, sizeof err)) {
       fprintf(stderr, "%s\n", err);
       break;
     }
-  double t = now_s() - t0;
+  double t = now() - t0;
   dd_data_close(d);
   protobuf_c_message_free_unpacked(m, NULL);
   return (double)batches * batch / t;

@@ -21,17 +21,12 @@
 #include "comm/collective.h"
 #include "net/net.h"
 #include "train/solver.h"
+#include "test_bench.h"
 
 static int iters = 5, threads = 1;
 static int64_t bucket_floats = 0;
 static Caffe__NetParameter *netp;
 static Caffe__SolverParameter *solverp;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 typedef struct {
   dd_comm *comm;

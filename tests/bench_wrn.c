@@ -26,17 +26,7 @@
 #include "format/caffe_io.h"
 #include "cpu/cpu_blas.h"
 #include "net/net.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "test_bench.h"
 
 /* ---- the sgemm ceiling ----------------------------------------------------------------------- */
 
