@@ -1,6 +1,6 @@
-/* The distilld command line: one binary, several verbs (check now; train, test, time, forward,
- * submit, status, ... as they land). Each verb is a function taking the arguments after its name
- * and returning the process exit status. */
+/* The distilld command line: one binary, several verbs, each a function taking the arguments after
+ * its name and returning the process exit status; cli/main.c dispatches to them. The service
+ * (`distilld --config FILE`) is service/daemon.h's dd_cmd_daemon. */
 #ifndef DD_CLI_H
 #define DD_CLI_H
 
@@ -8,13 +8,13 @@
  * Exit status: 0 clean, 1 warnings only, 2 errors. */
 int dd_cmd_check(int argc, char **argv);
 
-/* Caffe-style verbs on the engine (daemon/cmd_train.c). Exit status 0 ok, 1 failure, 2 usage. */
+/* Caffe-style verbs on the engine (cli/cmd_train.c). Exit status 0 ok, 1 failure, 2 usage. */
 int dd_cmd_train(int argc, char **argv);
 int dd_cmd_test(int argc, char **argv);
 int dd_cmd_time(int argc, char **argv);
 int dd_cmd_forward(int argc, char **argv);
 
-/* `distilld train --job JOB [--resume]` (daemon/cmd_job.c). */
+/* `distilld train --job JOB [--resume]` (cli/cmd_job.c). */
 /* `device`: NULL takes the job's own `device` (default cpu). */
 /* Multi-node jobs: this process's node, the daemon config whose Redis the nodes meet through (NULL:
  * $DISTILLD_CONFIG or the defaults) and the address node 0 publishes (NULL: the host's name). */
@@ -24,7 +24,8 @@ typedef struct dd_train_nodes {
 } dd_train_nodes;
 int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *device, const dd_train_nodes *tn);
 
-/* Client verbs on the Redis queue (daemon/cmd_client.c; keys in docs/redis.md). Each takes
+/* Client verbs on the Redis queue (cli/cmd_submit.c, cli/cmd_status.c: status, cancel, list;
+ * cli/cmd_watch.c; their connection cli/client.c; keys in common/keys.h and docs/redis.md). Each takes
  * [--config FILE] [--redis HOST:PORT] [--prefix P]. Exit status 0 ok, 1 failure, 2 usage. */
 int dd_cmd_submit(int argc, char **argv);
 int dd_cmd_status(int argc, char **argv);
