@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/device.h"
 #include "base/dd_error.h"
 #include "common/keys.h"
 #include "format/fileio.h"
@@ -79,5 +80,14 @@ int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, 
     }
     *out = buf;
   }
+  return 0;
+}
+
+int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device) {
+  int kind, index, k, i;
+  if (dd_device_parse(device, &kind, &index, "device", NULL, 0)) return 0;
+  if (c->n_device == 0) return kind == DD_DEVICE_CPU;
+  for (size_t n = 0; n < c->n_device; n++)
+    if (!dd_device_parse(c->device[n], &k, &i, "device", NULL, 0) && k == kind && i == index) return 1;
   return 0;
 }

@@ -16,4 +16,9 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
  * *out = NULL when neither is set. Never from argv. Caller frees. */
 int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, size_t errlen);
 
+/* 1 when `device` names one of the worker's devices (the config's `device` list; a config that names
+ * none has "cpu"), compared as dd_device_parse reads them (core/base/device.h: "cuda:0" and
+ * "cuda:00" are one device); 0 when it names another, or is not a device name. */
+int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device);
+
 #endif
