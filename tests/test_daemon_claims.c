@@ -169,7 +169,9 @@ static void sigterm_during_claim(int after_claim_script) {
   dmn *a = daemon_start_via("wa", pport, 2, 1);
   REQUIRE(a);
   REQUIRE(daemon_wait_up(a, 15));
-  job_opts o = {.max_iter = 200000, .display = 10, .snapshot = 0};
+  /* each variant an output_dir of its own: a first attempt refuses one that holds snapshots */
+  job_opts o = {.max_iter = 200000, .display = 10, .snapshot = 0,
+                .output_dir = after_claim_script ? "out/q1_claim_script" : "out/q1_readgroup"};
   REQUIRE(submit_job("q1", &o));
   /* wait (bounded) for Redis to have run the step, then signal before the answer arrives */
   int hit = 0;
@@ -234,6 +236,33 @@ DTEST(test_sigterm_during_readgroup) {
 DTEST(test_sigterm_during_claim_script) {
   REQUIRE(begin("t11", 0));
   sigterm_during_claim(1);
+}
+
+/* A first attempt refuses an output_dir that holds another run's snapshots (it would resume
+ * from them, or mix two runs' files); the daemon goes on with the next job. */
+DTEST(test_first_attempt_refuses_used_output) {
+  REQUIRE(begin("t13", 0));
+  dmn *a = daemon_start("wa", 1, 10, 1);
+  REQUIRE(a);
+  REQUIRE(daemon_wait_up(a, 15));
+  job_opts o = {.max_iter = 4, .display = 2, .output_dir = "out/used"};
+  REQUIRE(submit_job("u1", &o));
+  char *st = wait_final("u1", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "u1: %s", test__str(st));
+  free(st);
+  REQUIRE(submit_job("u2", &o));
+  st = wait_final("u2", 60);
+  CHECKF(st && !strcmp(st, "failed"), "u2: %s", test__str(st));
+  free(st);
+  char *er = hget(K("job:u2"), "error");
+  CHECK_CONTAINS(er, "output_dir: \"out/used\" already holds snapshots of an earlier run");
+  free(er);
+  CHECK(hget_ll(K("job:u2"), "iter", 0) == 0);
+  job_opts fresh = {.max_iter = 2, .display = 1};
+  REQUIRE(submit_job("u3", &fresh));
+  st = wait_final("u3", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "u3: %s", test__str(st));
+  free(st);
 }
 
 /* A worker stopped (SIGSTOP) longer than the lease loses its job to another; woken again
@@ -309,5 +338,6 @@ int main(void) {
   RUN(test_sigterm_during_readgroup);
   RUN(test_sigterm_during_claim_script);
   RUN(test_stopped_worker_loses_lease);
+  RUN(test_first_attempt_refuses_used_output);
   return daemon_main_end();
 }

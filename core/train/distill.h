@@ -129,7 +129,4 @@ uint64_t dd_distill_teacher_checksum(const dd_distill *d);
 
 void dd_distill_destroy(dd_distill *d);
 
-/* TEMPORARY (until daemon/ includes train/job.h itself): dd_job_read and dd_job_validate moved there. */
-#include "train/job.h"
-
 #endif

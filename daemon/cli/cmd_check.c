@@ -10,7 +10,7 @@
 #include "cli/cli.h"
 #include "common/cli_util.h"
 #include "base/dd_error.h"
-#include "train/distill.h"
+#include "train/job.h"
 #include "net/net_check.h"
 #include "train/solver_check.h"
 

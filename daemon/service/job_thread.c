@@ -2,14 +2,12 @@
 #define _GNU_SOURCE
 #include "service/job_thread.h"
 
-#include <dirent.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "base/backend.h"
 #include "base/dd_error.h"
 #include "common/keys.h"
 #include "common/rdzv.h"
@@ -20,7 +18,7 @@
 #include "service/paths.h"
 #include "service/ring.h"
 #include "service/state.h"
-#include "train/distill.h"
+#include "train/job.h"
 
 /* A multi-node job whose attempt fails in the collectives (a node lost) is handed back this many
  * times at most before it fails for good. */
@@ -89,51 +87,56 @@ static int h_stop(void *ctx) {
   return s == STOP_NONE ? 0 : s == STOP_LOST ? DD_STOP_ABORT : DD_STOP_SNAPSHOT;
 }
 
-/* 1 when OUTPUT_DIR/snapshots holds a .solverstate already. */
-static int has_snapshots(const char *out_dir) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s/snapshots", out_dir);
-  DIR *dir = opendir(p);
-  if (!dir) return 0;
-  struct dirent *e;
-  int found = 0;
-  while (!found && (e = readdir(dir))) {
-    size_t n = strlen(e->d_name);
-    found = n > 11 && !strcmp(e->d_name + n - 11, ".solverstate");
-  }
-  closedir(dir);
-  return found;
-}
-
 /* A job with nodes > 1: this slot runs node j->join_node (0: the worker that claimed the job, which
  * posts one join entry per other node and reports for the job). The nodes meet through the key
  * PREFIX:job:ID:rdzv:ATTEMPT (rdzv.h); the ranks of the other nodes only take part and vote on
- * stops. */
-static int run_multinode(job_t *j, Distilld__DistillJob *job, const dd_distill_hooks *hooks, int *iter, int *stopped,
-                         char *err, size_t errlen) {
+ * stops. dd_job_run opens it after validating the job. */
+static int h_open_rendezvous(void *ctx, const Distilld__DistillJob *job, const dd_rendezvous **rv, char *err,
+                             size_t errlen) {
+  job_t *j = ctx;
   daemon_t *d = j->d;
   int node = j->join_node, n = job->n_device ? (int)job->n_device : 1;
-  int per = d->threads / n > 0 ? d->threads / n : 1;
   if (node >= job->nodes)
     return dd_errorf(DD_EINVAL, err, errlen, "a join entry for node %d, but the job runs on %d nodes", node, job->nodes);
   char key[300];
   dd_key(key, sizeof key, d->cfg->key_prefix, DD_KEY_JOB_RDZV, j->id, j->attempt);
   const char *adv = d->cfg->advertise_host && d->cfg->advertise_host[0] ? d->cfg->advertise_host : NULL;
-  dd_redis_rdzv z;
-  dd_rendezvous rv;
-  int r = dd_redis_rdzv_init(&z, &rv, d->cfg, d->password, key, node, job->nodes, job->rendezvous_timeout_s * 1000, adv,
-                             err, errlen);
-  if (!r && node == 0) r = dd_redis_rdzv_post_joins(&z, d->k_jobs, j->id, j->attempt, job->nodes, err, errlen);
-  if (!r) {
-    dlog(2, j->id, "%s (attempt %d): node %d of %d, %d rank%s on %s%s here; waiting up to %d s for the other nodes",
-         job->name, j->attempt, node, job->nodes, n, n == 1 ? "" : "s", job->n_device ? job->device[0] : "cpu",
-         n > 1 ? ", ..." : "", job->rendezvous_timeout_s);
-    dd_distill_hooks h = node == 0 ? *hooks : (dd_distill_hooks){.ctx = j, .should_stop = h_stop};
-    r = dd_distill_run_nodes(job, NULL, dd_devices_builtin(), &rv, n, per, &h, node == 0 && j->attempt > 1, NULL, NULL, NULL, iter, stopped,
-                             err, errlen);
+  int r = dd_redis_rdzv_init(&j->rdzv, &j->rv, d->cfg, d->password, key, node, job->nodes,
+                             job->rendezvous_timeout_s * 1000, adv, err, errlen);
+  if (r) return r;
+  j->rdzv_open = 1;
+  if (node == 0 && (r = dd_redis_rdzv_post_joins(&j->rdzv, d->k_jobs, j->id, j->attempt, job->nodes, err, errlen)))
+    return r;
+  dlog(2, j->id, "%s (attempt %d): node %d of %d, %d rank%s on %s%s here; waiting up to %d s for the other nodes",
+       job->name, j->attempt, node, job->nodes, n, n == 1 ? "" : "s", job->n_device ? job->device[0] : "cpu",
+       n > 1 ? ", ..." : "", job->rendezvous_timeout_s);
+  *rv = &j->rv;
+  return 0;
+}
+
+static void h_close_rendezvous(void *ctx) {
+  job_t *j = ctx;
+  if (j->rdzv_open) dd_redis_rdzv_close(&j->rdzv);
+  j->rdzv_open = 0;
+}
+
+/* One device or ranks here (several nodes log in h_open_rendezvous). */
+static void h_placed(void *ctx, const dd_job_placement *p) {
+  job_t *j = ctx;
+  if (p->backend)
+    dlog(2, j->id, "%s (attempt %d): %s", j->name, j->attempt, p->backend);
+  else if (p->nodes == 1)
+    dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", j->name, j->attempt, p->ranks, p->device);
+}
+
+/* The job's device must be one of this worker's (a worker naming none has "cpu"). */
+static int check_worker_devices(const daemon_t *d, const Distilld__DistillJob *job, char *err, size_t errlen) {
+  for (size_t k = 0; k < job->n_device; k++) {
+    int ok = d->cfg->n_device == 0 && !strcmp(job->device[k], "cpu");
+    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[k], d->cfg->device[i]);
+    if (!ok) return dd_errorf(DD_EINVAL, err, errlen, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
   }
-  dd_redis_rdzv_close(&z);
-  return r;
+  return 0;
 }
 
 void job_thread(void *arg) {
@@ -142,8 +145,6 @@ void job_thread(void *arg) {
   char err[4096] = "";
   int outcome = OUT_FAILED, iter = 0;
   Distilld__DistillJob *job = NULL;
-  dd_backend *be = NULL;
-  dd_distill *dist = NULL;
   snprintf(j->attempt_s, sizeof j->attempt_s, "%d", j->attempt);
   if (j->early_error[0]) {
     snprintf(err, sizeof err, "%s", j->early_error);
@@ -153,47 +154,19 @@ void job_thread(void *arg) {
   snprintf(fname, sizeof fname, "job %s", j->id);
   if (dd_text_parse((ProtobufCMessage **)&job, &distilld__distill_job__descriptor, j->text, j->text_len, fname, err, sizeof err))
     goto done;
-  /* the job's device must be one of this worker's (none named: the worker's first) */
-  const char *device = d->cfg->n_device ? d->cfg->device[0] : "cpu";
-  for (size_t k = 0; k < job->n_device; k++) {
-    int ok = d->cfg->n_device == 0 && !strcmp(job->device[k], "cpu");
-    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[k], d->cfg->device[i]);
-    if (!ok) {
-      snprintf(err, sizeof err, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
-      goto done;
-    }
-  }
-  if (job->n_device == 1) device = job->device[0];
-  if (dd_paths_check_job(&d->paths, job, err, sizeof err)) goto done;
-  if (dd_job_validate(job, NULL, dd_devices_builtin(), err, sizeof err)) goto done;
-  if (!j->join_node && j->attempt == 1 && has_snapshots(job->output_dir)) {
-    snprintf(err, sizeof err,
-             "output_dir: \"%s\" already holds snapshots of an earlier run; give the job an output_dir of its own",
-             job->output_dir);
-    goto done;
-  }
-  dd_distill_hooks hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
-                            .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started};
+  if (check_worker_devices(d, job, err, sizeof err)) goto done;
   snprintf(j->name, sizeof j->name, "%s", job->name);
-  int r, stopped = 0;
-  if (job->nodes > 1 || j->join_node) {
-    r = run_multinode(j, job, &hooks, &iter, &stopped, err, sizeof err);
-  } else if (job->n_device > 1) {
-    /* data parallel: one rank per device entry, threads of this job (core/distill.h) */
-    int n = (int)job->n_device, per = d->threads / n > 0 ? d->threads / n : 1;
-    dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", job->name, j->attempt, n, job->device[0]);
-    r = dd_distill_run_ranks(job, NULL, dd_devices_builtin(), n, per, &hooks, j->attempt > 1, NULL, NULL, NULL, &iter, &stopped, err, sizeof err);
-  } else {
-    if (dd_backend_create(&be, device, d->threads, err, sizeof err)) goto done;
-    dlog(2, j->id, "%s (attempt %d): %s", job->name, j->attempt, dd_backend_describe(be));
-    if (dd_distill_create(&dist, job, NULL, be, &hooks, err, sizeof err)) goto done;
-    int resumed = 0;
-    if (j->attempt > 1 && dd_distill_resume(dist, &resumed, err, sizeof err)) goto done;
-    r = dd_distill_run(dist, err, sizeof err);
-    iter = dd_distill_iter(dist);
-    /* a stop flag raised after the last iteration is no stop: the solver says whether it stopped */
-    stopped = dd_distill_stopped(dist);
-  }
+  dd_path_policy policy = dd_paths_policy(&d->paths);
+  /* the first attempt starts afresh in an output_dir of its own; later ones resume */
+  dd_job_opts o = {.devices = dd_devices_builtin(), .default_device = d->cfg->n_device ? d->cfg->device[0] : "cpu",
+                   .threads = d->threads, .policy = &policy, .node = j->join_node,
+                   .start = j->join_node ? DD_START_SCRATCH : j->attempt > 1 ? DD_START_RESUME : DD_START_NEW_OUTPUT,
+                   .placed = h_placed, .open_rendezvous = h_open_rendezvous, .close_rendezvous = h_close_rendezvous,
+                   .hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
+                             .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started}};
+  dd_job_result res;
+  int r = dd_job_run(job, &o, &res, err, sizeof err), stopped = res.stopped;
+  iter = res.iter;
   int stop = atomic_load(&j->stop);
   if (r == DD_EIO && job->nodes > 1 && !j->join_node && (stop == STOP_HANDBACK || stop == STOP_CANCEL)) {
     /* the nodes failed while this worker was stopping anyway (a rendezvous cut short by SIGTERM,
@@ -232,8 +205,6 @@ done:
   else dlog(2, j->id, "%s at iter %d", outcome == OUT_SUCCEEDED ? "succeeded" : outcome == OUT_CANCELLED ? "cancelled" :
                                       outcome == OUT_HANDBACK ? "stopped: handing it back" : "lost its lease: stopped", iter);
 cleanup:
-  dd_distill_destroy(dist);
-  dd_backend_destroy(be);
   if (job) distilld__distill_job__free_unpacked(job, NULL);
   done_arg a = {outcome, iter, outcome == OUT_FAILED ? err : NULL};
   /* the final item must get into the ring: wait for room (the loop drains it) */

@@ -1,5 +1,6 @@
-/* Where a queued job may read and write (daemon/paths.h): every path a job names, and every path
- * its nets' data layers will open, is resolved (symlinks included) before the job builds anything. */
+/* Where a queued job may read and write (paths.h): core asks this policy as it opens each file a
+ * job reads (the nets, weights, list files, each listed image, mean files) and before it creates
+ * the output directory; every path is resolved, symlinks included. */
 #define _DEFAULT_SOURCE
 #include "service/paths.h"
 
@@ -11,9 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "format/caffe_io.h"
 #include "base/dd_error.h"
-#include "format/fileio.h"
 
 /* 1 when the resolved path `p` is `root` or inside it. */
 static int under(const char *p, const char *root) {
@@ -124,87 +123,10 @@ int dd_paths_check_write(const dd_paths *p, const char *field, const char *path,
   return 0;
 }
 
-/* Every image a list file names (root_folder + the path part of each "PATH LABEL" line). */
-static int check_list(const dd_paths *p, const char *field, const char *source, const char *root, char *err, size_t errlen) {
-  char *buf = NULL;
-  size_t len = 0;
-  if (dd_read_file(&buf, &len, source, err, errlen)) return DD_EIO;
-  int r = 0, line = 0;
-  char *s = buf, *end = buf + len;
-  char full[PATH_MAX];
-  while (s < end && !r) {
-    line++;
-    char *eol = memchr(s, '\n', (size_t)(end - s));
-    char *le = eol ? eol : end, *next = eol ? eol + 1 : end;
-    while (le > s && (le[-1] == '\r' || le[-1] == ' ' || le[-1] == '\t')) le--;
-    char *sp = le;
-    while (sp > s && sp[-1] != ' ' && sp[-1] != '\t') sp--;
-    char *pe = sp;
-    while (pe > s && (pe[-1] == ' ' || pe[-1] == '\t')) pe--;
-    if (pe > s) {
-      int n = snprintf(full, sizeof full, "%s%.*s", root ? root : "", (int)(pe - s), s);
-      if (n >= (int)sizeof full) {
-        r = dd_errorf(DD_EPERM, err, errlen, "%s: %s:%d: the path is too long: refused", field, source, line);
-      } else {
-        char f2[96];
-        snprintf(f2, sizeof f2, "%s (%s:%d)", field, source, line);
-        r = dd_paths_check_read(p, f2, full, err, errlen);
-      }
-    }
-    s = next;
-  }
-  free(buf);
-  return r;
+static int policy_check(void *ctx, dd_path_access access, const char *field, const char *path, char *err, size_t errlen) {
+  const dd_paths *p = ctx;
+  return access == DD_PATH_OUTPUT ? dd_paths_check_write(p, field, path, err, errlen)
+                                  : dd_paths_check_read(p, field, path, err, errlen);
 }
 
-int dd_paths_check_net(const dd_paths *p, const char *field, const char *net_path, char *err, size_t errlen) {
-  int r = dd_paths_check_read(p, field, net_path, err, errlen);
-  if (r) return r;
-  Caffe__NetParameter *np = NULL;
-  if ((r = dd_net_read_text(&np, net_path, err, errlen))) return r;
-  for (size_t i = 0; i < np->n_layer && !r; i++) {
-    const Caffe__LayerParameter *l = np->layer[i];
-    char f[256];
-    if (l->transform_param && l->transform_param->mean_file && l->transform_param->mean_file[0]) {
-      snprintf(f, sizeof f, "%s: layer \"%s\" transform_param.mean_file", net_path, l->name ? l->name : "");
-      r = dd_paths_check_read(p, f, l->transform_param->mean_file, err, errlen);
-    }
-    const Caffe__ImageDataParameter *ip = l->image_data_param;
-    if (!r && ip && ip->mean_file && ip->mean_file[0]) { /* the data layer falls back to this one */
-      snprintf(f, sizeof f, "%s: layer \"%s\" image_data_param.mean_file", net_path, l->name ? l->name : "");
-      r = dd_paths_check_read(p, f, ip->mean_file, err, errlen);
-    }
-    if (!r && ip && ip->source) {
-      snprintf(f, sizeof f, "%s: layer \"%s\" image_data_param.source", net_path, l->name ? l->name : "");
-      r = dd_paths_check_read(p, f, ip->source, err, errlen);
-      if (!r && ip->root_folder && ip->root_folder[0]) {
-        snprintf(f, sizeof f, "%s: layer \"%s\" image_data_param.root_folder", net_path, l->name ? l->name : "");
-        r = dd_paths_check_read(p, f, ip->root_folder, err, errlen);
-      }
-      if (!r) {
-        snprintf(f, sizeof f, "%s: layer \"%s\"", net_path, l->name ? l->name : "");
-        r = check_list(p, f, ip->source, ip->root_folder, err, errlen);
-      }
-    }
-  }
-  caffe__net_parameter__free_unpacked(np, NULL);
-  return r;
-}
-
-int dd_paths_check_job(const dd_paths *p, const Distilld__DistillJob *job, char *err, size_t errlen) {
-  int r = 0;
-  if (job->student && job->student->net) {
-    if ((r = dd_paths_check_net(p, "student.net", job->student->net, err, errlen))) return r;
-    for (size_t i = 0; i < job->student->n_weights; i++)
-      if ((r = dd_paths_check_read(p, "student.weights", job->student->weights[i], err, errlen))) return r;
-  }
-  if (job->teacher) {
-    if (job->teacher->net && (r = dd_paths_check_net(p, "teacher.net", job->teacher->net, err, errlen))) return r;
-    for (size_t i = 0; i < job->teacher->n_weights; i++)
-      if ((r = dd_paths_check_read(p, "teacher.weights", job->teacher->weights[i], err, errlen))) return r;
-  }
-  if (job->solver_file && (r = dd_paths_check_read(p, "solver_file", job->solver_file, err, errlen))) return r;
-  if (!job->output_dir || !job->output_dir[0])
-    return dd_errorf(DD_EINVAL, err, errlen, "output_dir: where snapshots and metrics go is required");
-  return dd_paths_check_write(p, "output_dir", job->output_dir, err, errlen);
-}
+dd_path_policy dd_paths_policy(const dd_paths *p) { return (dd_path_policy){.ctx = (void *)p, .check = policy_check}; }

@@ -1,13 +1,14 @@
 /* The daemon's path policy: a queued job may read only under the config's data roots and write only
- * under its output root. Paths are resolved with realpath (symlinks included) before use; a path
- * that does not exist yet resolves through its deepest existing ancestor and may not climb with
- * "..". Relative paths resolve against the daemon's working directory, as the trainer's do. */
+ * under its output root; core asks it at each open (dd_paths_policy). Paths are resolved with
+ * realpath (symlinks included) before use; a path that does not exist yet resolves through its
+ * deepest existing ancestor and may not climb with "..". Relative paths resolve against the
+ * daemon's working directory, as the trainer's do. */
 #ifndef DD_PATHS_H
 #define DD_PATHS_H
 
 #include <stddef.h>
 
-#include "distill.pb-c.h"
+#include "base/path_policy.h"
 
 #define DD_PATHS_MAX_ROOTS 16
 
@@ -26,10 +27,8 @@ void dd_paths_free(dd_paths *p);
 int dd_paths_check_read(const dd_paths *p, const char *field, const char *path, char *err, size_t errlen);
 /* 0 when `path` (a directory that may not exist yet) resolves strictly inside the output root. */
 int dd_paths_check_write(const dd_paths *p, const char *field, const char *path, char *err, size_t errlen);
-/* A net prototxt and everything its data layers read: list files, root folders, each listed
- * image, mean files. */
-int dd_paths_check_net(const dd_paths *p, const char *field, const char *net_path, char *err, size_t errlen);
-/* Every path of a job: nets (with their data), weights, solver file, output directory. */
-int dd_paths_check_job(const dd_paths *p, const Distilld__DistillJob *job, char *err, size_t errlen);
+/* The policy core asks as it opens a job's files (core/base/path_policy.h): inputs with
+ * dd_paths_check_read, the output directory with dd_paths_check_write. `p` must outlive the job. */
+dd_path_policy dd_paths_policy(const dd_paths *p);
 
 #endif

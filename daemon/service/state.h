@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/rdzv.h"
 #include "distill.pb-c.h"
 #include "service/paths.h"
 #include "service/ring.h"
@@ -45,6 +46,9 @@ typedef struct {
   uint64_t next_seq;
   char name[128];
   uint64_t checksum;
+  dd_redis_rdzv rdzv; /* a multi-node job's rendezvous, while open */
+  dd_rendezvous rv;
+  int rdzv_open;
 } job_t;
 
 typedef struct daemon {
