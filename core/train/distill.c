@@ -13,7 +13,6 @@
 #include "base/dd_error.h"
 #include "format/caffe_io.h"
 #include "train/distill_internal.h"
-#include "train/job.h"
 #include "train/solver.h"
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
@@ -73,20 +72,6 @@ static void jtime(FILE *f) {
   fprintf(f, "\"time\":%lld.%03ld", (long long)t.tv_sec, t.tv_nsec / 1000000);
 }
 
-
-/* ---- creating ------------------------------------------------------------------------------------ */
-
-int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
-                      const dd_distill_hooks *hooks, char *err, size_t errlen) {
-  return dd_distill_create_rank(out, job, base_dir, be, hooks, NULL, err, errlen);
-}
-
-int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
-                           const dd_distill_hooks *hooks, dd_comm *comm, char *err, size_t errlen) {
-  *out = NULL;
-  int r = dd_job_validate(job, base_dir, NULL, err, errlen);
-  return r ? r : dd_distill_build(out, job, base_dir, be, hooks, NULL, comm, err, errlen);
-}
 
 static void data_log(void *ctx, const char *msg) { dd_distill_log(ctx, 1, "%s", msg); }
 

@@ -24,6 +24,7 @@
 #include "net/layer_build.h"
 #include "net/net_check.h"
 #include "train/distill_internal.h"
+#include "train/job.h"
 #include "train/solver.h"
 
 /* mkdir -p: creates `path` and its missing parents. Returns 0 or -1 with errno set. */
@@ -557,4 +558,18 @@ int dd_distill_build(dd_distill **out, const Distilld__DistillJob *job, const ch
   }
   *out = d;
   return 0;
+}
+
+/* ---- the public constructors ------------------------------------------------------------------------------------ */
+
+int dd_distill_create(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
+                      const dd_distill_hooks *hooks, char *err, size_t errlen) {
+  return dd_distill_create_rank(out, job, base_dir, be, hooks, NULL, err, errlen);
+}
+
+int dd_distill_create_rank(dd_distill **out, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
+                           const dd_distill_hooks *hooks, dd_comm *comm, char *err, size_t errlen) {
+  *out = NULL;
+  int r = dd_job_validate(job, base_dir, NULL, err, errlen);
+  return r ? r : dd_distill_build(out, job, base_dir, be, hooks, NULL, comm, err, errlen);
 }

@@ -1,7 +1,8 @@
 /* The trainer's own state, shared by its files (core/train/distill*.c only):
  *   distill_build.c  the named steps that build a trainer from a job;
  *   distill.c        running it: the data feed, the teacher's forward, metrics, resume;
- *   distill_ranks.c  a job on several ranks and nodes. */
+ *   distill_ranks.c  a job on several ranks and nodes;
+ *   job_validate.c   the job's own checks; job.c the entry point (train/job.h). */
 #ifndef DD_DISTILL_INTERNAL_H
 #define DD_DISTILL_INTERNAL_H
 
@@ -52,6 +53,10 @@ struct dd_distill {
   int rank, size;
   int global_batch[2]; /* the batch the prototxt asks for; batch[] is this rank's share */
 };
+
+/* dd_job_validate with a path policy asked for each file it checks (job_validate.c). */
+int dd_job_validate_policy(const Distilld__DistillJob *job, const char *base_dir, const dd_devices *devices,
+                           const dd_path_policy *policy, char *err, size_t errlen);
 
 /* BASE/P (P itself when absolute or BASE is NULL); malloc'd, NULL when out of memory. */
 char *dd_distill_path(const char *base, const char *p);
