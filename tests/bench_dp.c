@@ -1,5 +1,5 @@
-/* bench_dp: data-parallel training on CPU ranks (core/collective_cpu.c, core/solver.c), for the
- * all-reduce timeline of docs/performance.md. Not a ctest test.
+/* bench_dp: data-parallel training on CPU ranks (core/comm/collective_cpu.c,
+ * core/train/solver.c), for the all-reduce timeline of docs/performance.md. Not a ctest test.
  *
  *   bench_dp [--ranks N] [--iters K] [--bucket-mb M] [--threads T] NET.prototxt
  *

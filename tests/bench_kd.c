@@ -1,5 +1,5 @@
 /* bench_kd: times one whole knowledge-distillation training step on a chosen device, built the way
- * the trainer (core/distill.c) builds it:
+ * the trainer (core/train/distill.c) builds it:
  *
  *   bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T]
  *            --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9]
@@ -7,12 +7,12 @@
  * The teacher is a deploy net with an Input layer (scripts/gen_wrn.py --mode deploy); its batch is
  * set to the student's. It gets random weights from its fillers, BatchNorm statistics of mean 0,
  * variance 1 (so activations stay finite), written to a temporary .caffemodel and loaded through
- * the teacher API (core/teacher.h): frozen (stored statistics, TEST phase, no backward) and folded
- * (BatchNorm + Scale into the convolutions), exactly as a job's teacher.
+ * the teacher API (core/train/teacher.h): frozen (stored statistics, TEST phase, no backward) and
+ * folded (BatchNorm + Scale into the convolutions), exactly as a job's teacher.
  * The student is a TRAIN net with an Input layer whose tops are the data and the labels
  * (scripts/gen_wrn.py --mode bench) and a SoftmaxWithLoss on its logits (the last InnerProduct).
  * It gains what dd_distill_create adds: an Input "distill_teacher_logits" and a KDLoss with
- * loss_weight alpha, the cross entropy keeping 1 - alpha. The solver is core/solver.c's SGD
+ * loss_weight alpha, the cross entropy keeping 1 - alpha. The solver is core/train/solver.c's SGD
  * (lr 0.01 fixed, momentum 0.9, weight decay 5e-4) and its before_forward hook does what the
  * trainer's does: teacher forward, then a device copy of its logits into the student.
  *
@@ -438,7 +438,7 @@ static void kd_free(kd_bench *b) {
 
 int main(int argc, char **argv) {
   char blas_err[512] = "";
-  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu_blas.h). Only the CPU
+  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu/cpu_blas.h). Only the CPU
    * backend needs it: a GPU machine without OpenBLAS still runs --device cuda:N. */
   int no_blas = dd_cpu_ensure_fast_blas(blas_err, sizeof blas_err);
   static kd_bench b = {.wfd = -1, .wpath = "/tmp/bench_kd_teacher_XXXXXX"};

@@ -291,7 +291,7 @@ static int bench_net(dd_backend *be, const char *path, int iters, int warmup, in
 
 int main(int argc, char **argv) {
   char err[512];
-  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu_blas.h). */
+  /* First thing: OpenBLAS must get its kernels before it loads (core/cpu/cpu_blas.h). */
   if (dd_cpu_ensure_fast_blas(err, sizeof err)) {
     fprintf(stderr, "bench_wrn: %s\n", err);
     return 1;

@@ -1,4 +1,4 @@
-/* The CPU convolution (core/cpu_conv.c: batched im2col + GEMM, flipped-weight backward data,
+/* The CPU convolution (core/cpu/cpu_conv.c: batched im2col + GEMM, flipped-weight backward data,
  * col2im) against plain loops written here from the definition: forward, backward-data and
  * backward-filter (with bias), over groups, stride, pad, dilation, 1x1, odd sizes, batch 1 and 5,
  * with 1 and 2 threads. Relative L2 error under 1e-5; backward-filter must accumulate. */

@@ -1,4 +1,4 @@
-/* Data-parallel training through the CPU collective (core/collective.h, core/solver.c's
+/* Data-parallel training through the CPU collective (core/comm/collective.h, core/train/solver.c's
  * dd_solver_set_comm), one thread per rank:
  *   - N ranks with batch B/N each end where one rank with batch B ends (within 1e-5 relative:
  *     the sums are taken in another order), for a net without BatchNorm and for one whose

@@ -1,10 +1,10 @@
-/* Image decoding (core/imgdec.c): exact pixels for PNGs written three ways (our encoder, libpng
- * directly with 16-bit, palette, alpha, low bit depths and interlacing, and PNG bytes built by hand
- * so the decoder is not only checked against its own encoder), BGR order, OpenCV's gray weights,
- * gray expansion, JPEG within a small tolerance of its source (and byte-equal to TurboJPEG's own
- * decode for 4:2:0 and CMYK), and bad input of every kind: empty, random, truncated at every
- * offset, bit flips, absurd declared sizes, bad CRCs. Run under ASan it also shows that no input
- * makes the decoder read or write out of bounds. */
+/* Image decoding (core/data/imgdec.c): exact pixels for PNGs written three ways (our encoder,
+ * libpng directly with 16-bit, palette, alpha, low bit depths and interlacing, and PNG bytes built
+ * by hand so the decoder is not only checked against its own encoder), BGR order, OpenCV's gray
+ * weights, gray expansion, JPEG within a small tolerance of its source (and byte-equal to
+ * TurboJPEG's own decode for 4:2:0 and CMYK), and bad input of every kind: empty, random,
+ * truncated at every offset, bit flips, absurd declared sizes, bad CRCs. Run under ASan it also
+ * shows that no input makes the decoder read or write out of bounds. */
 #define _POSIX_C_SOURCE 200809L
 #include <png.h>
 #include <pthread.h>
