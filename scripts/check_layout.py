@@ -189,15 +189,24 @@ def function_name(header):
     # a C++ constructor's initializer list, trailing qualifiers
     h = re.sub(r"\)\s*:\s*[^()]*\(.*$", ")", h, flags=re.S)
     h = re.sub(r"\)\s*(const|noexcept|override|final|\s)*$", ")", h)
-    if not h.endswith(")"):
-        return None
-    op = matching_open_paren(h, len(h) - 1)
-    if op <= 0:
-        return None
-    m = re.search(r"([A-Za-z_]\w*)\s*$", h[:op])
-    if not m or m.group(1) in ("if", "while", "for", "switch", "return", "sizeof", "__attribute__"):
-        return None
-    return m.group(1)
+    while h.endswith(")"):
+        op = matching_open_paren(h, len(h) - 1)
+        if op <= 0:
+            return None
+        m = re.search(r"([A-Za-z_]\w*)\s*$", h[:op])
+        if not m:
+            return None
+        name = m.group(1)
+        if name in ("__attribute__", "__declspec", "__launch_bounds__"):
+            h = h[:m.start()].rstrip()  # a trailing attribute: the parameter list is before it
+            continue
+        if name in ("if", "while", "for", "switch", "return", "sizeof"):
+            return None
+        arg = h[op + 1:-1].strip()
+        if name.isupper() and re.match(r"^[A-Za-z_]\w*$", arg):
+            return "%s(%s)" % (name, arg)  # a test macro: DTEST(test_x) { ... }
+        return name
+    return None
 
 
 def scan_functions(code):
@@ -232,7 +241,7 @@ def scan_functions(code):
                 name = function_name(header)
                 fn = None
                 if name:
-                    m = re.search(r"\b" + re.escape(name) + r"\s*\(", header)
+                    m = re.search(r"\b" + re.escape(name.split("(")[0]) + r"\s*\(", header)
                     start = header_start + (m.start() if m else 0)
                     fn = {"name": name, "start": line_of(start), "table": 0}
                 opens.append(False)
