@@ -133,7 +133,7 @@ static int ui_open_rendezvous(void *ctx, const Distilld__DistillJob *job, const 
   if (dd_dconfig_read(&u->cfg, tn->config, err, errlen) || dd_dconfig_password(u->cfg, &password, err, errlen))
     return DD_EINVAL;
   char key[600];
-  dd_key(key, sizeof key, u->cfg->key_prefix, "rdzv:cli:%s", job->name);
+  dd_key(key, sizeof key, u->cfg->key_prefix, DD_KEY_CLI_RDZV, job->name);
   int r = dd_redis_rdzv_init(&u->z, &u->rv, u->cfg, password, key, tn->node, job->nodes,
                              job->rendezvous_timeout_s * 1000, tn->advertise, err, errlen);
   if (password) {
