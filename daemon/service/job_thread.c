@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/dd_error.h"
+#include "common/dconfig.h"
 #include "common/keys.h"
 #include "common/rdzv.h"
 #include "devices/devices.h"
@@ -129,13 +130,12 @@ static void h_placed(void *ctx, const dd_job_placement *p) {
     dlog(2, j->id, "%s (attempt %d): data parallel on %d ranks (%s, ...)", j->name, j->attempt, p->ranks, p->device);
 }
 
-/* The job's device must be one of this worker's (a worker naming none has "cpu"). */
+/* The job's device must be one of this worker's (a worker naming none has "cpu"), the names read
+ * by dd_device_parse (dd_dconfig_has_device). */
 static int check_worker_devices(const daemon_t *d, const Distilld__DistillJob *job, char *err, size_t errlen) {
-  for (size_t k = 0; k < job->n_device; k++) {
-    int ok = d->cfg->n_device == 0 && !strcmp(job->device[k], "cpu");
-    for (size_t i = 0; i < d->cfg->n_device; i++) ok |= !strcmp(job->device[k], d->cfg->device[i]);
-    if (!ok) return dd_errorf(DD_EINVAL, err, errlen, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
-  }
+  for (size_t k = 0; k < job->n_device; k++)
+    if (!dd_dconfig_has_device(d->cfg, job->device[k]))
+      return dd_errorf(DD_EINVAL, err, errlen, "device: \"%s\" is not one of worker %s's devices", job->device[k], d->worker);
   return 0;
 }
 
