@@ -1,5 +1,6 @@
 /* Event formatting (service/events.h): ring items for the job hash, its metrics and events streams,
- * and the final-state scripts. Runs on the job's thread; allocates nothing. */
+ * and the final-state scripts. The loss terms' and test fields' names come final from core
+ * (train/distill.h); nothing is renamed here. Runs on the job's thread; allocates nothing. */
 #define _GNU_SOURCE
 #include "service/events.h"
 
@@ -10,12 +11,6 @@
 #include "common/keys.h"
 #include "service/scripts.h"
 #include "train/distill.h"
-
-static const char *term_field(const char *name, char *buf, size_t len) {
-  /* the student's own loss output is the cross-entropy term */
-  snprintf(buf, len, "%s", !strcmp(name, "loss") ? "ce_loss" : name);
-  return buf;
-}
 
 static void hset_head(item_b *b, job_t *j) {
   ib_cmd(b);
@@ -39,14 +34,13 @@ static void xadd_events_head(item_b *b, job_t *j, const char *type) {
 
 void fill_progress(item_b *b, job_t *j, const void *arg) {
   const dd_distill_progress *p = arg;
-  char f[80];
   hset_head(b, j);
   ib_arg(b, "iter"), ib_argf(b, "%d", p->iter);
   ib_arg(b, "max_iter"), ib_argf(b, "%d", p->max_iter);
   ib_arg(b, "epoch"), ib_argf(b, "%d", p->epoch);
   ib_arg(b, "lr"), ib_num(b, p->lr);
   ib_arg(b, "loss"), ib_num(b, p->loss);
-  for (int i = 0; i < p->n_terms && i < 16; i++) ib_arg(b, term_field(p->term_names[i], f, sizeof f)), ib_num(b, p->terms[i]);
+  for (int i = 0; i < p->n_terms && i < 16; i++) ib_arg(b, p->term_names[i]), ib_num(b, p->terms[i]);
   ib_arg(b, "img_per_s"), ib_num(b, p->img_per_s);
   ib_arg(b, "data_wait_ms"), ib_num(b, p->data_wait_ms);
   ib_arg(b, "eta_s"), ib_num(b, p->eta_s);
@@ -66,7 +60,7 @@ void fill_progress(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, "epoch"), ib_argf(b, "%d", p->epoch);
   ib_arg(b, "lr"), ib_num(b, p->lr);
   ib_arg(b, "loss"), ib_num(b, p->loss);
-  for (int i = 0; i < p->n_terms && i < 16; i++) ib_arg(b, term_field(p->term_names[i], f, sizeof f)), ib_num(b, p->terms[i]);
+  for (int i = 0; i < p->n_terms && i < 16; i++) ib_arg(b, p->term_names[i]), ib_num(b, p->terms[i]);
   ib_arg(b, "img_per_s"), ib_num(b, p->img_per_s);
   ib_arg(b, "data_wait_ms"), ib_num(b, p->data_wait_ms);
   ib_arg(b, "worker"), ib_arg(b, j->d->worker);
@@ -75,14 +69,9 @@ void fill_progress(item_b *b, job_t *j, const void *arg) {
 
 void fill_test(item_b *b, job_t *j, const void *arg) {
   const dd_distill_test *t = arg;
-  char f[96];
   hset_head(b, j);
   ib_arg(b, "test_iter"), ib_argf(b, "%d", t->iter);
-  for (int i = 0; i < t->n && i < 24; i++) {
-    snprintf(f, sizeof f, "test_%s", t->names[i]);
-    ib_arg(b, !strcmp(t->names[i], "accuracy") ? "test_acc" : f);
-    ib_num(b, t->values[i]);
-  }
+  for (int i = 0; i < t->n && i < 24; i++) ib_arg(b, t->fields[i]), ib_num(b, t->values[i]);
   ib_arg(b, "updated_at"), ib_argf(b, "%.3f", dd_now());
   xadd_events_head(b, j, "test");
   ib_arg(b, "iter"), ib_argf(b, "%d", t->iter);
