@@ -1,8 +1,8 @@
 /* The Redis schema's names, in one place: every key distilld reads or writes is "PREFIX:" + one of
  * the formats below (dd_key), plus the consumer group, the streams' caps, the job id rule and the
  * timestamps the hashes and events carry. docs/redis.md documents the keys one by one; this header
- * and that page change together. The daemon (service/), the client verbs (cli/) and the rendezvous
- * (common/rdzv.c) all take their names from here. */
+ * and that page change together. The daemon (service/), the client verbs (cli/) and
+ * `train --job --node` (cli/cmd_job.c) all take their names from here. */
 #ifndef DD_KEYS_H
 #define DD_KEYS_H
 

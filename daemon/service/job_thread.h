@@ -1,7 +1,8 @@
-/* The job thread: one per running job. It parses the job text of its slot, checks the job against
- * the worker (its devices, the path policy, the resume rules), runs it through core (one device,
- * ranks on this machine, or a node of a multi-node job meeting through common/rdzv.c), turns the
- * trainer's hooks into ring items (service/events.h) and ends with exactly one ITEM_DONE item.
+/* The job thread: one per running job. It parses the job text of its slot, checks the job's
+ * devices against the worker's, and runs it through core's dd_job_run (train/job.h: one device,
+ * ranks on this machine, or a node of a multi-node job meeting through common/rdzv.c; core asks the
+ * path policy, service/paths.c, as it opens each file). It turns the trainer's hooks into ring items
+ * (service/events.h) and ends with exactly one ITEM_DONE item.
  *
  * Its side of the daemon's state (service/state.h): it reads the daemon's config, threads, paths,
  * password, worker name and queue key, its own slot, and j->stop (set by the loop); it writes only
