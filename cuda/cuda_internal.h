@@ -1,6 +1,6 @@
 /* The CUDA backend's shared internals (the .cu files under cuda/ only; nothing outside cuda/ includes this).
  *
- * Every operation of core/backend.h's table is a function named dd_cuda_<op> with exactly the
+ * Every operation of core/base/backend.h's table is a function named dd_cuda_<op> with exactly the
  * table's signature, defined in one of:
  *   cuda/dynload.cu            cuDNN and cuBLAS, loaded at run time (dlopen) instead of linked
  *   cuda/backend.cu            context, memory (caching allocator, pinned host buffers, copies),
@@ -102,7 +102,7 @@ const char *dd_cuda_dynload_error(void);
 /* after a kernel launch */
 #define DD_CUDA_LAUNCHED(c) DD_CUDA_CHECK((c), cudaGetLastError())
 
-/* The operations (signatures exactly as in core/backend.h's dd_backend_ops). */
+/* The operations (signatures exactly as in core/base/backend.h's dd_backend_ops). */
 #ifdef __cplusplus
 extern "C" {
 #endif

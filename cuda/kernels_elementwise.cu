@@ -1,7 +1,7 @@
 /* CUDA kernels for the elementwise operations of the backend table: fill, axpby, scale, dot, asum,
  * the per-channel affine map and its backward, ReLU, mul, the Eltwise MAX pair, dropout,
- * copy_rows, regularisation and the solver updates (semantics in core/backend.h; the CPU kernels
- * in core/cpu_kernels.c are the reference these reproduce).
+ * copy_rows, regularisation and the solver updates (semantics in core/base/backend.h; the CPU kernels
+ * in core/cpu/cpu_kernels.c are the reference these reproduce).
  *
  * Everything runs on the context's stream: grid-stride loops of DD_CUDA_THREADS threads over
  * dd_cuda_blocks() blocks, int64 indices. Elementwise arithmetic goes through the _rn intrinsics
@@ -340,7 +340,7 @@ extern "C" void dd_cuda_max_backward(dd_backend *be, int64_t n, float *dx, const
   DD_CUDA_LAUNCHED(c);
 }
 
-/* core/rng.h's dd_hash64 (SplitMix64 finaliser of seed and index), the same bits on the device */
+/* core/base/rng.h's dd_hash64 (SplitMix64 finaliser of seed and index), the same bits on the device */
 static __device__ __forceinline__ uint64_t hash64(uint64_t seed, uint64_t index) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

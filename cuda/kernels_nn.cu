@@ -1,6 +1,6 @@
 /* CUDA kernels for the layer operations of the backend table: pooling, BatchNorm (Caffe's, no
  * affine part), softmax, cross entropy, top-k accuracy, and the distillation (KD) and attention
- * transfer losses. Semantics in core/backend.h; the CPU kernels in core/cpu_kernels.c are the
+ * transfer losses. Semantics in core/base/backend.h; the CPU kernels in core/cpu/cpu_kernels.c are the
  * reference these reproduce.
  *
  * Everything runs on the context's stream with DD_CUDA_THREADS threads a block and int64

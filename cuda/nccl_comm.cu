@@ -1,4 +1,4 @@
-/* The NCCL collective (core/collective.h) for GPU ranks: in one process ncclCommInitAll over the
+/* The NCCL collective (core/comm/collective.h) for GPU ranks: in one process ncclCommInitAll over the
  * ranks' devices, one communicator per rank; over several nodes ncclCommInitRank with node 0's unique
  * id (dd_nccl_comm_group_create_nodes). NCCL is loaded at run time (cuda/dynload.cu).
  *

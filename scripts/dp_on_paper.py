@@ -6,7 +6,7 @@ shapes) and of `distilld time --model NET` (measured per-layer backward times, o
 ran it). The model:
 
   * buckets: learnable parameters in reverse layer order, closed once they reach --bucket-mb, as
-    core/solver.c groups them; a bucket is final when backward has passed its lowest layer;
+    core/train/solver.c groups them; a bucket is final when backward has passed its lowest layer;
   * backward: the measured per-layer backward times, scaled so that their total is the GPU
     backward time (the measured split between layers is kept, the total is an input);
   * GPU compute: FLOPs of the convolutions and inner products (2 per multiply-add; backward twice
@@ -111,7 +111,7 @@ def main():
     for i in range(len(layers) - 1, -1, -1):
         acc += bwd_ms[i]
         done_at[i] = acc / total_bwd
-    # buckets, as core/solver.c makes them
+    # buckets, as core/train/solver.c makes them
     buckets = []  # (bytes, final fraction)
     size, low = 0, None
     for i in range(len(layers) - 1, -1, -1):

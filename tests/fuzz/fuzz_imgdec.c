@@ -1,4 +1,4 @@
-/* libFuzzer target for the image decoder (core/imgdec.c).
+/* libFuzzer target for the image decoder (core/data/imgdec.c).
  *
  * Each input is decoded as it is stored, as BGR and as gray. Whatever the input, the decoder must
  * return 0 or DD_ECORRUPT / DD_ENOMEM without crashing, leaking or touching memory outside the

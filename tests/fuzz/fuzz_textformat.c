@@ -1,4 +1,4 @@
-/* libFuzzer target for the text format (core/textformat.c).
+/* libFuzzer target for the text format (core/format/textformat.c).
  *
  * Each input is parsed as a NetParameter, a SolverParameter and a distilld DistillJob. Whatever
  * the input, parsing must return 0 or an error without crashing or leaking (ASan), and on an error
@@ -7,7 +7,7 @@
  * parse, and prints the same text again. (NaN needs no special care: the parser only ever
  * produces the canonical NaN, which prints as "nan" and reads back the same.)
  * A NetParameter that parses also goes through the net graph and the lints of `distilld check`
- * (core/net_check.c) in both phases, and a SolverParameter through the solver lints: arbitrary
+ * (core/net/net_check.c) in both phases, and a SolverParameter through the solver lints: arbitrary
  * nets must give diagnostics, never a crash (shapes with zeros, huge dims, odd wiring).
  *
  * Build: CC=clang cmake -DDD_FUZZ=ON -DDD_SANITIZE=ON; run:
