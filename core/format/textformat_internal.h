@@ -1,10 +1,14 @@
 /* Private to the text format (textformat.h is the API): what its four files share.
  *
- *   textformat_lex.c    the lexer: tokens with line/column, string escapes, error messages
- *   textformat_types.c  one table row per protobuf-c field type: its name in messages, its
- *                       element size, how a value of it is read from tokens and printed
- *   textformat.c        the parser over message descriptors (dd_text_parse, dd_text_parse_file)
- *   textformat_print.c  the printer (dd_text_print, dd_text_print_file)
+ *   textformat_lex.c     the lexer: tokens with line/column, string escapes, error messages
+ *   textformat_strbuf.c  the growable buffer the printers write into
+ *   textformat_types.c   one table row per protobuf-c field type: its name in messages, its
+ *                        element size, how a scalar value of it is read from tokens and printed
+ *   textformat.c         the parser over message descriptors (dd_text_parse, dd_text_parse_file)
+ *   textformat_print.c   the printer over message descriptors (dd_text_print, _print_file)
+ *
+ * Calls go one way only (tests/test_layout checks that files call each other without cycles):
+ * the parser and the printer call the types, the types call the lexer and the buffer.
  *
  * Nothing outside core/format/ includes this header. */
 #ifndef DD_TEXTFORMAT_INTERNAL_H
@@ -71,7 +75,7 @@ static inline int dd__tf_tok_is_ident(const tf_parser *p, const char *word) {
          memcmp(p->tok.p, word, p->tok.len) == 0;
 }
 
-/* ---- printer buffer (textformat_print.c) ----------------------------------------------------- */
+/* ---- printer buffer (textformat_strbuf.c) ---------------------------------------------------- */
 
 /* A growable NUL-terminated string; `oom` records a failed allocation (later writes are
  * dropped). */
@@ -84,9 +88,6 @@ typedef struct {
 void dd__tf_sb_put(tf_strbuf *b, const char *s, size_t n);
 void dd__tf_sb_printf(tf_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dd__tf_sb_indent(tf_strbuf *b, int n);
-
-/* Prints the fields of `m`, `indent` spaces deep. */
-void dd__tf_print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent);
 
 /* ---- field types (textformat_types.c) -------------------------------------------------------- */
 
@@ -113,8 +114,8 @@ size_t dd__tf_elem_size(const ProtobufCFieldDescriptor *f);
  * advances past it. On failure `v->s` is NULL. Not for message fields. */
 int dd__tf_read_scalar(tf_parser *p, const ProtobufCFieldDescriptor *f, tf_value *v);
 
-/* Prints the value of field `f` at `v` (a message: its block, closed at `indent`). */
-void dd__tf_print_value(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                        int indent);
+/* Prints the scalar value of field `f` at `v`. Not for message fields (the printer writes those
+ * as blocks). */
+void dd__tf_print_value(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v);
 
 #endif

@@ -1,8 +1,8 @@
 /* The printer of the protocol buffer text format (see textformat.h): walks a message's descriptor
- * and writes its present fields in field-number order into a growable buffer, two spaces of
- * indent per level. How each value is written is its type's row in textformat_types.c. */
+ * and writes its present fields in field-number order into a growable buffer
+ * (textformat_strbuf.c), two spaces of indent per level, a sub-message as a block. How each
+ * scalar value is written is its type's row in textformat_types.c. */
 #define _POSIX_C_SOURCE 200809L
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,44 +10,6 @@
 #include "base/dd_error.h"
 #include "format/textformat.h"
 #include "format/textformat_internal.h"
-
-void dd__tf_sb_put(tf_strbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + n + 1) ncap *= 2;
-    char *np = realloc(b->p, ncap);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = ncap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-void dd__tf_sb_printf(tf_strbuf *b, const char *fmt, ...) {
-  char tmp[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  DD_ASSERT((size_t)n < sizeof tmp);
-  dd__tf_sb_put(b, tmp, (size_t)n);
-}
-
-void dd__tf_sb_indent(tf_strbuf *b, int n) {
-  static const char sp[] = "                                                                ";
-  while (n > 0) {
-    int k = n > 64 ? 64 : n;
-    dd__tf_sb_put(b, sp, (size_t)k);
-    n -= k;
-  }
-}
 
 /* Whether an optional/required field is present (repeated fields are handled by count). */
 static int field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
@@ -67,16 +29,27 @@ static int field_present(const ProtobufCMessage *m, const ProtobufCFieldDescript
   return 0;
 }
 
-/* One "name: value" line ("name {" ... "}" for a message). */
+static void print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent);
+
+/* One "name: value" line, or for a message "name {", its fields two spaces deeper, and "}". */
 static void print_field(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
                         int indent) {
   dd__tf_sb_indent(b, indent);
-  dd__tf_sb_printf(b, "%s%s", f->name, f->type == PROTOBUF_C_TYPE_MESSAGE ? " " : ": ");
-  dd__tf_print_value(b, f, v, indent);
+  if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+    dd__tf_sb_printf(b, "%s ", f->name);
+    dd__tf_sb_put(b, "{\n", 2);
+    print_message(b, *(ProtobufCMessage *const *)v, indent + 2);
+    dd__tf_sb_indent(b, indent);
+    dd__tf_sb_put(b, "}", 1);
+  } else {
+    dd__tf_sb_printf(b, "%s: ", f->name);
+    dd__tf_print_value(b, f, v);
+  }
   dd__tf_sb_put(b, "\n", 1);
 }
 
-void dd__tf_print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent) {
+/* Prints the fields of `m` that are present, `indent` spaces deep. */
+static void print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
@@ -94,7 +67,7 @@ void dd__tf_print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent) {
 char *dd_text_print(const ProtobufCMessage *msg) {
   tf_strbuf b = {0};
   dd__tf_sb_put(&b, "", 0);
-  dd__tf_print_message(&b, msg, 0);
+  print_message(&b, msg, 0);
   if (b.oom) {
     free(b.p);
     return NULL;
@@ -105,7 +78,7 @@ char *dd_text_print(const ProtobufCMessage *msg) {
 int dd_text_print_file(FILE *f, const ProtobufCMessage *msg, int indent) {
   tf_strbuf b = {0};
   dd__tf_sb_put(&b, "", 0);
-  dd__tf_print_message(&b, msg, indent);
+  print_message(&b, msg, indent);
   if (b.oom) {
     free(b.p);
     return DD_ENOMEM;

@@ -1,9 +1,10 @@
 /* Field types of the text format (see textformat_internal.h). The table `field_types` has one
  * row per protobuf-c type (ProtobufCType) and is the only place that tells the types apart: the
  * name a message uses for it ("field \"x\" takes a 32-bit integer"), the bytes one value takes in
- * a message, whether an integer is unsigned, how a value is read from tokens and how it is
- * printed. The parser (textformat.c) and the printer (textformat_print.c) go through the three
- * functions at the end of this file. */
+ * a message, whether an integer is unsigned, how a scalar value is read from tokens and how it is
+ * printed (a message value is a block, which the parser in textformat.c and the printer in
+ * textformat_print.c walk themselves). They go through the three functions at the end of this
+ * file. */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
 #include <inttypes.h>
@@ -25,16 +26,15 @@ typedef struct {
  * past it. */
 typedef int (*read_fn)(tf_parser *p, const ProtobufCFieldDescriptor *f, const value_at *at,
                        tf_value *v);
-/* Prints the value at `v`; `indent` is the depth of the field's line. */
-typedef void (*print_fn)(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                         int indent);
+/* Prints the value at `v`. */
+typedef void (*print_fn)(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v);
 
 typedef struct {
   const char *name; /* in messages: "field \"x\" takes <name>" */
   size_t size;      /* bytes of one value in a message */
   int is_unsigned;  /* integers only */
   read_fn read;     /* NULL for messages: the parser reads those */
-  print_fn print;
+  print_fn print;   /* NULL for messages: the printer writes those as blocks */
 } field_type;
 
 static int read_int(tf_parser *, const ProtobufCFieldDescriptor *, const value_at *, tf_value *);
@@ -43,17 +43,16 @@ static int read_bool(tf_parser *, const ProtobufCFieldDescriptor *, const value_
 static int read_enum(tf_parser *, const ProtobufCFieldDescriptor *, const value_at *, tf_value *);
 static int read_string(tf_parser *, const ProtobufCFieldDescriptor *, const value_at *,
                        tf_value *);
-static void print_i32(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_u32(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_i64(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_u64(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_float(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_double(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_bool(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_enum(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_str(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_bytes(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
-static void print_submessage(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *, int);
+static void print_i32(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_u32(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_i64(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_u64(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_float(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_double(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_bool(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_enum(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_str(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
+static void print_bytes(tf_strbuf *, const ProtobufCFieldDescriptor *, const void *);
 
 #define I32 "a 32-bit integer"
 #define U32 "an unsigned 32-bit integer"
@@ -78,8 +77,7 @@ static const field_type field_types[] = {
     [PROTOBUF_C_TYPE_STRING] = {"a quoted string", sizeof(char *), 0, read_string, print_str},
     [PROTOBUF_C_TYPE_BYTES] = {"a quoted string of bytes", sizeof(ProtobufCBinaryData), 0,
                                read_string, print_bytes},
-    [PROTOBUF_C_TYPE_MESSAGE] = {"a message in { }", sizeof(ProtobufCMessage *), 0, NULL,
-                                 print_submessage},
+    [PROTOBUF_C_TYPE_MESSAGE] = {"a message in { }", sizeof(ProtobufCMessage *), 0, NULL, NULL},
 };
 #undef I32
 #undef U32
@@ -401,51 +399,46 @@ static void print_quoted(tf_strbuf *b, const uint8_t *s, size_t n) {
   dd__tf_sb_put(b, "\"", 1);
 }
 
-/* The printers of the table's rows: `f` and `indent` matter to enums and messages only. */
-#define UNUSED_ARGS (void)f, (void)indent
+/* The printers of the table's rows: `f` matters to enums only. */
+#define UNUSED_ARGS (void)f
 
-static void print_i32(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v, int indent) {
+static void print_i32(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   dd__tf_sb_printf(b, "%" PRId32, *(const int32_t *)v);
 }
 
-static void print_u32(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v, int indent) {
+static void print_u32(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   dd__tf_sb_printf(b, "%" PRIu32, *(const uint32_t *)v);
 }
 
-static void print_i64(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v, int indent) {
+static void print_i64(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   dd__tf_sb_printf(b, "%" PRId64, *(const int64_t *)v);
 }
 
-static void print_u64(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v, int indent) {
+static void print_u64(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   dd__tf_sb_printf(b, "%" PRIu64, *(const uint64_t *)v);
 }
 
-static void print_float(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                        int indent) {
+static void print_float(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   print_real(b, *(const float *)v, 1);
 }
 
-static void print_double(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                         int indent) {
+static void print_double(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   print_real(b, *(const double *)v, 0);
 }
 
-static void print_bool(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                       int indent) {
+static void print_bool(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   dd__tf_sb_printf(b, "%s", *(const protobuf_c_boolean *)v ? "true" : "false");
 }
 
 /* By name; a number the enum does not know as the number. */
-static void print_enum(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                       int indent) {
-  (void)indent;
+static void print_enum(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   int32_t e = *(const int32_t *)v;
   const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, e);
   if (ev)
@@ -454,27 +447,16 @@ static void print_enum(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const vo
     dd__tf_sb_printf(b, "%" PRId32, e);
 }
 
-static void print_str(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v, int indent) {
+static void print_str(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   const char *s = *(char *const *)v;
   print_quoted(b, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0);
 }
 
-static void print_bytes(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                        int indent) {
+static void print_bytes(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
   UNUSED_ARGS;
   const ProtobufCBinaryData *bd = v;
   print_quoted(b, bd->data, bd->len);
-}
-
-/* "{", the fields two spaces deeper, "}" at the field's depth. */
-static void print_submessage(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                             int indent) {
-  (void)f;
-  dd__tf_sb_put(b, "{\n", 2);
-  dd__tf_print_message(b, *(ProtobufCMessage *const *)v, indent + 2);
-  dd__tf_sb_indent(b, indent);
-  dd__tf_sb_put(b, "}", 1);
 }
 
 #undef UNUSED_ARGS
@@ -497,7 +479,8 @@ int dd__tf_read_scalar(tf_parser *p, const ProtobufCFieldDescriptor *f, tf_value
   return ty->read(p, f, &at, v);
 }
 
-void dd__tf_print_value(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
-                        int indent) {
-  type_of(f)->print(b, f, v, indent);
+void dd__tf_print_value(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v) {
+  const field_type *ty = type_of(f);
+  DD_ASSERT(ty->print != NULL && "print_value on a message field");
+  ty->print(b, f, v);
 }
