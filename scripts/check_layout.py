@@ -436,8 +436,9 @@ def is_undefined(t):
 
 def object_sources(root, build):
     """{object file: source file relative to root} for the project's objects in the build folder;
-    objects whose source no longer exists (a stale build) are left out and counted."""
-    objs, stale = {}, 0
+    objects whose source no longer exists (a stale build) are left out and counted, and the sources
+    edited since their object was built are listed."""
+    objs, stale, older = {}, 0, []
     for dirpath, dirnames, filenames in os.walk(build):
         dirnames.sort()
         m = re.search(r"^(.*?)/?CMakeFiles/[^/]+\.dir(/.*)?$", rel(dirpath, build))
@@ -461,17 +462,23 @@ def object_sources(root, build):
             if found is None:
                 stale += 1
                 continue
-            objs[os.path.join(dirpath, f)] = found
-    return objs, stale
+            obj = os.path.join(dirpath, f)
+            objs[obj] = found
+            if not found.startswith("<build>/") and os.path.getmtime(obj) < os.path.getmtime(os.path.join(root, found)):
+                older.append(found)
+    return objs, stale, older
 
 
 def check_calls(root, build, nm, findings, notes):
-    objs, stale = object_sources(root, build)
+    objs, stale, older = object_sources(root, build)
     if not objs:
         notes.append("4. call cycles: no object files under %s: skipped" % build)
         return
     if stale:
         notes.append("4. call cycles: %d object files whose source is gone were ignored" % stale)
+    if older:
+        notes.append("4. call cycles: %d sources changed since the build (rebuild for exact results), e.g. %s"
+                     % (len(older), ", ".join(sorted(older)[:3])))
     syms = run_nm(nm, sorted(objs))
     defined = defaultdict(set)
     undefined = defaultdict(set)
