@@ -3,6 +3,7 @@
  * Every operation of core/base/backend.h's table is a function named dd_cuda_<op> with exactly the
  * table's signature, defined in one of:
  *   cuda/dynload.cu            cuDNN and cuBLAS, loaded at run time (dlopen) instead of linked
+ *   cuda/context.cu            the failure record (dd_cuda_fail) and launch sizes (dd_cuda_blocks)
  *   cuda/backend.cu            context, memory (caching allocator, pinned host buffers, copies),
  *                              gemm (cuBLAS), the table itself, create/destroy/describe
  *   cuda/kernels_elementwise.cu  fill, axpby, scale, dot, asum, relu, mul, max_update/backward,

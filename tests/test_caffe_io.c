@@ -13,6 +13,8 @@
 #include "base/dd_error.h"
 #include "format/fileio.h"
 #include "test.h"
+#include "test_files.h"
+#include "test_nets.h"
 
 #define REF_DIR DD_TEST_DATA "/caffe-reference"
 #define INIT_MODEL REF_DIR "/resblock/init.caffemodel"
@@ -28,24 +30,7 @@ static const char *tmp_path(const char *name) {
   return b;
 }
 
-static int write_bytes(const char *path, const void *data, size_t len) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return -1;
-  size_t w = len ? fwrite(data, 1, len, f) : 0;
-  return fclose(f) == 0 && w == len ? 0 : -1;
-}
-
-static int write_text(const char *path, const char *text) {
-  return write_bytes(path, text, strlen(text));
-}
-
-/* Packs a message into a new buffer; *len gets its size. */
-static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
-  *len = protobuf_c_message_get_packed_size(m);
-  uint8_t *b = malloc(*len ? *len : 1);
-  if (b) protobuf_c_message_pack(m, b);
-  return b;
-}
+static int write_text(const char *path, const char *text) { return test_write_bytes(path, text, strlen(text)); }
 
 static int is_dd_error(int r) { return r == 0 || (r < 0 && r >= DD_ENOTFOUND); }
 
@@ -240,7 +225,7 @@ static void test_constructed_roundtrip(void) {
   net.layer = layers;
 
   size_t len1;
-  uint8_t *p1 = pack(&net.base, &len1);
+  uint8_t *p1 = test_pack(&net.base, &len1);
   REQUIRE(p1);
   const char *path = tmp_path("tiny.caffemodel");
   int r = dd_caffemodel_write(&net, path, err, sizeof err);
@@ -256,7 +241,7 @@ static void test_constructed_roundtrip(void) {
   CHECKF(r == 0, "%s", err);
   REQUIRE(r == 0);
   size_t len2;
-  uint8_t *p2 = pack(&back->base, &len2);
+  uint8_t *p2 = test_pack(&back->base, &len2);
   CHECK(p2 && len2 == len1 && memcmp(p1, p2, len1) == 0);
   CHECK(back->n_layer == 2 && strcmp(back->layer[1]->name, "ip") == 0);
   CHECK(back->layer[0]->convolution_param && back->layer[0]->convolution_param->num_output == 2);
@@ -297,7 +282,7 @@ static void test_binaryproto(void) {
   CHECK(back->n_data == 24 && memcmp(back->data, t.data, sizeof(float) * 24) == 0);
   CHECK(back->n_diff == 24 && back->diff[23] == -23.0f);
   size_t l1, l2;
-  uint8_t *p1 = pack(&t.b.base, &l1), *p2 = pack(&back->base, &l2);
+  uint8_t *p1 = test_pack(&t.b.base, &l1), *p2 = test_pack(&back->base, &l2);
   CHECK(p1 && p2 && l1 == l2 && memcmp(p1, p2, l1) == 0);
   free(p1);
   free(p2);
@@ -319,8 +304,8 @@ static void test_binaryproto(void) {
   REQUIRE(back);
   CHECK(dd_blob_proto_shape(back, d) == 4 && d[0] == 1 && d[1] == 3 && d[2] == 2 && d[3] == 2);
   CHECK(back->shape == NULL && back->has_num && back->channels == 3);
-  p1 = pack(&lg.b.base, &l1);
-  p2 = pack(&back->base, &l2);
+  p1 = test_pack(&lg.b.base, &l1);
+  p2 = test_pack(&back->base, &l2);
   CHECK(p1 && p2 && l1 == l2 && memcmp(p1, p2, l1) == 0);
   free(p1);
   free(p2);
@@ -390,7 +375,7 @@ static void test_solverstate(void) {
   CHECK(back->n_history == 3 && back->history[0]->n_data == 162 &&
         back->history[0]->data[161] == big[161]);
   size_t l1, l2;
-  uint8_t *p1 = pack(&st.base, &l1), *p2 = pack(&back->base, &l2);
+  uint8_t *p1 = test_pack(&st.base, &l1), *p2 = test_pack(&back->base, &l2);
   CHECK(p1 && p2 && l1 == l2 && memcmp(p1, p2, l1) == 0);
   free(p1);
   free(p2);
@@ -461,7 +446,7 @@ static void test_truncation(void) {
   net.n_layer = 2;
   net.layer = ls;
   size_t len;
-  uint8_t *buf = pack(&net.base, &len);
+  uint8_t *buf = test_pack(&net.base, &len);
   REQUIRE(buf);
   /* Every prefix of the small file: only prefixes that end exactly after a whole top-level field
    * can parse (the name, or the first layer), and those must pass the checks. */
@@ -486,14 +471,14 @@ static void test_truncation(void) {
   CHECKF(acc <= 15, "%zu prefixes of init.caffemodel accepted", acc);
   /* Cut in the middle of conv1's weights (they start around byte 0xe0). */
   const char *path = tmp_path("init_cut.caffemodel");
-  REQUIRE(write_bytes(path, ref, 0x200) == 0);
+  REQUIRE(test_write_bytes(path, ref, 0x200) == 0);
   int r = dd_caffemodel_read(&back, path, err, sizeof err);
   CHECK(r == DD_ECORRUPT && back == NULL);
   CHECK_CONTAINS(err, path);
   CHECK_CONTAINS(err, "field 5 (data) of BlobProto at layer[3].blobs[0] (layer \"conv1\")");
   CHECK_CONTAINS(err, "truncated file?");
   for (size_t k = 1; k < rlen; k += rlen / 13) {
-    REQUIRE(write_bytes(path, ref, k) == 0);
+    REQUIRE(test_write_bytes(path, ref, k) == 0);
     r = dd_caffemodel_read(&back, path, err, sizeof err);
     CHECKF(r == DD_ECORRUPT && back == NULL, "cut %zu: %d", k, r);
   }
@@ -749,7 +734,7 @@ static void test_bad_files(void) {
   CHECK_CONTAINS(err, "directory");
 
   const char *empty = tmp_path("empty.caffemodel");
-  REQUIRE(write_bytes(empty, "", 0) == 0);
+  REQUIRE(test_write_bytes(empty, "", 0) == 0);
   r = dd_caffemodel_read(&net, empty, err, sizeof err);
   CHECK(r == DD_ECORRUPT && net == NULL);
   CHECK_CONTAINS(err, empty);
@@ -783,7 +768,7 @@ static void test_bad_files(void) {
 
   /* Garbage: the wire walker says where. */
   const char *junk = tmp_path("junk.caffemodel");
-  REQUIRE(write_bytes(junk, "\x0a\x03" "abc" "\xff\xff\xff\xff\xff\xff", 11) == 0);
+  REQUIRE(test_write_bytes(junk, "\x0a\x03" "abc" "\xff\xff\xff\xff\xff\xff", 11) == 0);
   r = dd_caffemodel_read(&net, junk, err, sizeof err);
   CHECK(r == DD_ECORRUPT);
   CHECK_CONTAINS(err, junk);
@@ -810,26 +795,8 @@ static void test_bad_files(void) {
   CHECK(r == DD_EINVAL);
 }
 
-/* Removes everything in the temporary directory, then the directory. */
-static void cleanup(void) {
-  DIR *d = opendir(tmpdir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-      unlink(tmp_path(e->d_name));
-    }
-    closedir(d);
-  }
-  rmdir(tmpdir);
-}
-
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/dd_caffe_io_XXXXXX");
-  if (!mkdtemp(tmpdir)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_scratch_dir(tmpdir, sizeof tmpdir, "caffe_io")) return 1;
   RUN(test_reference_caffemodel);
   RUN(test_constructed_roundtrip);
   RUN(test_binaryproto);
@@ -839,6 +806,6 @@ int main(void) {
   RUN(test_v1_binary);
   RUN(test_v1_text);
   RUN(test_bad_files);
-  cleanup();
+  test_scratch_remove(tmpdir);
   return test_summary();
 }

@@ -1,5 +1,5 @@
 /* Trained models compared by the tests that run whole jobs (tests/test_multinode.c,
- * tests/test_cuda_train.c; tests/test_distill.c has its own copies): reading a .caffemodel
+ * tests/test_cuda_train.c, tests/test_distill.c): reading a .caffemodel
  * (test_read_model) and the largest relative difference between two models' blobs
  * (test_model_diff). */
 #ifndef DD_TEST_MODELS_H

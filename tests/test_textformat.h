@@ -18,25 +18,18 @@
 #include "distill.pb-c.h"
 #include "format/textformat.h"
 #include "test.h"
+#include "test_nets.h"
 
 #define FNAME "in.prototxt"
 
 /* ------------------------------------------------------------------------------------------- */
 /* Helpers                                                                                       */
 
-static inline uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
-  *len = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(*len ? *len : 1);
-  if (!buf) abort();
-  size_t n = protobuf_c_message_pack(m, buf);
-  if (n != *len) abort();
-  return buf;
-}
 
 /* Whether `a` and `b` pack to the same bytes. */
 static inline int same_binary(const ProtobufCMessage *a, const ProtobufCMessage *b) {
   size_t la, lb;
-  uint8_t *pa = pack(a, &la), *pb = pack(b, &lb);
+  uint8_t *pa = test_pack(a, &la), *pb = test_pack(b, &lb);
   int same = la == lb && memcmp(pa, pb, la) == 0;
   free(pa);
   free(pb);
@@ -93,7 +86,7 @@ static inline int expect_err_(const ProtobufCMessageDescriptor *d, const char *t
   expect_err_((d), (text), (len), (eline), (ecol), (const char *const[]){__VA_ARGS__, NULL}, \
               __LINE__)
 
-/* print -> parse -> pack must equal pack(m); printing the result again must give the same text.
+/* print -> parse -> pack must equal test_pack(m); printing the result again must give the same text.
  * Returns the printed text (caller frees) or NULL after a failed check. */
 static inline char *roundtrip_(const ProtobufCMessage *m, int line) {
   char *text = dd_text_print(m);
