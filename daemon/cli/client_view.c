@@ -179,6 +179,22 @@ static void job_row(view_cell *row, const char *id, const redisReply *r, double 
   view_cell_set(row[7], buf);
 }
 
+int view_prune_and_print(dd_client *c, FILE *f, const char *cmd, const char *set_key, const char **gone, size_t ngone,
+                         int ncol, const char *const *head, view_cell *cells, size_t shown, const char *none) {
+  if (ngone) {
+    gone[0] = cmd;
+    gone[1] = set_key;
+    redisReply *r = client_request(c, (int)(2 + ngone), gone, NULL);
+    if (!r) return -1;
+    freeReplyObject(r);
+  }
+  if (shown)
+    view_table_print(f, ncol, head, cells, shown);
+  else
+    fprintf(f, "%s\n", none);
+  return 0;
+}
+
 int view_job_table(dd_client *c, FILE *f, long limit) {
   char key[CLIENT_KEY_LEN], stop[32];
   snprintf(stop, sizeof stop, "%ld", limit > 0 ? limit - 1 : -1L);
@@ -210,18 +226,8 @@ int view_job_table(dd_client *c, FILE *f, long limit) {
     job_row(cells + shown * N_JOB_COLS, ids->element[i]->str, rows[i], now);
     shown++;
   }
-  if (ngone) {
-    gone[0] = "ZREM";
-    gone[1] = dd_key(key, sizeof key, c->prefix, DD_KEY_INDEX);
-    redisReply *r = client_request(c, (int)(2 + ngone), gone, NULL);
-    if (!r) goto done;
-    freeReplyObject(r);
-  }
-  if (shown)
-    view_table_print(f, N_JOB_COLS, job_head, cells, shown);
-  else
-    fprintf(f, "no jobs\n");
-  rc = 0;
+  rc = view_prune_and_print(c, f, "ZREM", dd_key(key, sizeof key, c->prefix, DD_KEY_INDEX), gone, ngone, N_JOB_COLS,
+                            job_head, cells, shown, "no jobs");
 done:
   for (size_t i = 0; rows && i < n; i++)
     if (rows[i]) freeReplyObject(rows[i]);

@@ -43,6 +43,11 @@ void view_cell_set(view_cell c, const char *s);
 
 /* Prints `nrows` rows of `ncol` cells (row-major) under `head`, columns padded to their widest. */
 void view_table_print(FILE *f, int ncol, const char *const *head, view_cell *cells, size_t nrows);
+/* The end of a table verb: removes the members whose hashes have expired (gone[2] on, ngone of
+ * them; gone[0] and gone[1] are filled here) with `cmd` ("ZREM", "SREM") from `set_key`, then
+ * prints the table, or the line `none` when no row is shown. 0, or -1 with c->err. */
+int view_prune_and_print(dd_client *c, FILE *f, const char *cmd, const char *set_key, const char **gone, size_t ngone,
+                         int ncol, const char *const *head, view_cell *cells, size_t shown, const char *none);
 
 /* Writes the table of the newest `limit` jobs (0: all) to `f`. Ids whose hash has expired leave
  * the index. Returns 0, or -1 with c->err. */

@@ -78,18 +78,8 @@ static int worker_table(dd_client *c, FILE *f) {
       view_cell_set(row[4], NULL);
     }
   }
-  if (ngone) {
-    gone[0] = "SREM";
-    gone[1] = dd_key(key, sizeof key, c->prefix, DD_KEY_WORKERS);
-    redisReply *r = client_request(c, (int)(2 + ngone), gone, NULL);
-    if (!r) goto done;
-    freeReplyObject(r);
-  }
-  if (shown)
-    view_table_print(f, N_WORKER_COLS, worker_head, cells, shown);
-  else
-    fprintf(f, "no live workers\n");
-  rc = 0;
+  rc = view_prune_and_print(c, f, "SREM", dd_key(key, sizeof key, c->prefix, DD_KEY_WORKERS), gone, ngone,
+                            N_WORKER_COLS, worker_head, cells, shown, "no live workers");
 done:
   for (size_t i = 0; rows && i < n; i++)
     if (rows[i]) freeReplyObject(rows[i]);
