@@ -8,8 +8,8 @@
 #      smaller WRN student distilled from it (configs/quickstart_student.prototxt), shown live,
 #   4. prints the teacher's and the student's test accuracy and the time, and plots both runs'
 #      curves (out/quickstart/*.png).
-# Sized for a 2-core machine: 10 min 45 s measured without the package installs, teacher 87.96 %,
-# student 88.36 % (docs/results.md).
+# Sized for a 2-core machine: about 11 min without the package installs on an idle machine,
+# teacher 88.03 %, student 88.18 % (docs/results.md).
 # QUICKSTART_THREADS overrides the thread count; QUICKSTART_SKIP_INSTALL=1 skips apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
