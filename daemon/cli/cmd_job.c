@@ -34,6 +34,7 @@ typedef struct {
   dd_redis_rdzv z;
   dd_rendezvous rv;
   int rdzv_open;
+  int node_failure; /* 2: the daemon config could not be read, 1: the rendezvous failed (exit status) */
 } job_ui;
 
 static void end_bar(job_ui *u) {
@@ -130,8 +131,10 @@ static int ui_open_rendezvous(void *ctx, const Distilld__DistillJob *job, const 
                      job->nodes, others, tn && tn->node >= 0 ? " (--node is out of range)" : "");
   }
   char *password = NULL;
-  if (dd_dconfig_read(&u->cfg, tn->config, err, errlen) || dd_dconfig_password(u->cfg, &password, err, errlen))
+  if (dd_dconfig_read(&u->cfg, tn->config, err, errlen) || dd_dconfig_password(u->cfg, &password, err, errlen)) {
+    u->node_failure = 2;
     return DD_EINVAL;
+  }
   char key[600];
   dd_key(key, sizeof key, u->cfg->key_prefix, DD_KEY_CLI_RDZV, job->name);
   int r = dd_redis_rdzv_init(&u->z, &u->rv, u->cfg, password, key, tn->node, job->nodes,
@@ -140,7 +143,10 @@ static int ui_open_rendezvous(void *ctx, const Distilld__DistillJob *job, const 
     memset(password, 0, strlen(password));
     free(password);
   }
-  if (r) return r;
+  if (r) {
+    u->node_failure = 1;
+    return r;
+  }
   u->rdzv_open = 1;
   fprintf(stderr, "distilld: rendezvous through Redis at %s:%d, key %s\n", u->cfg->redis_host, u->cfg->redis_port, key);
   *rv = &u->rv;
@@ -154,8 +160,12 @@ static void ui_close_rendezvous(void *ctx) {
 }
 
 /* The exit status and the message of a failed job, worded as the step that failed. */
-static int report_failure(const char *job_path, const dd_job_result *res, int r, const char *err) {
+static int report_failure(const job_ui *u, const char *job_path, const dd_job_result *res, int r, const char *err) {
   int usage = r == DD_EINVAL || r == DD_EIO || r == DD_EPARSE;
+  if (u->node_failure) { /* the node's own setup: the config or the rendezvous, not the job */
+    dd_cli_error("%s", err);
+    return u->node_failure;
+  }
   if (res->ranks > 1 || res->failed_in == DD_JOB_FAILED_SETUP) {
     dd_cli_error("%s: %s", job_path, err);
     return usage ? 2 : 1;
@@ -205,7 +215,7 @@ int dd_cmd_train_job(const char *job_path, int resume, int threads, const char *
   clock_gettime(CLOCK_MONOTONIC, &t1);
   if (ui.cfg) distilld__daemon_config__free_unpacked(ui.cfg, NULL);
   if (r) {
-    status = report_failure(job_path, &res, r, err);
+    status = report_failure(&ui, job_path, &res, r, err);
     goto out;
   }
   char took[32];
