@@ -79,6 +79,19 @@ static inline int submit_raw(const char *id, const char *text, size_t len, char 
   return ok;
 }
 
+/* The number of entries in the queue PREFIX:jobs (-1: no answer). */
+static inline long long queue_len(void) { return rint_cmd(-1, "XLEN %s", K("jobs")); }
+
+/* Waits (bounded) until job `id` has at least `n` events of `type`; 1 then, 0 on timeout. */
+static inline int wait_events(const char *id, const char *type, int n, double timeout_s) {
+  double end = mono() + timeout_s;
+  for (int i = 0; i < (int)(timeout_s * 50) + 2 && mono() < end; i++) {
+    if (count_events(id, type, NULL) >= n) return 1;
+    sleep_ms(20);
+  }
+  return 0;
+}
+
 /* ---- daemons ------------------------------------------------------------------------------------- */
 
 typedef struct {

@@ -37,6 +37,8 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
   } else if (c->drain_timeout_s < 1 || c->poll_ms < 10 || c->threads_per_job < 0) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: drain_timeout_s (%d) must be at least 1, poll_ms (%d) at least 10, threads_per_job (%d) not negative",
                   where, c->drain_timeout_s, c->poll_ms, c->threads_per_job);
+  } else if (c->max_attempts < 1) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "%s: max_attempts must be at least 1, got %d", where, c->max_attempts);
   } else if (c->redis_password_env && c->redis_password_file) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: set redis_password_env or redis_password_file, not both", where);
   } else {

@@ -12,6 +12,14 @@
 #include "service/scripts.h"
 #include "train/distill.h"
 
+/* Items dropped since the count last went into an item (job_t.dropped_reported moves on; the
+ * caller puts it back should its item not be published). */
+static long long dropped_delta(job_t *j) {
+  long long now = atomic_load(&j->dropped), delta = now - j->dropped_reported;
+  j->dropped_reported = now;
+  return delta;
+}
+
 static void hset_head(item_b *b, job_t *j) {
   ib_cmd(b);
   ib_arg(b, "HSET");
@@ -47,8 +55,6 @@ void fill_progress(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, "elapsed_s"), ib_num(b, p->elapsed_s);
   ib_arg(b, "data_errors"), ib_argf(b, "%lld", (long long)p->data_errors);
   ib_arg(b, "updated_at"), ib_argf(b, "%.3f", dd_now());
-  long long dropped = atomic_load(&j->dropped);
-  if (dropped) ib_arg(b, "metrics_dropped"), ib_argf(b, "%lld", dropped);
   ib_cmd(b);
   ib_arg(b, "XADD");
   ib_arg(b, j->k_metrics);
@@ -65,6 +71,13 @@ void fill_progress(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, "data_wait_ms"), ib_num(b, p->data_wait_ms);
   ib_arg(b, "worker"), ib_arg(b, j->d->worker);
   ib_arg(b, "attempt"), ib_arg(b, j->attempt_s);
+  /* entries dropped since the last count Redis got: added, so the count covers every attempt
+   * (the apply script's sequence number keeps it from being added twice) */
+  long long delta = dropped_delta(j);
+  if (delta) {
+    ib_cmd(b);
+    ib_arg(b, "HINCRBY"), ib_arg(b, j->k_hash), ib_arg(b, "metrics_dropped"), ib_argf(b, "%lld", delta);
+  }
 }
 
 void fill_test(item_b *b, job_t *j, const void *arg) {
@@ -146,6 +159,8 @@ void fill_done(item_b *b, job_t *j, const void *arg) {
     ib_argf(b, "%.3f", dd_now());
     ib_arg(b, d->worker);
     ib_argf(b, "%d", a->iter);
+    ib_argf(b, "%lld", dropped_delta(j));
+    ib_arg(b, a->error ? a->error : "handed back");
     return;
   }
   static const char *states[] = {"succeeded", "failed", "cancelled"};
@@ -165,4 +180,5 @@ void fill_done(item_b *b, job_t *j, const void *arg) {
   ib_arg(b, d->worker);
   ib_argf(b, "%d", a->iter);
   ib_arg(b, j->id);
+  ib_argf(b, "%lld", dropped_delta(j));
 }

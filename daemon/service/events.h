@@ -10,7 +10,8 @@
 #include "service/ring.h"
 #include "service/state.h"
 
-/* arg: a dd_distill_progress (train/distill.h): the job hash's progress fields + a metrics entry. */
+/* arg: a dd_distill_progress (train/distill.h): the job hash's progress fields + a metrics entry
+ * (+ the items dropped since the last count, added to the hash's metrics_dropped). */
 void fill_progress(item_b *b, job_t *j, const void *arg);
 /* arg: a dd_distill_test: the hash's test_* fields + a "test" event. */
 void fill_test(item_b *b, job_t *j, const void *arg);
@@ -46,7 +47,7 @@ void fill_start(item_b *b, job_t *j, const void *arg);
 
 typedef struct {
   int outcome, iter;
-  const char *error;
+  const char *error; /* OUT_FAILED: why; OUT_HANDBACK: how the attempt ended (the hash's last_error) */
 } done_arg;
 /* arg: a done_arg: the job's last item (ITEM_DONE): the FINISH or HANDBACK script, or nothing for a job
  * whose lease was lost (OUT_LOST). */

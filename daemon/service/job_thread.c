@@ -21,10 +21,6 @@
 #include "service/state.h"
 #include "train/job.h"
 
-/* A multi-node job whose attempt fails in the collectives (a node lost) is handed back this many
- * times at most before it fails for good. */
-#define DD_MULTINODE_ATTEMPTS 3
-
 /* One item for job j, filled by `fill` from `arg`; dropped (and counted) when the ring is past the
  * limit for `prio`. */
 static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *, const void *), const void *arg) {
@@ -37,8 +33,14 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
   item_b b;
   ib_begin(&b, it, ITEM_CMDS, (int)(j - d->slots));
   it->seq = ++j->next_seq;
+  long long reported = j->dropped_reported;
   fill(&b, j, arg);
-  if (!b.ok) dlog(1, j->id, "an event did not fit its buffer and was not written to Redis");
+  if (!b.ok) {
+    dlog(1, j->id, "an event did not fit its buffer and was not written to Redis");
+    j->dropped_reported = reported; /* the count it carried goes with the next item */
+    atomic_fetch_add(&j->dropped, 1);
+    j->next_seq--;
+  }
   ring_commit(d, &d->ring, b.ok);
 }
 
@@ -144,6 +146,7 @@ void job_thread(void *arg) {
   daemon_t *d = j->d;
   char err[4096] = "";
   int outcome = OUT_FAILED, iter = 0;
+  char handback_why[1024] = "";
   Distilld__DistillJob *job = NULL;
   snprintf(j->attempt_s, sizeof j->attempt_s, "%d", j->attempt);
   if (j->early_error[0]) {
@@ -173,13 +176,14 @@ void job_thread(void *arg) {
      * a node lost during a cancel): what was asked for, not a failure */
     dlog(1, j->id, "attempt %d: %s", j->attempt, err);
     outcome = stop == STOP_CANCEL ? OUT_CANCELLED : OUT_HANDBACK;
-  } else if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < DD_MULTINODE_ATTEMPTS && stop == STOP_NONE) {
+  } else if (r == DD_EIO && job->nodes > 1 && !j->join_node && j->attempt < d->cfg->max_attempts && stop == STOP_NONE) {
     /* a node died, stopped answering or never came: the job goes back to the queue and resumes
-     * from its last snapshot, up to DD_MULTINODE_ATTEMPTS attempts */
+     * from its last snapshot, up to max_attempts attempts (the claim counts them) */
     char msg[4300];
     snprintf(msg, sizeof msg, "attempt %d failed: %s; handing the job back to resume from its last snapshot (attempt %d "
-             "of at most %d)", j->attempt, err, j->attempt + 1, DD_MULTINODE_ATTEMPTS);
+             "of at most %d)", j->attempt, err, j->attempt + 1, d->cfg->max_attempts);
     h_log(j, 1, msg);
+    snprintf(handback_why, sizeof handback_why, "failed in the collectives: %.900s", err);
     outcome = OUT_HANDBACK;
   } else if (r)
     outcome = OUT_FAILED;
@@ -206,7 +210,10 @@ done:
                                       outcome == OUT_HANDBACK ? "stopped: handing it back" : "lost its lease: stopped", iter);
 cleanup:
   if (job) distilld__distill_job__free_unpacked(job, NULL);
-  done_arg a = {outcome, iter, outcome == OUT_FAILED ? err : NULL};
+  if (outcome == OUT_HANDBACK && !handback_why[0])
+    snprintf(handback_why, sizeof handback_why, "handed back by worker %s at iteration %d (%s)", d->worker, iter,
+             atomic_load(&j->stop) == STOP_HANDBACK ? "the worker was stopped" : "another node's worker was stopped");
+  done_arg a = {outcome, iter, outcome == OUT_FAILED ? err : outcome == OUT_HANDBACK ? handback_why : NULL};
   /* the final item must get into the ring: wait for room (the loop drains it) */
   for (;;) {
     ring_item *it = ring_reserve(&d->ring, PRIO_STATE);

@@ -184,6 +184,14 @@ static int retryable(const char *err) {
 }
 
 
+/* A script's {'lost', why} (the caller no longer owns the job: LUA_LOST_FN): why; NULL otherwise. */
+static const char *lost_reason(const redisReply *r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+      r->element[1]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "lost"))
+    return NULL;
+  return r->element[1]->str;
+}
+
 static void job_slot_free(daemon_t *d, int slot) {
   job_t *j = &d->slots[slot];
   if (j->thread_started) uv_thread_join(&j->thread);
@@ -220,8 +228,9 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv) {
   job_t *j = &d->slots[slot];
   if (reply->type == REDIS_REPLY_ERROR) dlog(1, j->id, "Redis refused an update: %s", reply->str);
   if (kind == ITEM_DONE) {
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
-      dlog(1, j->id, "another worker owns the job now; left it to that worker");
+    const char *why = lost_reason(reply);
+    if (why)
+      dlog(1, j->id, "the job's end was not written: this worker no longer owns it (%s); left it as it is", why);
     else if (reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "again"))
       dlog(2, j->id, "handed back as entry %s", reply->str);
     job_slot_free(d, slot);
@@ -340,8 +349,15 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
     try_claim(d);
     return;
   }
-  if (!strcmp(reply->element[0]->str, "final")) {
-    dlog(2, j->id, "already %s: acknowledged without running", reply->element[1]->str);
+  const char *what = reply->element[0]->str;
+  const char *arg = reply->element[1]->type == REDIS_REPLY_STRING ? reply->element[1]->str : "";
+  if (!strcmp(what, "final") || !strcmp(what, "duplicate") || !strcmp(what, "exhausted")) {
+    if (!strcmp(what, "final"))
+      dlog(2, j->id, "already %s: acknowledged without running", arg);
+    else if (!strcmp(what, "duplicate"))
+      dlog(1, j->id, "entry %s refused, acknowledged and deleted: %s", j->entry, arg);
+    else
+      dlog(0, j->id, "failed: %s", arg);
     free(j->text);
     memset(j, 0, sizeof *j);
     try_claim(d);
@@ -371,20 +387,25 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
   j->d = d;
   snprintf(j->entry, sizeof j->entry, "%s", e->element[0]->str);
   const redisReply *f = e->element[1];
-  const char *id = NULL, *text = NULL, *join = NULL, *attempt = NULL;
+  const char *id = NULL, *text = NULL, *join = NULL, *attempt = NULL, *twice = NULL;
   size_t text_len = 0;
+  int id_nul = 0;
   if (f->type == REDIS_REPLY_ARRAY)
     for (size_t k = 0; k + 1 < f->elements; k += 2) {
       if (f->element[k]->type != REDIS_REPLY_STRING || f->element[k + 1]->type != REDIS_REPLY_STRING) continue;
-      if (!strcmp(f->element[k]->str, "id")) id = f->element[k + 1]->str;
-      if (!strcmp(f->element[k]->str, "job")) text = f->element[k + 1]->str, text_len = f->element[k + 1]->len;
-      if (!strcmp(f->element[k]->str, "join")) join = f->element[k + 1]->str;
-      if (!strcmp(f->element[k]->str, "attempt")) attempt = f->element[k + 1]->str;
+      const char *name = f->element[k]->str, *val = f->element[k + 1]->str;
+      const char **slot_of = !strcmp(name, "id") ? &id : !strcmp(name, "job") ? &text : !strcmp(name, "join") ? &join
+                             : !strcmp(name, "attempt") ? &attempt : NULL;
+      if (!slot_of) continue;
+      if (*slot_of && !twice) twice = name; /* which of the two was meant is unknown: refused */
+      *slot_of = val;
+      if (slot_of == &id) id_nul = strlen(val) != f->element[k + 1]->len;
+      if (slot_of == &text) text_len = f->element[k + 1]->len;
     }
   if (join) {
     /* node K of a multi-node job: LUA_JOIN, not a claim of the job */
     int node = atoi(join), att = attempt ? atoi(attempt) : 0;
-    if (!id || !dd_job_id_valid(id) || node < 1 || node > 1023 || att < 1) {
+    if (!id || id_nul || twice || !dd_job_id_valid(id) || node < 1 || node > 1023 || att < 1) {
       dlog(1, NULL, "entry %s: a join entry without a valid id, node and attempt: dropped", j->entry);
       redisAsyncCommand(d->ac, NULL, NULL, "XACK %s " DD_GROUP " %s", d->k_jobs, j->entry);
       redisAsyncCommand(d->ac, NULL, NULL, "XDEL %s %s", d->k_jobs, j->entry);
@@ -405,11 +426,17 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
     redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 10, argv, NULL);
     return;
   }
-  if (id && dd_job_id_valid(id))
+  if (id && !id_nul && !twice && dd_job_id_valid(id))
     snprintf(j->id, sizeof j->id, "%s", id);
   else {
+    /* a bad entry fails under its stream entry id, never under a job's id it might name */
     memcpy(j->id, j->entry, strlen(j->entry) + 1); /* an entry id is at most 41 characters */
-    if (id)
+    if (twice)
+      snprintf(j->early_error, sizeof j->early_error, "the queue entry has two \"%s\" fields: refused (which one is meant is unknown)",
+               twice);
+    else if (id_nul)
+      snprintf(j->early_error, sizeof j->early_error, "id: \"%.64s...\" holds a NUL byte: not a job id ([A-Za-z0-9_.-], 1 to 64 characters)", id);
+    else if (id)
       snprintf(j->early_error, sizeof j->early_error, "id: \"%.64s\" is not a job id ([A-Za-z0-9_.-], 1 to 64 characters)", id);
   }
   if (!j->early_error[0]) {
@@ -433,17 +460,22 @@ static void claim_entry(daemon_t *d, const redisReply *e) {
   snprintf(now, sizeof now, "%.3f", dd_now());
   snprintf(retention, sizeof retention, "%d", d->cfg->retention_s);
   snprintf(j->owner, sizeof j->owner, "%s/%llu", d->owner, (unsigned long long)++d->claims);
-  char k_q[160], k_r[160], k_c[160];
+  char k_q[160], k_r[160], k_c[160], k_f[160], lease[16], max_att[16];
   dd_key(k_q, sizeof k_q, d->cfg->key_prefix, DD_KEY_STATE, "queued");
   dd_key(k_r, sizeof k_r, d->cfg->key_prefix, DD_KEY_STATE, "running");
   dd_key(k_c, sizeof k_c, d->cfg->key_prefix, DD_KEY_STATE, "cancelled");
-  const char *argv[] = {"EVAL", LUA_CLAIM, "7", j->k_hash, d->k_jobs, j->k_events, d->k_index, k_q, k_r, k_c,
-                        j->entry, j->id, j->owner, d->worker, now, j->text ? j->text : "", retention};
-  size_t lens[17];
-  for (int i = 0; i < 17; i++) lens[i] = strlen(argv[i]);
-  if (j->text) lens[15] = j->text_len;
+  dd_key(k_f, sizeof k_f, d->cfg->key_prefix, DD_KEY_STATE, "failed");
+  snprintf(lease, sizeof lease, "%d", d->cfg->lease_s);
+  snprintf(max_att, sizeof max_att, "%d", d->cfg->max_attempts);
+  const char *argv[] = {"EVAL", LUA_CLAIM, "9", j->k_hash, d->k_jobs, j->k_events, d->k_index, k_q, k_r, k_c, k_f,
+                        j->k_metrics, j->entry, j->id, j->owner, d->worker, now, j->text ? j->text : "", retention,
+                        lease, max_att};
+  enum { N_ARGV = sizeof argv / sizeof *argv, SPEC_ARG = 17 };
+  size_t lens[N_ARGV];
+  for (int i = 0; i < N_ARGV; i++) lens[i] = strlen(argv[i]);
+  if (j->text) lens[SPEC_ARG] = j->text_len;
   d->claim_inflight = 1;
-  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, 17, argv, lens);
+  redisAsyncCommandArgv(d->ac, on_claim_script, (void *)(intptr_t)slot, N_ARGV, argv, lens);
 }
 
 static void on_readgroup(redisAsyncContext *ac, void *r, void *priv) {
@@ -541,8 +573,9 @@ static void on_renew(redisAsyncContext *ac, void *r, void *priv) {
   redisReply *reply = r;
   job_t *j = &d->slots[(intptr_t)priv];
   if (!reply || !j->used || !j->running) return;
-  if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 && atomic_load(&j->stop) != STOP_LOST) {
-    dlog(0, j->id, "lost the job's lease (another worker took it over): stopping without a snapshot");
+  const char *why = lost_reason(reply);
+  if (why && atomic_load(&j->stop) != STOP_LOST) {
+    dlog(0, j->id, "lost the job's lease: %s; stopping without a snapshot", why);
     atomic_store(&j->stop, STOP_LOST);
   } else if (reply->type == REDIS_REPLY_ERROR) {
     dlog(1, j->id, "lease renewal: %s", reply->str);
@@ -552,18 +585,18 @@ static void on_renew(redisAsyncContext *ac, void *r, void *priv) {
 static void heartbeat(daemon_t *d) {
   if (!d->connected || !d->ac) return;
   char jobs[1024] = "", now[32], pid[16], maxj[16];
+  snprintf(now, sizeof now, "%.3f", dd_now());
   size_t u = 0;
   for (int i = 0; i < d->n_slots && u < sizeof jobs; i++) {
     job_t *j = &d->slots[i];
     if (!j->used || !j->running) continue;
     u += (size_t)snprintf(jobs + u, sizeof jobs - u, "%s%s", u ? "," : "", j->id);
     if (j->join_node) continue; /* node 0's worker holds the job's lease */
-    const char *argv[] = {"EVAL", LUA_RENEW, "2", j->k_hash, d->k_jobs, j->owner, j->entry, d->worker};
-    size_t lens[8];
-    for (int k = 0; k < 8; k++) lens[k] = strlen(argv[k]);
-    redisAsyncCommandArgv(d->ac, on_renew, (void *)(intptr_t)i, 8, argv, lens);
+    const char *argv[] = {"EVAL", LUA_RENEW, "2", j->k_hash, d->k_jobs, j->owner, j->entry, d->worker, now};
+    size_t lens[9];
+    for (int k = 0; k < 9; k++) lens[k] = strlen(argv[k]);
+    redisAsyncCommandArgv(d->ac, on_renew, (void *)(intptr_t)i, 9, argv, lens);
   }
-  snprintf(now, sizeof now, "%.3f", dd_now());
   snprintf(pid, sizeof pid, "%d", (int)getpid());
   snprintf(maxj, sizeof maxj, "%d", d->n_slots);
   char devices[256] = "cpu";
@@ -582,6 +615,11 @@ static void heartbeat(daemon_t *d) {
   redisAsyncCommandArgv(d->ac, NULL, NULL, 22, argv, lens);
   redisAsyncCommand(d->ac, NULL, NULL, "EXPIRE %s %d", d->k_worker, 3 * d->cfg->heartbeat_s);
   redisAsyncCommand(d->ac, NULL, NULL, "SADD %s %s", d->k_workers, d->worker);
+  /* members whose hash expired (a worker killed -9 never left the set) */
+  char k_one[176];
+  dd_key(k_one, sizeof k_one, d->cfg->key_prefix, DD_KEY_WORKER, "");
+  const char *pargv[] = {"EVAL", LUA_PRUNE_WORKERS, "1", d->k_workers, k_one};
+  redisAsyncCommandArgv(d->ac, NULL, NULL, 5, pargv, NULL);
 }
 
 static void on_heartbeat(uv_timer_t *t) { heartbeat(t->data); }

@@ -5,7 +5,8 @@
 #ifndef DD_SCRIPTS_H
 #define DD_SCRIPTS_H
 
-/* Claims a job entry: makes this worker the owner, bumps the attempt. */
+/* Claims a job entry: makes this worker the owner, bumps the attempt; refuses a duplicate entry
+ * of a job (acknowledged, deleted, a 'duplicate' event); past max_attempts ends the job failed. */
 extern const char LUA_CLAIM[];
 /* Applies one ring item (progress, test, snapshot, log) once, while the caller owns the job. */
 extern const char LUA_APPLY[];
@@ -17,6 +18,8 @@ extern const char LUA_FINISH[];
 extern const char LUA_HANDBACK[];
 /* Takes a join entry (node K of a multi-node job). */
 extern const char LUA_JOIN[];
+/* Drops members of the workers set whose worker hash expired. */
+extern const char LUA_PRUNE_WORKERS[];
 
 /* Ring items name a script by one of these; the loop sends the script's text in its place. */
 #define SCRIPT_REF_FINISH "\001finish"

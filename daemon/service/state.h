@@ -44,6 +44,7 @@ typedef struct {
   /* used by the job thread only */
   char attempt_s[16];
   uint64_t next_seq;
+  long long dropped_reported; /* of `dropped`, what an item has carried to Redis so far */
   char name[128];
   uint64_t checksum;
   dd_redis_rdzv rdzv; /* a multi-node job's rendezvous, while open */
