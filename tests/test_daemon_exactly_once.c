@@ -9,6 +9,8 @@
  *    ends it failed with the attempts named; the killed workers leave P:workers.
  * 3. The job's hash deleted under its owner (Redis lost it): the owner logs that the job is gone,
  *    not that another worker took it, and takes the next job.
+ *    Redis frozen for a whole job: every display interval is a metrics entry or counted in
+ *    metrics_dropped.
  * 4. Bad entries: an id holding a NUL byte, two "job" fields: failed under the entry id with a
  *    named error; the ids they named are not touched. */
 #define _GNU_SOURCE
@@ -223,6 +225,40 @@ DTEST(test_owner_finds_job_gone) {
   free(st);
 }
 
+/* ---- 3b. every dropped metrics entry counted --------------------------------------------------------- */
+
+/* Redis frozen (SIGSTOP: nothing answers, nothing disconnects) from the job's start to its end: the
+ * ring fills, later metrics are dropped, the job's last item gets in. Once Redis runs again every
+ * display interval is either a metrics entry or counted in metrics_dropped, the drops after the
+ * last accepted entry included. */
+DTEST(test_metrics_dropped_counts_every_drop) {
+  REQUIRE(begin("x6", 0));
+  dmn *a = daemon_start("wa", 1, 30, 1);
+  REQUIRE(a);
+  REQUIRE(daemon_wait_up(a, 15));
+  enum { ITERS = 6000 };
+  job_opts o = {.max_iter = ITERS, .display = 1};
+  REQUIRE(submit_job("m1", &o));
+  REQUIRE(wait_running("m1", 1, 1, NULL, 0, 30));
+  kill(srv.pid, SIGSTOP);
+  int done = 0;
+  const double end = mono() + 60; /* bounded in count and time */
+  for (int i = 0; i < 6000 && !done && mono() < end; i++) {
+    done = test_file_contains(a->log, "succeeded at iter");
+    if (!done) sleep_ms(10);
+  }
+  kill(srv.pid, SIGCONT);
+  REQUIRE(done);
+  char *st = wait_final("m1", 30);
+  CHECKF(st && !strcmp(st, "succeeded"), "m1: %s", test__str(st));
+  free(st);
+  long long dropped = hget_ll(K("job:m1"), "metrics_dropped", 0);
+  long long kept = rint_cmd(-1, "XLEN %s", K("job:m1:metrics"));
+  printf("     m1: %lld metrics entries kept, %lld dropped, of %d\n", kept, dropped, ITERS);
+  CHECK(dropped > 0);
+  CHECKF(kept + dropped == ITERS, "%lld kept + %lld dropped != %d display intervals", kept, dropped, ITERS);
+}
+
 /* ---- 4. bad entries ------------------------------------------------------------------------------------ */
 
 /* The failure of a bad entry, recorded under its entry id `entry`: holds `want`. */
@@ -271,6 +307,7 @@ int main(void) {
   RUN(test_retried_xadd_of_new_job);
   RUN(test_poison_job_bounded_attempts);
   RUN(test_owner_finds_job_gone);
+  RUN(test_metrics_dropped_counts_every_drop);
   RUN(test_bad_entries_refused);
   return daemon_main_end();
 }
