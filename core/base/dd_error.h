@@ -2,7 +2,8 @@
  * negative DD_E* values, and dd_strerror() names them. Functions that can fail on user input also
  * fill a caller-provided message buffer with the detail a user needs (file:line:column, field path,
  * layer name); the code says what kind of failure it was. Library code never exits or aborts on
- * bad input. */
+ * bad input. DD_ESTOPPED is no failure of the work itself: a caller's should_stop asked for a stop
+ * before the work was done (while a trainer was being built, say). */
 #ifndef DD_ERROR_H
 #define DD_ERROR_H
 
@@ -17,7 +18,8 @@
   XX(ESHAPE, -6, "shape mismatch")                                 \
   XX(EUNSUPPORTED, -7, "unsupported")                              \
   XX(ENOTFOUND, -8, "not found")                                  \
-  XX(EPERM, -9, "not permitted")
+  XX(EPERM, -9, "not permitted")                                  \
+  XX(ESTOPPED, -10, "stopped on request")
 
 enum {
 #define XX(name, val, str) DD_##name = val,

@@ -9,6 +9,12 @@
  * count is raised only after the new element is fully initialised, and a sub-message is linked
  * into its parent right after protobuf_c_message_init().
  *
+ * Linear in its input: one pass over the tokens, a field found by the descriptor's binary search,
+ * repeated arrays grown in powers of two. Bounded by dd_text_limits (textformat.h): the input's
+ * size is checked before anything is read, the messages and repeated values are counted as they
+ * are made, the depth as blocks open, and a caller's should_stop is asked every TF_STOP_EVERY
+ * fields and list values.
+ *
  * The printer (textformat_print.c) walks the same descriptors. */
 #define _POSIX_C_SOURCE 200809L
 #include "format/textformat.h"
@@ -17,10 +23,57 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/dd_error.h"
 #include "format/fileio.h"
 #include "format/textformat_internal.h"
+
+/* ------------------------------------------------------------------------------------------- */
+/* Limits                                                                                        */
+
+#define BUILTIN_LIMITS                                                                        \
+  {                                                                                           \
+    .max_bytes = DD_TEXT_MAX_BYTES, .max_depth = DD_TEXT_MAX_DEPTH,                           \
+    .max_messages = DD_TEXT_MAX_MESSAGES, .max_values = DD_TEXT_MAX_VALUES                    \
+  }
+static const dd_text_limits builtin_limits = BUILTIN_LIMITS;
+static dd_text_limits default_limits = BUILTIN_LIMITS;
+
+/* `l` with its zero members taken from `base` and the depth capped. */
+static dd_text_limits resolve_limits(const dd_text_limits *l, const dd_text_limits *base) {
+  dd_text_limits r = *l;
+  if (!r.max_bytes) r.max_bytes = base->max_bytes;
+  if (r.max_depth <= 0) r.max_depth = base->max_depth;
+  if (r.max_depth > DD_TEXT_MAX_DEPTH_CAP) r.max_depth = DD_TEXT_MAX_DEPTH_CAP;
+  if (!r.max_messages) r.max_messages = base->max_messages;
+  if (!r.max_values) r.max_values = base->max_values;
+  return r;
+}
+
+dd_text_limits dd_text_default_limits(void) { return default_limits; }
+
+void dd_text_set_default_limits(const dd_text_limits *limits) {
+  default_limits = limits ? resolve_limits(limits, &builtin_limits) : builtin_limits;
+}
+
+/* The error for an input of `len` bytes over max_bytes, at FILE:1:1. */
+static int too_big(tf_parser *p, size_t len) {
+  return dd__tf_perr(p, 1, 1,
+                     "the input is %zu bytes, more than the text format's limit of %zu bytes "
+                     "(max_bytes)",
+                     len, p->lim.max_bytes);
+}
+
+/* Counts one more field or list value; asks the caller's should_stop every TF_STOP_EVERY. Returns
+ * 0 or DD_ESTOPPED (with its message at the current token). */
+static int step(tf_parser *p) {
+  if (++p->steps < TF_STOP_EVERY || !p->lim.should_stop) return 0;
+  p->steps = 0;
+  if (!p->lim.should_stop(p->lim.stop_ctx)) return 0;
+  dd__tf_perr(p, p->tok.line, p->tok.col, "stopped while parsing");
+  return DD_ESTOPPED;
+}
 
 /* ------------------------------------------------------------------------------------------- */
 /* Storing values                                                                                */
@@ -128,9 +181,15 @@ static int parse_message_value(tf_parser *p, ProtobufCMessage *m,
     return dd__tf_perr(p, p->tok.line, p->tok.col,
                        "field \"%s\" takes a message: expected '{', found %s", f->name, what);
   }
-  if (p->depth >= TF_MAX_DEPTH)
-    return dd__tf_perr(p, p->tok.line, p->tok.col, "messages nested more than %d deep",
-                       TF_MAX_DEPTH);
+  if (p->depth >= p->lim.max_depth)
+    return dd__tf_perr(p, p->tok.line, p->tok.col,
+                       "messages nested more than %d deep (the text format's limit max_depth)",
+                       p->lim.max_depth);
+  if (p->n_messages >= p->lim.max_messages)
+    return dd__tf_perr(p, p->tok.line, p->tok.col,
+                       "more than %zu messages (the text format's limit max_messages)",
+                       p->lim.max_messages);
+  p->n_messages++;
   tf_token open = p->tok;
   char close = open.sym == '{' ? '}' : '>';
   const ProtobufCMessageDescriptor *sd = f->descriptor;
@@ -162,6 +221,11 @@ static int parse_message_value(tf_parser *p, ProtobufCMessage *m,
 /* Parses one value of field `f`, a sub-message or a scalar, and stores it in `m`. */
 static int parse_one_value(tf_parser *p, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
   if (f->type == PROTOBUF_C_TYPE_MESSAGE) return parse_message_value(p, m, f);
+  if (f->label == PROTOBUF_C_LABEL_REPEATED && p->n_values++ >= p->lim.max_values)
+    return dd__tf_perr(p, p->tok.line, p->tok.col,
+                       "more than %zu values in repeated fields (the text format's limit "
+                       "max_values)",
+                       p->lim.max_values);
   tf_value v;
   int r = dd__tf_read_scalar(p, f, &v);
   if (r) return r;
@@ -182,6 +246,7 @@ static int parse_list(tf_parser *p, ProtobufCMessage *m, const ProtobufCFieldDes
   if ((r = dd__tf_lex(p))) return r;
   if (dd__tf_tok_is_sym(p, ']')) return dd__tf_lex(p);
   for (;;) {
+    if ((r = step(p))) return r;
     if ((r = parse_one_value(p, m, f))) return r;
     if (dd__tf_tok_is_sym(p, ',')) {
       if ((r = dd__tf_lex(p))) return r;
@@ -313,6 +378,7 @@ static int parse_fields(tf_parser *p, ProtobufCMessage *m, char close, const tf_
       }
       break;
     }
+    if ((r = step(p))) goto out;
     tf_token name_tok = p->tok;
     const ProtobufCFieldDescriptor *f = NULL;
     if ((r = lookup_field(p, d, &f))) goto out;
@@ -343,18 +409,32 @@ out:
   return r;
 }
 
+/* A parser over `len` bytes of `text` within `limits` (NULL: the default limits). */
+static void parser_init(tf_parser *p, const char *text, size_t len, const char *filename,
+                        const dd_text_limits *limits, char *err, size_t errlen) {
+  memset(p, 0, sizeof *p);
+  p->text = p->cur = p->line_start = text;
+  p->end = text + len;
+  p->line = 1;
+  p->filename = filename ? filename : "<text>";
+  p->err = err;
+  p->errlen = errlen;
+  p->lim = limits ? resolve_limits(limits, &builtin_limits) : default_limits;
+}
+
 int dd_text_parse(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc, const char *text,
                   size_t len, const char *filename, char *err, size_t errlen) {
+  return dd_text_parse_limited(out, desc, text, len, filename, NULL, err, errlen);
+}
+
+int dd_text_parse_limited(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
+                          const char *text, size_t len, const char *filename,
+                          const dd_text_limits *limits, char *err, size_t errlen) {
   *out = NULL;
   if (err && errlen) err[0] = '\0';
   tf_parser p;
-  memset(&p, 0, sizeof p);
-  p.text = p.cur = p.line_start = text;
-  p.end = text + len;
-  p.line = 1;
-  p.filename = filename ? filename : "<text>";
-  p.err = err;
-  p.errlen = errlen;
+  parser_init(&p, text, len, filename, limits, err, errlen);
+  if (len > p.lim.max_bytes) return too_big(&p, len);
   ProtobufCMessage *m = malloc(desc->sizeof_message);
   if (!m) return dd_errorf(DD_ENOMEM, err, errlen, "%s: out of memory", p.filename);
   protobuf_c_message_init(desc, m);
@@ -370,12 +450,25 @@ int dd_text_parse(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc
 
 int dd_text_parse_file(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
                        const char *path, char *err, size_t errlen) {
+  return dd_text_parse_file_limited(out, desc, path, NULL, err, errlen);
+}
+
+int dd_text_parse_file_limited(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
+                               const char *path, const dd_text_limits *limits, char *err,
+                               size_t errlen) {
   char *buf;
   size_t len;
   *out = NULL;
+  if (err && errlen) err[0] = '\0';
+  /* a file over the limit is refused before it is read (and again after, should it have grown) */
+  tf_parser p;
+  parser_init(&p, NULL, 0, path, limits, err, errlen);
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uintmax_t)st.st_size > p.lim.max_bytes)
+    return too_big(&p, (size_t)st.st_size);
   int r = dd_read_file(&buf, &len, path, err, errlen);
   if (r) return r;
-  r = dd_text_parse(out, desc, buf, len, path, err, errlen);
+  r = dd_text_parse_limited(out, desc, buf, len, path, &p.lim, err, errlen);
   free(buf);
   return r;
 }

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "format/textformat.h"
+
 /* ---- lexer (textformat_lex.c) ---------------------------------------------------------------- */
 
 typedef enum { TF_EOF, TF_IDENT, TF_NUMBER, TF_STRING, TF_SYM } tf_tok_kind;
@@ -32,8 +34,9 @@ typedef struct {
   int is_float;  /* TF_NUMBER: has '.', an exponent or an f suffix */
 } tf_token;
 
-#define TF_MAX_DEPTH 64
 #define TF_PATH_MAX 512
+/* should_stop is asked when this many fields and list values have been read since the last time */
+#define TF_STOP_EVERY 4096
 
 /* The state of one dd_text_parse call: the text, the current token, the error buffer and the
  * field path of the message being parsed. */
@@ -50,6 +53,10 @@ typedef struct {
   char path[TF_PATH_MAX]; /* field path of the message being parsed, e.g. layer[2].param[0] */
   size_t path_len;
   int depth;
+  dd_text_limits lim;     /* resolved: no zero members */
+  size_t n_messages;      /* messages created, the outermost aside */
+  size_t n_values;        /* values stored in repeated scalar fields */
+  unsigned steps;         /* fields and list values since should_stop was last asked */
 } tf_parser;
 
 /* Writes "FILE:LINE:COL: <message>[ (at PATH)]" into the error buffer; returns DD_EPARSE. */

@@ -8,7 +8,8 @@
  * produces the canonical NaN, which prints as "nan" and reads back the same.)
  * A NetParameter that parses also goes through the net graph and the lints of `distilld check`
  * (core/net/net_check.c) in both phases, and a SolverParameter through the solver lints: arbitrary
- * nets must give diagnostics, never a crash (shapes with zeros, huge dims, odd wiring).
+ * nets must give diagnostics, never a crash (shapes with zeros, huge dims, odd wiring). A last
+ * parse under tight dd_text_limits must fail cleanly or succeed, never crash or leak.
  *
  * Build: CC=clang cmake -DDD_FUZZ=ON -DDD_SANITIZE=ON; run:
  *   ./fuzz_textformat -max_total_time=60 -max_len=4096 SCRATCH_DIR tests/fuzz/corpus/textformat */
@@ -81,6 +82,24 @@ static void check_one(const ProtobufCMessageDescriptor *desc, const char *text, 
   protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* Under tight limits a parse may also stop at a limit: still 0 or a positioned DD_EPARSE, and
+ * nothing leaked or left in *out. */
+static void check_limited(const char *text, size_t len) {
+  static const dd_text_limits tight = {.max_bytes = 2048, .max_depth = 3, .max_messages = 8,
+                                       .max_values = 8};
+  char err[512];
+  ProtobufCMessage *m = (ProtobufCMessage *)err;
+  int r = dd_text_parse_limited(&m, &caffe__net_parameter__descriptor, text, len, "f", &tight, err,
+                                sizeof err);
+  if (r == 0) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    return;
+  }
+  if (m != NULL) fail("*out not NULL after an error (limited)", NULL, err);
+  if (r != DD_EPARSE && r != DD_ENOMEM) fail("unexpected error code (limited)", NULL, err);
+  if (r == DD_EPARSE && strncmp(err, "f:", 2) != 0) fail("error without a position (limited)", NULL, err);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* The parser takes (text, len) and must never read past len: hand it an exact-size copy so ASan
    * catches any overread. */
@@ -91,6 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_one(&caffe__solver_parameter__descriptor, text, size);
   check_one(&distilld__distill_job__descriptor, text, size);
   check_one(&distilld__daemon_config__descriptor, text, size);
+  check_limited(text, size);
   free(text);
   return 0;
 }
