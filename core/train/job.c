@@ -33,6 +33,13 @@ static void report_placement(const dd_job_opts *o, const dd_job_placement *p) {
   if (o->placed) o->placed(o->hooks.ctx, p);
 }
 
+/* DD_ESTOPPED when the caller's should_stop asks for a stop before `what` (training has not begun:
+ * nothing is written), else 0. */
+static int stop_before(const dd_job_opts *o, const char *what, char *err, size_t errlen) {
+  if (!o->hooks.should_stop || !o->hooks.should_stop(o->hooks.ctx)) return 0;
+  return dd_errorf(DD_ESTOPPED, err, errlen, "stopped on request before %s", what);
+}
+
 /* One device, no collective. */
 static int run_single(const Distilld__DistillJob *job, const dd_job_opts *o, dd_job_result *res, char *err,
                       size_t errlen) {
@@ -49,11 +56,11 @@ static int run_single(const Distilld__DistillJob *job, const dd_job_opts *o, dd_
   report_placement(o, &(dd_job_placement){.nodes = 1, .ranks = 1, .device = device, .backend = dd_backend_describe(be)});
   res->ranks = 1;
   r = dd_distill_build(&d, job, o->base_dir, be, &o->hooks, o->policy, NULL, err, errlen);
-  if (!r && o->start == DD_START_RESUME) {
+  if (!r && o->start == DD_START_RESUME && !(r = stop_before(o, "reading the snapshot", err, errlen))) {
     res->failed_in = DD_JOB_FAILED_RESUME;
     r = dd_distill_resume(d, &res->resumed_iter, err, errlen);
   }
-  if (!r) {
+  if (!r && !(r = stop_before(o, "starting the data and training", err, errlen))) {
     res->failed_in = DD_JOB_FAILED_RUN;
     r = dd_distill_run(d, err, errlen);
   }
@@ -102,6 +109,8 @@ int dd_job_run(const Distilld__DistillJob *job, const dd_job_opts *o, dd_job_res
   } else if (!r) {
     r = run_single(job, o, &res, err, errlen);
   }
+  /* stopped before training began: nothing was written (an abort, in the solver's terms) */
+  if (r == DD_ESTOPPED) res.stopped = DD_STOP_ABORT;
   if (res_out) *res_out = res;
   return r;
 }

@@ -81,7 +81,12 @@ typedef struct dd_job_result {
 } dd_job_result;
 
 /* Runs `job` as `o` says. Returns 0 (done, or stopped by hooks.should_stop: res->stopped says
- * which) or an error with its message; `res` (may be NULL) gets the outcome either way. */
+ * which) or an error with its message; `res` (may be NULL) gets the outcome either way.
+ * should_stop is asked from the start, not only between iterations: before each step of building
+ * the trainer (and inside the long ones), before reading the snapshot and before the data start.
+ * A stop there returns DD_ESTOPPED ("stopped on request before ..."), res->stopped
+ * DD_STOP_ABORT, with nothing written after the stop (no snapshot): a stop, not a failure of the
+ * job, which the caller treats as it treats a stop between iterations (cancelled, handed back). */
 int dd_job_run(const Distilld__DistillJob *job, const dd_job_opts *o, dd_job_result *res, char *err, size_t errlen);
 
 #endif
