@@ -414,7 +414,7 @@ static void parser_init(tf_parser *p, const char *text, size_t len, const char *
                         const dd_text_limits *limits, char *err, size_t errlen) {
   memset(p, 0, sizeof *p);
   p->text = p->cur = p->line_start = text;
-  p->end = text + len;
+  p->end = text ? text + len : text;
   p->line = 1;
   p->filename = filename ? filename : "<text>";
   p->err = err;
