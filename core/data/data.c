@@ -109,7 +109,12 @@ static int parse_list(struct dd_data *d, const char *path, const char *root, cha
     r = dd_path_check(d->cfg.policy, DD_PATH_READ, what, root, err, errlen);
   }
   if (r) return r;
-  if ((r = dd_read_file(&buf, &len, path, err, errlen))) return r;
+  /* read once, from the descriptor the policy opened (a FIFO or device is refused, never waited on) */
+  int fd;
+  if ((r = dd_path_open(d->cfg.policy, DD_PATH_READ, 1, NULL, path, &fd, err, errlen))) return r;
+  r = dd_read_fd(&buf, &len, fd, path, err, errlen);
+  close(fd);
+  if (r) return r;
   size_t cap = 1024;
   d->entries = malloc(cap * sizeof *d->entries);
   if (!d->entries) {
@@ -217,14 +222,17 @@ typedef struct {
   size_t scratch_cap;
 } worker_buf;
 
-/* Reads a whole file into the worker's buffer. */
-static int read_into(worker_buf *wb, const char *path, size_t *len, char *err, size_t errlen) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return dd_errorf(DD_EIO, err, errlen, "cannot open: %s", strerror(errno));
+/* Reads a whole file into the worker's buffer, opened through the policy (thread-safe; a FIFO or
+ * device is refused without blocking). */
+static int read_into(worker_buf *wb, const dd_path_policy *policy, const char *path, size_t *len, char *err,
+                     size_t errlen) {
+  int fd;
+  int r = dd_path_open(policy, DD_PATH_READ, 1, NULL, path, &fd, err, errlen);
+  if (r) return r;
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fd, &st) != 0) {
     close(fd);
-    return dd_errorf(DD_EIO, err, errlen, "not a regular file");
+    return dd_errorf(DD_EIO, err, errlen, "cannot stat: %s", strerror(errno));
   }
   size_t want = (size_t)st.st_size;
   if (want > wb->file_cap) {
@@ -252,7 +260,7 @@ static int read_into(worker_buf *wb, const char *path, size_t *len, char *err, s
 static int load_sample(struct dd_data *d, worker_buf *wb, int64_t idx, float *out, dd_rng *rng, char *err,
                        size_t errlen) {
   size_t len = 0;
-  int r = read_into(wb, d->entries[idx].path, &len, err, errlen);
+  int r = read_into(wb, d->cfg.policy, d->entries[idx].path, &len, err, errlen);
   if (r) return r;
   if ((r = dd_image_decode(&wb->img, wb->file, len, d->cfg.channels, d->entries[idx].path, err, errlen))) return r;
   size_t need = dd_transform_scratch_size(&d->tf, wb->img.w, wb->img.h);
@@ -389,7 +397,16 @@ static void host_free(struct dd_data *d, void *p) {
 
 static int load_mean(struct dd_data *d, const char *path, char *err, size_t errlen) {
   Caffe__BlobProto *b = NULL;
-  int r = dd_binaryproto_read(&b, path, err, errlen);
+  char *buf;
+  size_t len;
+  int fd;
+  int r = dd_path_open(d->cfg.policy, DD_PATH_READ, 1, NULL, path, &fd, err, errlen);
+  if (r) return r;
+  r = dd_read_fd(&buf, &len, fd, path, err, errlen);
+  close(fd);
+  if (r) return r;
+  r = dd_binaryproto_parse(&b, (const uint8_t *)buf, len, path, err, errlen);
+  free(buf);
   if (r) return r;
   int64_t dims[DD_MAX_DIMS];
   int nd = dd_blob_proto_shape(b, dims);

@@ -122,20 +122,42 @@ int dd_proto_read_binary(ProtobufCMessage **out, const ProtobufCMessageDescripto
   return r;
 }
 
-int dd_proto_write_binary(const ProtobufCMessage *msg, const char *path, char *err,
-                          size_t errlen) {
+/* Packs `msg` into a new buffer (the caller frees it). */
+static int pack_binary(uint8_t **out, size_t *size, const ProtobufCMessage *msg, const char *path, char *err,
+                       size_t errlen) {
   if (!msg || !protobuf_c_message_check(msg))
     return dd_errorf(DD_EINVAL, err, errlen,
                      "%s: refusing to write an incomplete %s (a NULL string or sub-message in a "
                      "repeated field, or a missing required field)",
                      path, msg && msg->descriptor ? msg->descriptor->short_name : "message");
-  size_t size = protobuf_c_message_get_packed_size(msg);
-  uint8_t *buf = malloc(size ? size : 1);
-  if (!buf)
-    return dd_errorf(DD_ENOMEM, err, errlen, "%s: out of memory packing %zu bytes", path, size);
-  size_t packed = protobuf_c_message_pack(msg, buf);
-  DD_ASSERT(packed == size);
-  int r = dd_write_file_atomic(path, buf, size, err, errlen);
+  *size = protobuf_c_message_get_packed_size(msg);
+  *out = malloc(*size ? *size : 1);
+  if (!*out)
+    return dd_errorf(DD_ENOMEM, err, errlen, "%s: out of memory packing %zu bytes", path, *size);
+  size_t packed = protobuf_c_message_pack(msg, *out);
+  DD_ASSERT(packed == *size);
+  return 0;
+}
+
+int dd_proto_write_binary(const ProtobufCMessage *msg, const char *path, char *err,
+                          size_t errlen) {
+  uint8_t *buf;
+  size_t size;
+  int r = pack_binary(&buf, &size, msg, path, err, errlen);
+  if (r) return r;
+  r = dd_write_file_atomic(path, buf, size, err, errlen);
+  free(buf);
+  return r;
+}
+
+int dd_proto_write_binary_at(const ProtobufCMessage *msg, int dirfd, const char *name, const char *shown, char *err,
+                             size_t errlen) {
+  uint8_t *buf;
+  size_t size;
+  if (!shown) shown = name;
+  int r = pack_binary(&buf, &size, msg, shown, err, errlen);
+  if (r) return r;
+  r = dd_write_file_at(dirfd, name, shown, buf, size, err, errlen);
   free(buf);
   return r;
 }
@@ -316,6 +338,13 @@ int dd_caffemodel_write(const Caffe__NetParameter *net, const char *path, char *
   return dd_proto_write_binary(&net->base, path, err, errlen);
 }
 
+int dd_caffemodel_write_at(const Caffe__NetParameter *net, int dirfd, const char *name, const char *shown, char *err,
+                           size_t errlen) {
+  int r = net_check_blobs(net, shown ? shown : name, "refusing to write: ", DD_EINVAL, err, errlen);
+  if (r) return r;
+  return dd_proto_write_binary_at(&net->base, dirfd, name, shown, err, errlen);
+}
+
 int dd_binaryproto_parse(Caffe__BlobProto **out, const uint8_t *buf, size_t len, const char *name,
                          char *err, size_t errlen) {
   *out = NULL;
@@ -403,6 +432,13 @@ int dd_solverstate_write(const Caffe__SolverState *st, const char *path, char *e
   return dd_proto_write_binary(&st->base, path, err, errlen);
 }
 
+int dd_solverstate_write_at(const Caffe__SolverState *st, int dirfd, const char *name, const char *shown, char *err,
+                            size_t errlen) {
+  int r = state_check(st, shown ? shown : name, "refusing to write: ", DD_EINVAL, err, errlen);
+  if (r) return r;
+  return dd_proto_write_binary_at(&st->base, dirfd, name, shown, err, errlen);
+}
+
 /* ============================================================================================ */
 /* Text nets and solvers                                                                        */
 /* ============================================================================================ */
@@ -429,12 +465,12 @@ static int v1_parse_failure(const char *msg) {
 
 /* Reads and parses a text file as `desc`; on a parse failure, recognises a V1 net and a binary
  * file. `*out` is set only on success. */
-static int text_read(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
+static int text_read(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc, int fd,
                      const char *path, const char *v1_where, char *err, size_t errlen) {
   *out = NULL;
   char *buf;
   size_t len;
-  int r = dd_read_file(&buf, &len, path, err, errlen);
+  int r = fd >= 0 ? dd_read_fd(&buf, &len, fd, path, err, errlen) : dd_read_file(&buf, &len, path, err, errlen);
   if (r) return r;
   char pmsg[1024];
   r = dd_text_parse(out, desc, buf, len, path, pmsg, sizeof pmsg);
@@ -453,9 +489,13 @@ static int text_read(ProtobufCMessage **out, const ProtobufCMessageDescriptor *d
 }
 
 int dd_net_read_text(Caffe__NetParameter **out, const char *path, char *err, size_t errlen) {
+  return dd_net_read_text_fd(out, -1, path, err, errlen);
+}
+
+int dd_net_read_text_fd(Caffe__NetParameter **out, int fd, const char *path, char *err, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m;
-  int r = text_read(&m, &caffe__net_parameter__descriptor, path, "this", err, errlen);
+  int r = text_read(&m, &caffe__net_parameter__descriptor, fd, path, "this", err, errlen);
   if (r) return r;
   Caffe__NetParameter *net = (Caffe__NetParameter *)m;
   if (net->n_layers > 0) {
@@ -468,9 +508,13 @@ int dd_net_read_text(Caffe__NetParameter **out, const char *path, char *err, siz
 
 int dd_solver_read_text(Caffe__SolverParameter **out, const char *path, char *err,
                         size_t errlen) {
+  return dd_solver_read_text_fd(out, -1, path, err, errlen);
+}
+
+int dd_solver_read_text_fd(Caffe__SolverParameter **out, int fd, const char *path, char *err, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m;
-  int r = text_read(&m, &caffe__solver_parameter__descriptor, path, "the net written in it", err,
+  int r = text_read(&m, &caffe__solver_parameter__descriptor, fd, path, "the net written in it", err,
                     errlen);
   if (r) return r;
   Caffe__SolverParameter *s = (Caffe__SolverParameter *)m;

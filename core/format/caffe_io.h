@@ -50,6 +50,9 @@ int dd_proto_read_binary(ProtobufCMessage **out, const ProtobufCMessageDescripto
  * nothing is written; a write failure gives DD_EIO. */
 int dd_proto_write_binary(const ProtobufCMessage *msg, const char *path, char *err,
                           size_t errlen);
+/* The same into `name` in the directory `dirfd` (dd_write_file_at; `shown` names it in messages). */
+int dd_proto_write_binary_at(const ProtobufCMessage *msg, int dirfd, const char *name, const char *shown, char *err,
+                             size_t errlen);
 
 /* A deep copy of any message, through the wire format (free it with
  * protobuf_c_message_free_unpacked). NULL when out of memory. Nets and solvers from prototxts are
@@ -89,6 +92,9 @@ int dd_caffemodel_read(Caffe__NetParameter **out, const char *path, char *err, s
  * value count does not match its shape, since no reader would accept the file. */
 int dd_caffemodel_write(const Caffe__NetParameter *net, const char *path, char *err,
                         size_t errlen);
+/* The same into `name` in the directory `dirfd` (`shown` names it in messages; NULL: `name`). */
+int dd_caffemodel_write_at(const Caffe__NetParameter *net, int dirfd, const char *name, const char *shown, char *err,
+                           size_t errlen);
 
 /* A .binaryproto (one BlobProto: mean files, blob dumps), in memory and on disk, with the blob
  * check. Returns as dd_caffemodel_parse / _read / _write. */
@@ -105,6 +111,8 @@ int dd_solverstate_parse(Caffe__SolverState **out, const uint8_t *buf, size_t le
 int dd_solverstate_read(Caffe__SolverState **out, const char *path, char *err, size_t errlen);
 int dd_solverstate_write(const Caffe__SolverState *st, const char *path, char *err,
                          size_t errlen);
+int dd_solverstate_write_at(const Caffe__SolverState *st, int dirfd, const char *name, const char *shown, char *err,
+                            size_t errlen);
 
 /* ---- text nets and solvers ------------------------------------------------------------------- */
 
@@ -115,11 +123,14 @@ int dd_solverstate_write(const Caffe__SolverState *st, const char *path, char *e
  * gets a hint saying it looks binary. Returns 0, DD_EIO, DD_EPARSE, DD_EUNSUPPORTED or
  * DD_ENOMEM. */
 int dd_net_read_text(Caffe__NetParameter **out, const char *path, char *err, size_t errlen);
+/* The same from the open descriptor `fd` (a policy's opener gave it); `path` names it in messages. */
+int dd_net_read_text_fd(Caffe__NetParameter **out, int fd, const char *path, char *err, size_t errlen);
 
 /* Parses the text SolverParameter at `path`, with the same V1 check on the nets written inline
  * (net_param, train_net_param, test_net_param). */
 int dd_solver_read_text(Caffe__SolverParameter **out, const char *path, char *err,
                         size_t errlen);
+int dd_solver_read_text_fd(Caffe__SolverParameter **out, int fd, const char *path, char *err, size_t errlen);
 
 /* ---- blobs and weights ----------------------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "base/dd_error.h"
@@ -132,6 +133,7 @@ static int before_forward(void *ctx, dd_net *net, Caffe__Phase phase, double *wa
     d->failed = 1;
     return r;
   }
+  net->data_errors = dd_data_errors(d->src[ph]); /* the solver reports the net's count */
   dd_tensor *dt = dd_net_blob(net, d->data_top[ph][0]);
   d->be->ops->upload(d->be, dt->data, data, (size_t)dt->count * sizeof(float));
   if (d->data_top[ph][1]) {
@@ -374,6 +376,8 @@ void dd_distill_destroy(dd_distill *d) {
     free(d->data_top[ph][1]);
   }
   dd_solver_destroy(d->solver);
+  if (d->snap_fd >= 0) close(d->snap_fd);
+  if (d->out_fd >= 0) close(d->out_fd);
   dd_net_destroy(d->teacher_test);
   dd_teacher_destroy(&d->teacher);
   if (d->labels_dev) d->be->ops->free(d->be, d->labels_dev);

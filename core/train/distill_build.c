@@ -9,51 +9,26 @@
  *   add_distill_terms      the teacher's logits and hint blobs as inputs, KDLoss, hint regressors
  *                          and losses, and the cross entropy's (1 - alpha);
  *   create_solver          the solver around the student, the collective, the student's weights.
- * The layers the trainer adds are built as messages (net/layer_build.h), never as text. The
- * caller's should_stop is asked before each step and inside the long ones (the teacher's unfolded
- * retry and TEST twin, each student weight file): a stop ends the build with DD_ESTOPPED. */
+ * The layers the trainer adds are built as messages (net/layer_build.h), never as text. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/dd_error.h"
 #include "format/caffe_io.h"
+#include "format/fileio.h"
 #include "net/layer_build.h"
 #include "net/net_check.h"
 #include "train/distill_internal.h"
 #include "train/job.h"
 #include "train/solver.h"
-
-/* mkdir -p: creates `path` and its missing parents. Returns 0 or -1 with errno set. */
-static int mkdir_p(const char *path) {
-  char buf[4096];
-  size_t len = strlen(path);
-  if (len == 0 || len >= sizeof buf) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  memcpy(buf, path, len + 1);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* DD_ESTOPPED ("stopped on request before STEP") when the caller's should_stop asks for a stop,
- * else 0. Asked between the build's steps and inside the long ones, so a cancel or SIGTERM is
- * honoured while a trainer is built, not only between iterations. */
-static int stop_check(struct dd_distill *d, const char *step, char *err, size_t errlen) {
-  if (!d->hooks.should_stop || !d->hooks.should_stop(d->hooks.ctx)) return 0;
-  return dd_errorf(DD_ESTOPPED, err, errlen, "stopped on request before %s, while building the trainer", step);
-}
 
 /* Prefixes the message already in err with "what: ". */
 static int prefix_err(int r, char *err, size_t errlen, const char *what) {
@@ -62,13 +37,17 @@ static int prefix_err(int r, char *err, size_t errlen, const char *what) {
   return dd_errorf(r, err, errlen, "%s: %s", what, inner);
 }
 
-/* Reads BASE/P (a net prototxt) after asking the policy. */
+/* Reads BASE/P (a net prototxt) from the descriptor the policy opened. */
 static int read_net(struct dd_distill *d, const char *field, const char *p, Caffe__NetParameter **out, char *err,
                     size_t errlen) {
   char *full = dd_distill_path(d->base_dir, p);
   if (!full) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
-  int r = dd_path_check(&d->policy, DD_PATH_READ, field, full, err, errlen);
-  if (!r) r = dd_net_read_text(out, full, err, errlen);
+  int fd;
+  int r = dd_path_open(&d->policy, DD_PATH_READ, 0, field, full, &fd, err, errlen);
+  if (!r) {
+    r = dd_net_read_text_fd(out, fd, full, err, errlen);
+    close(fd);
+  }
   free(full);
   return r;
 }
@@ -99,20 +78,35 @@ static void blob_list(const dd_net_graph *g, char *buf, size_t len) {
 static int open_output(struct dd_distill *d, char *err, size_t errlen) {
   const Distilld__DistillJob *job = d->job;
   if (!(d->out_dir = dd_distill_path(d->base_dir, job->output_dir))) return DD_ENOMEM;
-  int r = dd_path_check(&d->policy, DD_PATH_OUTPUT, "output_dir", d->out_dir, err, errlen);
+  /* held for the job: snapshots/ and metrics.jsonl are opened relative to it, never through a
+   * symlink, so one planted there (or snapshots/ swapped mid-job) cannot lead a write out */
+  int r = dd_path_open(&d->policy, DD_PATH_OUTPUT, 0, "output_dir", d->out_dir, &d->out_fd, err, errlen);
   if (r) return r;
   char snapdir[4096];
   snprintf(snapdir, sizeof snapdir, "%s/snapshots", d->out_dir);
-  if (mkdir_p(snapdir) != 0)
+  if (mkdirat(d->out_fd, "snapshots", 0755) != 0 && errno != EEXIST)
     return dd_errorf(DD_EIO, err, errlen, "output_dir: cannot create \"%s\": %s", snapdir, strerror(errno));
+  if ((d->snap_fd = openat(d->out_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+    return dd_errorf(errno == ELOOP || errno == ENOTDIR ? DD_EPERM : DD_EIO, err, errlen,
+                     "output_dir: \"%s\" is not a folder of its own (a symlink?): %s: refused", snapdir, strerror(errno));
   d->snap_prefix = malloc(strlen(snapdir) + strlen(job->name) + 2);
   if (!d->snap_prefix) return DD_ENOMEM;
   sprintf(d->snap_prefix, "%s/%s", snapdir, job->name);
   char mpath[4096];
   snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", d->out_dir);
-  if (d->rank > 0) snprintf(mpath, sizeof mpath, "/dev/null"); /* rank 0 writes the job's metrics */
-  if (!(d->metrics = fopen(mpath, "a")))
-    return dd_errorf(DD_EIO, err, errlen, "output_dir: cannot write \"%s\": %s", mpath, strerror(errno));
+  if (d->rank > 0) { /* rank 0 writes the job's metrics */
+    if (!(d->metrics = fopen("/dev/null", "a")))
+      return dd_errorf(DD_EIO, err, errlen, "cannot open /dev/null: %s", strerror(errno));
+    return 0;
+  }
+  int fd = openat(d->out_fd, "metrics.jsonl", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return dd_errorf(errno == ELOOP ? DD_EPERM : DD_EIO, err, errlen, "output_dir: cannot write \"%s\": %s%s", mpath,
+                     strerror(errno), errno == ELOOP ? " (a symlink): refused" : "");
+  if ((r = dd_fd_require_regular(fd, "output_dir", mpath, err, errlen)) || !(d->metrics = fdopen(fd, "a"))) {
+    close(fd);
+    return r ? r : dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  }
   return 0;
 }
 
@@ -124,8 +118,12 @@ static int load_solver(struct dd_distill *d, char *err, size_t errlen) {
   } else {
     char *sp = dd_distill_path(d->base_dir, job->solver_file);
     if (!sp) return DD_ENOMEM;
-    int r = dd_path_check(&d->policy, DD_PATH_READ, "solver_file", sp, err, errlen);
-    if (!r) r = dd_solver_read_text(&d->solver_param, sp, err, errlen);
+    int fd;
+    int r = dd_path_open(&d->policy, DD_PATH_READ, 0, "solver_file", sp, &fd, err, errlen);
+    if (!r) {
+      r = dd_solver_read_text_fd(&d->solver_param, fd, sp, err, errlen);
+      close(fd);
+    }
     free(sp);
     if (r) return r;
   }
@@ -295,7 +293,6 @@ static int load_teacher(struct dd_distill *d, const Caffe__NetParameter *tp, cha
   int fold = !d->job->distill || d->job->distill->fold_teacher;
   if (!r) r = dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, ts->n_weights, d->be, fold, err, errlen);
   const char *gone = !r && fold ? folded_away(d) : NULL;
-  if (gone && (r = stop_check(d, "loading the teacher unfolded", err, errlen))) gone = NULL;
   if (gone) {
     dd_teacher_destroy(&d->teacher);
     r = dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, ts->n_weights, d->be, 0, err, errlen);
@@ -325,8 +322,7 @@ static int build_teacher(struct dd_distill *d, char *err, size_t errlen) {
   int r = read_teacher_net(d, &tp, err, errlen);
   if (!r) {
     r = load_teacher(d, tp, err, errlen);
-    if (!r && d->data_layer[1] && !(r = stop_check(d, "the teacher's TEST twin", err, errlen)))
-      r = teacher_test_twin(d, err, errlen);
+    if (!r && d->data_layer[1]) r = teacher_test_twin(d, err, errlen);
     if (r) r = prefix_err(r, err, errlen, "teacher");
   }
   if (tp) caffe__net_parameter__free_unpacked(tp, NULL);
@@ -485,18 +481,32 @@ static int add_distill_terms(struct dd_distill *d, char *err, size_t errlen) {
   return r;
 }
 
+/* Reads the .caffemodel `wp` from the descriptor the policy opened. */
+static int read_weights(struct dd_distill *d, const char *field, const char *wp, Caffe__NetParameter **w, char *err,
+                        size_t errlen) {
+  int fd;
+  int r = dd_path_open(&d->policy, DD_PATH_READ, 0, field, wp, &fd, err, errlen);
+  if (r) return r;
+  char *buf;
+  size_t len;
+  r = dd_read_fd(&buf, &len, fd, wp, err, errlen);
+  close(fd);
+  if (r) return r;
+  r = dd_caffemodel_parse(w, (const uint8_t *)buf, len, wp, err, errlen);
+  free(buf);
+  return r;
+}
+
 static int load_student_weights(struct dd_distill *d, char *err, size_t errlen) {
   const Distilld__StudentSpec *ss = d->job->student;
   int r = 0;
   for (size_t i = 0; i < ss->n_weights && !r; i++) {
-    if ((r = stop_check(d, "loading the student's weights", err, errlen))) return r;
     char field[64];
     snprintf(field, sizeof field, "student.weights[%zu]", i);
     char *wp = dd_distill_path(d->base_dir, ss->weights[i]);
     Caffe__NetParameter *w = NULL;
     if (!wp) return DD_ENOMEM;
-    r = dd_path_check(&d->policy, DD_PATH_READ, field, wp, err, errlen);
-    if (!r) r = dd_caffemodel_read(&w, wp, err, errlen);
+    r = read_weights(d, field, wp, &w, err, errlen);
     if (!r) r = dd_net_copy_from(dd_solver_net(d->solver), w, wp, NULL, err, errlen);
     if (w) caffe__net_parameter__free_unpacked(w, NULL);
     free(wp);
@@ -515,6 +525,7 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
   d->solver_param->random_seed = (int64_t)seed;
   int r = dd_solver_create(&d->solver, d->solver_param, d->student_param, d->be, seed, &sh, err, errlen);
   if (r) return prefix_err(r, err, errlen, "student");
+  dd_solver_set_snapshot_dir(d->solver, d->snap_fd, &d->policy);
   if (d->comm && (r = dd_solver_set_comm(d->solver, d->comm, (int64_t)(job->allreduce_bucket_mb * 262144.0), err, errlen)))
     return r;
   if ((r = load_student_weights(d, err, errlen))) return r;
@@ -529,6 +540,7 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
 static int setup(struct dd_distill *d, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
                  const dd_distill_hooks *hooks, const dd_path_policy *policy, dd_comm *comm) {
   d->teacher_acc = d->student_acc = -1;
+  d->out_fd = d->snap_fd = -1;
   d->last_test_iter = -1;
   d->comm = comm; /* one rank through a collective too: the GPU tests run NCCL's path that way */
   d->rank = comm ? comm->rank : 0;
@@ -557,15 +569,13 @@ int dd_distill_build(dd_distill **out, const Distilld__DistillJob *job, const ch
   if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   err[0] = '\0';
   int r = setup(d, job, base_dir, be, hooks, policy, comm);
-  /* a stop asked for before a step (DD_ESTOPPED) ends the build there, nothing written after */
-  if (!r && !(r = stop_check(d, "open_output", err, errlen))) r = open_output(d, err, errlen);
-  if (!r && !(r = stop_check(d, "load_solver", err, errlen))) r = load_solver(d, err, errlen);
-  if (!r && !(r = stop_check(d, "load_student", err, errlen))) r = load_student(d, err, errlen);
-  if (!r && !(r = stop_check(d, "replace_data_layers", err, errlen))) r = replace_data_layers(d, err, errlen);
-  if (!r && d->job->teacher && !(r = stop_check(d, "build_teacher", err, errlen))) r = build_teacher(d, err, errlen);
-  if (!r && d->job->teacher && !(r = stop_check(d, "add_distill_terms", err, errlen)))
-    r = add_distill_terms(d, err, errlen);
-  if (!r && !(r = stop_check(d, "create_solver", err, errlen))) r = create_solver(d, err, errlen);
+  if (!r) r = open_output(d, err, errlen);
+  if (!r) r = load_solver(d, err, errlen);
+  if (!r) r = load_student(d, err, errlen);
+  if (!r) r = replace_data_layers(d, err, errlen);
+  if (!r && d->job->teacher) r = build_teacher(d, err, errlen);
+  if (!r && d->job->teacher) r = add_distill_terms(d, err, errlen);
+  if (!r) r = create_solver(d, err, errlen);
   if (r) {
     if (r == DD_ENOMEM && !err[0]) dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     dd_distill_destroy(d);

@@ -20,6 +20,7 @@
 struct dd_distill {
   Distilld__DistillJob *job; /* owned copy */
   char *base_dir, *out_dir, *snap_prefix;
+  int out_fd, snap_fd; /* OUTPUT_DIR and its snapshots/, held open for the job (-1: not yet) */
   dd_backend *be;
   int own_be;
   dd_distill_hooks hooks;

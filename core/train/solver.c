@@ -17,6 +17,7 @@
 #include "format/caffe_io.h"
 #include "base/dd_error.h"
 #include "net/net_check.h"
+#include "train/snapshot_io.h"
 #include "comm/collective.h"
 
 #define DD_MAX_OUTPUTS 32
@@ -57,6 +58,8 @@ struct dd_solver {
   dd_net *net, *test_net;
   dd_solver_hooks hooks;
   int stopped; /* DD_STOP_* of the last run, 0 when it reached its end */
+  int snap_dirfd;                     /* the snapshot folder (dd_solver_set_snapshot_dir), -1: by path */
+  const dd_path_policy *snap_policy;  /* for a learned_net outside it */
   dd_solver_type type;
   int iter;
   int n_hist;      /* history buffers per parameter: 1, or 2 for Adam */
@@ -443,6 +446,7 @@ int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const
     goto fail;
   }
   s->be = be;
+  s->snap_dirfd = -1;
   if (hooks) s->hooks = *hooks;
   if ((r = dd_net_create(&s->net, net_param, CAFFE__PHASE__TRAIN, be, seed, NULL, err, errlen))) goto fail;
   if (sp->n_test_iter > 0 && sp->test_iter[0] > 0) {
@@ -488,6 +492,11 @@ void dd_solver_destroy(dd_solver *s) {
   dd_net_destroy(s->net);
   if (s->sp) caffe__solver_parameter__free_unpacked(s->sp, NULL);
   free(s);
+}
+
+void dd_solver_set_snapshot_dir(dd_solver *s, int dirfd, const dd_path_policy *policy) {
+  s->snap_dirfd = dirfd;
+  s->snap_policy = policy;
 }
 
 dd_net *dd_solver_net(dd_solver *s) { return s->net; }
@@ -711,37 +720,8 @@ int dd_solver_solve(dd_solver *s, char *err, size_t errlen) {
 
 int dd_solver_stopped(const dd_solver *s) { return s->stopped; }
 
-#define SNAP_ITER "_iter_"
-#define SNAP_STATE ".solverstate"
-
-int dd_snapshot_find(const char *dir, const char *name, int *iter, char *state, size_t len) {
-  DIR *dh = opendir(dir);
-  if (!dh) return 0;
-  struct dirent *e;
-  long best = -1;
-  char best_name[256] = "";
-  while ((e = readdir(dh))) {
-    const char *n = e->d_name, *it = NULL;
-    if (name) {
-      size_t plen = strlen(name);
-      if (!strncmp(n, name, plen) && !strncmp(n + plen, SNAP_ITER, strlen(SNAP_ITER))) it = n + plen + strlen(SNAP_ITER);
-    } else {
-      /* any job's: the last "_iter_" of the name */
-      for (const char *p = strstr(n, SNAP_ITER); p; p = strstr(p + 1, SNAP_ITER)) it = p + strlen(SNAP_ITER);
-    }
-    if (!it || !isdigit((unsigned char)*it)) continue;
-    char *end;
-    long k = strtol(it, &end, 10);
-    if (strcmp(end, SNAP_STATE) || k <= best || k > INT_MAX || strlen(n) >= sizeof best_name) continue;
-    best = k;
-    snprintf(best_name, sizeof best_name, "%s", n);
-  }
-  closedir(dh);
-  if (best < 0) return 0;
-  if (iter) *iter = (int)best;
-  if (state) snprintf(state, len, "%s/%s", dir, best_name);
-  return 1;
-}
+#define SNAP_ITER DD_SNAP_ITER
+#define SNAP_STATE DD_SNAP_STATE
 
 static void snapshot_paths(const dd_solver *s, char *model, char *state, size_t len) {
   const char *prefix = s->sp->snapshot_prefix && s->sp->snapshot_prefix[0]
@@ -760,7 +740,7 @@ int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {
   snapshot_paths(s, model, state, sizeof model);
   Caffe__NetParameter *np = dd_net_to_proto(s->net, s->sp->snapshot_diff);
   if (!np) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory writing a snapshot");
-  int r = dd_caffemodel_write(np, model, err, errlen);
+  int r = dd_snapshot_write_model(np, s->snap_dirfd, model, err, errlen);
   caffe__net_parameter__free_unpacked(np, NULL);
   if (r) return r;
   Caffe__SolverState st;
@@ -797,7 +777,7 @@ int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {
     while ((size_t)step < s->sp->n_stepvalue && s->iter >= s->sp->stepvalue[step]) step++;
     st.has_current_step = 1;
     st.current_step = step;
-    r = dd_solverstate_write(&st, state, err, errlen);
+    r = dd_snapshot_write_state(&st, s->snap_dirfd, state, err, errlen);
   } else {
     r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory writing a snapshot");
   }
@@ -817,7 +797,7 @@ int dd_solver_snapshot(dd_solver *s, char *err, size_t errlen) {
 
 int dd_solver_restore(dd_solver *s, const char *state_path, char *err, size_t errlen) {
   Caffe__SolverState *st = NULL;
-  int r = dd_solverstate_read(&st, state_path, err, errlen);
+  int r = dd_snapshot_read_state(&st, s->snap_dirfd, state_path, err, errlen);
   if (r) return r;
   size_t nh = s->net->n_params * (size_t)s->n_hist;
   if (st->n_history != nh) {
@@ -830,15 +810,9 @@ int dd_solver_restore(dd_solver *s, const char *state_path, char *err, size_t er
     goto out;
   }
   char model[4096];
-  if (st->learned_net[0] == '/') {
-    snprintf(model, sizeof model, "%s", st->learned_net);
-  } else {
-    const char *slash = strrchr(state_path, '/');
-    snprintf(model, sizeof model, "%.*s%s", slash ? (int)(slash - state_path + 1) : 0, state_path,
-             strrchr(st->learned_net, '/') ? strrchr(st->learned_net, '/') + 1 : st->learned_net);
-  }
   Caffe__NetParameter *w = NULL;
-  if ((r = dd_caffemodel_read(&w, model, err, errlen))) goto out;
+  r = dd_snapshot_read_model(&w, model, sizeof model, s->snap_dirfd, s->snap_policy, state_path, st->learned_net, err, errlen);
+  if (r) goto out;
   r = dd_net_copy_from(s->net, w, model, NULL, err, errlen);
   caffe__net_parameter__free_unpacked(w, NULL);
   if (r) goto out;

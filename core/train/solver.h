@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "base/backend.h"
+#include "base/path_policy.h"
 #include "caffe.pb-c.h"
 #include "net/net.h"
 
@@ -61,6 +62,11 @@ int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp,
                      const dd_solver_hooks *hooks, char *err, size_t errlen);
 void dd_solver_destroy(dd_solver *s);
 
+/* Snapshots go into, and resume reads from, the folder `dirfd` (the caller's, open for the
+ * solver's life; the snapshot prefix's last component names the files), never through a symlink
+ * there; a .solverstate's learned_net outside that folder is opened through `policy` (may be NULL).
+ * Without a call, files are opened by the prefix's path. */
+void dd_solver_set_snapshot_dir(dd_solver *s, int dirfd, const dd_path_policy *policy);
 dd_net *dd_solver_net(dd_solver *s);
 dd_net *dd_solver_test_net(dd_solver *s); /* NULL without test_iter */
 int dd_solver_iter(const dd_solver *s);
