@@ -603,8 +603,8 @@ extern "C" void dd_cuda_xent_backward(dd_backend *be, int64_t outer, int64_t cha
 /* ---- accuracy ----------------------------------------------------------------------------------- */
 
 /* One warp per (outer, inner) position: the classes ranking above the true one (Caffe 1.0's
- * (value, class) order: greater value, or an equal value with a higher class). Per block: the
- * counts of correct and valid positions. */
+ * (value, class) order: greater value, or an equal value with a higher class); a position with
+ * a NaN score is never correct. Per block: the counts of correct and valid positions. */
 static __global__ void accuracy_kernel(int64_t outer, int64_t ch, int64_t inner, const float *x, const float *label,
                                        int top_k, int has_ignore, int ignore_label, float *pc_correct,
                                        float *pc_total, double *part) {
@@ -618,16 +618,18 @@ static __global__ void accuracy_kernel(int64_t outer, int64_t ch, int64_t inner,
     int64_t o = div_nn(pos, inner), i = pos - o * inner;
     const float *xp = x + o * ch * inner + i;
     float v = xp[(int64_t)l * inner];
-    int better = 0;
+    int better = 0, has_nan = 0;
     for (int64_t c = lane; c < ch; c += 32) {
       float u = xp[c * inner];
+      has_nan |= u != u;
       better += (u > v || (u == v && c > l)) ? 1 : 0;
     }
     for (int off = 16; off > 0; off >>= 1) better += __shfl_xor_sync(FULL, better, off);
+    has_nan = __any_sync(FULL, has_nan); /* a position with a NaN score is never correct (as on the CPU) */
     if (lane == 0) {
       valid += 1.0;
       if (pc_total) atomicAdd(pc_total + l, 1.0f); /* exact: small integers */
-      if (better < top_k) {
+      if (better < top_k && !has_nan) {
         ok += 1.0;
         if (pc_correct) atomicAdd(pc_correct + l, 1.0f);
       }

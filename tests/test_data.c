@@ -437,6 +437,64 @@ static void test_bad_images(void) {
   caffe__layer_parameter__free_unpacked(lp, NULL);
 }
 
+/* Runs `batches` batches of 10 over DIR/list.txt; returns the first error (0: none). */
+static int run_list(const char *dir, float fraction, int train, uint64_t seed, int batches, int64_t *errors,
+                    char *err, size_t errlen) {
+  Caffe__LayerParameter *lp = layer_param("name: 'd' type: 'ImageData' image_data_param { source: '%s/%s/list.txt'"
+                                          " root_folder: '%s/%s/' batch_size: 10 shuffle: %s }",
+                                          tmp, dir, tmp, dir, train ? "true" : "false");
+  if (!lp) return -100;
+  dd_data_config cfg = {.batch = 10, .channels = 1, .height = 8, .width = 8, .train = train, .seed = seed,
+                        .threads = 2, .prefetch = 2, .max_error_fraction = fraction, .log = capture};
+  dd_data *d = NULL;
+  int r = dd_data_open(&d, lp, &cfg, err, errlen);
+  for (int b = 0; b < batches && r == 0; b++) {
+    const float *data, *lab;
+    double wait;
+    r = dd_data_next(d, &data, &lab, &wait, err, errlen);
+  }
+  if (d) *errors = dd_data_errors(d);
+  dd_data_close(d);
+  caffe__layer_parameter__free_unpacked(lp, NULL);
+  return r;
+}
+
+/* max_error_fraction compares counts: 1 bad image in 100 is not "more than 0.01" (the float
+ * 0.01f times 100 is 0.99999998, which failed the job), in list order or any shuffle; 2 in 100
+ * are; 1 in 257 never is, whatever the shuffle puts first. */
+static void test_error_fraction_on_counts(void) {
+  char path[512], err[1024];
+  REQUIRE(make_set("f", 99) == 0);
+  snprintf(path, sizeof path, "%s/f/list.txt", tmp);
+  FILE *f = fopen(path, "a");
+  REQUIRE(f);
+  fprintf(f, "missing.png 1\n");
+  fclose(f);
+  int64_t errors = 0;
+  CHECKF(run_list("f", 0.01f, 0, 1, 20, &errors, err, sizeof err) == 0, "%s", err);
+  CHECK(errors == 1);
+  for (uint64_t seed = 1; seed <= 4; seed++) {
+    int r = run_list("f", 0.01f, 1, seed, 20, &errors, err, sizeof err);
+    CHECKF(r == 0, "seed %llu: %s", (unsigned long long)seed, err);
+  }
+  f = fopen(path, "a");
+  REQUIRE(f);
+  fprintf(f, "missing2.png 1\n"); /* 2 in 101: judged at 100 tried, 2 > 1 */
+  fclose(f);
+  CHECK(run_list("f", 0.01f, 0, 1, 20, &errors, err, sizeof err) == DD_ECORRUPT);
+  CHECK_CONTAINS(err, "max_error_fraction");
+  REQUIRE(make_set("g", 256) == 0);
+  snprintf(path, sizeof path, "%s/g/list.txt", tmp);
+  f = fopen(path, "a");
+  REQUIRE(f);
+  fprintf(f, "missing.png 1\n");
+  fclose(f);
+  for (uint64_t seed = 1; seed <= 8; seed++) {
+    int r = run_list("g", 0.01f, 1, seed, 30, &errors, err, sizeof err);
+    CHECKF(r == 0, "seed %llu: %s", (unsigned long long)seed, err);
+  }
+}
+
 /* Closing while workers are busy, mid-epoch, leaks nothing (the ASan build checks). */
 static void test_close_mid_epoch(void) {
   Caffe__LayerParameter *lp = layer_param(
@@ -561,6 +619,7 @@ int main(void) {
   RUN(test_mean_file);
   RUN(test_bad_list_files);
   RUN(test_bad_images);
+  RUN(test_error_fraction_on_counts);
   RUN(test_close_mid_epoch);
   RUN(test_resize_values);
   RUN(test_jitter_ranges);

@@ -540,6 +540,14 @@ static void test_not_an_image(void) {
         DD_ECORRUPT);
   CHECK_CONTAINS(err, "image: truncated PNG");
   CHECK(dd_image_decode(&img, (const uint8_t *)"hello", 5, 2, "c2", err, sizeof err) == DD_EINVAL);
+  /* JPEG magic, then no frame: TurboJPEG's header read "succeeds" with no size (was "image too
+   * large: 0x0") */
+  CHECK(dd_image_decode(&img, (const uint8_t *)"\xff\xd8\xff\xd9", 4, 3, "soi.jpg", err, sizeof err) == DD_ECORRUPT);
+  CHECK_CONTAINS(err, "soi.jpg: not a valid JPEG");
+  CHECK(strstr(err, "too large") == NULL);
+  CHECK(dd_image_decode(&img, (const uint8_t *)"\xff\xd8\xff\xe0garbage garbage garbage", 24, 0, "g.jpg", err,
+                        sizeof err) == DD_ECORRUPT);
+  CHECK_CONTAINS(err, "g.jpg: not a valid JPEG");
   CHECK(img.w == 0 && img.h == 0 && img.c == 0);
   /* random bytes, bare and behind each magic number */
   uint8_t buf[600];

@@ -145,8 +145,9 @@ typedef struct dd_backend_ops {
                         int ignore_label, float scale);
   /* Top-k accuracy: counts correct and valid positions; per_class_correct/per_class_total may be
    * NULL (else channels entries each, accumulated). Ties rank as in Caffe 1.0's sort of (value,
-   * class) pairs: an equal value with a higher class index ranks above the true class. Labels
-   * were range-checked by the layer. */
+   * class) pairs: an equal value with a higher class index ranks above the true class. A position
+   * with a NaN score is never correct (Caffe counts it correct). Labels were range-checked by the
+   * layer. */
   void (*accuracy)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
                    const float *x, const float *label, int top_k, int has_ignore,
                    int ignore_label, int64_t *correct, int64_t *valid, float *per_class_correct,

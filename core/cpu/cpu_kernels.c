@@ -547,11 +547,15 @@ void dd_cpu_accuracy(dd_backend *be, int64_t outer, int64_t ch, int64_t inner, c
       const float *xp = x + o * ch * inner + i;
       float v = xp[(int64_t)l * inner];
       /* Caffe 1.0 ranks (value, class) pairs with std::greater: a tie with a higher class ranks
-       * above the true class */
-      int better = 0;
-      for (int64_t c = 0; c < ch; c++)
-        if (xp[c * inner] > v || (xp[c * inner] == v && c > l)) better++;
-      if (better < top_k) {
+       * above the true class. Unlike Caffe, a position with a NaN score is never correct (NaN
+       * compares false, so Caffe ranks the true class first and a diverged net scores 1.0). */
+      int better = 0, has_nan = 0;
+      for (int64_t c = 0; c < ch; c++) {
+        float u = xp[c * inner];
+        has_nan |= u != u;
+        if (u > v || (u == v && c > l)) better++;
+      }
+      if (better < top_k && !has_nan) {
         ok++;
         if (pc_correct) pc_correct[l] += 1;
       }

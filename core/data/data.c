@@ -273,12 +273,23 @@ static int load_sample(struct dd_data *d, worker_buf *wb, int64_t idx, float *ou
   return dd_transform_apply(&d->tf, out, wb->img.px, wb->img.w, wb->img.h, rng, wb->scratch, err, errlen);
 }
 
+/* errors > fraction * attempts, on counts: the fraction is taken in parts per million (0.01f is
+ * 0.0099999998 as a float, which made 1 error in 100 "more than 0.01"). */
+static int too_many_errors(int64_t errors, int64_t attempts, float fraction) {
+  if (!(fraction >= 0)) fraction = 0;
+  if (fraction >= 1) return 0;
+  int64_t ppm = (int64_t)((double)fraction * 1e6 + 0.5), lhs, rhs; /* 0 to 1000000 */
+  if (__builtin_mul_overflow(errors, (int64_t)1000000, &lhs) || __builtin_mul_overflow(ppm, attempts, &rhs))
+    return (double)errors > (double)ppm * 1e-6 * (double)attempts; /* past 9e12 files */
+  return lhs > rhs;
+}
+
 /* Turns the pipeline fatal when too many of the files tried so far failed (judged once 100 files,
  * or all of them, were tried), or when none decodes. Caller holds mu. */
 static void check_fatal(struct dd_data *d) {
   if (d->fatal || d->errors == 0) return;
   int judged = d->attempts >= 100 || d->attempts == d->n;
-  if (d->errors != d->n && !(judged && (double)d->errors > d->cfg.max_error_fraction * (double)d->attempts)) return;
+  if (d->errors != d->n && !(judged && too_many_errors(d->errors, d->attempts, d->cfg.max_error_fraction))) return;
   d->fatal = 1;
   size_t used = (size_t)snprintf(d->fatal_msg, sizeof d->fatal_msg,
                                  d->errors == d->n ? "none of the %lld images in the list decode (%lld tried); e.g. "
@@ -526,8 +537,20 @@ int dd_data_next(dd_data *d, const float **data, const float **labels, double *w
   return 0;
 }
 
-int64_t dd_data_errors(const dd_data *d) { return d->errors; }
-int64_t dd_data_attempts(const dd_data *d) { return d->attempts; }
+int64_t dd_data_errors(const dd_data *d) {
+  pthread_mutex_t *mu = (pthread_mutex_t *)&d->mu; /* the workers count under it */
+  pthread_mutex_lock(mu);
+  int64_t e = d->errors;
+  pthread_mutex_unlock(mu);
+  return e;
+}
+int64_t dd_data_attempts(const dd_data *d) {
+  pthread_mutex_t *mu = (pthread_mutex_t *)&d->mu;
+  pthread_mutex_lock(mu);
+  int64_t a = d->attempts;
+  pthread_mutex_unlock(mu);
+  return a;
+}
 int64_t dd_data_size(const dd_data *d) { return d->n; }
 
 void dd_data_close(dd_data *d) {

@@ -90,6 +90,12 @@ static int decode_jpeg(dd_image *img, const uint8_t *buf, size_t len, int channe
   int w = 0, h = 0, subsamp = 0, cs = 0;
   if (tjDecompressHeader3(img->tj__, jpeg, (unsigned long)len, &w, &h, &subsamp, &cs) != 0)
     return jpeg_fail(img, name, err, errlen);
+  if (w <= 0 || h <= 0) { /* the header reader can "succeed" on garbage after FF D8 FF, with no frame */
+    tjDestroy(img->tj__);
+    img->tj__ = NULL;
+    return dd_errorf(DD_ECORRUPT, err, errlen, "%s: not a valid JPEG (it starts like one, but has no frame header: "
+                     "the size reads as %dx%d)", name, w, h);
+  }
   if (too_large(w, h))
     return dd_errorf(DD_ECORRUPT, err, errlen, "%s: image too large: %dx%d (at most %lld pixels)",
                      name, w, h, (long long)DD_IMAGE_MAX_PIXELS);

@@ -20,7 +20,8 @@ static int concat_shape(dd_shape_ctx *c) {
       if (d != a && b->dims[d] != b0->dims[d])
         return dd_shape_fail(c, "bottom %d differs from bottom 0 on axis %d (%lld vs %lld), which is not the concat axis",
                              i, d, (long long)b->dims[d], (long long)b0->dims[d]);
-    t.dims[a] += b->dims[a];
+    if (__builtin_add_overflow(t.dims[a], b->dims[a], &t.dims[a]) || t.dims[a] > DD_SHAPE_MAX_COUNT)
+      return dd_shape_fail(c, "the concatenated axis would hold more than %lld elements", (long long)DD_SHAPE_MAX_COUNT);
   }
   c->tops[0] = t;
   return 0;

@@ -67,12 +67,19 @@ static int conv_shape(dd_shape_ctx *c) {
   c->params[0] = dd_shape_4(p->num_output, ch / p->group, k[0], k[1]);
   int64_t o[2];
   for (int i = 0; i < 2; i++) {
-    int64_t ext = dil[i] * (k[i] - 1) + 1;
-    int64_t in = b->dims[2 + i] + 2 * pad[i];
+    /* kernel, pad and dilation are uint32 and dims at most INT32_MAX: only ext can overflow */
+    int64_t ext, in = b->dims[2 + i] + 2 * pad[i];
+    if (__builtin_mul_overflow(dil[i], k[i] - 1, &ext) || ext > INT64_MAX - 1)
+      return dd_shape_fail(c, "the %s kernel extent dilation %lld x (kernel %lld - 1) + 1 overflows",
+                           i ? "horizontal" : "vertical", (long long)dil[i], (long long)k[i]);
+    ext += 1;
     if (in < ext)
       return dd_shape_fail(c, "the %s kernel extent %lld is larger than the padded input %lld",
                            i ? "horizontal" : "vertical", (long long)ext, (long long)in);
     o[i] = (in - ext) / st[i] + 1;
+    if (o[i] > DD_SHAPE_MAX_COUNT)
+      return dd_shape_fail(c, "the %s output size %lld (pad %lld) is more than %lld", i ? "horizontal" : "vertical",
+                           (long long)o[i], (long long)pad[i], (long long)DD_SHAPE_MAX_COUNT);
   }
   for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_4(b->dims[0], p->num_output, o[0], o[1]);
   return 0;

@@ -13,6 +13,8 @@ static int flatten_shape(dd_shape_ctx *c) {
   if (a < 0 || e < 0 || e < a) return dd_shape_fail(c, "flatten axes out of range for a bottom with %d axes", b->ndim);
   dd_shape t = dd_shape_make(a, b->dims);
   t.dims[t.ndim++] = dd_shape_count_range(b, a, e + 1);
+  if (t.dims[t.ndim - 1] > DD_SHAPE_MAX_COUNT)
+    return dd_shape_fail(c, "the flattened axis would hold more than %lld elements", (long long)DD_SHAPE_MAX_COUNT);
   for (int d = e + 1; d < b->ndim; d++) t.dims[t.ndim++] = b->dims[d];
   c->tops[0] = t;
   return 0;

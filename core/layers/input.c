@@ -19,7 +19,9 @@ static int input_shape(dd_shape_ctx *c) {
       return dd_shape_fail(c, "input shape has %zu dims; at most %d are supported", bs->n_dim,
                            DD_SHAPE_MAX_DIMS);
     for (size_t d = 0; d < bs->n_dim; d++)
-      if (bs->dim[d] < 0) return dd_shape_fail(c, "input shape has a negative dim");
+      if (bs->dim[d] < 0 || bs->dim[d] > DD_SHAPE_MAX_COUNT)
+        return dd_shape_fail(c, "input shape dim %zu is %lld: dims must be 0 to %lld", d, (long long)bs->dim[d],
+                             (long long)DD_SHAPE_MAX_COUNT);
     c->tops[i] = dd_shape_make((int)bs->n_dim, bs->dim);
   }
   return 0;

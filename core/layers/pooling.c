@@ -52,6 +52,9 @@ static int pooling_shape(dd_shape_ctx *c) {
                                                                       : (span + st[i] - 1) / st[i] + 1;
     /* Caffe trims both axes when either has padding */
     if ((pad[0] || pad[1]) && (o[i] - 1) * st[i] >= b->dims[2 + i] + pad[i]) o[i]--;
+    if (o[i] > DD_SHAPE_MAX_COUNT)
+      return dd_shape_fail(c, "the %s output size %lld (pad %lld) is more than %lld", i ? "horizontal" : "vertical",
+                           (long long)o[i], (long long)pad[i], (long long)DD_SHAPE_MAX_COUNT);
   }
   for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_4(b->dims[0], b->dims[1], o[0], o[1]);
   return 0;

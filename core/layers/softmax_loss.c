@@ -13,7 +13,7 @@ int dd__check_labels(dd_shape_ctx *c, int axis_param, int *axis_out) {
   if (a < 0) return dd_shape_fail(c, "axis %d is out of range for a prediction with %d axes", axis_param, pr->ndim);
   *axis_out = a;
   if (!dd_shape_known(lb)) return 0;
-  int64_t n = dd_shape_count_range(pr, 0, a) * dd_shape_count_range(pr, a + 1, pr->ndim);
+  int64_t n = dd_count_mul(dd_shape_count_range(pr, 0, a), dd_shape_count_range(pr, a + 1, pr->ndim));
   if (n != dd_shape_count(lb)) {
     char s1[64], s2[64];
     return dd_shape_fail(c, "the label blob has %lld entries (%s) but the prediction (%s) needs %lld (one per position outside axis %d)",

@@ -198,8 +198,65 @@ static int first_errors(const dd_diags *d, char *err, size_t errlen) {
   return DD_EINVAL;
 }
 
+/* One blob's or parameter's size check: at most DD_SHAPE_MAX_COUNT elements, dims in range. */
+static int check_one(const dd_shape *s, const char *layer, const char *what, const char *name, int64_t *bytes,
+                     char *err, size_t errlen) {
+  int64_t count = 0;
+  if (!dd_shape_known(s) || dd_shape_size_check(s, DD_SHAPE_MAX_COUNT, &count) == 0) {
+    *bytes = dd_shape_known(s) ? count * (int64_t)sizeof(float) * 2 : 0; /* data and diff */
+    return 0;
+  }
+  char shp[160];
+  dd_shape_str(s, shp, sizeof shp);
+  if (count == DD_COUNT_OVERFLOW)
+    return dd_errorf(DD_ESHAPE, err, errlen,
+                     "layer \"%s\": %s \"%s\" would be %s: its element count overflows 64 bits", layer, what, name, shp);
+  return dd_errorf(DD_ESHAPE, err, errlen,
+                   "layer \"%s\": %s \"%s\" would be %s = %lld elements (%lld bytes): a blob holds at most %lld "
+                   "elements, each dim at most %lld", layer, what, name, shp, (long long)count,
+                   (long long)dd_count_mul(count, (int64_t)sizeof(float)), (long long)DD_SHAPE_MAX_COUNT,
+                   (long long)DD_SHAPE_MAX_COUNT);
+}
+
+/* Checks every blob and parameter shape of the graph before anything is allocated, and charges
+ * their bytes (data and diff) to `budget` (may be NULL). */
+static int check_sizes(const dd_net_graph *g, dd_mem_budget *budget, char *err, size_t errlen) {
+  int64_t total = 0, bytes;
+  int r;
+  for (size_t b = 0; b < g->n_blobs; b++) {
+    const dd_gblob *gb = &g->blobs[b];
+    const char *ln = gb->producer >= 0 && g->layers[gb->producer].lp->name ? g->layers[gb->producer].lp->name : "?";
+    if ((r = check_one(&gb->shape, ln, "top", gb->name, &bytes, err, errlen))) return r;
+    total += bytes; /* at most ~2^35 per blob: no overflow for any realistic blob count */
+  }
+  for (size_t i = 0; i < g->n_layers; i++)
+    for (int p = 0; p < g->layers[i].n_params; p++) {
+      char pname[32];
+      snprintf(pname, sizeof pname, "%d", p);
+      const char *ln = g->layers[i].lp->name ? g->layers[i].lp->name : "?";
+      if ((r = check_one(&g->layers[i].param_shape[p], ln, "parameter", pname, &bytes, err, errlen))) return r;
+      total += bytes;
+    }
+  return dd_mem_budget_charge(budget, total, "the net's blobs and parameters", err, errlen);
+}
+
+int dd_mem_budget_charge(dd_mem_budget *budget, int64_t bytes, const char *what, char *err, size_t errlen) {
+  if (!budget || budget->max_bytes <= 0) return 0;
+  if (bytes > budget->max_bytes - budget->used_bytes)
+    return dd_errorf(DD_ENOMEM, err, errlen,
+                     "%s need %lld bytes, more than the job's memory limit allows (%lld of %lld bytes already used)",
+                     what, (long long)bytes, (long long)budget->used_bytes, (long long)budget->max_bytes);
+  budget->used_bytes += bytes;
+  return 0;
+}
+
 int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase phase, dd_backend *be,
                   uint64_t seed, dd_diags *diags, char *err, size_t errlen) {
+  return dd_net_create_budget(out, src, phase, be, seed, NULL, diags, err, errlen);
+}
+
+int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase phase, dd_backend *be,
+                         uint64_t seed, dd_mem_budget *budget, dd_diags *diags, char *err, size_t errlen) {
   *out = NULL;
   dd_net *n = calloc(1, sizeof *n);
   if (!n) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
@@ -228,6 +285,7 @@ int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase pha
                       n->param->layer[i]->name, n->param->layer[i]->param[p]->name);
         goto fail;
       }
+  if ((r = check_sizes(n->graph, budget, err, errlen))) goto fail;
   /* blobs */
   n->n_blobs = n->graph->n_blobs;
   n->blobs = calloc(n->n_blobs ? n->n_blobs : 1, sizeof *n->blobs);

@@ -47,12 +47,32 @@ typedef struct dd_net {
   void *after_layer_backward_ctx;
 } dd_net;
 
+/* A job's memory limit: nets and solvers charge the bytes of the tensors they are about to
+ * allocate (data and diff of every blob and parameter, solver history) before allocating them,
+ * and refuse with DD_ENOMEM naming the limit when the charge would pass max_bytes (<= 0: no
+ * limit). One budget may be shared by every net of a job (teacher, student, TEST net); charges
+ * are not given back when a net is destroyed (a job's nets live as long as the job). */
+typedef struct {
+  int64_t max_bytes;
+  int64_t used_bytes;
+} dd_mem_budget;
+
+/* Adds `bytes` to budget->used_bytes, or returns DD_ENOMEM ("WHAT need N bytes, more than the
+ * job's memory limit allows") when that would pass max_bytes. A NULL budget allows everything. */
+int dd_mem_budget_charge(dd_mem_budget *budget, int64_t bytes, const char *what, char *err, size_t errlen);
+
 /* Builds `src` for `phase` on `be`; parameters are filled from `seed` (Caffe's fillers).
  * Errors (what `distilld check` calls errors, shapes that cannot be known, out of memory) return
  * DD_EINVAL / DD_ESHAPE / DD_EUNSUPPORTED / DD_ENOMEM with the first problems in `err`, naming
  * the layer. Warnings go to `diags` when it is not NULL. */
 int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase phase,
                   dd_backend *be, uint64_t seed, dd_diags *diags, char *err, size_t errlen);
+/* dd_net_create with a memory budget (may be NULL). Before any tensor is allocated, every blob
+ * and parameter shape is checked (at most DD_SHAPE_MAX_COUNT elements, Caffe's INT_MAX): a shape
+ * past it is DD_ESHAPE naming the layer, the blob and the size; then their bytes are charged to
+ * `budget` (DD_ENOMEM past its limit). */
+int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase phase, dd_backend *be,
+                         uint64_t seed, dd_mem_budget *budget, dd_diags *diags, char *err, size_t errlen);
 void dd_net_destroy(dd_net *n);
 
 /* Runs every layer's forward; *loss (may be NULL) gets the weighted sum of the loss tops.

@@ -19,8 +19,23 @@ dd_shape dd_shape_4(int64_t n, int64_t c, int64_t h, int64_t w) {
 int64_t dd_shape_count_range(const dd_shape *s, int from, int to) {
   if (s->ndim < 0) return -1;
   int64_t c = 1;
-  for (int i = from; i < to && i < s->ndim; i++) c *= s->dims[i];
+  for (int i = from < 0 ? 0 : from; i < to && i < s->ndim; i++) c = dd_count_mul(c, s->dims[i]);
   return c;
+}
+
+int64_t dd_count_mul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0) return -1;
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? DD_COUNT_OVERFLOW : r;
+}
+
+int dd_shape_size_check(const dd_shape *s, int64_t max_count, int64_t *count) {
+  if (s->ndim < 0) return -1;
+  for (int i = 0; i < s->ndim; i++)
+    if (s->dims[i] < 0 || s->dims[i] > INT32_MAX) return -1;
+  int64_t c = dd_shape_count(s);
+  if (count) *count = c;
+  return c < 0 || c == DD_COUNT_OVERFLOW || c > max_count ? -1 : 0;
 }
 
 int64_t dd_shape_count(const dd_shape *s) { return dd_shape_count_range(s, 0, s->ndim); }

@@ -22,8 +22,9 @@ dd_tensor *dd_tensor_create(dd_backend *be, const char *name) {
 
 int dd_tensor_reshape(dd_tensor *t, const dd_shape *shape) {
   if (!dd_shape_known(shape)) return DD_EINVAL;
-  int64_t count = dd_shape_count(shape);
-  if (count < 0) return DD_EINVAL;
+  int64_t count;
+  /* Caffe's Blob limit (count <= INT_MAX): also keeps count * sizeof(float) from overflowing */
+  if (dd_shape_size_check(shape, DD_SHAPE_MAX_COUNT, &count)) return DD_ESHAPE;
   if (count > t->capacity) {
     DD_ASSERT(!t->shared && !t->data_shared);
     size_t bytes = (size_t)count * sizeof(float);

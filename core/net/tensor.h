@@ -25,7 +25,8 @@ typedef struct dd_tensor {
 dd_tensor *dd_tensor_create(dd_backend *be, const char *name);
 
 /* Sets the shape, growing the arrays (zeroed) when the count exceeds the capacity. Returns 0 or
- * DD_ENOMEM / DD_EINVAL (an unknown shape or a negative count). */
+ * DD_ENOMEM / DD_EINVAL (an unknown shape) / DD_ESHAPE (a negative dim, a dim or a count over
+ * DD_SHAPE_MAX_COUNT). */
 int dd_tensor_reshape(dd_tensor *t, const dd_shape *shape);
 
 void dd_tensor_destroy(dd_tensor *t);

@@ -523,9 +523,12 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
   dd_distill_solver_hooks(d, &sh);
   d->solver_param->has_random_seed = 1;
   d->solver_param->random_seed = (int64_t)seed;
-  int r = dd_solver_create(&d->solver, d->solver_param, d->student_param, d->be, seed, &sh, err, errlen);
+  dd_mem_budget budget = {.max_bytes = job->max_memory_mb * ((int64_t)1 << 20)}; /* validated: <= 2^30 MiB */
+  int r = dd_solver_create_budget(&d->solver, d->solver_param, d->student_param, d->be, seed, &sh, &budget, err, errlen);
   if (r) return prefix_err(r, err, errlen, "student");
   dd_solver_set_snapshot_dir(d->solver, d->snap_fd, &d->policy);
+  dd_solver_set_on_divergence(d->solver, job->on_divergence == DISTILLD__DISTILL_JOB__ON_DIVERGENCE__SNAPSHOT
+                                             ? DD_DIVERGE_SNAPSHOT : DD_DIVERGE_FAIL);
   if (d->comm && (r = dd_solver_set_comm(d->solver, d->comm, (int64_t)(job->allreduce_bucket_mb * 262144.0), err, errlen)))
     return r;
   if ((r = load_student_weights(d, err, errlen))) return r;

@@ -12,6 +12,7 @@
 #include "format/textformat.h"
 #include "train/distill_internal.h"
 #include "train/job.h"
+#include "train/solver_check.h"
 
 int dd_job_read(Distilld__DistillJob **out, const char *path, char *err, size_t errlen) {
   return dd_text_parse_file((ProtobufCMessage **)out, &distilld__distill_job__descriptor, path, err, errlen);
@@ -54,6 +55,7 @@ int dd_job_validate_policy(const Distilld__DistillJob *job, const char *base, co
   if (!!job->solver == !!(job->solver_file && job->solver_file[0]))
     return dd_errorf(DD_EINVAL, err, errlen, "solver / solver_file: give exactly one (an inline solver { } or a path)");
   if (job->solver_file && (r = need_file(base, policy, "solver_file", job->solver_file, err, errlen))) return r;
+  if (job->solver && (r = dd_solver_check_values(job->solver, "solver.", err, errlen))) return r;
   if (!(job->allreduce_bucket_mb > 0))
     return dd_errorf(DD_EINVAL, err, errlen, "allreduce_bucket_mb must be positive, got %g", job->allreduce_bucket_mb);
   if (job->nodes < 1 || job->nodes > 1024)
@@ -67,6 +69,9 @@ int dd_job_validate_policy(const Distilld__DistillJob *job, const char *base, co
     return dd_errorf(DD_EINVAL, err, errlen, "collective_timeout_s must be 1 to 86400, got %d", job->collective_timeout_s);
   if (job->rendezvous_timeout_s < 1 || job->rendezvous_timeout_s > 86400)
     return dd_errorf(DD_EINVAL, err, errlen, "rendezvous_timeout_s must be 1 to 86400, got %d", job->rendezvous_timeout_s);
+  if (job->max_memory_mb < 0 || job->max_memory_mb > ((int64_t)1 << 30))
+    return dd_errorf(DD_EINVAL, err, errlen, "max_memory_mb must be 0 (no limit) to 1073741824, got %lld",
+                     (long long)job->max_memory_mb);
   if ((job->n_device ? job->n_device : 1) * (size_t)job->nodes > 4096)
     return dd_errorf(DD_EINVAL, err, errlen, "nodes x device: %d x %zu ranks is more than 4096", job->nodes,
                      job->n_device ? job->n_device : 1);

@@ -17,6 +17,7 @@
 #include "format/caffe_io.h"
 #include "base/dd_error.h"
 #include "net/net_check.h"
+#include "train/solver_check.h"
 #include "train/snapshot_io.h"
 #include "comm/collective.h"
 
@@ -58,6 +59,7 @@ struct dd_solver {
   dd_net *net, *test_net;
   dd_solver_hooks hooks;
   int stopped; /* DD_STOP_* of the last run, 0 when it reached its end */
+  int on_divergence; /* DD_DIVERGE_FAIL or DD_DIVERGE_SNAPSHOT */
   int snap_dirfd;                     /* the snapshot folder (dd_solver_set_snapshot_dir), -1: by path */
   const dd_path_policy *snap_policy;  /* for a learned_net outside it */
   dd_solver_type type;
@@ -423,9 +425,16 @@ int dd_solver_timeline(const dd_solver *s, int bucket, int *n_params, double *po
   return dp->n_buckets;
 }
 
-int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const Caffe__NetParameter *net_param,
+int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp, const Caffe__NetParameter *net_param,
                      dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, char *err, size_t errlen) {
+  return dd_solver_create_budget(out, sp, net_param, be, seed, hooks, NULL, err, errlen);
+}
+
+int dd_solver_create_budget(dd_solver **out, const Caffe__SolverParameter *sp_in, const Caffe__NetParameter *net_param,
+                            dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, dd_mem_budget *budget,
+                            char *err, size_t errlen) {
   *out = NULL;
+  if (dd_solver_check_values(sp_in, "", err, errlen)) return DD_EINVAL;
   dd_solver *s = calloc(1, sizeof *s);
   if (!s) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   int r;
@@ -448,16 +457,20 @@ int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp_in, const
   s->be = be;
   s->snap_dirfd = -1;
   if (hooks) s->hooks = *hooks;
-  if ((r = dd_net_create(&s->net, net_param, CAFFE__PHASE__TRAIN, be, seed, NULL, err, errlen))) goto fail;
+  if ((r = dd_net_create_budget(&s->net, net_param, CAFFE__PHASE__TRAIN, be, seed, budget, NULL, err, errlen)))
+    goto fail;
   if (sp->n_test_iter > 0 && sp->test_iter[0] > 0) {
     char e2[1024];
-    if ((r = dd_net_create(&s->test_net, net_param, CAFFE__PHASE__TEST, be, seed, NULL, e2, sizeof e2))) {
+    if ((r = dd_net_create_budget(&s->test_net, net_param, CAFFE__PHASE__TEST, be, seed, budget, NULL, e2, sizeof e2))) {
       dd_errorf(r, err, errlen, "the TEST net: %s", e2);
       goto fail;
     }
     if ((r = dd_net_share_params(s->test_net, s->net, err, errlen))) goto fail;
   }
   s->n_hist = s->type == DD_SOLVER_ADAM ? 2 : 1;
+  int64_t hist_bytes = 0;
+  for (size_t p = 0; p < s->net->n_params; p++) hist_bytes += s->net->params[p].t->count * (int64_t)sizeof(float) * s->n_hist;
+  if ((r = dd_mem_budget_charge(budget, hist_bytes, "the solver's history", err, errlen))) goto fail;
   s->history = calloc(s->net->n_params * (size_t)s->n_hist + 1, sizeof *s->history);
   if (!s->history) goto oom;
   for (size_t p = 0; p < s->net->n_params; p++)
@@ -492,11 +505,6 @@ void dd_solver_destroy(dd_solver *s) {
   dd_net_destroy(s->net);
   if (s->sp) caffe__solver_parameter__free_unpacked(s->sp, NULL);
   free(s);
-}
-
-void dd_solver_set_snapshot_dir(dd_solver *s, int dirfd, const dd_path_policy *policy) {
-  s->snap_dirfd = dirfd;
-  s->snap_policy = policy;
 }
 
 dd_net *dd_solver_net(dd_solver *s) { return s->net; }
@@ -594,6 +602,24 @@ int dd_solver_test(dd_solver *s, dd_solver_stats *st, char *err, size_t errlen) 
   return 0;
 }
 
+void dd_solver_set_on_divergence(dd_solver *s, int mode) { s->on_divergence = mode; }
+void dd_solver_set_snapshot_dir(dd_solver *s, int dirfd, const dd_path_policy *policy) {
+  s->snap_dirfd = dirfd;
+  s->snap_policy = policy;
+}
+
+/* Ends the run when the loss or the gradient is not finite (dd_solver_diverged); snapshots the
+ * weights before the update first when asked and every rank agrees (a non-finite gradient). */
+static int check_divergence(dd_solver *s, double loss, char *err, size_t errlen) {
+  char msg[900];
+  int bad = dd_solver_diverged(s->net, loss, s->iter, s->n_out, s->out, s->out_names, msg, sizeof msg);
+  if (!bad) return 0;
+  if (s->on_divergence == DD_DIVERGE_SNAPSHOT && (!s->dp || bad == 2) && dd_solver_snapshot(s, err, errlen) == 0)
+    snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (snapshot written at iteration %d)", s->iter);
+  if (s->dp) s->dp->comm->ops->abort(s->dp->comm, msg);
+  return dd_errorf(DD_EINVAL, err, errlen, "%s", msg);
+}
+
 int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
   const Caffe__SolverParameter *sp = s->sp;
   int stop = s->iter + iters;
@@ -649,6 +675,8 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
     }
     loss /= sp->iter_size;
     if (s->dp && dp_finish(s->dp, err, errlen)) return DD_EIO;
+    int r = check_divergence(s, loss, err, errlen);
+    if (r) return r;
     /* UpdateSmoothedLoss */
     int done = s->iter - start_iter;
     if (done < s->n_losses && s->loss_pos < s->n_losses) {
@@ -695,10 +723,7 @@ int dd_solver_step(dd_solver *s, int iters, char *err, size_t errlen) {
       s->last_display_iter = s->iter;
       s->wait_ms_acc = 0;
     }
-    if (sp->snapshot > 0 && s->iter % sp->snapshot == 0) {
-      int r = dd_solver_snapshot(s, err, errlen);
-      if (r) return r;
-    }
+    if (sp->snapshot > 0 && s->iter % sp->snapshot == 0 && (r = dd_solver_snapshot(s, err, errlen))) return r;
   }
   return 0;
 }

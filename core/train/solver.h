@@ -60,13 +60,24 @@ typedef struct dd_solver dd_solver;
 int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp,
                      const Caffe__NetParameter *net_param, dd_backend *be, uint64_t seed,
                      const dd_solver_hooks *hooks, char *err, size_t errlen);
+/* dd_solver_create charging its nets and history to `budget` (may be NULL; see dd_mem_budget). */
+int dd_solver_create_budget(dd_solver **out, const Caffe__SolverParameter *sp, const Caffe__NetParameter *net_param,
+                            dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, dd_mem_budget *budget,
+                            char *err, size_t errlen);
 void dd_solver_destroy(dd_solver *s);
 
+/* Divergence: a run whose loss or gradient stops being finite ends with DD_EINVAL, "diverged at
+ * iteration N: loss L, gradient norm G, <outputs>" (checked before the update, so the weights are
+ * those that produced it). DD_DIVERGE_SNAPSHOT (a DistillJob's on_divergence: SNAPSHOT) first
+ * writes a snapshot of those weights; DD_DIVERGE_FAIL (the default) writes nothing. */
+enum { DD_DIVERGE_FAIL = 0, DD_DIVERGE_SNAPSHOT = 1 };
+void dd_solver_set_on_divergence(dd_solver *s, int mode);
 /* Snapshots go into, and resume reads from, the folder `dirfd` (the caller's, open for the
  * solver's life; the snapshot prefix's last component names the files), never through a symlink
  * there; a .solverstate's learned_net outside that folder is opened through `policy` (may be NULL).
  * Without a call, files are opened by the prefix's path. */
 void dd_solver_set_snapshot_dir(dd_solver *s, int dirfd, const dd_path_policy *policy);
+
 dd_net *dd_solver_net(dd_solver *s);
 dd_net *dd_solver_test_net(dd_solver *s); /* NULL without test_iter */
 int dd_solver_iter(const dd_solver *s);

@@ -1,7 +1,11 @@
 /* Solver lints (see solver_check.h). */
 #include "train/solver_check.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "base/dd_error.h"
 
 static int one_of(const char *s, const char *const *list) {
   for (; *list; list++)
@@ -9,7 +13,30 @@ static int one_of(const char *s, const char *const *list) {
   return 0;
 }
 
+int dd_solver_check_values(const Caffe__SolverParameter *s, const char *prefix, char *err, size_t errlen) {
+  if (s->max_iter < 0)
+    return dd_errorf(DD_EINVAL, err, errlen, "%smax_iter must be >= 0, got %d", prefix, s->max_iter);
+  if (!isfinite(s->base_lr) || s->base_lr < 0)
+    return dd_errorf(DD_EINVAL, err, errlen, "%sbase_lr must be a finite number >= 0, got %g", prefix, s->base_lr);
+  const struct {
+    const char *name;
+    float v;
+  } f[] = {{"momentum", s->momentum}, {"momentum2", s->momentum2}, {"delta", s->delta},
+           {"rms_decay", s->rms_decay}, {"weight_decay", s->weight_decay}, {"gamma", s->gamma},
+           {"power", s->power}, {"clip_gradients", s->clip_gradients}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (!isfinite(f[i].v))
+      return dd_errorf(DD_EINVAL, err, errlen, "%s%s must be a finite number, got %g", prefix, f[i].name, f[i].v);
+  return 0;
+}
+
 void dd_solver_check(const Caffe__SolverParameter *s, dd_diags *d) {
+  char bad[256];
+  if (dd_solver_check_values(s, "", bad, sizeof bad)) {
+    char field[32];
+    snprintf(field, sizeof field, "%.*s", (int)strcspn(bad, ":"), bad);
+    dd_diags_add(d, DD_DIAG_ERROR, field, "%s", bad + strcspn(bad, ":") + (bad[strcspn(bad, ":")] ? 2 : 0));
+  }
   static const char *const policies[] = {"fixed", "step", "exp", "inv", "multistep",
                                          "poly", "sigmoid", "cosine", NULL};
   static const char *const types[] = {"SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", NULL};
@@ -43,7 +70,7 @@ void dd_solver_check(const Caffe__SolverParameter *s, dd_diags *d) {
     dd_diags_add(d, DD_DIAG_ERROR, "regularization_type", "regularization_type must be \"L1\" or \"L2\", not \"%s\"",
                  s->regularization_type);
   if (s->iter_size < 1) dd_diags_add(d, DD_DIAG_ERROR, "iter_size", "iter_size must be >= 1");
-  if (s->max_iter <= 0)
+  if (s->max_iter == 0)
     dd_diags_add(d, DD_DIAG_WARNING, "max_iter", "max_iter is %d: training would stop before the first iteration",
                  s->max_iter);
   if (s->has_base_lr && s->base_lr == 0)
@@ -63,4 +90,20 @@ void dd_solver_check(const Caffe__SolverParameter *s, dd_diags *d) {
     dd_diags_add(d, DD_DIAG_WARNING, "snapshot_format", "HDF5 snapshots are not supported; distilld writes BINARYPROTO");
   if (s->clip_gradients == 0)
     dd_diags_add(d, DD_DIAG_WARNING, "clip_gradients", "clip_gradients 0 scales every gradient to zero; use -1 to disable clipping");
+}
+
+int dd_solver_diverged(const dd_net *net, double loss, int iter, int n_out, dd_tensor *const *out,
+                       const char *const *names, char *msg, size_t len) {
+  double sumsq = 0;
+  for (size_t p = 0; p < net->n_params; p++)
+    if (net->params[p].lr_mult != 0)
+      sumsq += net->be->ops->dot(net->be, net->params[p].t->count, net->params[p].t->diff, net->params[p].t->diff);
+  if (isfinite(loss) && isfinite(sumsq)) return 0;
+  size_t used = (size_t)snprintf(msg, len, "diverged at iteration %d: loss %g, gradient norm %g", iter, loss, sqrt(sumsq));
+  for (int k = 0; k < n_out && used < len; k++) {
+    float v;
+    out[k]->be->ops->download(out[k]->be, &v, out[k]->data, sizeof v);
+    used += (size_t)snprintf(msg + used, len - used, ", %s %g", names[k], v);
+  }
+  return isfinite(sumsq) ? 1 : 2;
 }
