@@ -171,6 +171,13 @@ void job_thread(void *arg) {
   int r = dd_job_run(job, &o, &res, err, sizeof err), stopped = res.stopped;
   iter = res.iter;
   int stop = atomic_load(&j->stop);
+  if (r == DD_ESTOPPED && stop != STOP_NONE) {
+    /* stopped while the job was being built (before its first iteration): a stop like any other,
+     * no failure of the job (a cancel ends it cancelled, SIGTERM hands it back) */
+    dlog(2, j->id, "%s", err);
+    r = 0;
+    stopped = 1;
+  }
   if (r == DD_EIO && job->nodes > 1 && !j->join_node && (stop == STOP_HANDBACK || stop == STOP_CANCEL)) {
     /* the nodes failed while this worker was stopping anyway (a rendezvous cut short by SIGTERM,
      * a node lost during a cancel): what was asked for, not a failure */
