@@ -104,6 +104,9 @@ typedef struct {
 static dmn dmns[MAX_DAEMONS];
 static int n_dmns;
 
+/* More config text for the next daemons started (NULL: none). */
+static const char *daemon_cfg_extra;
+
 /* Starts `distilld --config` in tmp as worker `name`. */
 static inline dmn *daemon_start(const char *name, int max_jobs, int lease_s, int heartbeat_s) {
   if (n_dmns >= MAX_DAEMONS) return NULL;
@@ -115,8 +118,8 @@ static inline dmn *daemon_start(const char *name, int max_jobs, int lease_s, int
   wfile(d->cfg,
         "redis_host: \"127.0.0.1\"\nredis_port: %d\nkey_prefix: \"%s\"\nworker_name: \"%s\"\nmax_jobs: %d\n"
         "threads_per_job: 1\ndata_root: \".\"\noutput_root: \"out\"\nlease_s: %d\nheartbeat_s: %d\npoll_ms: 50\n"
-        "drain_timeout_s: 10\nretention_s: 3600\nlog_level: INFO\nadvertise_host: \"127.0.0.1\"\n",
-        srv.port, pfx, name, max_jobs, lease_s, heartbeat_s);
+        "drain_timeout_s: 10\nretention_s: 3600\nlog_level: INFO\nadvertise_host: \"127.0.0.1\"\n%s\n",
+        srv.port, pfx, name, max_jobs, lease_s, heartbeat_s, daemon_cfg_extra ? daemon_cfg_extra : "");
   const char *argv[] = {DISTILLD_EXE, "--config", d->cfg, NULL};
   d->pid = spawn(argv, tmp, d->log);
   if (d->pid <= 0) return NULL;

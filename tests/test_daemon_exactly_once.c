@@ -225,6 +225,43 @@ DTEST(test_owner_finds_job_gone) {
   free(st);
 }
 
+/* The worker's max_job_memory_mb caps what a job may take: a student whose parameters alone are
+ * about 6 MiB (an InnerProduct of 200000 outputs) fails under a 2 MiB cap naming the limit, before
+ * an iteration; the same job runs on a worker without a cap. */
+DTEST(test_worker_memory_cap) {
+  REQUIRE(begin("x6", 0));
+  char p[512];
+  path_in(p, sizeof p, "wide_student.prototxt");
+  REQUIRE(test_write_train_val(p, "wide", "train.txt",
+                               "layer { name: 's_pool' type: 'Pooling' bottom: 'data' top: 's_pool' pooling_param { pool: AVE "
+                               "global_pooling: true } }\n"
+                               "layer { name: 'fc' type: 'InnerProduct' bottom: 's_pool' top: 'fc' inner_product_param { "
+                               "num_output: 200000 weight_filler { type: 'gaussian' std: 0.01 } } }\n") == 0);
+  daemon_cfg_extra = "max_job_memory_mb: 2";
+  dmn *a = daemon_start("wa", 1, 10, 1);
+  daemon_cfg_extra = NULL;
+  REQUIRE(a);
+  REQUIRE(daemon_wait_up(a, 15));
+  job_opts o = {.max_iter = 2, .display = 1, .student = "wide_student.prototxt"};
+  REQUIRE(submit_job("m1", &o));
+  char *st = wait_final("m1", 60);
+  CHECKF(st && !strcmp(st, "failed"), "m1: %s", test__str(st));
+  free(st);
+  char *er = hget(K("job:m1"), "error");
+  CHECK_CONTAINS(er, "memory limit");
+  free(er);
+  CHECK(hget_ll(K("job:m1"), "iter", 0) == 0);
+  dmn *b = daemon_start("wb", 1, 10, 1);
+  REQUIRE(b);
+  REQUIRE(daemon_wait_up(b, 15));
+  kill(a->pid, SIGTERM);
+  daemon_reap(a, wait_exit(a->pid, 15000));
+  REQUIRE(submit_job("m2", &o));
+  st = wait_final("m2", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "m2: %s", test__str(st));
+  free(st);
+}
+
 /* ---- 3b. every dropped metrics entry counted --------------------------------------------------------- */
 
 /* Redis frozen (SIGSTOP: nothing answers, nothing disconnects) from the job's start to its end: the
@@ -307,6 +344,7 @@ int main(void) {
   RUN(test_retried_xadd_of_new_job);
   RUN(test_poison_job_bounded_attempts);
   RUN(test_owner_finds_job_gone);
+  RUN(test_worker_memory_cap);
   RUN(test_metrics_dropped_counts_every_drop);
   RUN(test_bad_entries_refused);
   return daemon_main_end();

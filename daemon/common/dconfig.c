@@ -39,6 +39,9 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
                   where, c->drain_timeout_s, c->poll_ms, c->threads_per_job);
   } else if (c->max_attempts < 1) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: max_attempts must be at least 1, got %d", where, c->max_attempts);
+  } else if (c->max_job_memory_mb < 0 || c->max_job_memory_mb > ((int64_t)1 << 30)) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "%s: max_job_memory_mb must be 0 (no limit) to 1073741824, got %lld", where,
+                  (long long)c->max_job_memory_mb);
   } else if (c->redis_password_env && c->redis_password_file) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: set redis_password_env or redis_password_file, not both", where);
   } else {

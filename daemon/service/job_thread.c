@@ -159,6 +159,12 @@ void job_thread(void *arg) {
     goto done;
   if (check_worker_devices(d, job, err, sizeof err)) goto done;
   snprintf(j->name, sizeof j->name, "%s", job->name);
+  /* the worker's memory limit caps the job's own */
+  int64_t cap = d->cfg->max_job_memory_mb;
+  if (cap > 0 && (job->max_memory_mb == 0 || job->max_memory_mb > cap)) {
+    job->has_max_memory_mb = 1;
+    job->max_memory_mb = cap;
+  }
   dd_path_policy policy = dd_paths_policy(&d->paths);
   /* the first attempt starts afresh in an output_dir of its own; later ones resume */
   dd_job_opts o = {.devices = dd_devices_builtin(), .default_device = d->cfg->n_device ? d->cfg->device[0] : "cpu",
