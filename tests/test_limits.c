@@ -5,13 +5,18 @@
  *    counts saturate; a job's memory budget refuses a net past it before allocating;
  * 2. Accuracy never counts a position with a NaN score as correct (Caffe does);
  * 3. the solver refuses max_iter < 0 and a base_lr that is NaN, infinite or negative, and a run
- *    whose loss turns NaN ends "diverged at iteration N". */
+ *    whose loss turns NaN ends "diverged at iteration N";
+ * 4. the lints of a 200000-layer net are not quadratic (the duplicate-name lint sorts). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <string.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "base/dd_error.h"
 #include "base/backend.h"
 #include "net/net.h"
+#include "net/net_check.h"
 #include "net/shape.h"
 #include "train/solver.h"
 #include "train/solver_check.h"
@@ -200,6 +205,42 @@ static void test_nan_run_diverges(void) {
   caffe__net_parameter__free_unpacked(np, NULL);
 }
 
+/* The lints of `distilld check` on a 200000-layer net: the duplicate-name lint finds the one
+ * planted namesake, and the whole check stays far from quadratic (it compared every name with every
+ * earlier one: 2e10 comparisons here, minutes; sorted, well under a second on this machine). The
+ * bound is loose (60 s) so a loaded machine cannot fail it, while the old code could not pass it. */
+static void test_check_big_net_linear(void) {
+  const int n = 200000;
+  size_t cap = (size_t)n * 64 + 256, used = 0;
+  char *text = malloc(cap);
+  REQUIRE(text);
+  used += (size_t)snprintf(text + used, cap - used,
+                           "layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: 1 dim: 1 } } }\n");
+  for (int i = 0; i < n; i++)
+    used += (size_t)snprintf(text + used, cap - used, "layer { name: 'l%d' type: 'ReLU' bottom: 'x' top: 'x' }\n",
+                             i == n - 1 ? 17 : i);
+  Caffe__NetParameter *net = test_parse_net(text);
+  free(text);
+  REQUIRE(net);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  dd_diags diags = {0};
+  dd_net_graph *g = NULL;
+  int r = dd_net_check(&g, net, CAFFE__PHASE__TRAIN, &diags);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  CHECK(r == 0);
+  int dups = 0;
+  for (size_t k = 0; k < diags.n; k++)
+    if (diags.v[k].msg && strstr(diags.v[k].msg, "are named \"l17\" (layers 18 and 200000)")) dups++;
+  CHECKF(dups == 1, "%d duplicate-name warnings for l17", dups);
+  printf("     dd_net_check of %d layers: %.2f s\n", n, s);
+  CHECKF(s < 60, "dd_net_check took %.1f s", s);
+  dd_net_graph_free(g);
+  dd_diags_free(&diags);
+  caffe__net_parameter__free_unpacked(net, NULL);
+}
+
 int main(void) {
   if (dd_cpu_backend_create(&be, 2)) return 1;
   RUN(test_shape_counts_saturate);
@@ -208,6 +249,7 @@ int main(void) {
   RUN(test_accuracy_nan_rows);
   RUN(test_solver_values_refused);
   RUN(test_nan_run_diverges);
+  RUN(test_check_big_net_linear);
   dd_cpu_backend_destroy(be);
   return test_summary();
 }

@@ -3,6 +3,7 @@
 #include "net/net_check.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,13 +233,50 @@ int dd_net_check_weights(const dd_net_graph *g, const Caffe__NetParameter *w, co
   return 0;
 }
 
+static const dd_net_graph *sort_graph; /* qsort has no context argument */
+
+static int by_name_then_index(const void *pa, const void *pb) {
+  size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+  const char *na = sort_graph->layers[a].lp->name, *nb = sort_graph->layers[b].lp->name;
+  int c = strcmp(na ? na : "", nb ? nb : "");
+  return c ? c : (a > b) - (a < b);
+}
+
+/* For each layer, the index of the first layer with its name (itself when it is the first);
+ * NULL when out of memory (then no duplicate is reported). */
+static size_t *dd_first_namesakes(const dd_net_graph *g) {
+  size_t n = g->n_layers, *order = malloc((n ? n : 1) * sizeof *order), *first = malloc((n ? n : 1) * sizeof *first);
+  if (!order || !first) {
+    free(order);
+    free(first);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) order[i] = i;
+  static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&mu);
+  sort_graph = g;
+  qsort(order, n, sizeof *order, by_name_then_index);
+  pthread_mutex_unlock(&mu);
+  for (size_t k = 0; k < n; k++) {
+    const char *a = g->layers[order[k]].lp->name;
+    const char *p = k ? g->layers[order[k - 1]].lp->name : NULL;
+    int same = k && strcmp(a ? a : "", p ? p : "") == 0;
+    first[order[k]] = same ? first[order[k - 1]] : order[k];
+  }
+  free(order);
+  return first;
+}
+
 int dd_net_check(dd_net_graph **graph_out, const Caffe__NetParameter *net, Caffe__Phase phase,
                  dd_diags *diags) {
   if (graph_out) *graph_out = NULL;
   dd_net_graph *g;
   int r = dd_net_graph_build(&g, net, phase, 0, NULL, 0, diags);
   if (r) return r;
-  /* Duplicate layer names in this phase: weights copy by name, so the second never gets any. */
+  /* Duplicate layer names in this phase: weights copy by name, so the second never gets any.
+   * Each layer's first namesake comes from the layers sorted by (name, index): n log n, so a net
+   * of a million layers is linted in seconds. */
+  size_t *first = dd_first_namesakes(g);
   for (size_t i = 0; i < g->n_layers; i++) {
     const char *a = g->layers[i].lp->name;
     if (!a || !a[0]) {
@@ -246,17 +284,14 @@ int dd_net_check(dd_net_graph **graph_out, const Caffe__NetParameter *net, Caffe
                    i, g->layers[i].lp->type ? g->layers[i].lp->type : "?");
       continue;
     }
-    for (size_t j = 0; j < i; j++) {
-      const char *b = g->layers[j].lp->name;
-      if (b && strcmp(a, b) == 0) {
-        dd_diags_add(diags, DD_DIAG_WARNING, a,
-                     "two layers in the %s net are named \"%s\" (layers %zu and %zu): weights are "
-                     "copied by name, so they would get the same ones",
-                     dd_phase_name(phase), a, j, i);
-        break;
-      }
-    }
+    size_t j = first ? first[i] : i;
+    if (j != i)
+      dd_diags_add(diags, DD_DIAG_WARNING, a,
+                   "two layers in the %s net are named \"%s\" (layers %zu and %zu): weights are "
+                   "copied by name, so they would get the same ones",
+                   dd_phase_name(phase), a, j, i);
   }
+  free(first);
   /* A net without any loss layer is a deploy net (a teacher, say): nothing in it trains, so the
    * trap is about how it is run, not how it is written. distilld's teacher always runs its
    * BatchNorms on stored statistics; say so once instead of flagging every BatchNorm. */
