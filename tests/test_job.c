@@ -104,7 +104,9 @@ static void h_placed(void *ctx, const dd_job_placement *p) {
   snprintf(seen.placed_backend, sizeof seen.placed_backend, "%s", p->backend ? p->backend : "");
 }
 
-/* Runs the job text `text` from tmp with `start`; the policy records (and refuses as pol says). */
+/* Runs the job text `text` from tmp with `start`; the policy records (and refuses as pol says),
+ * unless no_policy is set (then no policy at all, as `distilld train --job`). */
+static int no_policy;
 static int run_job(const char *text, dd_job_start start, dd_job_result *res, char *err, size_t errlen) {
   memset(&seen, 0, sizeof seen);
   const char *refuse = pol.refuse;
@@ -116,7 +118,8 @@ static int run_job(const char *text, dd_job_start start, dd_job_result *res, cha
   int r = dd_text_parse((ProtobufCMessage **)&job, &distilld__distill_job__descriptor, text, strlen(text), "job", err, errlen);
   if (r) return r;
   dd_path_policy policy = {.check = policy_check};
-  dd_job_opts o = {.base_dir = tmp, .devices = dd_devices_builtin(), .threads = 1, .start = start, .policy = &policy,
+  dd_job_opts o = {.base_dir = tmp, .devices = dd_devices_builtin(), .threads = 1, .start = start,
+                   .policy = no_policy ? NULL : &policy,
                    .placed = h_placed,
                    .hooks = {.log = h_log, .progress = h_progress, .test = h_test}};
   r = dd_job_run(job, &o, res, err, errlen);
@@ -382,6 +385,26 @@ static void test_bad_solver_values(void) {
   }
 }
 
+/* Without a policy (the CLI) the user's own symlinks work: a snapshots/ that is a symlink to a
+ * folder elsewhere gets the snapshots (under the daemon's policy it is refused: tests/test_paths.c). */
+static void test_cli_follows_users_symlinks(void) {
+  char err[4096], p[512], q[512];
+  snprintf(p, sizeof p, "%s/elsewhere", tmp);
+  REQUIRE(mkdir(p, 0755) == 0);
+  snprintf(q, sizeof q, "%s/out/s", tmp);
+  REQUIRE(mkdir(q, 0755) == 0);
+  snprintf(q, sizeof q, "%s/out/s/snapshots", tmp);
+  REQUIRE(symlink(p, q) == 0);
+  dd_job_result res;
+  no_policy = 1;
+  int r = run_job("name: 's' student { net: 'student.prototxt' } output_dir: 'out/s'" SOLVER(2, 2), DD_START_SCRATCH, &res,
+                  err, sizeof err);
+  no_policy = 0;
+  REQUIRE_OK(r, err);
+  snprintf(p, sizeof p, "%s/elsewhere/s_iter_2.caffemodel", tmp);
+  CHECKF(test_exists(p), "%s is missing", p);
+}
+
 int main(void) {
   RUN(test_setup);
   RUN(test_policy_asked_for_every_file);
@@ -389,6 +412,7 @@ int main(void) {
   RUN(test_start_rules);
   RUN(test_placement);
   RUN(test_quoted_names_distil);
+  RUN(test_cli_follows_users_symlinks);
   RUN(test_data_errors_counted);
   RUN(test_divergence_fails);
   RUN(test_bad_solver_values);

@@ -9,7 +9,9 @@
  *   add_distill_terms      the teacher's logits and hint blobs as inputs, KDLoss, hint regressors
  *                          and losses, and the cross entropy's (1 - alpha);
  *   create_solver          the solver around the student, the collective, the student's weights.
- * The layers the trainer adds are built as messages (net/layer_build.h), never as text. */
+ * The layers the trainer adds are built as messages (net/layer_build.h), never as text. The
+ * caller's should_stop is asked before each step and inside the long ones (the teacher's unfolded
+ * retry and TEST twin, each student weight file): a stop ends the build with DD_ESTOPPED. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +31,14 @@
 #include "train/distill_internal.h"
 #include "train/job.h"
 #include "train/solver.h"
+
+/* DD_ESTOPPED ("stopped on request before STEP") when the caller's should_stop asks for a stop,
+ * else 0. Asked between the build's steps and inside the long ones, so a cancel or SIGTERM is
+ * honoured while a trainer is built, not only between iterations. */
+static int stop_check(struct dd_distill *d, const char *step, char *err, size_t errlen) {
+  if (!d->hooks.should_stop || !d->hooks.should_stop(d->hooks.ctx)) return 0;
+  return dd_errorf(DD_ESTOPPED, err, errlen, "stopped on request before %s, while building the trainer", step);
+}
 
 /* Prefixes the message already in err with "what: ". */
 static int prefix_err(int r, char *err, size_t errlen, const char *what) {
@@ -78,15 +88,17 @@ static void blob_list(const dd_net_graph *g, char *buf, size_t len) {
 static int open_output(struct dd_distill *d, char *err, size_t errlen) {
   const Distilld__DistillJob *job = d->job;
   if (!(d->out_dir = dd_distill_path(d->base_dir, job->output_dir))) return DD_ENOMEM;
-  /* held for the job: snapshots/ and metrics.jsonl are opened relative to it, never through a
-   * symlink, so one planted there (or snapshots/ swapped mid-job) cannot lead a write out */
+  /* held for the job: snapshots/ and metrics.jsonl are opened relative to it and, under a path
+   * policy (the daemon's), never through a symlink, so one planted there (or snapshots/ swapped
+   * mid-job) cannot lead a write out. Without one (the CLI) the user's own symlinks work. */
+  int nofollow = d->policy.check || d->policy.open ? O_NOFOLLOW : 0;
   int r = dd_path_open(&d->policy, DD_PATH_OUTPUT, 0, "output_dir", d->out_dir, &d->out_fd, err, errlen);
   if (r) return r;
   char snapdir[4096];
   snprintf(snapdir, sizeof snapdir, "%s/snapshots", d->out_dir);
   if (mkdirat(d->out_fd, "snapshots", 0755) != 0 && errno != EEXIST)
     return dd_errorf(DD_EIO, err, errlen, "output_dir: cannot create \"%s\": %s", snapdir, strerror(errno));
-  if ((d->snap_fd = openat(d->out_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+  if ((d->snap_fd = openat(d->out_fd, "snapshots", O_RDONLY | O_DIRECTORY | nofollow | O_CLOEXEC)) < 0)
     return dd_errorf(errno == ELOOP || errno == ENOTDIR ? DD_EPERM : DD_EIO, err, errlen,
                      "output_dir: \"%s\" is not a folder of its own (a symlink?): %s: refused", snapdir, strerror(errno));
   d->snap_prefix = malloc(strlen(snapdir) + strlen(job->name) + 2);
@@ -99,7 +111,7 @@ static int open_output(struct dd_distill *d, char *err, size_t errlen) {
       return dd_errorf(DD_EIO, err, errlen, "cannot open /dev/null: %s", strerror(errno));
     return 0;
   }
-  int fd = openat(d->out_fd, "metrics.jsonl", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  int fd = openat(d->out_fd, "metrics.jsonl", O_WRONLY | O_APPEND | O_CREAT | nofollow | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0)
     return dd_errorf(errno == ELOOP ? DD_EPERM : DD_EIO, err, errlen, "output_dir: cannot write \"%s\": %s%s", mpath,
                      strerror(errno), errno == ELOOP ? " (a symlink): refused" : "");
@@ -293,6 +305,7 @@ static int load_teacher(struct dd_distill *d, const Caffe__NetParameter *tp, cha
   int fold = !d->job->distill || d->job->distill->fold_teacher;
   if (!r) r = dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, ts->n_weights, d->be, fold, err, errlen);
   const char *gone = !r && fold ? folded_away(d) : NULL;
+  if (gone && (r = stop_check(d, "loading the teacher unfolded", err, errlen))) gone = NULL;
   if (gone) {
     dd_teacher_destroy(&d->teacher);
     r = dd_teacher_create(&d->teacher, tp, (const char *const *)wpaths, ts->n_weights, d->be, 0, err, errlen);
@@ -322,7 +335,8 @@ static int build_teacher(struct dd_distill *d, char *err, size_t errlen) {
   int r = read_teacher_net(d, &tp, err, errlen);
   if (!r) {
     r = load_teacher(d, tp, err, errlen);
-    if (!r && d->data_layer[1]) r = teacher_test_twin(d, err, errlen);
+    if (!r && d->data_layer[1] && !(r = stop_check(d, "the teacher's TEST twin", err, errlen)))
+      r = teacher_test_twin(d, err, errlen);
     if (r) r = prefix_err(r, err, errlen, "teacher");
   }
   if (tp) caffe__net_parameter__free_unpacked(tp, NULL);
@@ -501,6 +515,7 @@ static int load_student_weights(struct dd_distill *d, char *err, size_t errlen) 
   const Distilld__StudentSpec *ss = d->job->student;
   int r = 0;
   for (size_t i = 0; i < ss->n_weights && !r; i++) {
+    if ((r = stop_check(d, "loading the student's weights", err, errlen))) return r;
     char field[64];
     snprintf(field, sizeof field, "student.weights[%zu]", i);
     char *wp = dd_distill_path(d->base_dir, ss->weights[i]);
@@ -572,13 +587,15 @@ int dd_distill_build(dd_distill **out, const Distilld__DistillJob *job, const ch
   if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
   err[0] = '\0';
   int r = setup(d, job, base_dir, be, hooks, policy, comm);
-  if (!r) r = open_output(d, err, errlen);
-  if (!r) r = load_solver(d, err, errlen);
-  if (!r) r = load_student(d, err, errlen);
-  if (!r) r = replace_data_layers(d, err, errlen);
-  if (!r && d->job->teacher) r = build_teacher(d, err, errlen);
-  if (!r && d->job->teacher) r = add_distill_terms(d, err, errlen);
-  if (!r) r = create_solver(d, err, errlen);
+  /* a stop asked for before a step (DD_ESTOPPED) ends the build there, nothing written after */
+  if (!r && !(r = stop_check(d, "open_output", err, errlen))) r = open_output(d, err, errlen);
+  if (!r && !(r = stop_check(d, "load_solver", err, errlen))) r = load_solver(d, err, errlen);
+  if (!r && !(r = stop_check(d, "load_student", err, errlen))) r = load_student(d, err, errlen);
+  if (!r && !(r = stop_check(d, "replace_data_layers", err, errlen))) r = replace_data_layers(d, err, errlen);
+  if (!r && d->job->teacher && !(r = stop_check(d, "build_teacher", err, errlen))) r = build_teacher(d, err, errlen);
+  if (!r && d->job->teacher && !(r = stop_check(d, "add_distill_terms", err, errlen)))
+    r = add_distill_terms(d, err, errlen);
+  if (!r && !(r = stop_check(d, "create_solver", err, errlen))) r = create_solver(d, err, errlen);
   if (r) {
     if (r == DD_ENOMEM && !err[0]) dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     dd_distill_destroy(d);
