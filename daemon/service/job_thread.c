@@ -14,6 +14,7 @@
 #include "common/rdzv.h"
 #include "devices/devices.h"
 #include "format/textformat.h"
+#include "service/backfill.h"
 #include "service/events.h"
 #include "service/log.h"
 #include "service/paths.h"
@@ -82,6 +83,23 @@ static void h_started(void *ctx, int start_iter, uint64_t checksum) {
   if (start_iter) dlog(2, j->id, "resumed from the snapshot at iter %d", start_iter);
   start_arg sa = {j->name, start_iter};
   push_state_event(j, PRIO_STATE, fill_start, &sa);
+  /* a resumed attempt publishes what an attempt before trained but never got into Redis (its
+   * worker lost the lease while cut off): the metrics entries between the stream's last entry and
+   * this attempt's resume point, from metrics.jsonl, before the first iteration of its own */
+  if (j->attempt > 1 && !j->join_node && start_iter > 0 && j->output_dir && j->backfill_after + 1 < start_iter) {
+    backfill_result br;
+    char err[1024] = "", msg[1400];
+    if (backfill_run(j, j->output_dir, start_iter, &br, err, sizeof err)) {
+      snprintf(msg, sizeof msg, "metrics of iterations %d-%d are not in Redis and could not be backfilled: %s",
+               j->backfill_after + 1, start_iter - 1, err);
+      h_log(j, 1, msg);
+    } else if (br.to >= br.from) {
+      snprintf(msg, sizeof msg, "backfilled %d metrics entr%s of iterations %d-%d (the attempt before trained them but they "
+               "never reached Redis) from %s/metrics.jsonl%s", br.sent, br.sent == 1 ? "y" : "ies", br.from, br.to,
+               j->output_dir, br.sent < br.found ? "; the job stopped before all were queued" : "");
+      h_log(j, 2, msg);
+    }
+  }
 }
 
 static int h_stop(void *ctx) {
@@ -174,7 +192,9 @@ void job_thread(void *arg) {
                    .hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
                              .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started}};
   dd_job_result res;
+  j->output_dir = job->output_dir; /* for the backfill (h_started); job outlives the run */
   int r = dd_job_run(job, &o, &res, err, sizeof err), stopped = res.stopped;
+  j->output_dir = NULL;
   iter = res.iter;
   int stop = atomic_load(&j->stop);
   if (r == DD_ESTOPPED && stop != STOP_NONE) {

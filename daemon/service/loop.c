@@ -273,7 +273,10 @@ static void pump(daemon_t *d) {
     } else {
       snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)it->seq);
       snprintf(ncmds, sizeof ncmds, "%d", it->n_cmds);
-      argv[n++] = "EVAL", argv[n++] = LUA_APPLY, argv[n++] = "1", argv[n++] = d->slots[it->slot].k_hash;
+      int bf = it->kind == ITEM_BACKFILL;
+      argv[n++] = "EVAL", argv[n++] = bf ? LUA_BACKFILL : LUA_APPLY, argv[n++] = bf ? "2" : "1";
+      argv[n++] = d->slots[it->slot].k_hash;
+      if (bf) argv[n++] = d->slots[it->slot].k_metrics;
       argv[n++] = d->slots[it->slot].owner, argv[n++] = seqs, argv[n++] = ncmds;
       for (int c = 0; c < it->n_cmds; c++) {
         snprintf(counts[c], sizeof counts[c], "%d", it->n_args[c]);
@@ -312,7 +315,7 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
   redisReply *reply = r;
   job_t *j = &d->slots[(intptr_t)priv];
   d->claim_inflight = 0;
-  if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING) {
+  if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || reply->element[0]->type != REDIS_REPLY_STRING) {
     if (reply) dlog(0, j->id, "claim script: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
     /* not ours after all (or Redis went away): the entry stays pending and its lease brings it back */
     free(j->text);
@@ -366,6 +369,11 @@ static void on_claim_script(redisAsyncContext *ac, void *r, void *priv) {
   /* SIGTERM came while the claim was on its way: the job stops before its first iteration and
    * goes straight back to the queue */
   if (d->draining) atomic_store(&j->stop, STOP_HANDBACK);
+  /* where the metrics stream ends and who ran the attempt before: a resumed attempt backfills
+   * from there (service/backfill.c) */
+  j->backfill_after = reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_STRING ? atoi(reply->element[2]->str) : -1;
+  if (reply->elements >= 4 && reply->element[3]->type == REDIS_REPLY_STRING)
+    snprintf(j->prev_worker, sizeof j->prev_worker, "%.*s", (int)reply->element[3]->len, reply->element[3]->str);
   start_job(j, atoi(reply->element[1]->str));
   heartbeat(d);
   try_claim(d);

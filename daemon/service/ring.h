@@ -15,20 +15,22 @@
 
 #define RING_CAP 4096
 #define ITEM_BYTES 2048
-#define ITEM_MAX_CMDS 3
+#define ITEM_MAX_CMDS 16 /* an ITEM_BACKFILL item's records; other items have at most 3 commands */
 #define CMD_MAX_ARGS 96
 /* metrics may fill the ring to here; tests, snapshots and logs to RING_CAP - 16; final states to the end */
 #define RING_METRICS_LIMIT (RING_CAP - 256)
 #define RING_EVENTS_LIMIT (RING_CAP - 16)
 
-enum { ITEM_CMDS, ITEM_DONE };
+/* ITEM_BACKFILL: metrics records of a resumed attempt's backfill (service/backfill.c), one per
+ * "command", sent through LUA_BACKFILL instead of LUA_APPLY (same owner and sequence checks) */
+enum { ITEM_CMDS, ITEM_DONE, ITEM_BACKFILL };
 enum { PRIO_METRICS, PRIO_EVENT, PRIO_STATE };
 
 typedef struct {
   int kind; /* ITEM_CMDS, or ITEM_DONE (the job's last item: its slot is freed once answered) */
   int slot;
   int n_cmds;
-  uint64_t seq; /* the job's item number (ITEM_CMDS), for LUA_APPLY */
+  uint64_t seq; /* the job's item number (ITEM_CMDS, ITEM_BACKFILL), for LUA_APPLY / LUA_BACKFILL */
   uint16_t n_args[ITEM_MAX_CMDS];
   uint32_t used;
   char buf[ITEM_BYTES]; /* the arguments, NUL-terminated, one after another */

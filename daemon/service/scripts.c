@@ -26,7 +26,10 @@
  * renewed within lease_s: so a second XADD of a job, or a retried one, never runs it twice. A
  * takeover (XAUTOCLAIM hands over the hash's own entry) and a hand-back's new entry (recorded in
  * the hash) are the job's own entry. A claim past max_attempts ends the job failed with how the
- * last attempt ended (a takeover: its worker stopped renewing; a hand-back: `last_error`). */
+ * last attempt ended (a takeover: its worker stopped renewing; a hand-back: `last_error`).
+ * Returns {'run', attempt, the iter of the metrics stream's last entry (-1: none), the worker of
+ * the attempt before ('' for the first)} (the new attempt's backfill starts after that iter),
+ * {'duplicate', why}, {'final', state} or {'exhausted', error}. */
 const char LUA_CLAIM[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "local cur = redis.call('HGET', KEYS[1], 'entry')\n"
@@ -77,6 +80,10 @@ const char LUA_CLAIM[] =
     "  redis.call('ZREM', KEYS[5], ARGV[2]) redis.call('ZREM', KEYS[6], ARGV[2]) redis.call('ZADD', KEYS[8], ARGV[5], ARGV[2])\n"
     "  return {'exhausted', err}\n"
     "end\n"
+    "local pw = redis.call('HGET', KEYS[1], 'worker') or ''\n"
+    "local li = -1\n"
+    "local lm = redis.call('XREVRANGE', KEYS[9], '+', '-', 'COUNT', 1)\n"
+    "if #lm > 0 then local f = lm[1][2] for k = 1, #f - 1, 2 do if f[k] == 'iter' then li = tonumber(f[k + 1]) or -1 end end end\n"
     "local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)\n"
     "redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'worker', ARGV[4], 'entry', ARGV[1],"
     " 'started_at', ARGV[5], 'updated_at', ARGV[5], 'renewed_at', ARGV[5], 'seq', 0)\n"
@@ -85,7 +92,7 @@ const char LUA_CLAIM[] =
     "local ev = {'type', 'state', 'state', 'running', 'worker', ARGV[4], 'attempt', a}\n"
     "if last then ev[#ev+1] = 'previous' ev[#ev+1] = last end\n"
     LUA_XADD_EVENTS "unpack(ev))\n"
-    "return {'run', tostring(a)}\n";
+    "return {'run', tostring(a), tostring(li), pw}\n";
 
 /* Every progress, test, snapshot and log item of a job goes through this: it writes only while the
  * caller owns the job, and only once (a per-attempt sequence number; an item sent again after a
@@ -103,6 +110,35 @@ const char LUA_APPLY[] =
     "end\n"
     "redis.call('HSET', KEYS[1], 'seq', ARGV[2])\n"
     "return 1\n";
+
+/* A resumed attempt's backfill (service/backfill.c): metrics entries of iterations an earlier
+ * attempt trained but never got into Redis, read from the output directory's metrics.jsonl. Like
+ * LUA_APPLY it writes only while the caller owns the job and only once per sequence number; and
+ * each record is added only when its iter is above the iter of the stream's last entry, so a
+ * record already in the stream (sent again, or by an attempt before) never appears twice and the
+ * stream stays in iteration order. KEYS: hash metrics. ARGV: owner seq nrecords, then per record
+ * its argument count and its field/value pairs (the first pair is iter). Returns how many records
+ * it added (-1: not the owner). */
+const char LUA_BACKFILL[] =
+    "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end\n"
+    "local seq = tonumber(ARGV[2])\n"
+    "if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end\n"
+    "local last = -1\n"
+    "local lm = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
+    "if #lm > 0 then local f = lm[1][2] for k = 1, #f - 1, 2 do if f[k] == 'iter' then last = tonumber(f[k + 1]) or -1 end end end\n"
+    "local i, added = 4, 0\n"
+    "for c = 1, tonumber(ARGV[3]) do\n"
+    "  local n = tonumber(ARGV[i])\n"
+    "  local it = tonumber(ARGV[i + 2])\n"
+    "  if ARGV[i + 1] == 'iter' and it and it > last then\n"
+    "    redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" DD_KEYS_STR(DD_METRICS_MAXLEN) "', '*', unpack(ARGV, i + 1, i + n))\n"
+    "    last = it\n"
+    "    added = added + 1\n"
+    "  end\n"
+    "  i = i + n + 1\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'seq', ARGV[2])\n"
+    "return added\n";
 
 /* KEYS: hash jobs. ARGV: owner entry consumer now. Returns 1, or {'lost', why}. */
 const char LUA_RENEW[] =

@@ -10,6 +10,9 @@
 extern const char LUA_CLAIM[];
 /* Applies one ring item (progress, test, snapshot, log) once, while the caller owns the job. */
 extern const char LUA_APPLY[];
+/* Adds a resumed attempt's backfilled metrics entries once, in iteration order, while the caller
+ * owns the job. */
+extern const char LUA_BACKFILL[];
 /* Renews a running job's entry (XCLAIM resets its idle time) while the caller owns it. */
 extern const char LUA_RENEW[];
 /* Ends a job: its final state, XACK of the entry, retention TTLs. */

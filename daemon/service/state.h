@@ -35,6 +35,8 @@ typedef struct {
   size_t text_len;
   char early_error[512]; /* a bad entry: fail without building anything */
   int attempt;
+  int backfill_after;     /* the claim's answer: the iter of the metrics stream's last entry (-1: none) */
+  char prev_worker[72];   /* the claim's answer: the worker of the attempt before ('' for the first) */
   int join_node; /* > 0: this slot runs node join_node of a job whose node 0 runs elsewhere */
   uv_thread_t thread;
   atomic_int stop;     /* STOP_*: set by the loop, read by the job's thread each iteration */
@@ -46,6 +48,7 @@ typedef struct {
   uint64_t next_seq;
   long long dropped_reported; /* of `dropped`, what an item has carried to Redis so far */
   char name[128];
+  const char *output_dir; /* the job's output_dir while it runs (the parsed job's) */
   uint64_t checksum;
   dd_redis_rdzv rdzv; /* a multi-node job's rendezvous, while open */
   dd_rendezvous rv;
