@@ -3,9 +3,9 @@
  *
  *   Redis connection: connect, AUTH, XGROUP CREATE, reconnect with backoff (100 ms doubling to 5 s);
  *     after a disconnect everything sent but unanswered is sent again.
- *   The ring: sends the job threads' items in order (pump), each as one EVAL of LUA_APPLY (or the
- *     final-state script), and retires an item when Redis answers it; a job's ITEM_DONE frees its
- *     slot.
+ *   The ring: sends the job threads' items in order (pump), each as one EVAL of LUA_APPLY (a
+ *     resumed attempt's ITEM_BACKFILL: LUA_BACKFILL; ITEM_DONE: the final-state script), and
+ *     retires an item when Redis answers it; a job's ITEM_DONE frees its slot.
  *   Claims: XAUTOCLAIM (stale entries first, min-idle = lease_s) or XREADGROUP takes an entry; the
  *     CLAIM script (LUA_JOIN for a join entry) makes this worker the owner; a job thread starts
  *     (service/job_thread.c).
