@@ -11,104 +11,13 @@
  * Checked: every iteration 0..max_iter-1 has exactly one metrics entry, the stream is in iteration
  * order, the entries L+1..S-1 (and only they) are marked backfilled, with wa's worker and attempt. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
+
+#include <dirent.h>
 
 #define TEST_PROC_NAME "test_daemon_backfill"
 #include "test_daemon.h"
-
-/* ---- a forwarding proxy: SIGSTOP it and its clients are cut off from Redis ----------------------- */
-
-#define FWD_MAX 8
-
-static void fwd_pump(int from, int to, int *drop) {
-  char buf[65536];
-  ssize_t k = read(from, buf, sizeof buf);
-  if (k <= 0) {
-    *drop = 1;
-    return;
-  }
-  for (ssize_t off = 0; off < k;) {
-    ssize_t w = write(to, buf + off, (size_t)(k - off));
-    if (w <= 0) {
-      *drop = 1;
-      return;
-    }
-    off += w;
-  }
-}
-
-static void fwd_main(int lfd, int redis_port) {
-  int a[FWD_MAX], b[FWD_MAX], n = 0;
-  for (;;) {
-    struct pollfd pf[1 + 2 * FWD_MAX];
-    pf[0] = (struct pollfd){.fd = lfd, .events = POLLIN};
-    for (int i = 0; i < n; i++) {
-      pf[1 + 2 * i] = (struct pollfd){.fd = a[i], .events = POLLIN};
-      pf[2 + 2 * i] = (struct pollfd){.fd = b[i], .events = POLLIN};
-    }
-    if (poll(pf, (nfds_t)(1 + 2 * n), 1000) < 0 && errno != EINTR) _exit(1);
-    if (pf[0].revents & POLLIN) {
-      int c = accept(lfd, NULL, NULL);
-      int s = c >= 0 && n < FWD_MAX ? socket(AF_INET, SOCK_STREAM, 0) : -1;
-      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)redis_port)};
-      sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof sa) == 0) {
-        a[n] = c, b[n] = s;
-        n++;
-      } else {
-        if (c >= 0) close(c);
-        if (s >= 0) close(s);
-      }
-    }
-    for (int i = 0; i < n; i++) {
-      int drop = 0;
-      if (pf[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) fwd_pump(a[i], b[i], &drop);
-      if (!drop && (pf[2 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR))) fwd_pump(b[i], a[i], &drop);
-      if (drop) {
-        close(a[i]), close(b[i]);
-        a[i] = a[n - 1], b[i] = b[n - 1];
-        pf[1 + 2 * i] = pf[1 + 2 * (n - 1)], pf[2 + 2 * i] = pf[2 + 2 * (n - 1)];
-        n--;
-        i--;
-      }
-    }
-  }
-}
-
-/* Starts the proxy in front of this test's redis-server (its pid in proxy_pid, killed by
- * finish()); returns its port (0: failed). */
-static int fwd_start(void) {
-  int lfd = socket(AF_INET, SOCK_STREAM, 0);
-  if (lfd < 0) return 0;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t sl = sizeof sa;
-  if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 8) != 0 ||
-      getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0) {
-    close(lfd);
-    return 0;
-  }
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != test_pid) _exit(1);
-    signal(SIGALRM, SIG_DFL);
-    alarm(0);
-    fwd_main(lfd, srv.port);
-    _exit(0);
-  }
-  close(lfd);
-  if (pid < 0) return 0;
-  kid_add(pid);
-  proxy_pid = pid;
-  return ntohs(sa.sin_port);
-}
+#include "test_proxy.h"
 
 /* The iter of the metrics stream's last entry (-1: none or no answer). */
 static long long last_metrics_iter(const char *id) {
@@ -122,6 +31,34 @@ static long long last_metrics_iter(const char *id) {
   return it;
 }
 
+/* Waits (bounded) until every thread of process `pid` is stopped (state T in /proc); 1 when so. */
+static int wait_stopped(pid_t pid, double timeout_s) {
+  const double end = mono() + timeout_s; /* bounded in count and time */
+  for (int i = 0; i < 100000 && mono() < end; i++) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int running = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (e->d_name[0] == '.') continue;
+      char p[400], st[512];
+      snprintf(p, sizeof p, "%s/%s/stat", dir, e->d_name);
+      FILE *f = fopen(p, "r");
+      size_t n = f ? fread(st, 1, sizeof st - 1, f) : 0;
+      if (f) fclose(f);
+      st[n] = '\0';
+      const char *c = strrchr(st, ')'); /* "pid (comm) S ..." */
+      if (c && c[1] == ' ' && c[2] != 'T' && c[2] != 't') running = 1;
+    }
+    closedir(d);
+    if (!running) return 1;
+    sleep_ms(2);
+  }
+  return 0;
+}
+
 /* ---- no metrics gap after an outage longer than the lease --------------------------------------------- */
 
 #define BF_ITERS 3000
@@ -129,7 +66,7 @@ static long long last_metrics_iter(const char *id) {
 
 DTEST(test_outage_longer_than_lease_no_gap) {
   REQUIRE(begin("bf", 0));
-  int pport = fwd_start();
+  int pport = test_proxy_start(0, &proxy_pid);
   REQUIRE(pport > 0);
   int real = srv.port;
   srv.port = pport;
@@ -153,6 +90,9 @@ DTEST(test_outage_longer_than_lease_no_gap) {
     sleep_ms(5);
   }
   kill(a->pid, SIGSTOP);
+  /* kill() only queues SIGSTOP: read the snapshot once wa is really stopped (every thread), or a
+   * snapshot it finishes meanwhile would be the one wb resumes from */
+  CHECKF(wait_stopped(a->pid, 10), "wa did not stop");
   snap = newest_snapshot("b1");
   printf("     b1: Redis has iterations up to %lld; wa cut off, snapshotted to %d, frozen\n", L, snap);
   if (L < 0 || snap < L + 2 || snap >= BF_ITERS) {

@@ -103,6 +103,33 @@ static inline int test_write_train_val(const char *path, const char *name, const
   return fclose(f) == 0 ? 0 : -1;
 }
 
+/* DIR/student.prototxt: the train_val net over the images with the list files named relative
+ * ("train.txt", "test.txt": they resolve against a job's base_dir) and root_folder DIR/img/
+ * (absolute), 8 x 8 crops, no mirror or shuffle; `body` as in test_write_train_val. 0 when
+ * written. */
+static inline int test_write_rooted_student(const char *dir, const char *body) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/student.prototxt", dir);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s\n", path);
+    return -1;
+  }
+  fprintf(f,
+          "name: 'student'\n"
+          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
+          "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'train.txt'"
+          " root_folder: '%s/img/' batch_size: 8 } }\n"
+          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
+          "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
+          " root_folder: '%s/img/' batch_size: 8 } }\n"
+          "%s"
+          "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
+          "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
+          dir, dir, body);
+  return fclose(f) == 0 ? 0 : -1;
+}
+
 /* A deploy net `name` at `path`: an Input "data" (1, 3, 8, 8), then `body`. 0 when written. */
 static inline int test_write_deploy(const char *path, const char *name, const char *body) {
   FILE *f = fopen(path, "w");

@@ -136,22 +136,8 @@ static int run_job(const char *text, dd_job_start start, dd_job_result *res, cha
 static void test_setup(void) {
   REQUIRE(test_scratch_dir(tmp, sizeof tmp, "dd_job") == 0);
   REQUIRE(test_make_images(tmp) == 0);
-  char p[512];
-  /* the images resolve against the job's base_dir here: root_folder names tmp */
-  char text[8192];
-  snprintf(text, sizeof text,
-           "name: 'student'\n"
-           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
-           "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'train.txt'"
-           " root_folder: '%s/img/' batch_size: 8 } }\n"
-           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
-           "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
-           " root_folder: '%s/img/' batch_size: 8 } }\n" TEST_NET_BODY
-           "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
-           "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
-           tmp, tmp);
-  snprintf(p, sizeof p, "%s/student.prototxt", tmp);
-  REQUIRE(wfile(p, "%s", text));
+  /* the lists resolve against the job's base_dir here; root_folder names tmp */
+  REQUIRE(test_write_rooted_student(tmp, TEST_NET_BODY) == 0);
 }
 
 static void test_policy_asked_for_every_file(void) {

@@ -83,20 +83,8 @@ static int count_files(const char *dir) {
 
 static void test_setup(void) {
   REQUIRE(test_make_images(tmp) == 0);
-  char p[512], text[8192];
-  snprintf(text, sizeof text,
-           "name: 'student'\n"
-           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
-           "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'train.txt'"
-           " root_folder: '%s/img/' batch_size: 8 } }\n"
-           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
-           "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
-           " root_folder: '%s/img/' batch_size: 8 } }\n" TEST_NET_BODY
-           "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
-           "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
-           tmp, tmp);
-  snprintf(p, sizeof p, "%s/student.prototxt", tmp);
-  REQUIRE(wfile(p, "%s", text));
+  char p[512];
+  REQUIRE(test_write_rooted_student(tmp, TEST_NET_BODY) == 0);
   snprintf(p, sizeof p, "%s/teacher.prototxt", tmp);
   REQUIRE(test_write_deploy(p, "teacher", TEST_NET_BODY) == 0);
   /* the teacher's weights: the plain student trained for 2 iterations */
