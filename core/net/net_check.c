@@ -313,6 +313,15 @@ int dd_net_check(dd_net_graph **graph_out, const Caffe__NetParameter *net, Caffe
     for (size_t i = 0; i < g->n_layers; i++)
       if (is_type(&g->layers[i], "BatchNorm")) lint_batchnorm(g, (int)i, diags);
   }
+  /* A deliberate difference from Caffe, said once per net that has an Accuracy layer: a diverged
+   * net (NaN scores) would otherwise report a perfect accuracy. */
+  for (size_t i = 0; i < g->n_layers; i++)
+    if (is_type(&g->layers[i], "Accuracy")) {
+      dd_diags_add(diags, DD_DIAG_NOTE, g->layers[i].lp->name,
+                   "a row whose scores hold a NaN counts as wrong in distilld's Accuracy; Caffe counts it as "
+                   "right, so a diverged net would report accuracy 1 there");
+      break;
+    }
   if (graph_out)
     *graph_out = g;
   else
