@@ -78,11 +78,11 @@ static inline int test_make_images(const char *dir) {
   "layer { name: 'fc' type: 'InnerProduct' bottom: 's_pool' top: 'fc' inner_product_param { num_output: 4 "        \
   "weight_filler { type: 'msra' } } }\n"
 
-/* A train_val net `name` at `path` over the images (relative paths: they resolve against the
- * working directory of whoever trains it): ImageData in TRAIN (the list `train_list`, shuffled,
- * mirrored) and TEST (test.txt), batch 8, scale 1/256, 8 x 8 crops; `body` from "data" to "fc";
- * SoftmaxWithLoss and, in TEST, Accuracy. 0 when written. */
-static inline int test_write_train_val(const char *path, const char *name, const char *train_list, const char *body) {
+/* The train_val net both writers below make: ImageData in TRAIN (the list `train_list`; with
+ * `augment` shuffled and mirrored) and TEST (test.txt), root_folder `root`, batch 8, scale 1/256,
+ * 8 x 8 crops; `body` from "data" to "fc"; SoftmaxWithLoss and, in TEST, Accuracy. */
+static inline int test__write_train_val(const char *path, const char *name, const char *train_list, const char *root,
+                                        int augment, const char *body) {
   FILE *f = fopen(path, "w");
   if (!f) {
     fprintf(stderr, "cannot write %s\n", path);
@@ -91,43 +91,32 @@ static inline int test_write_train_val(const char *path, const char *name, const
   fprintf(f,
           "name: '%s'\n"
           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
-          "  transform_param { scale: 0.00390625 mirror: true crop_size: 8 } image_data_param { source: '%s'"
-          " root_folder: 'img/' batch_size: 8 shuffle: true } }\n"
+          "  transform_param { scale: 0.00390625%s crop_size: 8 } image_data_param { source: '%s'"
+          " root_folder: '%s' batch_size: 8%s } }\n"
           "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
           "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
-          " root_folder: 'img/' batch_size: 8 } }\n"
+          " root_folder: '%s' batch_size: 8 } }\n"
           "%s"
           "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
           "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
-          name, train_list, body);
+          name, augment ? " mirror: true" : "", train_list, root, augment ? " shuffle: true" : "", root, body);
   return fclose(f) == 0 ? 0 : -1;
 }
 
-/* DIR/student.prototxt: the train_val net over the images with the list files named relative
- * ("train.txt", "test.txt": they resolve against a job's base_dir) and root_folder DIR/img/
- * (absolute), 8 x 8 crops, no mirror or shuffle; `body` as in test_write_train_val. 0 when
- * written. */
+/* A train_val net `name` at `path` over the images (relative paths: they resolve against the
+ * working directory of whoever trains it), shuffled and mirrored in TRAIN. 0 when written. */
+static inline int test_write_train_val(const char *path, const char *name, const char *train_list, const char *body) {
+  return test__write_train_val(path, name, train_list, "img/", 1, body);
+}
+
+/* DIR/student.prototxt: the same net with the list files named relative ("train.txt", "test.txt":
+ * they resolve against a job's base_dir), root_folder DIR/img/ (absolute), no mirror or shuffle.
+ * 0 when written. */
 static inline int test_write_rooted_student(const char *dir, const char *body) {
-  char path[1024];
+  char path[1024], root[1024];
   snprintf(path, sizeof path, "%s/student.prototxt", dir);
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "cannot write %s\n", path);
-    return -1;
-  }
-  fprintf(f,
-          "name: 'student'\n"
-          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TRAIN }\n"
-          "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'train.txt'"
-          " root_folder: '%s/img/' batch_size: 8 } }\n"
-          "layer { name: 'data' type: 'ImageData' top: 'data' top: 'label' include { phase: TEST }\n"
-          "  transform_param { scale: 0.00390625 crop_size: 8 } image_data_param { source: 'test.txt'"
-          " root_folder: '%s/img/' batch_size: 8 } }\n"
-          "%s"
-          "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' bottom: 'label' top: 'loss' }\n"
-          "layer { name: 'accuracy' type: 'Accuracy' bottom: 'fc' bottom: 'label' top: 'accuracy' include { phase: TEST } }\n",
-          dir, dir, body);
-  return fclose(f) == 0 ? 0 : -1;
+  snprintf(root, sizeof root, "%s/img/", dir);
+  return test__write_train_val(path, "student", "train.txt", root, 0, body);
 }
 
 /* A deploy net `name` at `path`: an Input "data" (1, 3, 8, 8), then `body`. 0 when written. */
