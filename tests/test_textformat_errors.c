@@ -286,8 +286,8 @@ static void test_err_unexpected_characters(void) {
   EXPECT_ERR(NETD, "input_dim = 1", 1, 11, "unexpected character '='");
 }
 
-/* caffe.proto and distill.proto have no required field and no recursive message: check that, then
- * use Node for both checks. */
+/* caffe.proto has one message with required fields (ClipParameter, as in Caffe) and no recursive
+ * message: check that, test the required rule on it, and use Node for both checks. */
 static int schema_scan(const ProtobufCMessageDescriptor *d, const ProtobufCMessageDescriptor **stack,
                        int depth, int *required, int *recursive) {
   int deepest = depth;
@@ -318,9 +318,11 @@ static void test_err_required_field(void) {
     int k = schema_scan(roots[i], stack, 0, &required, &recursive);
     if (k > deepest) deepest = k;
   }
-  CHECKF(!required, "the schema now has a required field: test it on the real schema too");
+  CHECKF(required, "ClipParameter's min and max are required in Caffe's schema");
   CHECKF(!recursive, "the schema now has a recursive message: test the depth limit on it too");
-  CHECK(deepest == 5); /* DistillJob.solver.net_param.layer.convolution_param.weight_filler */
+  CHECKF(deepest == 6, "deepest %d", deepest); /* DistillJob.solver.net_param.layers.layer.weight_filler */
+  EXPECT_ERR(NETD, "layer { name: \"c\" type: \"Clip\" clip_param { min: 0 } }", 1, 52,
+             "required field \"max\" of ClipParameter is missing", "(at layer[0].clip_param)");
 
   const ProtobufCMessageDescriptor *nd = &node_descriptor;
   EXPECT_ERR(nd, "tag: 1", 1, 7, "required field \"id\" of Node is missing");

@@ -340,6 +340,11 @@ static int lookup_field(tf_parser *p, const ProtobufCMessageDescriptor *d,
   memcpy(name, t->p, t->len);
   name[t->len] = '\0';
   const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, name);
+  if (!f && t->len + 1 < sizeof name) { /* `base` is spelled `base_` (dd__tf_field_name) */
+    char alt[sizeof name + 1];
+    snprintf(alt, sizeof alt, "%s_", name);
+    f = protobuf_c_message_descriptor_get_field_by_name(d, alt);
+  }
   if (!f) return unknown_field(p, d, name, t);
   if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
     return dd__tf_perr(p, t->line, t->col, "field \"%s\": oneof fields are not supported", name);

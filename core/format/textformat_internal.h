@@ -123,6 +123,11 @@ int dd__tf_read_scalar(tf_parser *p, const ProtobufCFieldDescriptor *f, tf_value
 
 /* Prints the scalar value of field `f` at `v`. Not for message fields (the printer writes those
  * as blocks). */
+/* The text-format name of a field. protobuf-c's message structs have a member named `base`, so
+ * a Caffe field of that name is spelled `base_` in proto/caffe.proto (Exp's and Log's base); the
+ * text format reads and writes it as Caffe does, without the underscore. Writes into buf. */
+const char *dd__tf_field_name(const ProtobufCFieldDescriptor *f, char *buf, size_t len);
+
 void dd__tf_print_value(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v);
 
 #endif

@@ -34,15 +34,17 @@ static void print_message(tf_strbuf *b, const ProtobufCMessage *m, int indent);
 /* One "name: value" line, or for a message "name {", its fields two spaces deeper, and "}". */
 static void print_field(tf_strbuf *b, const ProtobufCFieldDescriptor *f, const void *v,
                         int indent) {
+  char nm[128];
+  const char *name = dd__tf_field_name(f, nm, sizeof nm);
   dd__tf_sb_indent(b, indent);
   if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-    dd__tf_sb_printf(b, "%s ", f->name);
+    dd__tf_sb_printf(b, "%s ", name);
     dd__tf_sb_put(b, "{\n", 2);
     print_message(b, *(ProtobufCMessage *const *)v, indent + 2);
     dd__tf_sb_indent(b, indent);
     dd__tf_sb_put(b, "}", 1);
   } else {
-    dd__tf_sb_printf(b, "%s: ", f->name);
+    dd__tf_sb_printf(b, "%s: ", name);
     dd__tf_print_value(b, f, v);
   }
   dd__tf_sb_put(b, "\n", 1);

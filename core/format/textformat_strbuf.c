@@ -48,3 +48,11 @@ void dd__tf_sb_indent(tf_strbuf *b, int n) {
     n -= k;
   }
 }
+
+const char *dd__tf_field_name(const ProtobufCFieldDescriptor *f, char *buf, size_t len) {
+  size_t n = strlen(f->name);
+  if (n < 2 || f->name[n - 1] != '_' || n >= len) return f->name;
+  memcpy(buf, f->name, n - 1);
+  buf[n - 1] = '\0';
+  return buf;
+}
