@@ -167,23 +167,55 @@ static int cuda_status(dd_backend *be, char *msg, size_t len) {
 /* ---- the table ---------------------------------------------------------------------------------- */
 
 static const dd_backend_ops cuda_ops = {
-    /* name */ "cuda",
-    /* memory */ dd_cuda_alloc, dd_cuda_free, dd_cuda_upload, dd_cuda_download, dd_cuda_copy, dd_cuda_fill,
-    dd_cuda_alloc_host, dd_cuda_free_host, dd_cuda_synchronize,
-    /* BLAS-like */ dd_cuda_gemm, dd_cuda_axpby, dd_cuda_scale, dd_cuda_dot, dd_cuda_asum,
-    /* convolution */ dd_cuda_conv_workspace, dd_cuda_conv_forward, dd_cuda_conv_backward_data,
-    dd_cuda_conv_backward_filter,
-    /* pooling */ dd_cuda_pool_forward, dd_cuda_pool_backward,
-    /* BatchNorm */ dd_cuda_bn_forward_train, dd_cuda_bn_forward_global, dd_cuda_bn_backward,
-    /* channel affine */ dd_cuda_channel_affine, dd_cuda_channel_affine_backward,
-    /* elementwise */ dd_cuda_relu_forward, dd_cuda_relu_backward, dd_cuda_mul, dd_cuda_max_update, dd_cuda_max_backward,
-    dd_cuda_dropout_forward,
-    /* softmax and losses */ dd_cuda_softmax_forward, dd_cuda_softmax_backward, dd_cuda_xent_forward,
-    dd_cuda_xent_backward, dd_cuda_accuracy, dd_cuda_kd_forward_backward, dd_cuda_attention_forward_backward,
-    /* strided copies */ dd_cuda_copy_rows,
-    /* solvers */ dd_cuda_regularize, dd_cuda_sgd_update, dd_cuda_adam_update, dd_cuda_adagrad_update,
-    /* status */ cuda_status,
-    /* lifetime */ dd_cuda_backend_destroy, dd_cuda_backend_describe,
+    .name = "cuda",
+    /* memory */
+    .alloc = dd_cuda_alloc, .free = dd_cuda_free, .upload = dd_cuda_upload, .download = dd_cuda_download,
+    .copy = dd_cuda_copy, .fill = dd_cuda_fill, .alloc_host = dd_cuda_alloc_host,
+    .free_host = dd_cuda_free_host, .synchronize = dd_cuda_synchronize,
+    /* BLAS-like */
+    .gemm = dd_cuda_gemm, .axpby = dd_cuda_axpby, .scale = dd_cuda_scale, .dot = dd_cuda_dot,
+    .asum = dd_cuda_asum,
+    /* convolution */
+    .conv_workspace = dd_cuda_conv_workspace, .conv_forward = dd_cuda_conv_forward,
+    .conv_backward_data = dd_cuda_conv_backward_data, .conv_backward_filter = dd_cuda_conv_backward_filter,
+    /* pooling */
+    .pool_forward = dd_cuda_pool_forward, .pool_backward = dd_cuda_pool_backward,
+    /* BatchNorm */
+    .bn_forward_train = dd_cuda_bn_forward_train, .bn_forward_global = dd_cuda_bn_forward_global,
+    .bn_backward = dd_cuda_bn_backward,
+    /* channel affine */
+    .channel_affine = dd_cuda_channel_affine, .channel_affine_backward = dd_cuda_channel_affine_backward,
+    /* elementwise */
+    .relu_forward = dd_cuda_relu_forward, .relu_backward = dd_cuda_relu_backward, .mul = dd_cuda_mul,
+    .max_update = dd_cuda_max_update, .max_backward = dd_cuda_max_backward,
+    .dropout_forward = dd_cuda_dropout_forward,
+    /* softmax and losses */
+    .softmax_forward = dd_cuda_softmax_forward, .softmax_backward = dd_cuda_softmax_backward,
+    .xent_forward = dd_cuda_xent_forward, .xent_backward = dd_cuda_xent_backward,
+    .accuracy = dd_cuda_accuracy, .kd_forward_backward = dd_cuda_kd_forward_backward,
+    .attention_forward_backward = dd_cuda_attention_forward_backward,
+    /* strided copies */
+    .copy_rows = dd_cuda_copy_rows,
+    /* solvers */
+    .regularize = dd_cuda_regularize, .sgd_update = dd_cuda_sgd_update, .adam_update = dd_cuda_adam_update,
+    .adagrad_update = dd_cuda_adagrad_update,
+    /* status */
+    .status = cuda_status,
+    /* lifetime */
+    .destroy = dd_cuda_backend_destroy, .describe = dd_cuda_backend_describe,
+    /* ---- the layer catalogue's kernels (same order as backend.h) ---- */
+    /* catalogue: neuron */
+
+    /* catalogue: structure */
+    .reduce_forward = dd_cuda_reduce_forward,
+    .reduce_backward = dd_cuda_reduce_backward,
+
+    /* catalogue: normalization and convolution-like */
+
+    /* catalogue: losses and recurrent */
+
+    /* catalogue: data */
+
 };
 
 extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, size_t errlen) {

@@ -180,4 +180,24 @@ double dd_cuda_attention_forward_backward(dd_backend *be, int64_t n, int64_t cs,
 }
 #endif
 
+/* ---- the layer catalogue's kernels, by family (cuda/kernels_<family>.cu) ---- */
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* catalogue: neuron */
+
+/* catalogue: structure */
+void dd_cuda_reduce_forward(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x, float coeff);
+void dd_cuda_reduce_backward(dd_backend *be, int op, int64_t outer, int64_t dim, float *dx, const float *dy, const float *x, float coeff);
+
+/* catalogue: normalization and convolution-like */
+
+/* catalogue: losses and recurrent */
+
+/* catalogue: data */
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -200,6 +200,30 @@ typedef struct dd_backend_ops {
   void (*destroy)(dd_backend *be);
   /* A one-line description of the math path (device, libraries, threads) for logs. */
   const char *(*describe)(dd_backend *be);
+
+  /* ==== the layer catalogue's kernels ====================================================== */
+  /* A backend may leave any of these NULL: a layer that needs a missing kernel refuses to build
+   * on that backend, naming the layer, its type and the backend (dd__need_kernel in layer.h). It
+   * never falls back to another backend silently. */
+
+  /* ---- catalogue: neuron layers ---------------------------------------------------------- */
+
+  /* ---- catalogue: structure layers ------------------------------------------------------- */
+  /* Reduction (Caffe): x viewed as (outer, dim); y[i] = coeff * op(x[i, 0..dim)), op 1 SUM,
+   * 2 ASUM (sum of |x|), 3 SUMSQ, 4 MEAN (the sum divided by dim). */
+  void (*reduce_forward)(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x,
+                         float coeff);
+  /* dx[i, j] = coeff * dy[i] * (1 for SUM, sign(x) for ASUM, 2 x for SUMSQ, 1 / dim for MEAN) */
+  void (*reduce_backward)(dd_backend *be, int op, int64_t outer, int64_t dim, float *dx, const float *dy,
+                          const float *x, float coeff);
+
+  /* ---- catalogue: normalization and convolution-like layers ------------------------------ */
+
+  /* ---- catalogue: losses and recurrent layers -------------------------------------------- */
+
+  /* ---- catalogue: data layers ------------------------------------------------------------ */
+
+  /* ==== end of the layer catalogue's kernels =============================================== */
 } dd_backend_ops;
 
 struct dd_backend {

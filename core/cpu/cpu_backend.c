@@ -120,6 +120,19 @@ static const dd_backend_ops cpu_ops = {
     .adagrad_update = dd_cpu_adagrad_update,
     .destroy = dd_cpu_backend_destroy,
     .describe = dd_cpu_backend_describe,
+    /* ---- the layer catalogue's kernels (same order as backend.h) ---- */
+    /* catalogue: neuron */
+
+    /* catalogue: structure */
+    .reduce_forward = dd_cpu_reduce_forward,
+    .reduce_backward = dd_cpu_reduce_backward,
+
+    /* catalogue: normalization and convolution-like */
+
+    /* catalogue: losses and recurrent */
+
+    /* catalogue: data */
+
 };
 
 int dd_cpu_backend_create(dd_backend **out, int threads) {

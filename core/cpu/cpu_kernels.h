@@ -46,4 +46,17 @@ void dd_cpu_sgd_update(dd_backend *be, int64_t n, float *w, float *g, float *h, 
 void dd_cpu_adam_update(dd_backend *be, int64_t n, float *w, float *g, float *m, float *v, float rate, float beta1, float beta2, float eps, int t);
 void dd_cpu_adagrad_update(dd_backend *be, int64_t n, float *w, float *g, float *h, float rate, float eps, float rms_decay, int rmsprop);
 
+/* ---- the layer catalogue's kernels, by family (core/cpu/cpu_<family>.c) ---- */
+/* catalogue: neuron */
+
+/* catalogue: structure */
+void dd_cpu_reduce_forward(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x, float coeff);
+void dd_cpu_reduce_backward(dd_backend *be, int op, int64_t outer, int64_t dim, float *dx, const float *dy, const float *x, float coeff);
+
+/* catalogue: normalization and convolution-like */
+
+/* catalogue: losses and recurrent */
+
+/* catalogue: data */
+
 #endif

@@ -56,3 +56,9 @@ int dd__check_label_range(dd_layer *l, const dd_tensor *labels, int64_t classes,
   }
   return 0;
 }
+
+int dd__need_kernel(const dd_layer *l, const void *fn, const char *what, char *err, size_t errlen) {
+  if (fn) return 0;
+  return dd_errorf(DD_EUNSUPPORTED, err, errlen, "the %s backend has no %s kernel yet (layer type %s)",
+                   l->be->ops->name, what, l->ops->type);
+}

@@ -26,7 +26,19 @@
   XX("Silence", silence)               \
   XX("KDLoss", kd_loss)                \
   XX("HintLoss", hint_loss)            \
-  XX("AttentionLoss", attention_loss)
+  XX("AttentionLoss", attention_loss)  \
+  /* catalogue: neuron */              \
+                                       \
+  /* catalogue: structure */           \
+  XX("Reduction", reduction)           \
+                                       \
+  /* catalogue: normalization, conv */ \
+                                       \
+  /* catalogue: losses, recurrent */   \
+                                       \
+  /* catalogue: data */                \
+                                       \
+  /* end of the catalogue */
 
 #define XX(type, name) extern const dd_layer_ops dd_layer_##name;
 DD_LAYER_TABLE(XX)

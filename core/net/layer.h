@@ -116,6 +116,10 @@ void dd__set_scalar(dd_tensor *t, float v);
 /* Backend buffer helper for setup: (re)allocates *p to hold `bytes` (tracking the size in
  * *cap). Returns 0 or DD_ENOMEM. */
 int dd__ensure_buffer(dd_backend *be, void **p, size_t *cap, size_t bytes);
+/* For setup: 0 when the backend has the kernel `fn` (any of its table's pointers), else
+ * DD_EUNSUPPORTED with "the <backend> backend has no <what> kernel yet" in err: a layer never
+ * runs on another backend than its net's. */
+int dd__need_kernel(const dd_layer *l, const void *fn, const char *what, char *err, size_t errlen);
 /* Product of shape dims [from, to). */
 static inline int64_t dd__count(const dd_tensor *t, int from, int to) {
   return dd_shape_count_range(&t->shape, from, to);
