@@ -9,6 +9,9 @@ pkgs=(
   libuv1-dev libhiredis-dev redis-server       # the daemon and its queue
   libturbojpeg0-dev libpng-dev                 # image decoding
   libopenblas-dev                              # CPU GEMM
+  liblmdb-dev libleveldb-dev                   # Caffe's Data layer: LMDB and LevelDB databases
+  libhdf5-dev                                  # Caffe's HDF5Data and HDF5Output layers
+  python3-lmdb python3-h5py                    # tests: independent writers of LMDB and HDF5 files
   clang libclang-rt-14-dev                     # libFuzzer targets and sanitizer builds
   python3 python3-matplotlib                   # dataset and plot helpers
   dataset-fashion-mnist                        # the real data of the quickstart
