@@ -6,59 +6,25 @@
  * blob's data and diff (Caffe's own Split blobs included), each parameter's data and diff.
  *
  * Bound: relative L2 error under 1e-5 per tensor (Caffe and distilld both compute in float32 and
- * sum in different orders); an all-zero reference must be matched within 1e-6 absolute.
+ * sum in different orders); an all-zero reference must be matched within 1e-6 (L2 norm).
+ *
+ * Also: a backend without a layer's kernel refuses the net, naming the layer and the backend.
  *
  * Usage: test_catalogue [CASE ...]: only those cases (names of out/ folders). */
-#define _POSIX_C_SOURCE 200809L
-#include <dirent.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include "base/dd_error.h"
-#include "format/caffe_io.h"
-#include "net/net.h"
+#include "test_catalogue.h"
 #include "test.h"
-#include "test_nets.h"
 
-#define CAT DD_TEST_DATA "/caffe-reference/catalogue"
 #define TOL 1e-5
 
 static dd_backend *be;
 static const char *cur_case;
 static int n_compared;
 
-static long load_f32(const char *path, float **out) {
-  FILE *f = fopen(path, "rb");
-  *out = NULL;
-  if (!f) return -1;
-  fseek(f, 0, SEEK_END);
-  long bytes = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  float *b = malloc((size_t)bytes + 4);
-  long n = b ? (long)fread(b, 1, (size_t)bytes, f) / 4 : -1;
-  fclose(f);
-  *out = b;
-  return n;
-}
-
-/* Relative L2 error; against an all-zero reference, the L2 norm of `a`. */
-static double rel_err(const float *a, const float *b, long n) {
-  double num = 0, den = 0;
-  for (long i = 0; i < n; i++) {
-    double d = (double)a[i] - b[i];
-    num += d * d;
-    den += (double)b[i] * b[i];
-  }
-  return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static void compare(const dd_tensor *t, int diff, const char *file, const char *what) {
   char path[1024];
   snprintf(path, sizeof path, CAT "/out/%s/%s", cur_case, file);
   float *ref;
-  long n = load_f32(path, &ref);
+  long n = cat_load_f32(path, &ref);
   CHECKF(n == t->count, "%s: %s: reference %s has %ld values, the tensor %lld", cur_case, what, file, n,
          (long long)t->count);
   if (n != t->count) {
@@ -72,7 +38,7 @@ static void compare(const dd_tensor *t, int diff, const char *file, const char *
     dd_tensor_get_data(t, mine);
   double den = 0;
   for (long i = 0; i < n; i++) den += (double)ref[i] * ref[i];
-  double e = rel_err(mine, ref, n);
+  double e = cat_rel_err(mine, ref, n);
   double bound = den > 0 ? TOL : 1e-6;
   CHECKF(e < bound, "%s: %s: relative error %.3g (bound %.0e)", cur_case, what, e, bound);
   if (e >= bound) {
@@ -86,42 +52,6 @@ static void compare(const dd_tensor *t, int diff, const char *file, const char *
   n_compared++;
   free(mine);
   free(ref);
-}
-
-/* Parameter "layer.index" of the net, or NULL. */
-static dd_tensor *param(dd_net *n, const char *name) {
-  char lname[256];
-  snprintf(lname, sizeof lname, "%s", name);
-  char *dot = strrchr(lname, '.');
-  if (!dot) return NULL;
-  int idx = atoi(dot + 1);
-  *dot = '\0';
-  int li = dd_net_layer_index(n, lname);
-  return li >= 0 && idx < n->layers[li].n_params ? n->layers[li].params[idx] : NULL;
-}
-
-/* Feeds every Input layer's tops from Caffe's recorded blob data. */
-static int feed_inputs(dd_net *n) {
-  for (size_t i = 0; i < n->param->n_layer; i++) {
-    const Caffe__LayerParameter *lp = n->param->layer[i];
-    if (strcmp(lp->type, "Input") != 0) continue;
-    for (size_t k = 0; k < lp->n_top; k++) {
-      char path[1024];
-      snprintf(path, sizeof path, CAT "/out/%s/fwd_bwd/blob_data__%s.f32", cur_case, lp->top[k]);
-      float *v;
-      long c = load_f32(path, &v);
-      dd_tensor *t = dd_net_blob(n, lp->top[k]);
-      if (!t || c != t->count) {
-        fprintf(stderr, "%s: input %s: %ld values in %s, the blob %lld\n", cur_case, lp->top[k], c, path,
-                t ? (long long)t->count : -1LL);
-        free(v);
-        return -1;
-      }
-      dd_tensor_set_data(t, v);
-      free(v);
-    }
-  }
-  return 0;
 }
 
 /* Compares every row of index.tsv. */
@@ -147,7 +77,7 @@ static void compare_index(dd_net *n, double loss) {
     }
     int is_param = strncmp(kind, "param_", 6) == 0;
     int is_diff = strstr(kind, "_diff") != NULL;
-    dd_tensor *t = is_param ? param(n, name) : dd_net_blob(n, name);
+    dd_tensor *t = is_param ? cat_param(n, name) : dd_net_blob(n, name);
     CHECKF(t != NULL, "%s: the net has no %s %s", cur_case, is_param ? "parameter" : "blob", name);
     if (t) compare(t, is_diff, file, what);
   }
@@ -155,30 +85,11 @@ static void compare_index(dd_net *n, double loss) {
 }
 
 static void run_case(void) {
-  char path[1024], err[2048] = "";
-  int lmdb = strncmp(cur_case, "data_lmdb", 9) == 0;
-  char cwd[4096];
-  if (!getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
-  /* The data layers read their database and mean file by paths relative to the catalogue. */
-  REQUIRE(chdir(CAT) == 0);
-  snprintf(path, sizeof path, CAT "/nets/%s.prototxt", cur_case);
-  Caffe__NetParameter *p = NULL;
-  int r = dd_net_read_text(&p, path, err, sizeof err);
-  CHECKF(r == 0, "%s: %s", cur_case, err);
+  char err[2048] = "", cwd[4096];
+  REQUIRE(cat_enter(cwd, sizeof cwd) == 0);
   dd_net *n = NULL;
-  if (r == 0) {
-    r = dd_net_create(&n, p, lmdb ? CAFFE__PHASE__TEST : CAFFE__PHASE__TRAIN, be, 1701, NULL, err, sizeof err);
-    CHECKF(r == 0, "%s: net: %s", cur_case, err);
-  }
-  if (r == 0) {
-    Caffe__NetParameter *w = NULL;
-    snprintf(path, sizeof path, CAT "/out/%s/init.caffemodel", cur_case);
-    r = dd_caffemodel_read(&w, path, err, sizeof err);
-    if (r == 0) r = dd_net_copy_from(n, w, path, NULL, err, sizeof err);
-    CHECKF(r == 0, "%s: weights: %s", cur_case, err);
-    if (w) caffe__net_parameter__free_unpacked(w, NULL);
-  }
-  if (r == 0) r = feed_inputs(n);
+  int r = cat_build(cur_case, be, &n, err, sizeof err);
+  CHECKF(r == 0, "%s: %s", cur_case, err);
   if (r == 0) {
     n_compared = 0;
     dd_net_clear_param_diffs(n);
@@ -192,28 +103,34 @@ static void run_case(void) {
     }
   }
   dd_net_destroy(n);
-  if (p) caffe__net_parameter__free_unpacked(p, NULL);
-  if (cwd[0] && chdir(cwd) != 0) perror("chdir");
+  cat_leave(cwd);
 }
 
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+/* A backend whose table lacks the Reduction kernel (the CPU's table with that pointer cleared):
+ * the net is refused at build time, naming the layer, its type and the backend. */
+static void test_missing_kernel_refused(void) {
+  dd_backend_ops ops = *be->ops;
+  ops.reduce_forward = NULL;
+  dd_backend shadow = *be;
+  shadow.ops = &ops;
+  char err[2048] = "", cwd[4096];
+  REQUIRE(cat_enter(cwd, sizeof cwd) == 0);
+  dd_net *n = NULL;
+  int r = cat_build("reduction_sum", &shadow, &n, err, sizeof err);
+  cat_leave(cwd);
+  dd_net_destroy(n);
+  CHECK(r == DD_EUNSUPPORTED);
+  CHECK_CONTAINS(err, "layer \"y\"");
+  CHECK_CONTAINS(err, "the cpu backend has no Reduction kernel yet");
+}
 
 int main(int argc, char **argv) {
   if (dd_cpu_backend_create(&be, 2)) return 1;
   char *cases[256];
-  int nc = 0;
-  if (argc > 1) {
-    for (int i = 1; i < argc && nc < 256; i++) cases[nc++] = strdup(argv[i]);
-  } else {
-    DIR *d = opendir(CAT "/out");
-    if (!d) {
-      fprintf(stderr, "cannot open %s\n", CAT "/out");
-      return 1;
-    }
-    for (struct dirent *e; (e = readdir(d)) && nc < 256;)
-      if (e->d_name[0] != '.') cases[nc++] = strdup(e->d_name);
-    closedir(d);
-    qsort(cases, (size_t)nc, sizeof cases[0], by_name);
+  int nc = cat_cases(argc, argv, cases, 256);
+  if (nc < 0) {
+    fprintf(stderr, "cannot open %s\n", CAT "/out");
+    return 1;
   }
   for (int i = 0; i < nc; i++) {
     cur_case = cases[i];
@@ -229,6 +146,7 @@ int main(int argc, char **argv) {
     }
     free(cases[i]);
   }
+  if (argc == 1) RUN(test_missing_kernel_refused);
   dd_cpu_backend_destroy(be);
   return test_summary();
 }
