@@ -255,6 +255,60 @@ int dd_net_create(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase pha
   return dd_net_create_budget(out, src, phase, be, seed, NULL, diags, err, errlen);
 }
 
+/* The ParamSpec of parameter p of layer li, or NULL. */
+static const Caffe__ParamSpec *param_spec(const dd_net *n, int li, int p) {
+  const Caffe__LayerParameter *lp = n->layers[li].lp;
+  return (size_t)p < lp->n_param ? lp->param[p] : NULL;
+}
+
+/* Caffe's named parameters (param { name: "w" }): the first parameter of a name owns it and is
+ * learnable; a later one of the same name uses the owner's data and diff (its gradient adds to
+ * the owner's) and is not learnable itself. The shapes must be equal (share_mode STRICT, the
+ * default) or hold as many values (PERMISSIVE); a follower's lr_mult and decay_mult, where set,
+ * must equal the owner's where that is set, else they become the owner's. Returns 1 when
+ * parameter p of layer li was shared, 0 when it owns its memory, a DD_E* code (< 0) with err. */
+static int share_param(dd_net *n, int li, int p, char *err, size_t errlen) {
+  const Caffe__ParamSpec *ps = param_spec(n, li, p);
+  if (!ps || !ps->name || !ps->name[0]) return 0;
+  for (size_t k = 0; k < n->n_params; k++) {
+    dd_net_param *o = &n->params[k];
+    const Caffe__ParamSpec *os = param_spec(n, o->layer, o->index);
+    if (!os || !os->name || strcmp(os->name, ps->name)) continue;
+    dd_tensor *t = n->layers[li].params[p];
+    const char *owner = n->layers[o->layer].name, *me = n->layers[li].name;
+    int permissive = ps->has_share_mode && ps->share_mode == CAFFE__PARAM_SPEC__DIM_CHECK_MODE__PERMISSIVE;
+    if (permissive ? t->count != o->t->count : !dd_shape_equal(&t->shape, &o->t->shape)) {
+      char a[128], b[128];
+      dd_shape_str(&o->t->shape, a, sizeof a);
+      dd_shape_str(&t->shape, b, sizeof b);
+      return dd_errorf(DD_ESHAPE, err, errlen,
+                "layer \"%s\": parameter %d shares \"%s\" with layer \"%s\", but its shape %s differs from the "
+                "owner's %s (share_mode %s)", me, p, ps->name, owner, b, a, permissive ? "PERMISSIVE: counts" : "STRICT");
+    }
+    if (ps->has_lr_mult) {
+      if (os->has_lr_mult && os->lr_mult != ps->lr_mult) {
+        return dd_errorf(DD_EINVAL, err, errlen, "layer \"%s\": shared parameter \"%s\" has lr_mult %g, layer \"%s\" (its owner) %g",
+                  me, ps->name, ps->lr_mult, owner, os->lr_mult);
+      }
+      o->lr_mult = ps->lr_mult;
+    }
+    if (ps->has_decay_mult) {
+      if (os->has_decay_mult && os->decay_mult != ps->decay_mult) {
+        return dd_errorf(DD_EINVAL, err, errlen, "layer \"%s\": shared parameter \"%s\" has decay_mult %g, layer \"%s\" (its owner) %g",
+                  me, ps->name, ps->decay_mult, owner, os->decay_mult);
+      }
+      o->decay_mult = ps->decay_mult;
+    }
+    dd_shape own = t->shape;
+    int64_t count = t->count;
+    dd_tensor_share(t, o->t);
+    t->shape = own; /* PERMISSIVE: the follower keeps its own view of the owner's values */
+    t->count = count;
+    return 1;
+  }
+  return 0;
+}
+
 int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Phase phase, dd_backend *be,
                          uint64_t seed, dd_mem_budget *budget, dd_diags *diags, char *err, size_t errlen) {
   *out = NULL;
@@ -277,14 +331,6 @@ int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Ph
     r = first_errors(&local, err, errlen);
     goto fail;
   }
-  for (size_t i = 0; i < n->param->n_layer; i++)
-    for (size_t p = 0; p < n->param->layer[i]->n_param; p++)
-      if (n->param->layer[i]->param[p]->name && n->param->layer[i]->param[p]->name[0]) {
-        r = dd_errorf(DD_EUNSUPPORTED, err, errlen,
-                      "%s: named (shared) parameters are not supported (param { name: \"%s\" })",
-                      n->param->layer[i]->name, n->param->layer[i]->param[p]->name);
-        goto fail;
-      }
   if ((r = check_sizes(n->graph, budget, err, errlen))) goto fail;
   /* blobs */
   n->n_blobs = n->graph->n_blobs;
@@ -369,7 +415,12 @@ int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Ph
       const Caffe__FillerParameter *fp = l->ops->filler ? l->ops->filler(l->lp, p, &dflt) : &dflt;
       if ((r = dd_fill(t, fp, &rng, err, errlen))) goto fail;
       l->param_propagate_down[p] = g->lr_mult[p] != 0;
-      n->params[n->n_params++] = (dd_net_param){t, g->lr_mult[p], g->decay_mult[p], (int)i, p};
+      int sh = share_param(n, (int)i, p, err, errlen);
+      if (sh < 0) {
+        r = sh;
+        goto fail;
+      }
+      if (!sh) n->params[n->n_params++] = (dd_net_param){t, g->lr_mult[p], g->decay_mult[p], (int)i, p};
     }
     if (l->ops->setup && (r = l->ops->setup(l, err, errlen))) {
       char inner[512];
