@@ -213,6 +213,16 @@ static const dd_backend_ops cuda_ops = {
     /* catalogue: normalization and convolution-like */
 
     /* catalogue: losses and recurrent */
+    /* losses */
+    .sigmoid_xent_forward = dd_cuda_sigmoid_xent_forward,
+    .sigmoid_xent_backward = dd_cuda_sigmoid_xent_backward,
+    .infogain_forward = dd_cuda_infogain_forward,
+    .infogain_backward = dd_cuda_infogain_backward,
+    .multinomial_backward = dd_cuda_multinomial_backward,
+    .hinge_forward = dd_cuda_hinge_forward,
+    .hinge_backward = dd_cuda_hinge_backward,
+    .contrastive_forward = dd_cuda_contrastive_forward,
+    .contrastive_backward = dd_cuda_contrastive_backward,
 
     /* catalogue: data */
 

@@ -220,6 +220,53 @@ typedef struct dd_backend_ops {
   /* ---- catalogue: normalization and convolution-like layers ------------------------------ */
 
   /* ---- catalogue: losses and recurrent layers -------------------------------------------- */
+  /* losses (Caffe's loss layers; labels are floats holding integer classes, range-checked by the
+   * layer before the call; sums accumulate in double in a fixed order) */
+  /* SigmoidCrossEntropyLoss, Caffe's stable form: returns the sum over the n positions of
+   * -(x t - max(x, 0) - log(1 + exp(-|x|))), skipping (has_ignore) positions whose target
+   * truncated to an integer (Caffe's static_cast<int>) equals ignore_label; *valid gets the count
+   * of the others. */
+  double (*sigmoid_xent_forward)(dd_backend *be, int64_t n, const float *x, const float *target,
+                                 int has_ignore, int ignore_label, int64_t *valid);
+  /* dx = (sigmoid(x) - t) * scale; 0 at ignored positions (as above) */
+  void (*sigmoid_xent_backward)(dd_backend *be, int64_t n, float *dx, const float *x,
+                                const float *target, int has_ignore, int ignore_label, float scale);
+  /* InfogainLoss and MultinomialLogisticLoss: prob viewed as (outer, channels, inner), one label
+   * y per (outer, inner) position. Returns the sum over positions not ignored (label ==
+   * ignore_label, has_ignore) of -sum_l H[y, l] * log(max(prob[o, l, i], 1e-20)), H a channels x
+   * channels row-major matrix, or, H NULL, the identity: -log(max(prob[o, y, i], 1e-20));
+   * *valid gets the count of those positions. */
+  double (*infogain_forward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                             const float *prob, const float *label, const float *h, int has_ignore,
+                             int ignore_label, int64_t *valid);
+  /* InfogainLoss's gradient through its softmax: dx[o, l, i] = scale * (prob[o, l, i] *
+   * sum_k H[y, k] - H[y, l]) (H NULL: the identity); 0 at ignored positions. */
+  void (*infogain_backward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                            float *dx, const float *prob, const float *label, const float *h,
+                            int has_ignore, int ignore_label, float scale);
+  /* MultinomialLogisticLoss's gradient (prob is its input): dx = 0 except
+   * dx[o, y, i] = -scale / max(prob[o, y, i], 1e-20). */
+  void (*multinomial_backward)(dd_backend *be, int64_t outer, int64_t channels, int64_t inner,
+                               float *dx, const float *prob, const float *label, float scale);
+  /* HingeLoss: x (outer, channels), one label y per row; t[o, c] = max(0, 1 + s x[o, c]) with
+   * s = -1 at c == y, +1 elsewhere. Returns the sum of t (norm 1) or of t^2 (norm 2). */
+  double (*hinge_forward)(dd_backend *be, int64_t outer, int64_t channels, const float *x,
+                          const float *label, int norm);
+  /* dx = scale * s * (norm 1: (t > 0 ? 1 : 0); norm 2: 2 t) */
+  void (*hinge_backward)(dd_backend *be, int64_t outer, int64_t channels, float *dx,
+                         const float *x, const float *label, int norm, float scale);
+  /* ContrastiveLoss: a, b (n, channels), sim (n): row r is a similar pair when sim[r] truncated
+   * to an integer is not 0. d = a - b, q = |d|^2 per row. Returns the sum over rows of: similar q;
+   * dissimilar legacy max(margin - q, 0), else max(margin - sqrt(q), 0)^2. */
+  double (*contrastive_forward)(dd_backend *be, int64_t n, int64_t channels, const float *a,
+                                const float *b, const float *sim, float margin, int legacy);
+  /* Caffe's gradient with alpha = scale: similar rows da = alpha d; dissimilar rows, when
+   * m = (legacy ? margin - q : margin - sqrt(q)) > 0, da = beta d with beta = -alpha (legacy) or
+   * -alpha * m / (sqrt(q) + 1e-4), else da = 0. db = -da. da or db may be NULL (not written). */
+  void (*contrastive_backward)(dd_backend *be, int64_t n, int64_t channels, float *da, float *db,
+                               const float *a, const float *b, const float *sim, float margin,
+                               int legacy, float scale);
+
 
   /* ---- catalogue: data layers ------------------------------------------------------------ */
 

@@ -130,6 +130,16 @@ static const dd_backend_ops cpu_ops = {
     /* catalogue: normalization and convolution-like */
 
     /* catalogue: losses and recurrent */
+    /* losses */
+    .sigmoid_xent_forward = dd_cpu_sigmoid_xent_forward,
+    .sigmoid_xent_backward = dd_cpu_sigmoid_xent_backward,
+    .infogain_forward = dd_cpu_infogain_forward,
+    .infogain_backward = dd_cpu_infogain_backward,
+    .multinomial_backward = dd_cpu_multinomial_backward,
+    .hinge_forward = dd_cpu_hinge_forward,
+    .hinge_backward = dd_cpu_hinge_backward,
+    .contrastive_forward = dd_cpu_contrastive_forward,
+    .contrastive_backward = dd_cpu_contrastive_backward,
 
     /* catalogue: data */
 

@@ -56,6 +56,16 @@ void dd_cpu_reduce_backward(dd_backend *be, int op, int64_t outer, int64_t dim, 
 /* catalogue: normalization and convolution-like */
 
 /* catalogue: losses and recurrent */
+/* losses */
+double dd_cpu_sigmoid_xent_forward(dd_backend *be, int64_t n, const float *x, const float *target, int has_ignore, int ignore_label, int64_t *valid);
+void dd_cpu_sigmoid_xent_backward(dd_backend *be, int64_t n, float *dx, const float *x, const float *target, int has_ignore, int ignore_label, float scale);
+double dd_cpu_infogain_forward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, const float *prob, const float *label, const float *h, int has_ignore, int ignore_label, int64_t *valid);
+void dd_cpu_infogain_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx, const float *prob, const float *label, const float *h, int has_ignore, int ignore_label, float scale);
+void dd_cpu_multinomial_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx, const float *prob, const float *label, float scale);
+double dd_cpu_hinge_forward(dd_backend *be, int64_t outer, int64_t channels, const float *x, const float *label, int norm);
+void dd_cpu_hinge_backward(dd_backend *be, int64_t outer, int64_t channels, float *dx, const float *x, const float *label, int norm, float scale);
+double dd_cpu_contrastive_forward(dd_backend *be, int64_t n, int64_t channels, const float *a, const float *b, const float *sim, float margin, int legacy);
+void dd_cpu_contrastive_backward(dd_backend *be, int64_t n, int64_t channels, float *da, float *db, const float *a, const float *b, const float *sim, float margin, int legacy, float scale);
 
 /* catalogue: data */
 

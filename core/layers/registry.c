@@ -35,6 +35,13 @@
   /* catalogue: normalization, conv */ \
                                        \
   /* catalogue: losses, recurrent */   \
+  /* losses */                          \
+  XX("EuclideanLoss", euclidean_loss)  \
+  XX("SigmoidCrossEntropyLoss", sigmoid_ce_loss) \
+  XX("MultinomialLogisticLoss", multinomial_logistic_loss) \
+  XX("HingeLoss", hinge_loss)          \
+  XX("InfogainLoss", infogain_loss)    \
+  XX("ContrastiveLoss", contrastive_loss) \
                                        \
   /* catalogue: data */                \
                                        \

@@ -106,6 +106,11 @@ static const char *lname(const dd_glayer *l) { return l->lp->name ? l->lp->name 
  * of losses and accuracy. */
 static int allow_force_backward(const dd_glayer *l, int bottom) {
   if (!l->ops) return 1;
+  /* losses: EuclideanLoss allows either bottom; ContrastiveLoss both features, not the
+   * similarity; InfogainLoss neither labels nor H (Caffe would force H and then abort) */
+  if (strcmp(l->ops->type, "EuclideanLoss") == 0) return 1;
+  if (strcmp(l->ops->type, "ContrastiveLoss") == 0) return bottom != 2;
+  if (strcmp(l->ops->type, "InfogainLoss") == 0) return bottom == 0;
   if (bottom == 1 && (l->ops->is_loss || strcmp(l->ops->type, "Accuracy") == 0)) return 0;
   if (strcmp(l->ops->type, "KDLoss") == 0 && bottom == 1) return 0; /* the teacher's logits */
   return 1;
