@@ -35,7 +35,7 @@
   /* catalogue: normalization, conv */ \
                                        \
   /* catalogue: losses, recurrent */   \
-  /* losses */                          \
+  /* losses */                         \
   XX("EuclideanLoss", euclidean_loss)  \
   XX("SigmoidCrossEntropyLoss", sigmoid_ce_loss) \
   XX("MultinomialLogisticLoss", multinomial_logistic_loss) \
