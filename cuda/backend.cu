@@ -213,6 +213,9 @@ static const dd_backend_ops cuda_ops = {
     /* catalogue: normalization and convolution-like */
 
     /* catalogue: losses and recurrent */
+    /* recurrent */
+    .lstm_unit_forward = dd_cuda_lstm_unit_forward, .lstm_unit_backward = dd_cuda_lstm_unit_backward,
+    .rnn_tanh_forward = dd_cuda_rnn_tanh_forward, .rnn_tanh_backward = dd_cuda_rnn_tanh_backward,
 
     /* catalogue: data */
 

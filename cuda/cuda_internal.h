@@ -193,6 +193,11 @@ void dd_cuda_reduce_backward(dd_backend *be, int op, int64_t outer, int64_t dim,
 /* catalogue: normalization and convolution-like */
 
 /* catalogue: losses and recurrent */
+/* recurrent */
+void dd_cuda_lstm_unit_forward(dd_backend *be, int64_t n, int64_t dim, float *c, float *h, const float *c_prev, const float *gates, const float *cont);
+void dd_cuda_lstm_unit_backward(dd_backend *be, int64_t n, int64_t dim, float *dc_prev, float *dgates, const float *c_prev, const float *gates, const float *cont, const float *c, const float *dc, const float *dh);
+void dd_cuda_rnn_tanh_forward(dd_backend *be, int64_t n, float *y, const float *x);
+void dd_cuda_rnn_tanh_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const float *y);
 
 /* catalogue: data */
 

@@ -130,6 +130,11 @@ static const dd_backend_ops cpu_ops = {
     /* catalogue: normalization and convolution-like */
 
     /* catalogue: losses and recurrent */
+    /* recurrent */
+    .lstm_unit_forward = dd_cpu_lstm_unit_forward,
+    .lstm_unit_backward = dd_cpu_lstm_unit_backward,
+    .rnn_tanh_forward = dd_cpu_rnn_tanh_forward,
+    .rnn_tanh_backward = dd_cpu_rnn_tanh_backward,
 
     /* catalogue: data */
 

@@ -35,6 +35,10 @@
   /* catalogue: normalization, conv */ \
                                        \
   /* catalogue: losses, recurrent */   \
+  /* recurrent */                      \
+  XX("RNN", rnn)                       \
+  XX("LSTM", lstm)                     \
+  XX("LSTMUnit", lstm_unit)            \
                                        \
   /* catalogue: data */                \
                                        \
