@@ -11,11 +11,14 @@
  *    exposed final states are not read (its RecurrentLayer shares only their data with the
  *    unrolled net): checked as zero gradients through them.
  * 4. Errors naming the field: num_output 0, cont of the wrong shape, x_static of the wrong N, h_0
- *    of the wrong shape, bottom counts against expose_hidden, in place, LSTMUnit's gate width. */
+ *    of the wrong shape, bottom counts against expose_hidden, in place, LSTMUnit's gate width.
+ * 5. With a CUDA build and a GPU: the same nets on the CUDA backend, forward and backward, against
+ *    the CPU (every blob's data and diff, every parameter's diff); SKIP otherwise. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
 
+#include "devices/devices.h"
 #include "test_layers.h"
 
 /* ---- naive references (double) ---------------------------------------------------------------- */
@@ -468,8 +471,92 @@ static void test_errors(void) {
                "top: \"h\" }\n", "bottom 2 (cont)");
 }
 
+
+/* ---- 5. CUDA against the CPU ----------------------------------------------------------------- */
+
+static dd_backend *gpu;
+
+/* Relative L2 error of a against b (the CPU). */
+static double rel_l2(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void cuda_case(const char *what, const char *text, const float *cont, const char *top) {
+  dd_net *c = make_net(text, CAFFE__PHASE__TRAIN), *g = make_net_on(gpu, text, CAFFE__PHASE__TRAIN, 7);
+  CHECKF(c && g, "%s: the nets did not build", what);
+  if (!c || !g) goto done;
+  fill_inputs(c, 13, -1, 1);
+  if (cont) set_values(c, "cont", cont);
+  for (size_t b = 0; b < c->n_blobs; b++) { /* the inputs (and everything else) as on the CPU */
+    float *v = dd_tensor_data_copy(c->blobs[b]);
+    dd_tensor_set_data(g->blobs[b], v);
+    free(v);
+  }
+  for (size_t p = 0; p < c->n_params; p++) {
+    float *v = dd_tensor_data_copy(c->params[p].t);
+    dd_tensor_set_data(g->params[p].t, v);
+    free(v);
+  }
+  for (int pass = 0; pass < 2; pass++) { /* twice: the carried state too */
+    forward_all(c);
+    forward_all(g);
+  }
+  dd_tensor *yc = blob(c, top);
+  float *w = malloc((size_t)yc->count * sizeof *w);
+  dd_rng r;
+  dd_rng_seed(&r, 77);
+  uniform_fill(w, yc->count, &r, -1, 1);
+  dd_tensor_set_diff(yc, w);
+  dd_tensor_set_diff(blob(g, top), w);
+  free(w);
+  dd_net_clear_param_diffs(c);
+  dd_net_clear_param_diffs(g);
+  dd_net_backward(c);
+  dd_net_backward(g);
+  for (size_t b = 0; b < c->n_blobs + c->n_params; b++)
+    for (int diff = 0; diff < 2; diff++) {
+      int is_p = b >= c->n_blobs;
+      dd_tensor *tc = is_p ? c->params[b - c->n_blobs].t : c->blobs[b], *tg = is_p ? g->params[b - c->n_blobs].t : g->blobs[b];
+      if (is_p && !diff) continue;
+      float *vc = diff ? dd_tensor_diff_copy(tc) : dd_tensor_data_copy(tc);
+      float *vg = diff ? dd_tensor_diff_copy(tg) : dd_tensor_data_copy(tg);
+      double e = rel_l2(vg, vc, tc->count);
+      CHECKF(e < 1e-5, "%s: %s's %s differs from the CPU's by %.3g (relative L2)", what, tc->name, diff ? "diff" : "data", e);
+      free(vc);
+      free(vg);
+    }
+done:
+  dd_net_destroy(c);
+  dd_net_destroy(g);
+}
+
+static void test_cuda_matches_cpu(void) {
+  if (!gpu) {
+    printf("SKIP %s: %s\n", test__name, dd_backend_have_cuda() ? "no GPU" : "this build has no CUDA backend");
+    return;
+  }
+  const char *rnn = FB X_3x2x2 INPUT("xs", "dim: 2 dim: 3")
+      "layer { name: \"y\" type: \"RNN\" bottom: \"x\" bottom: \"cont\" bottom: \"xs\" top: \"y\" " RP(3, "") " }\n";
+  const char *lstm = FB X_3x2x2 INPUT("xs", "dim: 2 dim: 3")
+      "layer { name: \"y\" type: \"LSTM\" bottom: \"x\" bottom: \"cont\" bottom: \"xs\" top: \"y\" " RP(3, "") " }\n";
+  const char *unit = FB INPUT("cp", "dim: 1 dim: 3 dim: 4") INPUT("gates", "dim: 1 dim: 3 dim: 16")
+      INPUT("cont", "dim: 1 dim: 3")
+      "layer { name: \"u\" type: \"LSTMUnit\" bottom: \"cp\" bottom: \"gates\" bottom: \"cont\" top: \"c\" top: \"h\" }\n";
+  const float cont[6] = {1, 0, 1, 0.5f, 1, 1}, ucont[3] = {1, 0, 0.5f};
+  cuda_case("RNN on CUDA", rnn, cont, "y");
+  cuda_case("LSTM on CUDA", lstm, cont, "y");
+  cuda_case("LSTMUnit on CUDA", unit, ucont, "h");
+}
+
 int main(void) {
   if (layers_begin()) return 1;
+  char err[600];
+  if (dd_backend_have_cuda() && dd_backend_create(&gpu, "cuda:0", 0, err, sizeof err)) {
+    printf("     no GPU: %s\n", err);
+    gpu = NULL;
+  }
   RUN(test_rnn_forward);
   RUN(test_lstm_forward);
   RUN(test_expose_hidden_forward);
@@ -481,5 +568,7 @@ int main(void) {
   RUN(test_lstm_unit_gradient);
   RUN(test_exposed_states_pass_no_gradient);
   RUN(test_errors);
+  RUN(test_cuda_matches_cpu);
+  if (gpu) dd_backend_destroy(gpu);
   return layers_end();
 }
