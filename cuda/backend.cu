@@ -223,6 +223,9 @@ static const dd_backend_ops cuda_ops = {
     .hinge_backward = dd_cuda_hinge_backward,
     .contrastive_forward = dd_cuda_contrastive_forward,
     .contrastive_backward = dd_cuda_contrastive_backward,
+    /* recurrent */
+    .lstm_unit_forward = dd_cuda_lstm_unit_forward, .lstm_unit_backward = dd_cuda_lstm_unit_backward,
+    .rnn_tanh_forward = dd_cuda_rnn_tanh_forward, .rnn_tanh_backward = dd_cuda_rnn_tanh_backward,
 
     /* catalogue: data */
 

@@ -268,6 +268,27 @@ typedef struct dd_backend_ops {
                                int legacy, float scale);
 
 
+  /* recurrent */
+  /* The LSTM cell (Caffe's LSTMUnit) over n rows of dim units. gates (n, 4 dim): pre-activations
+   * in Caffe's order i, f, o, g. With s(v) = 1 / (1 + e^-v) and th(v) = 2 s(2 v) - 1 (Caffe's):
+   * i = s(gates[0..dim)), f = cont[r] == 0 ? 0 : cont[r] * s(gates[dim..2 dim)),
+   * o = s(gates[2 dim..3 dim)), g = th(gates[3 dim..4 dim));
+   * c = f * c_prev + i * g; h = o * th(c). c_prev, c, h: (n, dim); cont: (n). */
+  void (*lstm_unit_forward)(dd_backend *be, int64_t n, int64_t dim, float *c, float *h,
+                            const float *c_prev, const float *gates, const float *cont);
+  /* Its backward, Caffe's formulas (f includes the cont factor, also in f (1 - f)):
+   * dct = dc + dh * o * (1 - th(c)^2); dc_prev = dct * f;
+   * dgates: i: dct * g * i (1 - i), f: dct * c_prev * f (1 - f), o: dh * th(c) * o (1 - o),
+   * g: dct * i * (1 - g^2). c is the forward's output; dc (n, dim) may be NULL (zero); dc_prev and
+   * dgates may be NULL (not wanted); dc_prev may equal dc (updated in place). */
+  void (*lstm_unit_backward)(dd_backend *be, int64_t n, int64_t dim, float *dc_prev, float *dgates,
+                             const float *c_prev, const float *gates, const float *cont,
+                             const float *c, const float *dc, const float *dh);
+  /* The RNN's activation (Caffe's TanH layer): y = tanh(x); x may equal y. */
+  void (*rnn_tanh_forward)(dd_backend *be, int64_t n, float *y, const float *x);
+  /* dx = dy * (1 - y^2), y the forward's output; dx may equal dy. */
+  void (*rnn_tanh_backward)(dd_backend *be, int64_t n, float *dx, const float *dy, const float *y);
+
   /* ---- catalogue: data layers ------------------------------------------------------------ */
 
   /* ==== end of the layer catalogue's kernels =============================================== */

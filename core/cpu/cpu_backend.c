@@ -140,6 +140,11 @@ static const dd_backend_ops cpu_ops = {
     .hinge_backward = dd_cpu_hinge_backward,
     .contrastive_forward = dd_cpu_contrastive_forward,
     .contrastive_backward = dd_cpu_contrastive_backward,
+    /* recurrent */
+    .lstm_unit_forward = dd_cpu_lstm_unit_forward,
+    .lstm_unit_backward = dd_cpu_lstm_unit_backward,
+    .rnn_tanh_forward = dd_cpu_rnn_tanh_forward,
+    .rnn_tanh_backward = dd_cpu_rnn_tanh_backward,
 
     /* catalogue: data */
 

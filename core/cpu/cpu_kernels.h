@@ -66,6 +66,11 @@ double dd_cpu_hinge_forward(dd_backend *be, int64_t outer, int64_t channels, con
 void dd_cpu_hinge_backward(dd_backend *be, int64_t outer, int64_t channels, float *dx, const float *x, const float *label, int norm, float scale);
 double dd_cpu_contrastive_forward(dd_backend *be, int64_t n, int64_t channels, const float *a, const float *b, const float *sim, float margin, int legacy);
 void dd_cpu_contrastive_backward(dd_backend *be, int64_t n, int64_t channels, float *da, float *db, const float *a, const float *b, const float *sim, float margin, int legacy, float scale);
+/* recurrent */
+void dd_cpu_lstm_unit_forward(dd_backend *be, int64_t n, int64_t dim, float *c, float *h, const float *c_prev, const float *gates, const float *cont);
+void dd_cpu_lstm_unit_backward(dd_backend *be, int64_t n, int64_t dim, float *dc_prev, float *dgates, const float *c_prev, const float *gates, const float *cont, const float *c, const float *dc, const float *dh);
+void dd_cpu_rnn_tanh_forward(dd_backend *be, int64_t n, float *y, const float *x);
+void dd_cpu_rnn_tanh_backward(dd_backend *be, int64_t n, float *dx, const float *dy, const float *y);
 
 /* catalogue: data */
 

@@ -42,6 +42,10 @@
   XX("HingeLoss", hinge_loss)          \
   XX("InfogainLoss", infogain_loss)    \
   XX("ContrastiveLoss", contrastive_loss) \
+  /* recurrent */                      \
+  XX("RNN", rnn)                       \
+  XX("LSTM", lstm)                     \
+  XX("LSTMUnit", lstm_unit)            \
                                        \
   /* catalogue: data */                \
                                        \

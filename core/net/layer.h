@@ -18,7 +18,7 @@
 #include "net/shape.h"
 #include "net/tensor.h"
 
-#define DD_MAX_LAYER_PARAMS 4
+#define DD_MAX_LAYER_PARAMS 6 /* RNN with x_static has 6 */
 
 /* Inputs and outputs of a shape computation. */
 typedef struct {

@@ -113,6 +113,15 @@ static int allow_force_backward(const dd_glayer *l, int bottom) {
   if (strcmp(l->ops->type, "InfogainLoss") == 0) return bottom == 0;
   if (bottom == 1 && (l->ops->is_loss || strcmp(l->ops->type, "Accuracy") == 0)) return 0;
   if (strcmp(l->ops->type, "KDLoss") == 0 && bottom == 1) return 0; /* the teacher's logits */
+  /* catalogue: recurrent (Caffe's RecurrentLayer, LSTMUnitLayer): not the sequence-continuation
+   * markers, nor the initial states exposed by recurrent_param.expose_hidden (Caffe gives them no
+   * gradient: its unrolled net shares only their data) */
+  if (strcmp(l->ops->type, "RNN") == 0 || strcmp(l->ops->type, "LSTM") == 0) {
+    const Caffe__RecurrentParameter *rp = l->lp->recurrent_param;
+    int exposed = rp && rp->expose_hidden ? (l->ops->type[0] == 'R' ? 1 : 2) : 0;
+    return bottom != 1 && bottom < l->nb - exposed;
+  }
+  if (strcmp(l->ops->type, "LSTMUnit") == 0) return bottom != 2;
   return 1;
 }
 
