@@ -37,6 +37,9 @@
   /* catalogue: losses, recurrent */   \
                                        \
   /* catalogue: data */                \
+  /* data2 */                          \
+  XX("DummyData", dummy_data)          \
+  XX("Parameter", parameter)           \
                                        \
   /* end of the catalogue */
 
