@@ -48,6 +48,12 @@
   XX("LSTMUnit", lstm_unit)            \
                                        \
   /* catalogue: data */                \
+  /* data2 */                          \
+  XX("DummyData", dummy_data)          \
+  XX("Parameter", parameter)           \
+  XX("HDF5Data", hdf5_data)            \
+  XX("HDF5Output", hdf5_output)        \
+  XX("MemoryData", memory_data)        \
                                        \
   /* end of the catalogue */
 

@@ -10,12 +10,10 @@
 
 #include "base/dd_error.h"
 
-int dd_fill(dd_tensor *t, const Caffe__FillerParameter *fp, dd_rng *rng, char *err, size_t errlen) {
-  int64_t n = t->count;
+int dd_fill_host(float *h, const dd_shape *s, const char *name, const Caffe__FillerParameter *fp, dd_rng *rng,
+                 char *err, size_t errlen) {
+  int64_t n = dd_shape_count(s);
   const char *type = fp && fp->type ? fp->type : "constant";
-  float *h = malloc((size_t)(n ? n : 1) * sizeof *h);
-  if (!h) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory filling %s", t->name);
-  const dd_shape *s = &t->shape;
   int64_t fan_in = s->ndim >= 1 && s->dims[0] ? n / s->dims[0] : n;
   int64_t fan_out = s->ndim > 1 && s->dims[1] ? n / s->dims[1] : n;
   int vn = fp ? fp->variance_norm : CAFFE__FILLER_PARAMETER__VARIANCE_NORM__FAN_IN;
@@ -55,7 +53,7 @@ int dd_fill(dd_tensor *t, const Caffe__FillerParameter *fp, dd_rng *rng, char *e
   } else if (!strcmp(type, "bilinear")) {
     if (s->ndim != 4 || s->dims[2] != s->dims[3]) {
       r = dd_errorf(DD_EINVAL, err, errlen, "%s: the bilinear filler needs a 4-D blob with square kernels",
-                    t->name);
+                    name);
     } else {
       int64_t k = s->dims[3];
       double f = ceil(k / 2.0), c = (2 * f - 1 - fmod(f, 2.0)) / (2 * f);
@@ -68,8 +66,15 @@ int dd_fill(dd_tensor *t, const Caffe__FillerParameter *fp, dd_rng *rng, char *e
     r = dd_errorf(DD_EINVAL, err, errlen,
                   "%s: unknown filler type \"%s\" (constant, uniform, gaussian, xavier, msra, "
                   "positive_unitball, bilinear)",
-                  t->name, type);
+                  name, type);
   }
+  return r;
+}
+
+int dd_fill(dd_tensor *t, const Caffe__FillerParameter *fp, dd_rng *rng, char *err, size_t errlen) {
+  float *h = malloc((size_t)(t->count ? t->count : 1) * sizeof *h);
+  if (!h) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory filling %s", t->name);
+  int r = dd_fill_host(h, &t->shape, t->name, fp, rng, err, errlen);
   if (r == 0) dd_tensor_set_data(t, h);
   free(h);
   return r;

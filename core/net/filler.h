@@ -13,4 +13,9 @@
  * a bilinear filler on a shape it cannot fill) or DD_ENOMEM, with a message naming the tensor. */
 int dd_fill(dd_tensor *t, const Caffe__FillerParameter *fp, dd_rng *rng, char *err, size_t errlen);
 
+/* The same into a host buffer `h` of dd_shape_count(s) floats, for a tensor of shape `s` named
+ * `name` (in messages); allocates nothing, so a layer may refill from forward (DummyData). */
+int dd_fill_host(float *h, const dd_shape *s, const char *name, const Caffe__FillerParameter *fp, dd_rng *rng,
+                 char *err, size_t errlen);
+
 #endif

@@ -33,4 +33,8 @@ int dd_cmd_cancel(int argc, char **argv);
 int dd_cmd_list(int argc, char **argv);
 int dd_cmd_watch(int argc, char **argv);
 
+/* `distilld convert-imageset [flags] ROOT/ LISTFILE DB_NAME`: Caffe's convert_imageset
+ * (cli/cmd_convert.c). Exit status 0 ok, 1 failure, 2 usage. */
+int dd_cmd_convert_imageset(int argc, char **argv);
+
 #endif

@@ -34,6 +34,11 @@ static void usage(FILE *f) {
           "  distilld forward --model M.prototxt [--weights W] [--phase TRAIN|TEST] --input NAME=F...\n"
           "                   [--backward] --dump DIR\n"
           "      one forward (and backward); every blob and parameter to DIR/NAME.binaryproto\n"
+          "  distilld convert-imageset [--shuffle [--seed N]] [--resize_height H --resize_width W]\n"
+          "                 [--gray] [--encoded [--encode_type png|jpg]] [--check_size] [--skip_errors]\n"
+          "                 [--backend lmdb|leveldb] [--progress N] ROOT/ LISTFILE DB_NAME\n"
+          "      Caffe's convert_imageset: the images of a \"PATH LABEL\" list into a new LMDB or\n"
+          "      LevelDB of Datum records for the Data layer\n"
           "  distilld submit JOB.prototxt [--id ID]\n"
           "      queue a job on Redis (\"-\": from standard input); prints its id alone\n"
           "  distilld status ID [--json]\n"
@@ -74,6 +79,7 @@ int main(int argc, char **argv) {
   if (!strcmp(verb, "test")) return dd_cmd_test(argc - 2, argv + 2);
   if (!strcmp(verb, "time")) return dd_cmd_time(argc - 2, argv + 2);
   if (!strcmp(verb, "forward")) return dd_cmd_forward(argc - 2, argv + 2);
+  if (!strcmp(verb, "convert-imageset")) return dd_cmd_convert_imageset(argc - 2, argv + 2);
   if (!strcmp(verb, "submit")) return dd_cmd_submit(argc - 2, argv + 2);
   if (!strcmp(verb, "status")) return dd_cmd_status(argc - 2, argv + 2);
   if (!strcmp(verb, "cancel")) return dd_cmd_cancel(argc - 2, argv + 2);
