@@ -55,6 +55,9 @@
   XX("HDF5Output", hdf5_output)        \
   XX("MemoryData", memory_data)        \
                                        \
+  /* catalogue: lead */                \
+  XX("BatchReindex", batch_reindex)    \
+                                       \
   /* end of the catalogue */
 
 #define XX(type, name) extern const dd_layer_ops dd_layer_##name;
