@@ -205,6 +205,10 @@ static const dd_backend_ops cuda_ops = {
     .destroy = dd_cuda_backend_destroy, .describe = dd_cuda_backend_describe,
     /* ---- the layer catalogue's kernels (same order as backend.h) ---- */
     /* catalogue: neuron */
+    .neuron_forward = dd_cuda_neuron_forward,
+    .neuron_backward = dd_cuda_neuron_backward,
+    .prelu_forward = dd_cuda_prelu_forward,
+    .prelu_backward = dd_cuda_prelu_backward,
 
     /* catalogue: structure */
     .reduce_forward = dd_cuda_reduce_forward,

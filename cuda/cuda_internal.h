@@ -185,6 +185,11 @@ double dd_cuda_attention_forward_backward(dd_backend *be, int64_t n, int64_t cs,
 extern "C" {
 #endif
 /* catalogue: neuron */
+/* (kernels_neuron.cu) */
+void dd_cuda_neuron_forward(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *y, const float *x);
+void dd_cuda_neuron_backward(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *dx, const float *dy, const float *x, const float *y);
+void dd_cuda_prelu_forward(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *y, const float *x, const float *slope);
+void dd_cuda_prelu_backward(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *dx, float *dslope, const float *dy, const float *x, const float *slope);
 
 /* catalogue: structure */
 void dd_cuda_reduce_forward(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x, float coeff);

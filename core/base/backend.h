@@ -34,6 +34,28 @@ typedef struct {
   int method; /* 0 MAX, 1 AVE */
 } dd_pool_desc;
 
+/* The catalogue's elementwise neuron functions (Sigmoid ... Swish), one kernel pair for all.
+ * Parameters a, b, c per kind, as the layers pass them (core/layers/neuron.c computes them from
+ * the prototxt with Caffe's rules). */
+typedef enum {
+  DD_NEURON_SIGMOID,   /* y = 0.5 tanh(0.5 x) + 0.5;          dx = dy y (1 - y) */
+  DD_NEURON_TANH,      /* y = tanh x;                         dx = dy (1 - y^2) */
+  DD_NEURON_ELU,       /* a alpha: y = x > 0 ? x : a (e^x - 1); dx = dy (x > 0 ? 1 : y + a) */
+  DD_NEURON_POWER,     /* a power, b scale, c shift: y = (b x + c)^a (see the kernel's comment) */
+  DD_NEURON_ABSVAL,    /* y = |x|;                            dx = dy sign(x) (0 at 0) */
+  DD_NEURON_BNLL,      /* y = log(1 + e^x) (stable);          dx = dy e^x' / (e^x' + 1), x' = min(x, 50) */
+  DD_NEURON_EXP,       /* a inner scale, b outer scale: y = b e^(a x); dx = (dy y) a */
+  DD_NEURON_LOG,       /* a scale, b shift, c base scale: y = c log(a x + b); dx = ((1 / (a x + b)) (a c)) dy */
+  DD_NEURON_THRESHOLD, /* a threshold: y = x > a ? 1 : 0; no backward */
+  DD_NEURON_CLIP,      /* a min, b max: y = max(a, min(x, b)); dx = dy where a <= x <= b, else 0 */
+  DD_NEURON_SWISH      /* a beta: s = 0.5 tanh(0.5 a x) + 0.5, y = x s; dx = dy (a y + s (1 - a y)) */
+} dd_neuron_kind;
+
+typedef struct {
+  int kind; /* dd_neuron_kind */
+  float a, b, c;
+} dd_neuron_desc;
+
 typedef struct dd_backend_ops {
   const char *name;
 
@@ -207,6 +229,21 @@ typedef struct dd_backend_ops {
    * never falls back to another backend silently. */
 
   /* ---- catalogue: neuron layers ---------------------------------------------------------- */
+  /* y = f(x) over n elements for the kind in d (dd_neuron_desc above); y may equal x. */
+  void (*neuron_forward)(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *y, const float *x);
+  /* dx = dy * f'(x), from the input x and the output y of the forward (x != y); dx may equal dy.
+   * POWER (a power, b scale, c shift; ds = a b): ds == 0 or a == 1: dx = ds dy; a == 2:
+   * dx = (ds b x + ds c) dy; c == 0: dx = (a y / x) dy; else dx = (ds y / (b x + c)) dy. */
+  void (*neuron_backward)(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *dx, const float *dy,
+                          const float *x, const float *y);
+  /* PReLU: element i of x (n elements) is in channel (i / inner) % channels; y = x > 0 ? x :
+   * slope[channel] x (y may equal x). */
+  void (*prelu_forward)(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *y, const float *x,
+                        const float *slope);
+  /* dx = dy (x > 0 ? 1 : slope[channel]) when dx != NULL; dslope[c] += sum over channel c's
+   * elements of dy x (x <= 0) when dslope != NULL (accumulated in double per channel). */
+  void (*prelu_backward)(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *dx,
+                         float *dslope, const float *dy, const float *x, const float *slope);
 
   /* ---- catalogue: structure layers ------------------------------------------------------- */
   /* Reduction (Caffe): x viewed as (outer, dim); y[i] = coeff * op(x[i, 0..dim)), op 1 SUM,

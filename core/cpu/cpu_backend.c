@@ -122,6 +122,10 @@ static const dd_backend_ops cpu_ops = {
     .describe = dd_cpu_backend_describe,
     /* ---- the layer catalogue's kernels (same order as backend.h) ---- */
     /* catalogue: neuron */
+    .neuron_forward = dd_cpu_neuron_forward,
+    .neuron_backward = dd_cpu_neuron_backward,
+    .prelu_forward = dd_cpu_prelu_forward,
+    .prelu_backward = dd_cpu_prelu_backward,
 
     /* catalogue: structure */
     .reduce_forward = dd_cpu_reduce_forward,

@@ -48,6 +48,10 @@ void dd_cpu_adagrad_update(dd_backend *be, int64_t n, float *w, float *g, float 
 
 /* ---- the layer catalogue's kernels, by family (core/cpu/cpu_<family>.c) ---- */
 /* catalogue: neuron */
+void dd_cpu_neuron_forward(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *y, const float *x);
+void dd_cpu_neuron_backward(dd_backend *be, const dd_neuron_desc *d, int64_t n, float *dx, const float *dy, const float *x, const float *y);
+void dd_cpu_prelu_forward(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *y, const float *x, const float *slope);
+void dd_cpu_prelu_backward(dd_backend *be, int64_t n, int64_t channels, int64_t inner, float *dx, float *dslope, const float *dy, const float *x, const float *slope);
 
 /* catalogue: structure */
 void dd_cpu_reduce_forward(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x, float coeff);

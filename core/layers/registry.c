@@ -28,6 +28,18 @@
   XX("HintLoss", hint_loss)            \
   XX("AttentionLoss", attention_loss)  \
   /* catalogue: neuron */              \
+  XX("Sigmoid", sigmoid)               \
+  XX("TanH", tanh)                     \
+  XX("ELU", elu)                       \
+  XX("Power", power)                   \
+  XX("AbsVal", absval)                 \
+  XX("BNLL", bnll)                     \
+  XX("Exp", exp)                       \
+  XX("Log", log)                       \
+  XX("Threshold", threshold)           \
+  XX("Clip", clip)                     \
+  XX("Swish", swish)                   \
+  XX("PReLU", prelu)                   \
                                        \
   /* catalogue: structure */           \
   XX("Reduction", reduction)           \

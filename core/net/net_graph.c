@@ -106,6 +106,7 @@ static const char *lname(const dd_glayer *l) { return l->lp->name ? l->lp->name 
  * of losses and accuracy. */
 static int allow_force_backward(const dd_glayer *l, int bottom) {
   if (!l->ops) return 1;
+  if (!l->ops->backward) return 0; /* Threshold, ArgMax, data layers: nothing to force */
   /* losses: EuclideanLoss allows either bottom; ContrastiveLoss both features, not the
    * similarity; InfogainLoss neither labels nor H (Caffe would force H and then abort) */
   if (strcmp(l->ops->type, "EuclideanLoss") == 0) return 1;
@@ -356,6 +357,17 @@ int dd_net_graph_build(dd_net_graph **out, const Caffe__NetParameter *net, Caffe
   }
   free(need_bw);
   if (prune_backward(g)) goto fail;
+  for (size_t li = 0; li < g->n_layers; li++) {
+    const dd_glayer *l = &g->layers[li];
+    for (int b = 0; l->ops && !l->ops->backward && l->need_backward && b < l->nb; b++)
+      if (l->bottom_need_backward[b]) {
+        dd_diags_add(diags, DD_DIAG_ERROR, lname(l),
+                     "%s has no backward pass (neither has Caffe's), but bottom \"%s\" needs a gradient through "
+                     "it to reach a loss: set propagate_down: false for it, or freeze what lies below",
+                     l->ops->type, g->blobs[l->bottom[b]].name);
+        break;
+      }
+  }
   *out = g;
   return 0;
 fail:
