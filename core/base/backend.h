@@ -56,6 +56,14 @@ typedef struct {
   float a, b, c;
 } dd_neuron_desc;
 
+/* An N-d strided view for copy_nd (the catalogue's structure layers). */
+#define DD_COPY_ND_MAX_DIMS 8
+typedef struct {
+  int ndim;
+  int64_t shape[DD_COPY_ND_MAX_DIMS];
+  int64_t dst_stride[DD_COPY_ND_MAX_DIMS], src_stride[DD_COPY_ND_MAX_DIMS];
+} dd_copy_nd_desc;
+
 typedef struct dd_backend_ops {
   const char *name;
 
@@ -253,6 +261,34 @@ typedef struct dd_backend_ops {
   /* dx[i, j] = coeff * dy[i] * (1 for SUM, sign(x) for ASUM, 2 x for SUMSQ, 1 / dim for MEAN) */
   void (*reduce_backward)(dd_backend *be, int op, int64_t outer, int64_t dim, float *dx, const float *dy,
                           const float *x, float coeff);
+  /* An N-d strided copy (Crop; any sub-block of a tensor): for every index (i_0, ..., i_{ndim-1})
+   * below d->shape, dst[sum_k i_k d->dst_stride[k]] = src[sum_k i_k d->src_stride[k]]
+   * (accumulate: +=). Strides are in elements; dst and src do not overlap; ndim 0 copies one
+   * element. */
+  void (*copy_nd)(dd_backend *be, const dd_copy_nd_desc *d, float *dst, const float *src, int accumulate);
+  /* ArgMax (Caffe): x viewed as (outer, dim, inner); for each (o, i) the k largest of
+   * x[o, 0..dim, i], ranked as Caffe's std::partial_sort with std::greater over (value, index)
+   * pairs: by value descending, an equal value with the higher index first (NaN: unspecified, as
+   * in Caffe). Rank r goes to ind[o * out_stride + r * inner + i] (the index, as a float) and
+   * val[o * out_stride + r * inner + i] (the value); ind or val may be NULL. 1 <= k <= dim. */
+  void (*argmax_topk)(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, int k, const float *x,
+                      float *ind, float *val, int64_t out_stride);
+  /* Embed (Caffe): y (m, n) rows y[j] = w[idx[j]] (w (rows, n)) + bias (n; may be NULL). The
+   * indices are floats holding integers in [0, rows) (the layer checked them); a row for an index
+   * out of range is left as it was. */
+  void (*embed_forward)(dd_backend *be, int64_t m, int64_t n, int64_t rows, float *y, const float *idx,
+                        const float *w, const float *bias);
+  /* accumulates: dw[idx[j]] += dy[j] for j = 0..m in that order (dw may be NULL; indices out of
+   * range skipped); dbias[c] += sum over j of dy[j, c] (dbias may be NULL). */
+  void (*embed_backward)(dd_backend *be, int64_t m, int64_t n, int64_t rows, float *dw, float *dbias,
+                         const float *dy, const float *idx);
+  /* Im2col (Caffe's im2col over d's geometry, d->group ignored): x (n, c, h, w) ->
+   * col (n, c * kh * kw, out_h, out_w), col[b, (ch * kh + i) * kw + j, y, x] =
+   * x[b, ch, y * sh - ph + i * dh, x * sw - pw + j * dw] (0 outside the image). */
+  void (*im2col)(dd_backend *be, const dd_conv_desc *d, float *col, const float *x);
+  /* Its adjoint (Caffe's col2im): dx (n, c, h, w) = the sum of the col entries that read each
+   * pixel, added in the order (ch, i, j, y, x) (overwrites dx). */
+  void (*col2im)(dd_backend *be, const dd_conv_desc *d, float *dx, const float *col);
 
   /* ---- catalogue: normalization and convolution-like layers ------------------------------ */
 

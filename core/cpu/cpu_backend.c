@@ -130,6 +130,12 @@ static const dd_backend_ops cpu_ops = {
     /* catalogue: structure */
     .reduce_forward = dd_cpu_reduce_forward,
     .reduce_backward = dd_cpu_reduce_backward,
+    .copy_nd = dd_cpu_copy_nd,
+    .argmax_topk = dd_cpu_argmax_topk,
+    .embed_forward = dd_cpu_embed_forward,
+    .embed_backward = dd_cpu_embed_backward,
+    .im2col = dd_cpu_im2col,
+    .col2im = dd_cpu_col2im,
 
     /* catalogue: normalization and convolution-like */
 
