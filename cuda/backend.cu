@@ -213,6 +213,12 @@ static const dd_backend_ops cuda_ops = {
     /* catalogue: structure */
     .reduce_forward = dd_cuda_reduce_forward,
     .reduce_backward = dd_cuda_reduce_backward,
+    .copy_nd = dd_cuda_copy_nd,
+    .argmax_topk = dd_cuda_argmax_topk,
+    .embed_forward = dd_cuda_embed_forward,
+    .embed_backward = dd_cuda_embed_backward,
+    .im2col = dd_cuda_im2col,
+    .col2im = dd_cuda_col2im,
 
     /* catalogue: normalization and convolution-like */
 

@@ -194,6 +194,12 @@ void dd_cuda_prelu_backward(dd_backend *be, int64_t n, int64_t channels, int64_t
 /* catalogue: structure */
 void dd_cuda_reduce_forward(dd_backend *be, int op, int64_t outer, int64_t dim, float *y, const float *x, float coeff);
 void dd_cuda_reduce_backward(dd_backend *be, int op, int64_t outer, int64_t dim, float *dx, const float *dy, const float *x, float coeff);
+void dd_cuda_copy_nd(dd_backend *be, const dd_copy_nd_desc *d, float *dst, const float *src, int accumulate);
+void dd_cuda_argmax_topk(dd_backend *be, int64_t outer, int64_t dim, int64_t inner, int k, const float *x, float *ind, float *val, int64_t out_stride);
+void dd_cuda_embed_forward(dd_backend *be, int64_t m, int64_t n, int64_t rows, float *y, const float *idx, const float *w, const float *bias);
+void dd_cuda_embed_backward(dd_backend *be, int64_t m, int64_t n, int64_t rows, float *dw, float *dbias, const float *dy, const float *idx);
+void dd_cuda_im2col(dd_backend *be, const dd_conv_desc *d, float *col, const float *x);
+void dd_cuda_col2im(dd_backend *be, const dd_conv_desc *d, float *dx, const float *col);
 
 /* catalogue: normalization and convolution-like */
 

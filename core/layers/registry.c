@@ -43,6 +43,13 @@
                                        \
   /* catalogue: structure */           \
   XX("Reduction", reduction)           \
+  XX("Slice", slice)                   \
+  XX("Reshape", reshape)               \
+  XX("Crop", crop)                     \
+  XX("Tile", tile)                     \
+  XX("ArgMax", argmax)                 \
+  XX("Embed", embed)                   \
+  XX("Im2col", im2col)                 \
                                        \
   /* catalogue: normalization, conv */ \
                                        \

@@ -115,6 +115,8 @@ static int allow_force_backward(const dd_glayer *l, int bottom) {
   if (bottom == 1 && (l->ops->is_loss || strcmp(l->ops->type, "Accuracy") == 0)) return 0;
   if (strcmp(l->ops->type, "KDLoss") == 0 && bottom == 1) return 0; /* the teacher's logits */
   if (strcmp(l->ops->type, "BatchReindex") == 0 && bottom == 1) return 0; /* indices (Caffe aborts) */
+  if (strcmp(l->ops->type, "Embed") == 0) return 0;                      /* indices (Caffe aborts) */
+  if (strcmp(l->ops->type, "Crop") == 0 && bottom == 1) return 0;        /* only its shape is used */
   /* catalogue: recurrent (Caffe's RecurrentLayer, LSTMUnitLayer): not the sequence-continuation
    * markers, nor the initial states exposed by recurrent_param.expose_hidden (Caffe gives them no
    * gradient: its unrolled net shares only their data) */
