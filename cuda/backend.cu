@@ -221,6 +221,10 @@ static const dd_backend_ops cuda_ops = {
     .col2im = dd_cuda_col2im,
 
     /* catalogue: normalization and convolution-like */
+    .lrn_forward = dd_cuda_lrn_forward,
+    .lrn_backward = dd_cuda_lrn_backward,
+    .mvn_forward = dd_cuda_mvn_forward,
+    .mvn_backward = dd_cuda_mvn_backward,
 
     /* catalogue: losses and recurrent */
     /* losses */

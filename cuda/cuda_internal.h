@@ -202,6 +202,11 @@ void dd_cuda_im2col(dd_backend *be, const dd_conv_desc *d, float *col, const flo
 void dd_cuda_col2im(dd_backend *be, const dd_conv_desc *d, float *dx, const float *col);
 
 /* catalogue: normalization and convolution-like */
+/* (kernels_norm.cu) */
+void dd_cuda_lrn_forward(dd_backend *be, int across, int n, int c, int h, int w, int size, float alpha, float beta, float k, float *y, float *scale, const float *x);
+void dd_cuda_lrn_backward(dd_backend *be, int across, int n, int c, int h, int w, int size, float alpha, float beta, float *dx, const float *dy, const float *x, const float *y, const float *scale);
+void dd_cuda_mvn_forward(dd_backend *be, int64_t rows, int64_t dim, int normalize_variance, float eps, float *y, float *sd, const float *x);
+void dd_cuda_mvn_backward(dd_backend *be, int64_t rows, int64_t dim, int normalize_variance, float *dx, const float *dy, const float *y, const float *sd);
 
 /* catalogue: losses and recurrent */
 /* losses (kernels_losses.cu) */

@@ -6,7 +6,11 @@
  * blob's data and diff (Caffe's own Split blobs included), each parameter's data and diff.
  *
  * Bound: relative L2 error under 1e-5 per tensor (Caffe and distilld both compute in float32 and
- * sum in different orders); an all-zero reference must be matched within 1e-6 (L2 norm).
+ * sum in different orders); an all-zero reference must be matched within 1e-6 (L2 norm). One
+ * exception, in WIDER below: MVN's normalized input gradient (mvn_var) cancels to the order of
+ * eps / sd (with a SUMSQ loss on y it is y (1 - mean(y^2)) / sd), so Caffe's float rounding in its
+ * own sums is amplified about a thousandfold; distilld sums in double, and the two agree within
+ * 1e-4 there.
  *
  * Also: a backend without a layer's kernel refuses the net, naming the layer and the backend.
  *
@@ -15,6 +19,19 @@
 #include "test.h"
 
 #define TOL 1e-5
+
+/* Tensors with a wider bound, each with its reason above. */
+static const struct {
+  const char *cas, *file;
+  double bound;
+} WIDER[] = {{"mvn_var", "blob_diff__data.f32", 1e-4}};
+
+static double bound_for(const char *cas, const char *file) {
+  const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+  for (size_t i = 0; i < sizeof WIDER / sizeof WIDER[0]; i++)
+    if (!strcmp(WIDER[i].cas, cas) && !strcmp(WIDER[i].file, base)) return WIDER[i].bound;
+  return TOL;
+}
 
 static dd_backend *be;
 static const char *cur_case;
@@ -39,7 +56,7 @@ static void compare(const dd_tensor *t, int diff, const char *file, const char *
   double den = 0;
   for (long i = 0; i < n; i++) den += (double)ref[i] * ref[i];
   double e = cat_rel_err(mine, ref, n);
-  double bound = den > 0 ? TOL : 1e-6;
+  double bound = den > 0 ? bound_for(cur_case, file) : 1e-6;
   CHECKF(e < bound, "%s: %s: relative error %.3g (bound %.0e)", cur_case, what, e, bound);
   if (e >= bound) {
     long shown = 0;

@@ -377,8 +377,8 @@ static void test_graph_errors(void) {
   expect_error(INPUT4(1, 1, 4, 4) "layer { name: 'r' type: 'ReLU' bottom: 'data' top: 'r' }"
                                   "layer { name: 'q' type: 'ReLU' bottom: 'data' top: 'r' }",
                "q", "already produced");
-  expect_error(INPUT4(1, 1, 4, 4) "layer { name: 'l' type: 'LRN' bottom: 'data' top: 'l' }", "l",
-               "unknown layer type \"LRN\"");
+  expect_error(INPUT4(1, 1, 4, 4) "layer { name: 'l' type: 'NoSuchLayer' bottom: 'data' top: 'l' }", "l",
+               "unknown layer type \"NoSuchLayer\"");
   expect_error(INPUT4(1, 1, 4, 4) "layer { name: 'e' type: 'Eltwise' bottom: 'data' top: 'e' }", "e",
                "takes 2 or more bottom");
   expect_error(INPUT4(1, 1, 4, 4) "layer { name: 'r' type: 'ReLU' bottom: 'data' top: 'r' propagate_down: true propagate_down: false }",

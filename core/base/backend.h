@@ -291,6 +291,25 @@ typedef struct dd_backend_ops {
   void (*col2im)(dd_backend *be, const dd_conv_desc *d, float *dx, const float *col);
 
   /* ---- catalogue: normalization and convolution-like layers ------------------------------ */
+  /* LRN (Caffe), x (n, c, h, w). ACROSS_CHANNELS: scale = k + alpha / size * (sum of x^2 over
+   * channels c - (size - 1) / 2 .. c + (size - 1) / 2 inside [0, c)); y = x scale^-beta. The
+   * scale is kept for the backward. WITHIN_CHANNEL (across 0): scale = 1 + alpha * (sum of x^2 over
+   * the size x size window centred on the pixel, inside the image) / (the window's area inside
+   * the image padded by (size - 1) / 2: Caffe's AVE pooling divisor); y = x scale^-beta. */
+  void (*lrn_forward)(dd_backend *be, int across, int n, int c, int h, int w, int size, float alpha, float beta,
+                      float k, float *y, float *scale, const float *x);
+  /* the gradient of the forward above: ACROSS: dx = dy scale^-beta - (2 alpha beta / size) x
+   * (sum over the window of dy y / scale); WITHIN: dx = dy scale^-beta - 2 alpha beta x (sum over
+   * the windows q that hold the pixel of dy_q y_q / (scale_q area_q)). dx != dy. */
+  void (*lrn_backward)(dd_backend *be, int across, int n, int c, int h, int w, int size, float alpha, float beta,
+                       float *dx, const float *dy, const float *x, const float *y, const float *scale);
+  /* MVN (Caffe): x viewed as (rows, dim); y = x - mean(row), then (normalize_variance) divided by
+   * sd[row] = sqrt(mean((x - mean)^2)) + eps, which is stored (1 otherwise). Sums in double. */
+  void (*mvn_forward)(dd_backend *be, int64_t rows, int64_t dim, int normalize_variance, float eps, float *y,
+                      float *sd, const float *x);
+  /* dx = dy - mean(dy), or (normalize_variance) (dy - mean(dy y) y - mean(dy)) / sd; dx != dy. */
+  void (*mvn_backward)(dd_backend *be, int64_t rows, int64_t dim, int normalize_variance, float *dx, const float *dy,
+                       const float *y, const float *sd);
 
   /* ---- catalogue: losses and recurrent layers -------------------------------------------- */
   /* losses (Caffe's loss layers; labels are floats holding integer classes, range-checked by the

@@ -138,6 +138,10 @@ static const dd_backend_ops cpu_ops = {
     .col2im = dd_cpu_col2im,
 
     /* catalogue: normalization and convolution-like */
+    .lrn_forward = dd_cpu_lrn_forward,
+    .lrn_backward = dd_cpu_lrn_backward,
+    .mvn_forward = dd_cpu_mvn_forward,
+    .mvn_backward = dd_cpu_mvn_backward,
 
     /* catalogue: losses and recurrent */
     /* losses */

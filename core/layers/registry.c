@@ -52,6 +52,10 @@
   XX("Im2col", im2col)                 \
                                        \
   /* catalogue: normalization, conv */ \
+  XX("LRN", lrn)                       \
+  XX("Deconvolution", deconv)          \
+  XX("MVN", mvn)                       \
+  XX("SPP", spp)                       \
                                        \
   /* catalogue: losses, recurrent */   \
   /* losses */                         \
