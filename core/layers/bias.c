@@ -2,7 +2,8 @@
 #include "base/dd_error.h"
 #include "net/layer.h"
 
-int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what); /* scale.c */
+int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what);                     /* scale.c */
+int dd__axes_param_named(dd_shape_ctx *c, const char *param, int axis, int num_axes, dd_shape *out); /* scale.c */
 
 static int bias_shape(dd_shape_ctx *c) {
   const Caffe__BiasParameter *p = c->lp->bias_param;
@@ -13,7 +14,7 @@ static int bias_shape(dd_shape_ctx *c) {
     return dd__second_bottom_fits(c, axis, "bias");
   }
   c->n_params = 1;
-  return dd__axes_param_shape(c, axis, num_axes, &c->params[0]);
+  return dd__axes_param_named(c, "bias_param", axis, num_axes, &c->params[0]);
 }
 
 static const Caffe__FillerParameter *bias_filler(const Caffe__LayerParameter *lp, int i,
@@ -32,8 +33,8 @@ static int bias_setup(dd_layer *l, char *err, size_t errlen) {
   bias_priv *bp = l->priv;
   const Caffe__BiasParameter *p = l->lp->bias_param;
   const dd_shape *b = &l->bottom[0]->shape;
-  int axis = dd_shape_axis(b, p ? p->axis : 1);
   int num_axes = l->nb == 2 ? l->bottom[1]->shape.ndim : (p ? p->num_axes : 1);
+  int axis = l->nb == 2 && num_axes == 0 ? 0 : dd_shape_axis(b, p ? p->axis : 1); /* a scalar: axis 0 */
   int end = num_axes == -1 ? b->ndim : axis + num_axes;
   bp->outer = dd_shape_count_range(b, 0, axis);
   bp->dim = dd_shape_count_range(b, axis, end);

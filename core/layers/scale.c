@@ -1,6 +1,8 @@
 /* Scale: y = x * scale (+ bias). Scale and Bias share Caffe's axis/num_axes rule: the parameter covers bottom axes
  * [axis, axis + num_axes) (num_axes -1: to the end). With two bottoms, the second bottom is the
  * scale (or bias) and no parameter is learned for it. */
+#include <stdio.h>
+
 #include "base/dd_error.h"
 #include "net/layer.h"
 
@@ -21,6 +23,18 @@ int dd__axes_param_shape(dd_shape_ctx *c, int axis, int num_axes, dd_shape *out)
   return 0;
 }
 
+/* dd__axes_param_shape with its messages naming the field: `param` is "scale_param" or
+ * "bias_param" (its messages start with "axis" or "num_axes"). */
+int dd__axes_param_named(dd_shape_ctx *c, const char *param, int axis, int num_axes, dd_shape *out) {
+  int r = dd__axes_param_shape(c, axis, num_axes, out);
+  if (r && c->err && c->errlen) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", c->err);
+    dd_shape_fail(c, "%s.%s", param, msg);
+  }
+  return r;
+}
+
 /* Scale/Bias with two bottoms: bottom 1 must equal bottom 0's axes [axis, axis + its axes)
  * (a scalar fits anywhere), as Caffe checks. Returns 0 or an error. */
 int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what) {
@@ -28,7 +42,9 @@ int dd__second_bottom_fits(dd_shape_ctx *c, int axis, const char *what) {
   dd_shape want;
   int r;
   if (!dd_shape_known(&c->bottoms[0]) || !dd_shape_known(b1)) return 0;
-  if ((r = dd__axes_param_shape(c, b1->ndim ? axis : 0, b1->ndim, &want))) return r;
+  char param[16];
+  snprintf(param, sizeof param, "%s_param", what);
+  if ((r = dd__axes_param_named(c, param, b1->ndim ? axis : 0, b1->ndim, &want))) return r;
   if (!dd_shape_equal(&want, b1)) {
     char s1[64], s0[64], sw[64];
     return dd_shape_fail(c, "the %s (bottom 1) has shape %s, but bottom 0 (%s) has %s at axis %d", what,
@@ -50,7 +66,7 @@ static int scale_shape(dd_shape_ctx *c) {
     c->params[0] = ps;
     return dd__second_bottom_fits(c, axis, "scale");
   }
-  if ((r = dd__axes_param_shape(c, axis, num_axes, &ps))) return r;
+  if ((r = dd__axes_param_named(c, "scale_param", axis, num_axes, &ps))) return r;
   c->n_params = bias ? 2 : 1;
   c->params[0] = c->params[1] = ps;
   return 0;
@@ -79,8 +95,8 @@ static int scale_setup(dd_layer *l, char *err, size_t errlen) {
   scale_priv *sp = l->priv;
   const Caffe__ScaleParameter *p = l->lp->scale_param;
   const dd_shape *b = &l->bottom[0]->shape;
-  int axis = dd_shape_axis(b, p ? p->axis : 1);
   int num_axes = l->nb == 2 ? l->bottom[1]->shape.ndim : (p ? p->num_axes : 1);
+  int axis = l->nb == 2 && num_axes == 0 ? 0 : dd_shape_axis(b, p ? p->axis : 1); /* a scalar: axis 0 */
   int end = num_axes == -1 ? b->ndim : axis + num_axes;
   sp->outer = dd_shape_count_range(b, 0, axis);
   sp->dim = dd_shape_count_range(b, axis, end);
