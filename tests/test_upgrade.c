@@ -374,6 +374,14 @@ static void test_batch_norm(void) {
                   "param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 } }\n"
                   "layer { name: \"bn2\" type: \"BatchNorm\" param { lr_mult: 1 } }\n");
   caffe__net_parameter__free_unpacked(up, NULL);
+  /* Already zero (as current nets often write it): nothing to report. */
+  memset(&rep, 0, sizeof rep);
+  up = upgraded("layer { name: \"bn\" type: \"BatchNorm\" param { lr_mult: 0 decay_mult: 0 } "
+                "param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 } }\n",
+                &rep);
+  REQUIRE(up);
+  CHECK(rep.forms == 0);
+  caffe__net_parameter__free_unpacked(up, NULL);
 }
 
 /* ---- solvers ------------------------------------------------------------------------------- */

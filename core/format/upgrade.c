@@ -667,11 +667,15 @@ static void upgrade_batch_norm(Caffe__NetParameter *net, dd_upgrade_report *rep)
   for (size_t i = 0; i < net->n_layer; i++) {
     Caffe__LayerParameter *lp = net->layer[i];
     if (!lp->type || strcmp(lp->type, "BatchNorm") || lp->n_param != 3) continue;
+    int changed = 0;
     for (size_t k = 0; k < 3; k++) {
-      lp->param[k]->has_lr_mult = lp->param[k]->has_decay_mult = 1;
-      lp->param[k]->lr_mult = lp->param[k]->decay_mult = 0;
+      Caffe__ParamSpec *ps = lp->param[k];
+      changed |= !ps->has_lr_mult || ps->lr_mult != 0 || !ps->has_decay_mult || ps->decay_mult != 0;
+      ps->has_lr_mult = ps->has_decay_mult = 1;
+      ps->lr_mult = ps->decay_mult = 0;
     }
-    if (rep) rep->forms |= DD_UPGRADE_BATCHNORM;
+    /* recorded only when it changed something: current nets often spell out the zeros */
+    if (rep && changed) rep->forms |= DD_UPGRADE_BATCHNORM;
   }
 }
 
