@@ -657,36 +657,44 @@ static void test_v1_binary(void) {
 static void test_v1_text(void) {
   char err[2048];
   Caffe__NetParameter *net = (Caffe__NetParameter *)1;
-  /* The parser fails inside `layers` (the V1 schema keeps no layer parameters). */
+  /* A V1 net is read and upgraded as Caffe reads it (core/format/upgrade.c; tests/test_upgrade.c
+   * has the details). */
   const char *path = tmp_path("v1.prototxt");
   REQUIRE(write_text(path,
                      "name: \"old\"\n"
                      "layers { name: \"conv1\" type: CONVOLUTION bottom: \"data\" top: \"conv1\"\n"
                      "  convolution_param { num_output: 4 kernel_size: 3 } }\n") == 0);
   int r = dd_net_read_text(&net, path, err, sizeof err);
-  CHECK(r == DD_EUNSUPPORTED && net == NULL);
-  CHECK_CONTAINS(err, "V1");
-  CHECK_CONTAINS(err, path);
-  CHECK_CONTAINS(err, "upgrade_net_proto_text");
+  CHECKF(r == 0, "%s", err);
+  if (r == 0) {
+    CHECK(net->n_layers == 0 && net->n_layer == 1 && strcmp(net->layer[0]->type, "Convolution") == 0);
+    CHECK(net->layer[0]->convolution_param && net->layer[0]->convolution_param->num_output == 4);
+    protobuf_c_message_free_unpacked(&net->base, NULL);
+  }
 
-  /* A V1 net the parser accepts whole. */
-  REQUIRE(write_text(path, "layers { name: \"r\" type: RELU bottom: \"x\" top: \"x\" }\n") == 0);
+  /* A V1 net with an error inside a layer: the text parser's message, with the position. */
+  REQUIRE(write_text(path, "layers { name: \"r\" type: RELU bottom: \"x\" top: \"x\" bogus: 1 }\n") == 0);
   r = dd_net_read_text(&net, path, err, sizeof err);
-  CHECK(r == DD_EUNSUPPORTED && net == NULL);
-  CHECK_CONTAINS(err, "V1");
+  CHECK(r == DD_EPARSE && net == NULL);
+  CHECK_CONTAINS(err, "bogus");
+  CHECK_CONTAINS(err, path);
 
-  /* A solver with a V1 net inline, failing inside it and parsing whole. */
+  /* A solver with V1 nets inline: upgraded too. */
   const char *sp = tmp_path("v1_solver.prototxt");
   Caffe__SolverParameter *sol = NULL;
-  REQUIRE(write_text(sp, "base_lr: 0.1\nnet_param { layers { name: \"c\" type: CONVOLUTION "
-                         "convolution_param { num_output: 1 } } }\n") == 0);
+  REQUIRE(write_text(sp, "base_lr: 0.1\ntrain_net_param { layers { name: \"c\" type: RELU } }\n") == 0);
   r = dd_solver_read_text(&sol, sp, err, sizeof err);
-  CHECK(r == DD_EUNSUPPORTED && sol == NULL);
-  CHECK_CONTAINS(err, "V1");
-  REQUIRE(write_text(sp, "base_lr: 0.1\ntrain_net_param { layers { name: \"c\" type: RELU } }\n") ==
-          0);
+  CHECKF(r == 0, "%s", err);
+  if (r == 0) {
+    CHECK(sol->train_net_param->n_layer == 1 && strcmp(sol->train_net_param->layer[0]->type, "ReLU") == 0);
+    protobuf_c_message_free_unpacked(&sol->base, NULL);
+    sol = NULL;
+  }
+  /* ... and a refusal inside one names where it is. */
+  REQUIRE(write_text(sp, "base_lr: 0.1\ntrain_net_param { layer { name: \"a\" type: \"ReLU\" } "
+                         "layers { name: \"c\" type: RELU } }\n") == 0);
   r = dd_solver_read_text(&sol, sp, err, sizeof err);
-  CHECK(r == DD_EUNSUPPORTED && sol == NULL);
+  CHECK(r == DD_EINVAL && sol == NULL);
   CHECK_CONTAINS(err, "train_net_param");
 
   /* Current-format text reads. */

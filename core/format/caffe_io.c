@@ -1,6 +1,6 @@
 /* Caffe's file formats (see caffe_io.h): the strict binary reader built on the wire-format walker
- * (caffe_wire.c) and protobuf-c, Caffe's blob checks, atomic writers, the text readers with the
- * V1 check, and the uniform view over both layer formats. */
+ * (caffe_wire.c) and protobuf-c, Caffe's blob checks, atomic writers, the text readers with
+ * Caffe's upgrades (upgrade.c), and the uniform view over both layer formats. */
 #define _POSIX_C_SOURCE 200809L
 #include "format/caffe_io.h"
 
@@ -14,6 +14,7 @@
 #include "format/caffe_io_internal.h"
 #include "format/fileio.h"
 #include "format/textformat.h"
+#include "format/upgrade.h"
 
 /* ============================================================================================ */
 /* Binary files                                                                                 */
@@ -298,8 +299,8 @@ static int net_check_blobs(const Caffe__NetParameter *net, const char *name, con
 #define WHAT_BLOB "binary BlobProto (.binaryproto)"
 #define WHAT_STATE "binary SolverState (.solverstate)"
 
-int dd_caffemodel_parse(Caffe__NetParameter **out, const uint8_t *buf, size_t len,
-                        const char *name, char *err, size_t errlen) {
+int dd_caffemodel_parse_report(Caffe__NetParameter **out, const uint8_t *buf, size_t len, const char *name,
+                               dd_upgrade_report *rep, char *err, size_t errlen) {
   *out = NULL;
   if (!name) name = "<memory>";
   ProtobufCMessage *m;
@@ -313,6 +314,15 @@ int dd_caffemodel_parse(Caffe__NetParameter **out, const uint8_t *buf, size_t le
   }
   r = net_check_blobs(net, name, "", DD_ECORRUPT, err, errlen);
   if (r) goto fail;
+  /* Only a net of old layers is upgraded: the rest of the upgrades changes no weights, and a
+   * current file then reads back as the same bytes (Caffe writes `input` names into it). */
+  char msg[768];
+  if (net->n_layers && (r = dd_net_upgrade(net, rep, msg, sizeof msg))) {
+    r = dd_errorf(r == DD_EINVAL ? DD_ECORRUPT : r, err, errlen, "%s: %s", name, msg);
+    goto fail;
+  }
+  r = net_check_blobs(net, name, "", DD_ECORRUPT, err, errlen); /* V0 blobs, now in `layer` */
+  if (r) goto fail;
   *out = net;
   return 0;
 fail:
@@ -320,15 +330,25 @@ fail:
   return r;
 }
 
-int dd_caffemodel_read(Caffe__NetParameter **out, const char *path, char *err, size_t errlen) {
+int dd_caffemodel_parse(Caffe__NetParameter **out, const uint8_t *buf, size_t len,
+                        const char *name, char *err, size_t errlen) {
+  return dd_caffemodel_parse_report(out, buf, len, name, NULL, err, errlen);
+}
+
+int dd_caffemodel_read_report(Caffe__NetParameter **out, const char *path, dd_upgrade_report *rep, char *err,
+                              size_t errlen) {
   *out = NULL;
   char *buf;
   size_t len;
   int r = dd_read_file(&buf, &len, path, err, errlen);
   if (r) return r;
-  r = dd_caffemodel_parse(out, (const uint8_t *)buf, len, path, err, errlen);
+  r = dd_caffemodel_parse_report(out, (const uint8_t *)buf, len, path, rep, err, errlen);
   free(buf);
   return r;
+}
+
+int dd_caffemodel_read(Caffe__NetParameter **out, const char *path, char *err, size_t errlen) {
+  return dd_caffemodel_read_report(out, path, NULL, err, errlen);
 }
 
 int dd_caffemodel_write(const Caffe__NetParameter *net, const char *path, char *err,
@@ -443,45 +463,45 @@ int dd_solverstate_write_at(const Caffe__SolverState *st, int dirfd, const char 
 /* Text nets and solvers                                                                        */
 /* ============================================================================================ */
 
-/* The V1 refusal. `parser_msg` is the text parser's own message when it failed inside a V1 block
- * (NULL when the file parsed). */
-static int v1_error(const char *path, const char *where, const char *parser_msg, char *err,
-                    size_t errlen) {
-  return dd_errorf(
-      DD_EUNSUPPORTED, err, errlen,
-      "%s: %s is a V1 net (the pre-2015 Caffe format: `layers { ... }` with enum types such as "
-      "CONVOLUTION), which distilld does not read; convert it to the current format (`layer { "
-      "... }`, type: \"Convolution\") with Caffe's tool: upgrade_net_proto_text %s NEW.prototxt "
-      "(weights in V1 .caffemodel files are read as they are)%s%s",
-      path, where, path, parser_msg ? "; the text parser stopped at " : "",
-      parser_msg ? parser_msg : "");
+/* Appends to the parser's message `pmsg` a hint when it reports an unknown field ("unknown field
+ * \"ceil_mode\" in PoolingParameter"): every message parsed here is in Caffe's schema, so the
+ * field is not BVLC Caffe's (dd_unknown_field_hint says what it is and what to write). */
+static void fork_field_hint(char *pmsg, size_t cap) {
+  const char *u = strstr(pmsg, "unknown field \"");
+  if (!u) return;
+  const char *f = u + strlen("unknown field \""), *q = strchr(f, '"');
+  if (!q || strncmp(q, "\" in ", 5)) return;
+  const char *mb = q + 5, *me = mb;
+  while (isalnum((unsigned char)*me) || *me == '_') me++;
+  char field[128], msg[128], hint[512];
+  if ((size_t)(q - f) >= sizeof field || (size_t)(me - mb) >= sizeof msg || me == mb) return;
+  memcpy(field, f, (size_t)(q - f));
+  field[q - f] = '\0';
+  memcpy(msg, mb, (size_t)(me - mb));
+  msg[me - mb] = '\0';
+  dd_unknown_field_hint(msg, field, hint, sizeof hint);
+  size_t n = strlen(pmsg);
+  snprintf(pmsg + n, cap - n, ": %s", hint);
 }
 
-/* True when a text-parser message shows it failed inside a V1 `layers` block. */
-static int v1_parse_failure(const char *msg) {
-  return strstr(msg, "V1LayerParameter") || strstr(msg, "(at layers[") ||
-         strstr(msg, ".layers[");
-}
-
-/* Reads and parses a text file as `desc`; on a parse failure, recognises a V1 net and a binary
- * file. `*out` is set only on success. */
+/* Reads and parses a text file as `desc`; on a parse failure, explains an unknown field and
+ * recognises a binary file. `*out` is set only on success. */
 static int text_read(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc, int fd,
-                     const char *path, const char *v1_where, char *err, size_t errlen) {
+                     const char *path, char *err, size_t errlen) {
   *out = NULL;
   char *buf;
   size_t len;
   int r = fd >= 0 ? dd_read_fd(&buf, &len, fd, path, err, errlen) : dd_read_file(&buf, &len, path, err, errlen);
   if (r) return r;
-  char pmsg[1024];
+  char pmsg[1536];
   r = dd_text_parse(out, desc, buf, len, path, pmsg, sizeof pmsg);
-  if (r == DD_EPARSE && v1_parse_failure(pmsg)) {
-    r = v1_error(path, v1_where, pmsg, err, errlen);
-  } else if (r == DD_EPARSE && looks_binary((const uint8_t *)buf, len)) {
+  if (r == DD_EPARSE && looks_binary((const uint8_t *)buf, len)) {
     r = dd_errorf(DD_EPARSE, err, errlen,
                   "%s: this looks like a binary file (a .caffemodel or .binaryproto?), not a text "
                   "prototxt (the text parser says: %s)",
                   path, pmsg);
   } else if (r) {
+    if (r == DD_EPARSE) fork_field_hint(pmsg, sizeof pmsg);
     dd_errorf(r, err, errlen, "%s", pmsg);
   }
   free(buf);
@@ -489,80 +509,55 @@ static int text_read(ProtobufCMessage **out, const ProtobufCMessageDescriptor *d
 }
 
 int dd_net_read_text(Caffe__NetParameter **out, const char *path, char *err, size_t errlen) {
-  return dd_net_read_text_fd(out, -1, path, err, errlen);
+  return dd_net_read_text_report(out, -1, path, NULL, err, errlen);
 }
 
 int dd_net_read_text_fd(Caffe__NetParameter **out, int fd, const char *path, char *err, size_t errlen) {
+  return dd_net_read_text_report(out, fd, path, NULL, err, errlen);
+}
+
+int dd_net_read_text_report(Caffe__NetParameter **out, int fd, const char *path, dd_upgrade_report *rep,
+                            char *err, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m;
-  int r = text_read(&m, &caffe__net_parameter__descriptor, fd, path, "this", err, errlen);
+  int r = text_read(&m, &caffe__net_parameter__descriptor, fd, path, err, errlen);
   if (r) return r;
-  Caffe__NetParameter *net = (Caffe__NetParameter *)m;
-  if (net->n_layers > 0) {
+  char msg[1024];
+  if ((r = dd_net_upgrade((Caffe__NetParameter *)m, rep, msg, sizeof msg))) {
     protobuf_c_message_free_unpacked(m, NULL);
-    return v1_error(path, "this", NULL, err, errlen);
+    return dd_errorf(r, err, errlen, "%s: %s", path, msg);
   }
-  *out = net;
+  *out = (Caffe__NetParameter *)m;
   return 0;
 }
 
 int dd_solver_read_text(Caffe__SolverParameter **out, const char *path, char *err,
                         size_t errlen) {
-  return dd_solver_read_text_fd(out, -1, path, err, errlen);
+  return dd_solver_read_text_report(out, -1, path, NULL, err, errlen);
 }
 
 int dd_solver_read_text_fd(Caffe__SolverParameter **out, int fd, const char *path, char *err, size_t errlen) {
+  return dd_solver_read_text_report(out, fd, path, NULL, err, errlen);
+}
+
+int dd_solver_read_text_report(Caffe__SolverParameter **out, int fd, const char *path, dd_upgrade_report *rep,
+                               char *err, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m;
-  int r = text_read(&m, &caffe__solver_parameter__descriptor, fd, path, "the net written in it", err,
-                    errlen);
+  int r = text_read(&m, &caffe__solver_parameter__descriptor, fd, path, err, errlen);
   if (r) return r;
-  Caffe__SolverParameter *s = (Caffe__SolverParameter *)m;
-  const char *v1 = NULL;
-  if (s->net_param && s->net_param->n_layers) v1 = "net_param";
-  if (s->train_net_param && s->train_net_param->n_layers) v1 = "train_net_param";
-  for (size_t i = 0; !v1 && i < s->n_test_net_param; i++)
-    if (s->test_net_param[i]->n_layers) v1 = "test_net_param";
-  if (v1) {
+  char msg[1024];
+  if ((r = dd_solver_upgrade((Caffe__SolverParameter *)m, rep, msg, sizeof msg))) {
     protobuf_c_message_free_unpacked(m, NULL);
-    return v1_error(path, v1, NULL, err, errlen);
+    return dd_errorf(r, err, errlen, "%s: %s", path, msg);
   }
-  *out = s;
+  *out = (Caffe__SolverParameter *)m;
   return 0;
 }
 
 /* ============================================================================================ */
 /* Weights of either layer format                                                               */
 /* ============================================================================================ */
-
-/* V1 layer types and the type strings Caffe's UpgradeV1LayerType gives them. */
-#define DD_V1_TYPE_MAP(XX)                                                           \
-  XX(ABSVAL, "AbsVal") XX(ACCURACY, "Accuracy") XX(ARGMAX, "ArgMax") XX(BNLL, "BNLL") \
-  XX(CONCAT, "Concat") XX(CONTRASTIVE_LOSS, "ContrastiveLoss")                        \
-  XX(CONVOLUTION, "Convolution") XX(DECONVOLUTION, "Deconvolution") XX(DATA, "Data")  \
-  XX(DROPOUT, "Dropout") XX(DUMMY_DATA, "DummyData") XX(EUCLIDEAN_LOSS, "EuclideanLoss") \
-  XX(ELTWISE, "Eltwise") XX(EXP, "Exp") XX(FLATTEN, "Flatten") XX(HDF5_DATA, "HDF5Data") \
-  XX(HDF5_OUTPUT, "HDF5Output") XX(HINGE_LOSS, "HingeLoss") XX(IM2COL, "Im2col")      \
-  XX(IMAGE_DATA, "ImageData") XX(INFOGAIN_LOSS, "InfogainLoss")                       \
-  XX(INNER_PRODUCT, "InnerProduct") XX(LRN, "LRN") XX(MEMORY_DATA, "MemoryData")      \
-  XX(MULTINOMIAL_LOGISTIC_LOSS, "MultinomialLogisticLoss") XX(MVN, "MVN")             \
-  XX(POOLING, "Pooling") XX(POWER, "Power") XX(RELU, "ReLU") XX(SIGMOID, "Sigmoid")   \
-  XX(SIGMOID_CROSS_ENTROPY_LOSS, "SigmoidCrossEntropyLoss") XX(SILENCE, "Silence")    \
-  XX(SOFTMAX, "Softmax") XX(SOFTMAX_LOSS, "SoftmaxWithLoss") XX(SPLIT, "Split")       \
-  XX(SLICE, "Slice") XX(TANH, "TanH") XX(WINDOW_DATA, "WindowData")                  \
-  XX(THRESHOLD, "Threshold")
-
-static const char *v1_type_name(int t) {
-  switch (t) {
-#define XX(e, s)                                  \
-  case CAFFE__V1_LAYER_PARAMETER__LAYER_TYPE__##e: \
-    return s;
-    DD_V1_TYPE_MAP(XX)
-#undef XX
-    default:
-      return ""; /* NONE, or a value this schema does not know */
-  }
-}
 
 int dd_weight_layers(dd_weight_layer **out, size_t *n, const Caffe__NetParameter *net, char *err,
                      size_t errlen) {
@@ -589,7 +584,8 @@ int dd_weight_layers(dd_weight_layer **out, size_t *n, const Caffe__NetParameter
   for (size_t i = 0; i < net->n_layers; i++) {
     const Caffe__V1LayerParameter *l = net->layers[i];
     w[i].name = l->name ? l->name : "";
-    w[i].type = l->has_type ? v1_type_name((int)l->type) : "";
+    const char *t = l->has_type ? dd_v1_layer_type_name((int)l->type) : "";
+    w[i].type = t ? t : "";
     w[i].n_blobs = l->n_blobs;
     w[i].blobs = l->blobs;
   }

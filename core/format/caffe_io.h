@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "caffe.pb-c.h"
+#include "format/upgrade.h"
 
 /* The most dimensions a blob shape may have here (Caffe allows 32; no Caffe layer uses more
  * than 5). */
@@ -78,15 +79,25 @@ int dd_wire_explain(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, 
 /* ---- typed binary files ---------------------------------------------------------------------- */
 
 /* Parses an in-memory .caffemodel (binary NetParameter): the checks of dd_proto_parse_binary,
- * plus every blob of every layer (current `layer` and V1 `layers`) must hold as many values as its
- * shape has elements (dd_blob_proto_check). A buffer that is really a text prototxt gets a hint
- * saying so. `name` is used in messages only. Returns 0, DD_ECORRUPT or DD_ENOMEM. */
+ * plus every blob of every layer (current `layer`, V1 `layers`, V0 layers) must hold as many
+ * values as its shape has elements (dd_blob_proto_check). A buffer that is really a text prototxt
+ * gets a hint saying so. A net of V0 or V1 layers is then upgraded as Caffe upgrades it when it
+ * reads weights (dd_net_upgrade: they become `layer` entries, their blobs moved along), so weights
+ * saved in any Caffe format come back in the current one; a current-format file is left as it is
+ * (the other upgrades change no weights, and it writes back as the same bytes); a net the upgrade
+ * refuses gives
+ * DD_ECORRUPT. `name` is used in messages only. Returns 0, DD_ECORRUPT or DD_ENOMEM. */
 int dd_caffemodel_parse(Caffe__NetParameter **out, const uint8_t *buf, size_t len,
                         const char *name, char *err, size_t errlen);
+/* The same, adding the forms the upgrade found to `rep` (NULL: not wanted). */
+int dd_caffemodel_parse_report(Caffe__NetParameter **out, const uint8_t *buf, size_t len, const char *name,
+                               dd_upgrade_report *rep, char *err, size_t errlen);
 
 /* Reads the .caffemodel at `path` (dd_caffemodel_parse on its bytes); DD_EIO when it cannot be
  * read. */
 int dd_caffemodel_read(Caffe__NetParameter **out, const char *path, char *err, size_t errlen);
+int dd_caffemodel_read_report(Caffe__NetParameter **out, const char *path, dd_upgrade_report *rep, char *err,
+                              size_t errlen);
 
 /* Writes `net` to `path` atomically. Refuses (DD_EINVAL, nothing written) a net with a blob whose
  * value count does not match its shape, since no reader would accept the file. */
@@ -116,21 +127,27 @@ int dd_solverstate_write_at(const Caffe__SolverState *st, int dirfd, const char 
 
 /* ---- text nets and solvers ------------------------------------------------------------------- */
 
-/* Parses the text NetParameter at `path`. A V1 net (pre-2015 Caffe: top-level `layers { ... }`
- * with enum types such as CONVOLUTION) is refused with DD_EUNSUPPORTED and a message that says so
- * and points to Caffe's tools/upgrade_net_proto_text, also when the text parser already failed
- * inside a `layers` block (the V1 schema here keeps no layer parameters). A binary file given here
- * gets a hint saying it looks binary. Returns 0, DD_EIO, DD_EPARSE, DD_EUNSUPPORTED or
- * DD_ENOMEM. */
+/* Parses the text NetParameter at `path` and upgrades it as Caffe does when it reads a net
+ * (dd_net_upgrade: V0 and V1 layers, old data transformation fields, net-level input fields, old
+ * BatchNorm param specs), so every later step sees the current form. An unknown field gets a
+ * hint saying it is not BVLC Caffe's (dd_unknown_field_hint: a Caffe fork's field, what to write
+ * instead); a binary file given here gets a hint saying it looks binary. Returns 0, DD_EIO,
+ * DD_EPARSE, DD_EINVAL (an old form Caffe's upgrade refuses too) or DD_ENOMEM. */
 int dd_net_read_text(Caffe__NetParameter **out, const char *path, char *err, size_t errlen);
 /* The same from the open descriptor `fd` (a policy's opener gave it); `path` names it in messages. */
 int dd_net_read_text_fd(Caffe__NetParameter **out, int fd, const char *path, char *err, size_t errlen);
+/* Either of the above (`fd` < 0: open `path`), adding the forms the upgrade found to `rep` (NULL:
+ * not wanted). */
+int dd_net_read_text_report(Caffe__NetParameter **out, int fd, const char *path, dd_upgrade_report *rep,
+                            char *err, size_t errlen);
 
-/* Parses the text SolverParameter at `path`, with the same V1 check on the nets written inline
- * (net_param, train_net_param, test_net_param). */
+/* Parses the text SolverParameter at `path` and upgrades it (dd_solver_upgrade: solver_type to
+ * type, and the nets written inline: net_param, train_net_param, test_net_param). */
 int dd_solver_read_text(Caffe__SolverParameter **out, const char *path, char *err,
                         size_t errlen);
 int dd_solver_read_text_fd(Caffe__SolverParameter **out, int fd, const char *path, char *err, size_t errlen);
+int dd_solver_read_text_report(Caffe__SolverParameter **out, int fd, const char *path, dd_upgrade_report *rep,
+                               char *err, size_t errlen);
 
 /* ---- blobs and weights ----------------------------------------------------------------------- */
 

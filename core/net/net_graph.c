@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/dd_error.h"
+#include "format/upgrade.h"
 
 /* Layers with more bottoms or tops than this are wired but their shapes are not computed. */
 #define DD_GRAPH_MAX_IO 64
@@ -149,7 +150,10 @@ static int wire_layer(dd_net_graph *g, size_t li, size_t *blob_cap, unsigned cha
   char types[512];
   if (!lp->type || !lp->type[0]) {
     dd_diags_add(diags, DD_DIAG_ERROR, name, "layer has no type");
-  } else if (!(l->ops = dd_layer_ops_find(lp->type))) {
+  } else if (!(l->ops = dd_layer_ops_find(lp->type)) && dd_refused_layer_type(lp->type)) {
+    dd_diags_add(diags, DD_DIAG_ERROR, name, "layer type \"%s\" refused: %s", lp->type,
+                 dd_refused_layer_type(lp->type));
+  } else if (!l->ops) {
     dd_layer_types_list(types, sizeof types);
     dd_diags_add(diags, DD_DIAG_ERROR, name, "unknown layer type \"%s\" (distilld implements: %s)",
                  lp->type, types);

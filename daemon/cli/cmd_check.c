@@ -1,11 +1,15 @@
 /* `distilld check`: parse a net (and optionally weights and a solver), print a per-layer summary
- * and the lints of core/net_check.c. Exit status 0 clean, 1 warnings only, 2 errors. */
+ * and the lints of core/net_check.c. Exit status 0 clean, 1 warnings only, 2 errors. Files in old
+ * Caffe forms are upgraded while they are read (core/format/upgrade.c): check says which forms it
+ * found, and `--upgrade OUT` writes the current form. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format/caffe_io.h"
+#include "format/fileio.h"
+#include "format/textformat.h"
 #include "devices/devices.h"
 #include "cli/cli.h"
 #include "common/cli_util.h"
@@ -156,8 +160,41 @@ static int check_job(const char *path) {
   return status;
 }
 
+/* Says which old forms `what` (a file) was upgraded from, and adds Caffe's dropped fields as
+ * warnings. */
+static void report_upgrade(const char *what, const dd_upgrade_report *rep, dd_diags *diags) {
+  if (!rep->forms) return;
+  char forms[256];
+  dd_upgrade_forms_str(rep->forms, forms, sizeof forms);
+  printf("upgraded: %s is in old Caffe forms (%s); read as the current form, as Caffe reads it\n", what, forms);
+  for (const char *p = rep->notes; *p;) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    dd_diags_add(diags, DD_DIAG_WARNING, what, "%.*s", (int)n, p);
+    p += n + (e != NULL);
+  }
+}
+
+/* Writes `m` in text format to `path` (atomically). */
+static int write_upgraded(const ProtobufCMessage *m, const char *path) {
+  char err[1024];
+  char *text = dd_text_print(m);
+  if (!text) {
+    fprintf(stderr, "error: out of memory printing the upgraded form\n");
+    return -1;
+  }
+  int r = dd_write_file_atomic(path, text, strlen(text), err, sizeof err);
+  free(text);
+  if (r) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  printf("wrote the current form to %s\n", path);
+  return 0;
+}
+
 int dd_cmd_check(int argc, char **argv) {
-  const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL;
+  const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL;
   if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
   Caffe__Phase phase = CAFFE__PHASE__TRAIN;
   int quiet = 0;
@@ -168,7 +205,7 @@ int dd_cmd_check(int argc, char **argv) {
       quiet = 1;
       continue;
     }
-    if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase"))) {
+    if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase") || !strcmp(a, "--upgrade"))) {
       if (i + 1 >= argc) {
         dd_cli_error("check: %s needs a value", a);
         return 2;
@@ -179,6 +216,8 @@ int dd_cmd_check(int argc, char **argv) {
       weights_arg = val;
     else if (!strcmp(a, "--solver"))
       solver_path = val;
+    else if (!strcmp(a, "--upgrade"))
+      upgrade_out = val;
     else if (!strcmp(a, "--phase")) {
       if (parse_phase(val, &phase)) {
         dd_cli_error("check: --phase takes TRAIN or TEST, not \"%s\"", val);
@@ -195,7 +234,8 @@ int dd_cmd_check(int argc, char **argv) {
     }
   }
   if (!net_path && !solver_path) {
-    dd_cli_error("check: usage: distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST]");
+    dd_cli_error("check: usage: distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] "
+                 "[--upgrade OUT.prototxt]");
     return 2;
   }
 
@@ -210,11 +250,14 @@ int dd_cmd_check(int argc, char **argv) {
   Caffe__NetParameter *wnets[16] = {0};
   char *wlist = NULL;
 
+  dd_upgrade_report rep = {0};
   if (solver_path) {
-    if ((r = dd_solver_read_text(&solver, solver_path, err, sizeof err))) {
+    if ((r = dd_solver_read_text_report(&solver, -1, solver_path, &rep, err, sizeof err))) {
       fprintf(stderr, "error: %s\n", err);
       goto done;
     }
+    report_upgrade(solver_path, &rep, &diags);
+    if (upgrade_out && !net_path && write_upgraded(&solver->base, upgrade_out)) goto done;
     dd_solver_check(solver, &diags);
     printf("solver %s: type %s, lr_policy %s, base_lr %g, max_iter %d\n", solver_path,
            solver->type ? solver->type : "SGD", solver->lr_policy ? solver->lr_policy : "(unset)",
@@ -223,20 +266,25 @@ int dd_cmd_check(int argc, char **argv) {
   const Caffe__NetParameter *netp = NULL;
   const char *net_name = net_path;
   if (net_path) {
-    if ((r = dd_net_read_text(&net, net_path, err, sizeof err))) {
+    memset(&rep, 0, sizeof rep);
+    if ((r = dd_net_read_text_report(&net, -1, net_path, &rep, err, sizeof err))) {
       fprintf(stderr, "error: %s\n", err);
       goto done;
     }
+    report_upgrade(net_path, &rep, &diags);
+    if (upgrade_out && write_upgraded(&net->base, upgrade_out)) goto done;
     netp = net;
   } else if (solver->net_param || solver->train_net_param) {
     netp = solver->net_param ? solver->net_param : solver->train_net_param;
     net_name = solver_path;
   } else if (solver->net || solver->train_net) {
     net_name = solver->net ? solver->net : solver->train_net;
-    if ((r = dd_net_read_text(&net, net_name, err, sizeof err))) {
+    memset(&rep, 0, sizeof rep);
+    if ((r = dd_net_read_text_report(&net, -1, net_name, &rep, err, sizeof err))) {
       fprintf(stderr, "error: %s (the net named by the solver %s)\n", err, solver_path);
       goto done;
     }
+    report_upgrade(net_name, &rep, &diags);
     netp = net;
   } else {
     fprintf(stderr, "error: %s names no net (net, net_param, train_net or train_net_param) and none was given\n",
@@ -253,10 +301,12 @@ int dd_cmd_check(int argc, char **argv) {
         fprintf(stderr, "error: at most %zu weights files\n", nwf);
         goto done;
       }
-      if ((r = dd_caffemodel_read(&wnets[nwf], w, err, sizeof err))) {
+      memset(&rep, 0, sizeof rep);
+      if ((r = dd_caffemodel_read_report(&wnets[nwf], w, &rep, err, sizeof err))) {
         fprintf(stderr, "error: %s\n", err);
         goto done;
       }
+      report_upgrade(w, &rep, &diags);
       wf[nwf].path = w;
       if ((r = dd_weight_layers(&wf[nwf].layers, &wf[nwf].n, wnets[nwf], err, sizeof err))) {
         fprintf(stderr, "error: %s: %s\n", w, err);

@@ -8,7 +8,10 @@
  * produces the canonical NaN, which prints as "nan" and reads back the same.)
  * A NetParameter that parses also goes through the net graph and the lints of `distilld check`
  * (core/net/net_check.c) in both phases, and a SolverParameter through the solver lints: arbitrary
- * nets must give diagnostics, never a crash (shapes with zeros, huge dims, odd wiring). A last
+ * nets must give diagnostics, never a crash (shapes with zeros, huge dims, odd wiring). Nets and
+ * solvers also go through Caffe's upgrades (core/format/upgrade.c) on a copy: 0 or DD_EINVAL with
+ * a message, never a crash or leak; an upgraded message prints, parses back, packs the same, and
+ * a second upgrade finds nothing left to do; the upgraded net is checked as above. A last
  * parse under tight dd_text_limits must fail cleanly or succeed, never crash or leak.
  *
  * Build: CC=clang cmake -DDD_FUZZ=ON -DDD_SANITIZE=ON; run:
@@ -25,6 +28,8 @@
 #include "net/net_check.h"
 #include "train/solver_check.h"
 #include "format/textformat.h"
+#include "format/caffe_io.h"
+#include "format/upgrade.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -39,6 +44,46 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
   uint8_t *buf = malloc(*len ? *len : 1);
   if (!buf || protobuf_c_message_pack(m, buf) != *len) abort();
   return buf;
+}
+
+/* Upgrades a copy of the net or solver `m`: see the header. */
+static void check_upgrade(const ProtobufCMessage *m) {
+  int is_net = m->descriptor == &caffe__net_parameter__descriptor;
+  ProtobufCMessage *c = dd_proto_copy(m);
+  if (!c) abort();
+  char err[1024];
+  dd_upgrade_report rep = {0};
+  int r = is_net ? dd_net_upgrade((Caffe__NetParameter *)c, &rep, err, sizeof err)
+                 : dd_solver_upgrade((Caffe__SolverParameter *)c, &rep, err, sizeof err);
+  if (r != 0 && r != DD_EINVAL && r != DD_ENOMEM) fail("unexpected upgrade error code", NULL, err);
+  if (r == DD_EINVAL && !err[0]) fail("upgrade error without a message", NULL, NULL);
+  if (r == 0) {
+    char *printed = dd_text_print(c);
+    if (!printed) abort();
+    ProtobufCMessage *back = NULL;
+    if (dd_text_parse(&back, c->descriptor, printed, strlen(printed), "upgraded", err, sizeof err) != 0)
+      fail("the upgraded text does not parse", printed, err);
+    size_t la, lb;
+    uint8_t *pa = pack(c, &la), *pb = pack(back, &lb);
+    if (la != lb || memcmp(pa, pb, la) != 0) fail("upgraded binary differs after print -> parse", printed, NULL);
+    dd_upgrade_report again = {0};
+    r = is_net ? dd_net_upgrade((Caffe__NetParameter *)back, &again, err, sizeof err)
+               : dd_solver_upgrade((Caffe__SolverParameter *)back, &again, err, sizeof err);
+    if (r != 0 || again.forms != 0) fail("a second upgrade is not a no-op", printed, err);
+    if (is_net && rep.forms)
+      for (int phase = 0; phase < 2; phase++) {
+        dd_diags d = {0};
+        dd_net_graph *g = NULL;
+        if (dd_net_check(&g, (Caffe__NetParameter *)c, (Caffe__Phase)phase, &d) != 0) abort();
+        dd_net_graph_free(g);
+        dd_diags_free(&d);
+      }
+    free(pa);
+    free(pb);
+    free(printed);
+    protobuf_c_message_free_unpacked(back, NULL);
+  }
+  protobuf_c_message_free_unpacked(c, NULL);
 }
 
 static void check_one(const ProtobufCMessageDescriptor *desc, const char *text, size_t len) {
@@ -59,6 +104,7 @@ static void check_one(const ProtobufCMessageDescriptor *desc, const char *text, 
   size_t la, lb;
   uint8_t *pa = pack(m, &la), *pb = pack(back, &lb);
   if (la != lb || memcmp(pa, pb, la) != 0) fail("binary differs after print -> parse", printed, NULL);
+  if (desc == &caffe__net_parameter__descriptor || desc == &caffe__solver_parameter__descriptor) check_upgrade(m);
   if (desc == &caffe__net_parameter__descriptor) {
     for (int phase = 0; phase < 2; phase++) {
       dd_diags d = {0};
