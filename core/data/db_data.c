@@ -177,6 +177,15 @@ int dd_db_data_probe(const Caffe__LayerParameter *lp, int dims[3], char *err, si
   if (!r && t && t->n_mean_value > 1 && (int)t->n_mean_value != s.c)
     r = dd_errorf(DD_EINVAL, err, errlen, "transform_param has %zu mean_value entries for %d channels (data_param.source "
                   "\"%s\", key \"%s\"): give 1 or %d", t->n_mean_value, s.c, p->source, key, s.c);
+  if (!r && t && t->mean_file) { /* Caffe's DataTransformer: the mean has the records' shape */
+    float *mean = NULL;
+    int mh, mw;
+    r = load_mean(t->mean_file, s.c, &mean, &mh, &mw, err, errlen);
+    if (!r && (mh != s.h || mw != s.w))
+      r = dd_errorf(DD_ESHAPE, err, errlen, "data_param.source \"%s\": key \"%s\": height x width %dx%d, but "
+                    "transform_param.mean_file is %dx%d", p->source, key, s.h, s.w, mh, mw);
+    free(mean);
+  }
   if (!r) {
     dims[0] = s.c;
     dims[1] = crop ? crop : s.h;
