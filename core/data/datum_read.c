@@ -6,10 +6,10 @@
 
 #include "base/dd_error.h"
 
-/* A varint at p[0..avail): its length (0 when it does not end within 10 bytes) and value. */
-static size_t varint(const uint8_t *p, size_t avail, uint64_t *v) {
+/* A varint at p[0..avail): its length (0 when it does not end within `max` bytes) and value. */
+static size_t varint_max(const uint8_t *p, size_t avail, size_t max, uint64_t *v) {
   uint64_t r = 0;
-  size_t n = avail < 10 ? avail : 10;
+  size_t n = avail < max ? avail : max;
   for (size_t i = 0; i < n; i++) {
     r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
     if (!(p[i] & 0x80)) {
@@ -19,6 +19,8 @@ static size_t varint(const uint8_t *p, size_t avail, uint64_t *v) {
   }
   return 0;
 }
+
+static size_t varint(const uint8_t *p, size_t avail, uint64_t *v) { return varint_max(p, avail, 10, v); }
 
 static const char *field_name(uint64_t num) {
   static const char *const names[] = {"", "channels", "height", "width", "data", "label", "float_data", "encoded"};
@@ -73,7 +75,7 @@ static int walk(walk_ctx *w, const uint8_t *buf, size_t len, char *err, size_t e
   while (pos < len) {
     size_t at = pos;
     uint64_t tag, val = 0;
-    size_t n = varint(buf + pos, len - pos, &tag);
+    size_t n = varint_max(buf + pos, len - pos, 5, &tag); /* a tag is a 32-bit varint */
     if (!n) return dd_errorf(DD_ECORRUPT, err, errlen, "not a Datum: byte %zu: a truncated or overlong tag", at);
     pos += n;
     uint64_t num = tag >> 3;
@@ -90,6 +92,10 @@ static int walk(walk_ctx *w, const uint8_t *buf, size_t len, char *err, size_t e
       if (!(n = varint(buf + pos, len - pos, &val)))
         return dd_errorf(DD_ECORRUPT, err, errlen, "not a Datum: byte %zu: field %llu (%s): a truncated varint", at,
                          (unsigned long long)num, field_name(num));
+      if (num == 7) { /* a bool: true when any bit is set (protobuf-c's rule, past 64 bits too) */
+        val = 0;
+        for (size_t i = 0; i < n; i++) val |= buf[pos + i] & 0x7f;
+      }
       pos += n;
       break;
     case 1:
@@ -102,7 +108,8 @@ static int walk(walk_ctx *w, const uint8_t *buf, size_t len, char *err, size_t e
       break;
     case 2: {
       uint64_t l;
-      if (!(n = varint(buf + pos, len - pos, &l)) || l > len - pos - n)
+      /* protobuf-c's limits: a length prefix of at most 5 bytes, at most INT_MAX */
+      if (!(n = varint_max(buf + pos, len - pos, 5, &l)) || l > 2147483647u || l > len - pos - n)
         return dd_errorf(DD_ECORRUPT, err, errlen, "not a Datum: byte %zu: field %llu (%s): the length runs past the "
                          "end of the record (%zu bytes)", at, (unsigned long long)num, field_name(num), len);
       pl = buf + pos + n;
