@@ -95,45 +95,38 @@ static int rand_below(dd_rng *r, int n) { return n <= 1 ? 0 : (int)(dd_rng_next(
 /* Uniform in [lo, hi). */
 static float rand_range(dd_rng *r, float lo, float hi) { return lo + (hi - lo) * dd_rng_uniform(r); }
 
-int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int w, int h, dd_rng *rng,
-                       void *scratch, char *err, size_t errlen) {
-  const int C = t->channels;
-  const uint8_t *img = px;
-  size_t resized_bytes = 0;
-  if (t->new_h && t->new_w && (t->new_h != h || t->new_w != w)) {
-    resize_bilinear(scratch, t->new_w, t->new_h, px, w, h, C);
-    img = scratch;
-    resized_bytes = (size_t)t->new_h * t->new_w * C;
-    w = t->new_w;
-    h = t->new_h;
+/* The crop window in the padded image: offsets (random in TRAIN, centred in TEST) and mirror. */
+static void crop_window(const dd_transform *t, int H, int W, int ch, int cw, dd_rng *rng, int *h_off, int *w_off,
+                        int *mirror) {
+  *mirror = 0;
+  if (t->train) {
+    *h_off = rand_below(rng, H - ch + 1);
+    *w_off = rand_below(rng, W - cw + 1);
+    if (t->mirror) *mirror = (int)(dd_rng_next(rng) & 1);
+  } else {
+    *h_off = (H - ch) / 2;
+    *w_off = (W - cw) / 2;
   }
-  float *crop = (float *)((char *)scratch + ((resized_bytes + 63) & ~(size_t)63));
-  const int H = h + 2 * t->pad, W = w + 2 * t->pad; /* padded size */
-  int ch = t->crop_h ? t->crop_h : h, cw = t->crop_w ? t->crop_w : w;
-  if (ch > H || cw > W)
-    return dd_errorf(DD_ESHAPE, err, errlen, "the image is %dx%d, smaller than the %dx%d crop", w, h, cw, ch);
-  if (ch != t->out_h || cw != t->out_w)
+}
+
+/* Checks the (padded) image against the crop and the output size. */
+static int check_size(const dd_transform *t, int w, int h, int *ch, int *cw, char *err, size_t errlen) {
+  const int H = h + 2 * t->pad, W = w + 2 * t->pad;
+  *ch = t->crop_h ? t->crop_h : h;
+  *cw = t->crop_w ? t->crop_w : w;
+  if (*ch > H || *cw > W)
+    return dd_errorf(DD_ESHAPE, err, errlen, "the image is %dx%d, smaller than the %dx%d crop", w, h, *cw, *ch);
+  if (*ch != t->out_h || *cw != t->out_w)
     return dd_errorf(DD_ESHAPE, err, errlen, "the image is %dx%d but the batch holds %dx%d images (set crop_size or new_height/new_width)",
                      w, h, t->out_w, t->out_h);
-  int h_off, w_off, mirror = 0;
-  if (t->train) {
-    h_off = rand_below(rng, H - ch + 1);
-    w_off = rand_below(rng, W - cw + 1);
-    if (t->mirror) mirror = (int)(dd_rng_next(rng) & 1);
-  } else {
-    h_off = (H - ch) / 2;
-    w_off = (W - cw) / 2;
-  }
-  /* crop (with padding and mirror) into float, pixel units */
-  for (int c = 0; c < C; c++)
-    for (int y = 0; y < ch; y++) {
-      int sy = h_off + y - t->pad;
-      float *row = crop + ((size_t)c * ch + y) * cw;
-      for (int x = 0; x < cw; x++) {
-        int sx = w_off + (mirror ? cw - 1 - x : x) - t->pad;
-        row[x] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? 0.0f : (float)img[((size_t)sy * w + sx) * C + c];
-      }
-    }
+  return 0;
+}
+
+/* Jitter (TRAIN), then (pixel - mean) * scale from `crop` (C, ch, cw) into `out`, the mean image
+ * read at the source (unmirrored) position of the crop window. */
+static void finish(const dd_transform *t, float *out, float *crop, int ch, int cw, int h_off, int w_off, int mirror,
+                   dd_rng *rng) {
+  const int C = t->channels;
   size_t plane = (size_t)ch * cw;
   if (t->train && t->brightness) {
     float d = rand_range(rng, -t->brightness_delta, t->brightness_delta);
@@ -154,7 +147,6 @@ int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int
       for (int c = 0; c < 3; c++) crop[c * plane + i] = clamp255(g + s * (crop[c * plane + i] - g));
     }
   }
-  /* mean and scale; the mean image is read at the source (unmirrored) position */
   for (int c = 0; c < C; c++)
     for (int y = 0; y < ch; y++)
       for (int x = 0; x < cw; x++) {
@@ -170,5 +162,57 @@ int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int
         size_t i = ((size_t)c * ch + y) * cw + x;
         out[i] = (crop[i] - m) * t->scale;
       }
+}
+
+int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int w, int h, dd_rng *rng,
+                       void *scratch, char *err, size_t errlen) {
+  const int C = t->channels;
+  const uint8_t *img = px;
+  size_t resized_bytes = 0;
+  if (t->new_h && t->new_w && (t->new_h != h || t->new_w != w)) {
+    resize_bilinear(scratch, t->new_w, t->new_h, px, w, h, C);
+    img = scratch;
+    resized_bytes = (size_t)t->new_h * t->new_w * C;
+    w = t->new_w;
+    h = t->new_h;
+  }
+  float *crop = (float *)((char *)scratch + ((resized_bytes + 63) & ~(size_t)63));
+  int ch, cw, h_off, w_off, mirror;
+  int r = check_size(t, w, h, &ch, &cw, err, errlen);
+  if (r) return r;
+  crop_window(t, h + 2 * t->pad, w + 2 * t->pad, ch, cw, rng, &h_off, &w_off, &mirror);
+  /* crop (with padding and mirror) into float, pixel units */
+  for (int c = 0; c < C; c++)
+    for (int y = 0; y < ch; y++) {
+      int sy = h_off + y - t->pad;
+      float *row = crop + ((size_t)c * ch + y) * cw;
+      for (int x = 0; x < cw; x++) {
+        int sx = w_off + (mirror ? cw - 1 - x : x) - t->pad;
+        row[x] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? 0.0f : (float)img[((size_t)sy * w + sx) * C + c];
+      }
+    }
+  finish(t, out, crop, ch, cw, h_off, w_off, mirror, rng);
+  return 0;
+}
+
+int dd_transform_apply_chw(const dd_transform *t, float *out, const uint8_t *u8, const float *f32, int w, int h,
+                           dd_rng *rng, void *scratch, char *err, size_t errlen) {
+  const int C = t->channels;
+  float *crop = scratch;
+  int ch, cw, h_off, w_off, mirror;
+  int r = check_size(t, w, h, &ch, &cw, err, errlen);
+  if (r) return r;
+  crop_window(t, h + 2 * t->pad, w + 2 * t->pad, ch, cw, rng, &h_off, &w_off, &mirror);
+  for (int c = 0; c < C; c++)
+    for (int y = 0; y < ch; y++) {
+      int sy = h_off + y - t->pad;
+      float *row = crop + ((size_t)c * ch + y) * cw;
+      for (int x = 0; x < cw; x++) {
+        int sx = w_off + (mirror ? cw - 1 - x : x) - t->pad;
+        size_t si = ((size_t)c * h + (size_t)sy) * w + (size_t)sx;
+        row[x] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? 0.0f : u8 ? (float)u8[si] : f32[si];
+      }
+    }
+  finish(t, out, crop, ch, cw, h_off, w_off, mirror, rng);
   return 0;
 }

@@ -49,4 +49,9 @@ size_t dd_transform_scratch_size(const dd_transform *t, int w, int h);
 int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int w, int h, dd_rng *rng,
                        void *scratch, char *err, size_t errlen);
 
+/* The same for an image already in (C, H, W) planes, uint8 (`u8`) or float (`f32`, the other NULL),
+ * as a raw Caffe Datum holds it; no resize. `scratch` holds dd_transform_scratch_size bytes. */
+int dd_transform_apply_chw(const dd_transform *t, float *out, const uint8_t *u8, const float *f32, int w, int h,
+                           dd_rng *rng, void *scratch, char *err, size_t errlen);
+
 #endif

@@ -71,6 +71,7 @@
   XX("LSTMUnit", lstm_unit)            \
                                        \
   /* catalogue: data */                \
+  XX("Data", data)                     \
   /* data2 */                          \
   XX("DummyData", dummy_data)          \
   XX("Parameter", parameter)           \
