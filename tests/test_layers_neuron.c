@@ -187,6 +187,22 @@ static void test_neuron_errors(void) {
                        CAFFE__PHASE__TRAIN);
   CHECK(n != NULL);
   if (n) dd_net_destroy(n);
+  /* forced through Threshold (nothing below learns), the layers below get its gradient, 0, not a
+   * stale diff */
+  n = make_net(FB "layer { name: 'x' type: 'Input' top: 'x' input_param { shape { dim: 2 dim: 3 } } }\n"
+               "layer { name: 'ip' type: 'InnerProduct' bottom: 'x' top: 'h' param { lr_mult: 0 } param { lr_mult: 0 } "
+               "inner_product_param { num_output: 3 weight_filler { type: 'gaussian' std: 1 } } }\n"
+               "layer { name: 't' type: 'Threshold' bottom: 'h' top: 'h' }\n"
+               "layer { name: 'l' type: 'Reduction' bottom: 'h' top: 'loss' loss_weight: 1 }\n",
+               CAFFE__PHASE__TRAIN);
+  REQUIRE(n);
+  set_uniform(n, "x", 3, -1, 1);
+  REQUIRE(dd_net_forward(n, NULL) == 0);
+  dd_tensor *x = blob(n, "x");
+  for (int64_t i = 0; i < x->count; i++) x->diff[i] = 7;
+  dd_net_backward(n);
+  for (int64_t i = 0; i < x->count; i++) CHECKF(x->diff[i] == 0.0f, "dx[%lld] = %g", (long long)i, x->diff[i]);
+  dd_net_destroy(n);
 }
 
 int main(void) {

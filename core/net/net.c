@@ -487,7 +487,13 @@ int dd_net_forward(dd_net *n, double *loss) {
 void dd_net_backward(dd_net *n) {
   for (size_t i = n->n_layers; i-- > 0;) {
     dd_layer *l = &n->layers[i];
-    if (n->graph->layers[i].need_backward && l->ops->backward) l->ops->backward(l);
+    if (n->graph->layers[i].need_backward && l->ops->backward) {
+      l->ops->backward(l);
+    } else if (n->graph->layers[i].need_backward && n->graph->force_backward) {
+      /* forced through a layer without a backward (Threshold, ArgMax): its gradient is 0, and the
+       * layers below read these diffs (Caffe would abort) */
+      for (int b = 0; b < l->nb; b++) l->be->ops->fill(l->be, l->bottom[b]->diff, 0.0f, l->bottom[b]->count);
+    }
     if (n->after_layer_backward) n->after_layer_backward(n->after_layer_backward_ctx, (int)i);
   }
 }
