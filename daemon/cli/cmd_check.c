@@ -193,6 +193,37 @@ static int write_upgraded(const ProtobufCMessage *m, const char *path) {
   return 0;
 }
 
+/* Reads the comma-separated weights files of `arg` (the list copied into *wlist, which the
+ * caller frees; the paths point into it) into wf / wnets (16 at most, *nwf of them filled).
+ * Returns 0, or -1 after printing the error. */
+static int read_weights(const char *arg, char **wlist, weights_file wf[16], Caffe__NetParameter *wnets[16], size_t *nwf,
+                        dd_diags *diags) {
+  char err[2048];
+  if (!(*wlist = strdup(arg))) return -1;
+  char *save = NULL;
+  for (char *w = strtok_r(*wlist, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+    if (*nwf == 16) {
+      fprintf(stderr, "error: at most %zu weights files\n", *nwf);
+      return -1;
+    }
+    dd_upgrade_report rep = {0};
+    if (dd_caffemodel_read_report(&wnets[*nwf], w, &rep, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      return -1;
+    }
+    report_upgrade(w, &rep, diags);
+    wf[*nwf].path = w;
+    if (dd_weight_layers(&wf[*nwf].layers, &wf[*nwf].n, wnets[*nwf], err, sizeof err)) {
+      fprintf(stderr, "error: %s: %s\n", w, err);
+      caffe__net_parameter__free_unpacked(wnets[*nwf], NULL);
+      wnets[*nwf] = NULL;
+      return -1;
+    }
+    (*nwf)++;
+  }
+  return 0;
+}
+
 int dd_cmd_check(int argc, char **argv) {
   const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL;
   if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
@@ -292,30 +323,7 @@ int dd_cmd_check(int argc, char **argv) {
     goto done;
   }
 
-  if (weights_arg) {
-    wlist = strdup(weights_arg);
-    if (!wlist) goto done;
-    char *save = NULL;
-    for (char *w = strtok_r(wlist, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
-      if (nwf == sizeof wf / sizeof wf[0]) {
-        fprintf(stderr, "error: at most %zu weights files\n", nwf);
-        goto done;
-      }
-      memset(&rep, 0, sizeof rep);
-      if ((r = dd_caffemodel_read_report(&wnets[nwf], w, &rep, err, sizeof err))) {
-        fprintf(stderr, "error: %s\n", err);
-        goto done;
-      }
-      report_upgrade(w, &rep, &diags);
-      wf[nwf].path = w;
-      if ((r = dd_weight_layers(&wf[nwf].layers, &wf[nwf].n, wnets[nwf], err, sizeof err))) {
-        fprintf(stderr, "error: %s: %s\n", w, err);
-        caffe__net_parameter__free_unpacked(wnets[nwf], NULL);
-        goto done;
-      }
-      nwf++;
-    }
-  }
+  if (weights_arg && read_weights(weights_arg, &wlist, wf, wnets, &nwf, &diags)) goto done;
 
   if ((r = dd_net_check(&g, netp, phase, &diags))) {
     fprintf(stderr, "error: %s\n", dd_strerror(r));
