@@ -6,6 +6,7 @@
  * happen outside the lock. */
 #define _POSIX_C_SOURCE 200809L
 #include "data/data.h"
+#include "data/db_data.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,7 @@ typedef struct {
 
 struct dd_data {
   dd_data_config cfg;
+  dd_db_data *db; /* a Data layer's source: everything below is unused */
   entry *entries;
   int64_t n;
   int shuffle;
@@ -440,9 +442,42 @@ static int load_mean(struct dd_data *d, const char *path, char *err, size_t errl
   return 0;
 }
 
+/* A Data layer (LMDB or LevelDB): the policy is asked for the database and the mean file, then
+ * core/data/db_data.c's pipeline runs it. */
+static int open_db(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_config *cfg, char *err,
+                   size_t errlen) {
+  const Caffe__DataParameter *p = lp->data_param;
+  char what[512];
+  snprintf(what, sizeof what, "%s data_param.source", cfg->field ? cfg->field : "Data");
+  int r = p && p->source ? dd_path_check(cfg->policy, DD_PATH_READ, what, p->source, err, errlen) : 0;
+  if (!r && lp->transform_param && lp->transform_param->mean_file) {
+    snprintf(what, sizeof what, "%s transform_param.mean_file", cfg->field ? cfg->field : "Data");
+    r = dd_path_check(cfg->policy, DD_PATH_READ, what, lp->transform_param->mean_file, err, errlen);
+  }
+  if (r) return r;
+  struct dd_data *d = calloc(1, sizeof *d);
+  if (!d) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  d->cfg = *cfg;
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_cond_init(&d->work_cv, NULL);
+  pthread_cond_init(&d->ready_cv, NULL);
+  dd_db_data_config dc = {.batch = cfg->batch, .channels = cfg->channels, .height = cfg->height, .width = cfg->width,
+                          .train = cfg->train, .seed = cfg->seed, .prefetch = p && p->prefetch ? (int)p->prefetch : cfg->prefetch,
+                          .be = cfg->be, .start_batch = cfg->start_batch, .stride = cfg->stride, .offset = cfg->offset};
+  char msg[1536];
+  if ((r = dd_db_data_open(&d->db, lp, &dc, msg, sizeof msg))) {
+    dd_errorf(r, err, errlen, "%s: %s", cfg->field ? cfg->field : "Data", msg);
+    dd_data_close(d);
+    return r;
+  }
+  *out = d;
+  return 0;
+}
+
 int dd_data_open(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_config *cfg, char *err,
                  size_t errlen) {
   *out = NULL;
+  if (lp->type && !strcmp(lp->type, "Data")) return open_db(out, lp, cfg, err, errlen);
   const Caffe__ImageDataParameter *ip = lp->image_data_param;
   if (!ip || !ip->source || !ip->source[0])
     return dd_errorf(DD_EINVAL, err, errlen, "image_data_param { source: \"LIST.txt\" } is required");
@@ -513,6 +548,7 @@ static double now_ms(void) {
 }
 
 int dd_data_next(dd_data *d, const float **data, const float **labels, double *wait_ms, char *err, size_t errlen) {
+  if (d->db) return dd_db_data_next(d->db, data, labels, wait_ms, err, errlen);
   pthread_mutex_lock(&d->mu);
   if (d->held_batch >= 0) { /* hand the previous slot back */
     slot *old = &d->slots[d->held_batch % d->depth];
@@ -551,10 +587,11 @@ int64_t dd_data_attempts(const dd_data *d) {
   pthread_mutex_unlock(mu);
   return a;
 }
-int64_t dd_data_size(const dd_data *d) { return d->n; }
+int64_t dd_data_size(const dd_data *d) { return d->db ? dd_db_data_size(d->db) : d->n; }
 
 void dd_data_close(dd_data *d) {
   if (!d) return;
+  dd_db_data_close(d->db);
   pthread_mutex_lock(&d->mu);
   d->stop = 1;
   pthread_cond_broadcast(&d->work_cv);

@@ -54,7 +54,10 @@ typedef struct {
 } dd_data_config;
 
 /* Opens the source described by an ImageData layer (`lp`: image_data_param, transform_param).
- * Reads the list file and the mean file, and starts the decode threads. Returns 0, or DD_EIO /
+ * Reads the list file and the mean file, and starts the decode threads. A Data layer (`lp->type`
+ * "Data": data_param over an LMDB or LevelDB) runs on core/data/db_data.c's pipeline behind the
+ * same calls (the policy is asked for its database and mean file; a bad record fails the batch
+ * holding it, as in Caffe, so dd_data_errors stays 0; dd_data_size is its record count). Returns 0, or DD_EIO /
  * DD_EPARSE / DD_EINVAL / DD_ENOMEM with a message naming the file (and line), or the policy's
  * refusal. */
 int dd_data_open(dd_data **out, const Caffe__LayerParameter *lp, const dd_data_config *cfg, char *err,

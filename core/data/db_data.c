@@ -35,7 +35,7 @@ struct dd_db_data {
   int decode_channels; /* encoded records: 0 as stored, 1 gray, 3 colour */
   int crop;
   size_t sample_floats;
-  int64_t skip;
+  int64_t skip, size, stride;
 
   pthread_mutex_t mu;
   pthread_cond_t work_cv, ready_cv;
@@ -214,7 +214,7 @@ static int fill_batch(dd_db_data *d, slot *s, int64_t b, char *err, size_t errle
       d->scratch_cap = need;
     }
     dd_rng rng;
-    dd_rng_seed(&rng, dd_hash64(dd_seed_derive(d->cfg.seed, "data"), (uint64_t)(b * d->cfg.batch + j + d->skip)));
+    dd_rng_seed(&rng, dd_hash64(dd_seed_derive(d->cfg.seed, "data"), (uint64_t)(b * d->stride + d->cfg.offset + j + d->skip)));
     float *out = s->data + (size_t)j * d->sample_floats;
     char msg[768];
     r = smp.hwc ? dd_transform_apply(&d->tf, out, smp.hwc, smp.w, smp.h, &rng, d->scratch, msg, sizeof msg)
@@ -223,6 +223,11 @@ static int fill_batch(dd_db_data *d, slot *s, int64_t b, char *err, size_t errle
     s->labels[j] = (float)smp.label;
     if ((r = dd_db_cursor_next(d->cur, NULL, err, errlen))) return r;
   }
+  /* the other ranks' records, up to this rank's next batch */
+  for (int64_t k = d->cfg.batch; k < d->stride; k++) {
+    int r = dd_db_cursor_next(d->cur, NULL, err, errlen);
+    if (r) return r;
+  }
   return 0;
 }
 
@@ -230,7 +235,9 @@ static void *prefetch_main(void *arg) {
   dd_db_data *d = arg;
   char err[1536] = "";
   int r = 0;
-  for (int64_t k = 0; k < d->skip && !r; k++) r = dd_db_cursor_next(d->cur, NULL, err, sizeof err);
+  /* rand_skip, then the batches before start_batch (modulo the database), then this rank's offset */
+  int64_t first = d->size > 0 ? (d->skip + d->cfg.start_batch * d->stride + d->cfg.offset) % d->size : 0;
+  for (int64_t k = 0; k < first && !r; k++) r = dd_db_cursor_next(d->cur, NULL, err, sizeof err);
   int64_t b = d->consume;
   pthread_mutex_lock(&d->mu);
   while (!r) {
@@ -305,6 +312,12 @@ int dd_db_data_open(dd_db_data **out, const Caffe__LayerParameter *lp, const dd_
     d->tf.mean_w = d->mean_w;
   }
   if (p->rand_skip) d->skip = (int64_t)(dd_seed_derive(cfg->seed, "rand_skip") % p->rand_skip);
+  d->stride = cfg->stride > 0 ? cfg->stride : cfg->batch;
+  d->consume = cfg->start_batch;
+  if ((r = dd_db_cursor_count(d->cur, &d->size, msg, sizeof msg))) {
+    r = dd_errorf(r, err, errlen, "data_param.source: %s", msg);
+    goto fail;
+  }
   d->sample_floats = (size_t)cfg->channels * (size_t)cfg->height * (size_t)cfg->width;
   d->depth = cfg->prefetch > 0 ? cfg->prefetch : 4;
   if (!(d->slots = calloc((size_t)d->depth, sizeof *d->slots))) goto oom;
@@ -327,6 +340,8 @@ fail:
   dd_db_data_close(d);
   return r;
 }
+
+int64_t dd_db_data_size(const dd_db_data *d) { return d->size; }
 
 static double now_ms(void) {
   struct timespec ts;

@@ -5,7 +5,9 @@
  * Order (Caffe's DataLayer with one solver): the records in key order from the first, wrapping
  * to the first after the last; rand_skip R > 0 first skips (a number drawn from the seed) mod R
  * records, as Caffe 1.0's DataLayer once did. Batch b, slot j takes the record at stream position
- * b * batch + j (+ the skip). Every random choice of the transform (TRAIN: crop, mirror, jitter)
+ * b * stride + offset + j (+ the skip; stride = batch and offset 0 for one rank), so data-parallel
+ * ranks together read what one rank with the whole batch would, and a resumed run starts at
+ * start_batch. Every random choice of the transform (TRAIN: crop, mirror, jitter)
  * comes from an rng seeded with (seed, position), so the batches do not depend on timing.
  *
  * Every record must be a Datum of the first record's channels, and, without a crop, of its height
@@ -33,6 +35,10 @@ typedef struct {
   uint64_t seed;
   int prefetch;                       /* batches in the ring (0: 4) */
   dd_backend *be;                     /* ring buffers from be->ops->alloc_host (NULL: malloc) */
+  int64_t start_batch;                /* the first batch to produce (resuming a run) */
+  /* Data parallel, as dd_data_config's: batch b slot j is stream position b * stride + offset + j
+   * (the other ranks' records are skipped); 0, 0: one rank (stride = batch). */
+  int64_t stride, offset;
 } dd_db_data_config;
 
 /* The sample shape (C, H, W) a Data layer `lp` produces, from its first record as Caffe's
@@ -51,6 +57,9 @@ int dd_db_data_open(dd_db_data **out, const Caffe__LayerParameter *lp, const dd_
  * broke this batch (then every later call returns it too). */
 int dd_db_data_next(dd_db_data *d, const float **data, const float **labels, double *wait_ms, char *err,
                     size_t errlen);
+
+/* The number of records in the database (counted at open). */
+int64_t dd_db_data_size(const dd_db_data *d);
 
 /* Stops the thread (mid-batch is fine) and frees everything. NULL is a no-op. */
 void dd_db_data_close(dd_db_data *d);

@@ -146,6 +146,26 @@ int dd_db_cursor_next(dd_db_cursor *c, int *wrapped, char *err, size_t errlen) {
   return dd_db_cursor_first(c, err, errlen);
 }
 
+int dd_db_cursor_count(dd_db_cursor *c, int64_t *n, char *err, size_t errlen) {
+  *n = 0;
+  if (c->is_lmdb) {
+    MDB_stat st;
+    int rc = mdb_env_stat(c->env, &st);
+    if (rc) return dd_errorf(DD_EIO, err, errlen, "%s: reading the LMDB: %s", c->path, mdb_strerror(rc));
+    *n = (int64_t)st.ms_entries;
+    return 0;
+  }
+  leveldb_iterator_t *it = leveldb_create_iterator(c->ldb, c->ropt);
+  for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) (*n)++;
+  char *e = NULL;
+  leveldb_iter_get_error(it, &e);
+  leveldb_iter_destroy(it);
+  if (!e) return 0;
+  int r = dd_errorf(DD_EIO, err, errlen, "%s: reading the LevelDB: %s", c->path, e);
+  leveldb_free(e);
+  return r;
+}
+
 const char *dd_db_cursor_path(const dd_db_cursor *c) { return c->path; }
 
 void dd_db_cursor_close(dd_db_cursor *c) {

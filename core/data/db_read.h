@@ -30,6 +30,10 @@ int dd_db_cursor_next(dd_db_cursor *c, int *wrapped, char *err, size_t errlen);
 /* Back to the first record. Returns 0 or DD_EIO. */
 int dd_db_cursor_first(dd_db_cursor *c, char *err, size_t errlen);
 
+/* The number of records: LMDB's entry count; LevelDB has none, so a separate iterator walks the
+ * keys once. Returns 0 and *n, or DD_EIO. The cursor does not move. */
+int dd_db_cursor_count(dd_db_cursor *c, int64_t *n, char *err, size_t errlen);
+
 /* The database's path as opened. */
 const char *dd_db_cursor_path(const dd_db_cursor *c);
 

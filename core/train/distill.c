@@ -78,49 +78,63 @@ static void data_log(void *ctx, const char *msg) { dd_distill_log(ctx, 1, "%s", 
 
 /* ---- running ------------------------------------------------------------------------------------- */
 
+/* The copy of a data layer the pipeline opens: its paths made relative to the job's folder. */
+static int source_copy(struct dd_distill *d, const Caffe__LayerParameter *lp, Caffe__LayerParameter **out) {
+  Caffe__LayerParameter *copy = (Caffe__LayerParameter *)dd_proto_copy(&lp->base);
+  if (!copy) return DD_ENOMEM;
+  char **paths[3] = {NULL, NULL, NULL};
+  if (copy->image_data_param) paths[0] = &copy->image_data_param->source;
+  if (copy->data_param) paths[1] = &copy->data_param->source;
+  if (copy->transform_param && copy->transform_param->mean_file) paths[2] = &copy->transform_param->mean_file;
+  for (int i = 0; i < 3; i++) {
+    if (!paths[i] || !*paths[i]) continue;
+    char *full = dd_distill_path(d->base_dir, *paths[i]);
+    if (!full) {
+      caffe__layer_parameter__free_unpacked(copy, NULL);
+      return DD_ENOMEM;
+    }
+    free(*paths[i]);
+    *paths[i] = full;
+  }
+  const Caffe__ImageDataParameter *ip = lp->image_data_param;
+  if (ip && ip->root_folder && ip->root_folder[0]) {
+    /* root_folder is a prefix: keep a trailing slash as written */
+    char *root = dd_distill_path(d->base_dir, ip->root_folder);
+    size_t lr = root ? strlen(root) : 0;
+    if (root && ip->root_folder[strlen(ip->root_folder) - 1] == '/' && root[lr - 1] != '/') {
+      char *r2 = realloc(root, lr + 2);
+      if (r2) strcat(root = r2, "/");
+    }
+    if (!root) {
+      caffe__layer_parameter__free_unpacked(copy, NULL);
+      return DD_ENOMEM;
+    }
+    free(copy->image_data_param->root_folder);
+    copy->image_data_param->root_folder = root;
+  }
+  *out = copy;
+  return 0;
+}
+
 static int open_source(struct dd_distill *d, int ph, int64_t start_batch, dd_data **out, char *err, size_t errlen) {
   const Caffe__LayerParameter *lp = d->data_layer[ph];
   const Caffe__ImageDataParameter *ip = lp->image_data_param;
   dd_net *n = ph == 0 ? dd_solver_net(d->solver) : dd_solver_test_net(d->solver);
   if (!n) return 0;
   dd_tensor *t = dd_net_blob(n, d->data_top[ph][0]);
-  char *src = dd_distill_path(d->base_dir, ip->source), *root = ip->root_folder && ip->root_folder[0] ? dd_distill_path(d->base_dir, ip->root_folder) : NULL;
-  Caffe__LayerParameter *copy = (Caffe__LayerParameter *)dd_proto_copy(&lp->base);
+  Caffe__LayerParameter *copy = NULL;
   char field[300];
   snprintf(field, sizeof field, "student.net: layer \"%.200s\"", lp->name ? lp->name : "");
-  int r = 0;
-  if (!src || !copy || (ip->root_folder && ip->root_folder[0] && !root)) {
-    r = dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
-  } else {
-    free(copy->image_data_param->source);
-    copy->image_data_param->source = src;
-    src = NULL;
-    if (root) {
-      /* root_folder is a prefix: keep a trailing slash as written */
-      size_t lr = strlen(root);
-      if (ip->root_folder[strlen(ip->root_folder) - 1] == '/' && root[lr - 1] != '/') {
-        char *r2 = realloc(root, lr + 2);
-        if (r2) {
-          root = r2;
-          strcat(root, "/");
-        }
-      }
-      free(copy->image_data_param->root_folder);
-      copy->image_data_param->root_folder = root;
-      root = NULL;
-    }
-    dd_data_config cfg = {.batch = (int)t->shape.dims[0], .channels = (int)t->shape.dims[1], .height = (int)t->shape.dims[2],
-                          .width = (int)t->shape.dims[3], .train = ph == 0,
-                          .seed = dd_seed_derive(dd_solver_net(d->solver)->seed, ph == 0 ? "data/train" : "data/test"),
-                          .threads = (int)ip->decode_threads, .prefetch = (int)ip->prefetch,
-                          .max_error_fraction = ip->max_error_fraction, .be = d->be, .log = data_log, .log_ctx = d,
-                          .start_batch = start_batch, .stride = d->global_batch[ph],
-                          .offset = (int64_t)d->rank * d->batch[ph], .policy = &d->policy, .field = field};
-    r = dd_data_open(out, copy, &cfg, err, errlen);
-  }
-  free(src);
-  free(root);
-  if (copy) caffe__layer_parameter__free_unpacked(copy, NULL);
+  if (source_copy(d, lp, &copy)) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  dd_data_config cfg = {.batch = (int)t->shape.dims[0], .channels = (int)t->shape.dims[1], .height = (int)t->shape.dims[2],
+                        .width = (int)t->shape.dims[3], .train = ph == 0,
+                        .seed = dd_seed_derive(dd_solver_net(d->solver)->seed, ph == 0 ? "data/train" : "data/test"),
+                        .threads = ip ? (int)ip->decode_threads : 0, .prefetch = ip ? (int)ip->prefetch : 0,
+                        .max_error_fraction = ip ? ip->max_error_fraction : 0, .be = d->be, .log = data_log, .log_ctx = d,
+                        .start_batch = start_batch, .stride = d->global_batch[ph],
+                        .offset = (int64_t)d->rank * d->batch[ph], .policy = &d->policy, .field = field};
+  int r = dd_data_open(out, copy, &cfg, err, errlen);
+  caffe__layer_parameter__free_unpacked(copy, NULL);
   return r;
 }
 

@@ -1,5 +1,5 @@
 /* The distillation trainer: one DistillJob (proto/distill.proto) from validation to the last
- * snapshot. The student's ImageData layers become Input layers fed by data pipelines the trainer
+ * snapshot. The student's ImageData (or Data) layers become Input layers fed by data pipelines the trainer
  * owns, so every batch goes to the frozen teacher first (same data, bit for bit) and its logits
  * (and hint blobs) into the student, whose net gains the distillation terms:
  *   loss = (1 - alpha) * CE(student, label) + alpha * KDLoss(student, teacher; T)

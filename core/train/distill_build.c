@@ -3,7 +3,7 @@
  *   load_solver            the inline solver or solver_file, its snapshots under OUTPUT_DIR;
  *   load_student           the student's net, with the lint of `distilld check` (and the opt-in
  *                          freeze of frozen BatchNorms);
- *   replace_data_layers    each ImageData layer becomes an Input layer the trainer's pipelines feed;
+ *   replace_data_layers    each ImageData or Data layer becomes an Input layer the trainer's pipelines feed;
  *   build_teacher          the frozen teacher (BatchNorm + Scale folded unless a named blob needs
  *                          them) and its TEST-batch twin;
  *   add_distill_terms      the teacher's logits and hint blobs as inputs, KDLoss, hint regressors
@@ -182,7 +182,7 @@ static int load_student(struct dd_distill *d, char *err, size_t errlen) {
   return 0;
 }
 
-/* The Input layer that takes ImageData layer `orig`'s place in phase `ph`: its tops, this rank's
+/* The Input layer that takes data layer `orig`'s place in phase `ph`: its tops, this rank's
  * batch, the data shape `ds0` (and the label shape `ls`, NULL without a label top). */
 static Caffe__LayerParameter *input_for(const Caffe__LayerParameter *orig, int ph, int batch, const dd_shape *ds0,
                                         const dd_shape *ls) {
@@ -206,12 +206,12 @@ static Caffe__LayerParameter *input_for(const Caffe__LayerParameter *orig, int p
   return in;
 }
 
-/* One ImageData layer of phase `ph` (graph layer `gl` of `g`) becomes an Input layer. */
+/* One ImageData or Data layer of phase `ph` (graph layer `gl` of `g`) becomes an Input layer. */
 static int replace_one(struct dd_distill *d, const dd_net_graph *g, const dd_glayer *gl, int ph, char *err,
                        size_t errlen) {
   Caffe__NetParameter *sp = d->student_param;
   if (d->data_layer[ph])
-    return dd_errorf(DD_EINVAL, err, errlen, "student.net: more than one ImageData layer in the %s phase",
+    return dd_errorf(DD_EINVAL, err, errlen, "student.net: more than one data layer (ImageData, Data) in the %s phase",
                      dd_phase_name((Caffe__Phase)ph));
   const dd_shape *ds0 = &g->blobs[gl->top[0]].shape;
   if (!dd_shape_known(ds0))
@@ -247,16 +247,51 @@ static int find_student_logits(struct dd_distill *d, const dd_net_graph *g, char
   return (d->student_logits = strdup(sl)) ? 0 : DD_ENOMEM;
 }
 
+/* A Data layer's database and mean file, made relative to the job's folder and asked of the
+ * policy before anything opens them (the layer's shape function reads the first record). */
+static int resolve_db_paths(struct dd_distill *d, char *err, size_t errlen) {
+  Caffe__NetParameter *sp = d->student_param;
+  for (size_t i = 0; i < sp->n_layer; i++) {
+    Caffe__LayerParameter *lp = sp->layer[i];
+    if (!lp->type || strcmp(lp->type, "Data")) continue;
+    char **paths[2] = {lp->data_param && lp->data_param->source ? &lp->data_param->source : NULL,
+                       lp->transform_param && lp->transform_param->mean_file ? &lp->transform_param->mean_file : NULL};
+    const char *what[2] = {"data_param.source", "transform_param.mean_file"};
+    for (int k = 0; k < 2; k++) {
+      if (!paths[k] || !(*paths[k])[0]) continue;
+      char *full = dd_distill_path(d->base_dir, *paths[k]), field[400];
+      if (!full) return DD_ENOMEM;
+      free(*paths[k]);
+      *paths[k] = full;
+      snprintf(field, sizeof field, "student.net: layer \"%.200s\" %s", lp->name ? lp->name : "", what[k]);
+      int r = dd_path_check(&d->policy, DD_PATH_READ, field, full, err, errlen);
+      if (r) return r;
+    }
+  }
+  return 0;
+}
+
 static int replace_data_layers(struct dd_distill *d, char *err, size_t errlen) {
+  int r0 = resolve_db_paths(d, err, errlen);
+  if (r0) return r0;
   for (int ph = 0; ph < 2; ph++) {
     dd_diags gd = {0};
     dd_net_graph *g = NULL;
     int r = 0;
     if (dd_net_graph_build(&g, d->student_param, (Caffe__Phase)ph, 0, NULL, 0, &gd)) r = DD_ENOMEM;
+    /* a data layer that cannot say its shape (a Data layer's database missing or unreadable) */
+    for (size_t k = 0; !r && k < gd.n; k++)
+      for (size_t i = 0; gd.v[k].level == DD_DIAG_ERROR && gd.v[k].where && i < g->n_layers; i++)
+        if (g->layers[i].ops && !strcmp(g->layers[i].ops->type, "Data") && g->layers[i].lp->name &&
+            !strcmp(g->layers[i].lp->name, gd.v[k].where)) {
+          r = dd_errorf(DD_EINVAL, err, errlen, "student.net: layer \"%s\": %s", gd.v[k].where, gd.v[k].msg);
+          break;
+        }
     for (size_t i = 0; !r && i < g->n_layers; i++)
-      if (g->layers[i].ops && !strcmp(g->layers[i].ops->type, "ImageData")) r = replace_one(d, g, &g->layers[i], ph, err, errlen);
+      if (g->layers[i].ops && (!strcmp(g->layers[i].ops->type, "ImageData") || !strcmp(g->layers[i].ops->type, "Data")))
+        r = replace_one(d, g, &g->layers[i], ph, err, errlen);
     if (!r && ph == 0 && !d->data_layer[0])
-      r = dd_errorf(DD_EINVAL, err, errlen, "student.net: no ImageData layer in the TRAIN phase (the job's data comes from it)");
+      r = dd_errorf(DD_EINVAL, err, errlen, "student.net: no ImageData or Data layer in the TRAIN phase (the job's data comes from it)");
     if (!r && ph == 0) r = find_student_logits(d, g, err, errlen);
     dd_net_graph_free(g);
     dd_diags_free(&gd);

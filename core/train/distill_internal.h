@@ -36,7 +36,7 @@ struct dd_distill {
   dd_solver *solver;
   char *student_logits;
   char *data_top[2][2]; /* [phase][0 data, 1 label] */
-  Caffe__LayerParameter *data_layer[2]; /* the original ImageData layers, per phase */
+  Caffe__LayerParameter *data_layer[2]; /* the original ImageData or Data layers, per phase */
   int batch[2];
   dd_data *src[2];
   int n_hints;
