@@ -7,7 +7,9 @@ prototxts, in the BatchNorm + Scale style Caffe users write.
   gen_wrn.py --depth 16 --width 2 --classes 100 --mode bench --channels 3 --size 32 --batch 64
 
 train_val: ImageData layers (TRAIN: pad-and-crop plus mirror; TEST: centre crop), SoftmaxWithLoss,
-Accuracy in TEST. deploy: an Input layer (the shape of one batch) and the logits blob "fc" only,
+Accuracy in TEST; with --data lmdb, Data layers over the LMDBs --source-train and --source-test
+(written by `distilld convert-imageset`) with the same transforms instead.
+deploy: an Input layer (the shape of one batch) and the logits blob "fc" only,
 which is what a frozen teacher needs. bench: an Input layer with two tops, "data" (the shape of one
 batch) and "label" (batch), and SoftmaxWithLoss: a TRAIN net that needs no data files, which is what
 tests/bench_wrn.c times. --prefix puts a prefix on every layer and blob name except
@@ -33,6 +35,8 @@ def main():
     ap.add_argument("--source-train", default="data/fashion-mnist/train.txt")
     ap.add_argument("--source-test", default="data/fashion-mnist/test.txt")
     ap.add_argument("--root-folder", default="")
+    ap.add_argument("--data", choices=["images", "lmdb"], default="images",
+                    help="train_val: ImageData over list files, or Data over LMDBs")
     ap.add_argument("--prefix", default="")
     ap.add_argument("--bn-maf", type=float, default=0.9,
                     help="BatchNorm moving_average_fraction (Caffe's default 0.999 averages over ~1000 "
@@ -68,13 +72,20 @@ def main():
         mv = "".join(" mean_value: %g" % m for m in means)
         root = ' root_folder: "%s"' % a.root_folder if a.root_folder else ""
         color = "" if a.channels == 3 else " is_color: false"
-        w('layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TRAIN }')
+        kind = "ImageData" if a.data == "images" else "Data"
+        w('layer { name: "data" type: "%s" top: "data" top: "label" include { phase: TRAIN }' % kind)
         w('  transform_param { scale: %g mirror: true crop_size: %d pad: %d%s }' % (a.scale, a.size, a.pad, mv))
-        w('  image_data_param { source: "%s" batch_size: %d shuffle: true%s%s } }'
-          % (a.source_train, a.batch, color, root))
-        w('layer { name: "data" type: "ImageData" top: "data" top: "label" include { phase: TEST }')
+        if a.data == "images":
+            w('  image_data_param { source: "%s" batch_size: %d shuffle: true%s%s } }'
+              % (a.source_train, a.batch, color, root))
+        else:
+            w('  data_param { source: "%s" backend: LMDB batch_size: %d } }' % (a.source_train, a.batch))
+        w('layer { name: "data" type: "%s" top: "data" top: "label" include { phase: TEST }' % kind)
         w('  transform_param { scale: %g crop_size: %d%s }' % (a.scale, a.size, mv))
-        w('  image_data_param { source: "%s" batch_size: %d%s%s } }' % (a.source_test, a.test_batch, color, root))
+        if a.data == "images":
+            w('  image_data_param { source: "%s" batch_size: %d%s%s } }' % (a.source_test, a.test_batch, color, root))
+        else:
+            w('  data_param { source: "%s" backend: LMDB batch_size: %d } }' % (a.source_test, a.test_batch))
     elif a.mode == "bench":
         w('layer { name: "%sinput" type: "Input" top: "data" top: "label"' % P)
         w('  input_param { shape { dim: %d dim: %d dim: %d dim: %d } shape { dim: %d } } }'

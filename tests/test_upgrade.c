@@ -572,19 +572,45 @@ static void test_refusals(void) {
   CHECK_CONTAINS(err, "\"Convolution\" with convolution_param { group: C }");
   CHECK(dd_refused_layer_type("Convolution") == NULL && dd_refused_layer_type(NULL) == NULL);
   CHECK(dd_refused_layer_type("ReLU6") && strstr(dd_refused_layer_type("ReLU6"), "Clip"));
+  CHECK(dd_refused_layer_type("Filter") && strstr(dd_refused_layer_type("Filter"), "static shapes"));
 
   /* Fork fields, through the reader. */
   char path[512];
   snprintf(path, sizeof path, "%s/ceil.prototxt", tmpdir);
   wfile(path, INPUT("x", "dim: 1 dim: 1 dim: 5 dim: 5")
               "layer { name: \"p\" type: \"Pooling\" bottom: \"x\" top: \"p\"\n"
-              "  pooling_param { pool: MAX kernel_size: 2 stride: 2 ceil_mode: true } }\n");
+              "  pooling_param { pool: MAX kernel_size: 2 stride: 2 ceil_mode: false } }\n");
   Caffe__NetParameter *n = NULL;
+  /* the forks' ceil_mode is accepted with its meaning (false: round_mode FLOOR): 5 -> 2, not 3 */
+  CHECK(dd_net_read_text(&n, path, err, sizeof err) == 0 && n != NULL);
+  if (n) {
+    dd_net *net = NULL;
+    CHECKF(dd_net_create(&net, n, CAFFE__PHASE__TEST, be, 1, NULL, err, sizeof err) == 0, "%s", err);
+    if (net) CHECK(dd_net_blob(net, "p")->shape.dims[2] == 2);
+    dd_net_destroy(net);
+    caffe__net_parameter__free_unpacked(n, NULL);
+    n = NULL;
+  }
+  wfile(path, INPUT("x", "dim: 1 dim: 1 dim: 5 dim: 5")
+              "layer { name: \"p\" type: \"Pooling\" bottom: \"x\" top: \"p\"\n"
+              "  pooling_param { pool: MAX kernel_size: 2 stride: 2 ceil_mode: true round_mode: FLOOR } }\n");
+  CHECK(dd_net_read_text(&n, path, err, sizeof err) == 0);
+  if (n) {
+    dd_net *net = NULL;
+    CHECK(dd_net_create(&net, n, CAFFE__PHASE__TEST, be, 1, NULL, err, sizeof err) != 0);
+    CHECK_CONTAINS(err, "give pooling_param.round_mode or the forks' ceil_mode, not both");
+    dd_net_destroy(net);
+    caffe__net_parameter__free_unpacked(n, NULL);
+    n = NULL;
+  }
+  wfile(path, INPUT("x", "dim: 1 dim: 1 dim: 5 dim: 5")
+              "layer { name: \"p\" type: \"Pooling\" bottom: \"x\" top: \"p\"\n"
+              "  convolution_param { hole: 2 } }\n");
   CHECK(dd_net_read_text(&n, path, err, sizeof err) == DD_EPARSE && n == NULL);
   CHECK_CONTAINS(err, "ceil.prototxt:3:");
-  CHECK_CONTAINS(err, "unknown field \"ceil_mode\" in PoolingParameter");
-  CHECK_CONTAINS(err, "ceil_mode is not a field of BVLC Caffe's PoolingParameter");
-  CHECK_CONTAINS(err, "always rounds up");
+  CHECK_CONTAINS(err, "unknown field \"hole\" in ConvolutionParameter");
+  CHECK_CONTAINS(err, "hole is not a field of BVLC Caffe's ConvolutionParameter");
+  CHECK_CONTAINS(err, "write dilation: N");
   wfile(path, "layer { name: \"q\" type: \"Convolution\" quantize_param { bits: 8 } }\n");
   CHECK(dd_net_read_text(&n, path, err, sizeof err) == DD_EPARSE);
   CHECK_CONTAINS(err, "quantize_param is not a field of BVLC Caffe's LayerParameter");

@@ -1,5 +1,5 @@
 /* What distilld refuses in a Caffe net, with what to write instead (see upgrade.h): the BVLC
- * layer types it does not run (Python, WindowData), and the layer types and fields that Caffe
+ * layer types it does not run (Python, WindowData, Filter), and the layer types and fields that Caffe
  * forks added to the schema. distilld reads BVLC Caffe's caffe.proto (master 9b891540; its own
  * extensions have field numbers from 1000 up), so a fork's field is an unknown field to the text
  * parser and a fork's layer type an unknown type to the net builder; these tables turn the bare
@@ -23,6 +23,10 @@ static const struct {
      "WindowData reads R-CNN window files (the original R-CNN's deprecated data layer); distilld does not read them: "
      "crop the windows into images and read them with ImageData, or into an LMDB with `distilld convert-imageset` "
      "for Data"},
+    {"Filter",
+     "Filter passes on the items whose selector is non-zero, so its tops' batch size depends on the selector's values "
+     "at run time; distilld's nets have static shapes, checked before anything is allocated: select the items "
+     "before the net (in the data), or weight the loss by the selector instead"},
     {"ConvolutionDepthwise",
      NOT_BVLC "); use type \"Convolution\" with convolution_param { group: C } where C is the number of input "
      "channels (= num_output), which computes the same depthwise convolution"},
@@ -65,13 +69,6 @@ const char *dd_refused_layer_type(const char *type) {
 static const struct {
   const char *msg, *field, *hint;
 } fork_fields[] = {
-    {"PoolingParameter", "ceil_mode",
-     "a Caffe fork's switch between rounding the pooled size up or down; BVLC Caffe always rounds up, which is "
-     "ceil_mode: true: delete the line (ceil_mode: false has no BVLC form: change pad or kernel_size so both "
-     "roundings agree)"},
-    {"PoolingParameter", "round_mode",
-     "a Caffe fork's rounding switch; BVLC Caffe always rounds the pooled size up (round_mode: CEIL): delete the "
-     "line (FLOOR has no BVLC form)"},
     {"ConvolutionParameter", "hole", "DeepLab's old name for dilation: write dilation: N"},
     {"ConvolutionParameter", "hole_h", "DeepLab's old name for dilation: write dilation: N (one per axis)"},
     {"ConvolutionParameter", "hole_w", "DeepLab's old name for dilation: write dilation: N (one per axis)"},

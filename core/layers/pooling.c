@@ -1,5 +1,5 @@
 /* Pooling: MAX, AVE (and global), with Caffe's output size: ceil((H + 2 pad - k) / stride) + 1
- * (floor with round_mode FLOOR), less one when the input has padding (on either axis) and the last
+ * (floor with round_mode FLOOR, or the forks' ceil_mode: false), less one when the input has padding (on either axis) and the last
  * window would start in the padding. MAX may have a second top (the argmax mask). */
 #include "base/dd_error.h"
 #include "net/layer.h"
@@ -23,6 +23,9 @@ static int pooling_shape(dd_shape_ctx *c) {
     return dd_shape_fail(c, "give pad, or pad_h and pad_w (not both)");
   if ((p->has_stride_h || p->has_stride_w) && p->has_stride)
     return dd_shape_fail(c, "give stride, or stride_h and stride_w (not both)");
+  if (p->has_ceil_mode && p->has_round_mode)
+    return dd_shape_fail(c, "give pooling_param.round_mode or the forks' ceil_mode, not both");
+  int floor_mode = p->has_ceil_mode ? !p->ceil_mode : p->round_mode == CAFFE__POOLING_PARAMETER__ROUND_MODE__FLOOR;
   int64_t pad[2] = {p->has_pad_h ? p->pad_h : p->pad, p->has_pad_w ? p->pad_w : p->pad};
   int64_t st[2] = {p->has_stride_h ? p->stride_h : p->stride, p->has_stride_w ? p->stride_w : p->stride};
   const dd_shape *b = &c->bottoms[0];
@@ -48,8 +51,7 @@ static int pooling_shape(dd_shape_ctx *c) {
   for (int i = 0; i < 2; i++) {
     int64_t span = b->dims[2 + i] + 2 * pad[i] - k[i];
     if (span < 0) return dd_shape_fail(c, "the kernel is larger than the padded input");
-    o[i] = p->round_mode == CAFFE__POOLING_PARAMETER__ROUND_MODE__FLOOR ? span / st[i] + 1
-                                                                      : (span + st[i] - 1) / st[i] + 1;
+    o[i] = floor_mode ? span / st[i] + 1 : (span + st[i] - 1) / st[i] + 1;
     /* Caffe trims both axes when either has padding */
     if ((pad[0] || pad[1]) && (o[i] - 1) * st[i] >= b->dims[2 + i] + pad[i]) o[i]--;
     if (o[i] > DD_SHAPE_MAX_COUNT)
