@@ -8,7 +8,9 @@
  *    InnerProduct with the same weights) gives a KD loss of exactly 0 at every iteration, under
  *    random crop and mirror, while a different teacher does not (the check can fail).
  * 3. Two data-parallel ranks reading one LMDB end where one rank does.
- * 4. A job whose Data layer names a missing database fails naming the layer and the path. */
+ * 4. data_param.shuffle: each TRAIN epoch a permutation of the records, new each epoch, the same
+ *    for the same seed.
+ * 5. A job whose Data layer names a missing database fails naming the layer and the path. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <unistd.h>
@@ -196,6 +198,56 @@ static void test_data_parallel(void) {
   caffe__net_parameter__free_unpacked(b, NULL);
 }
 
+/* The hashes of the 48 samples a Data net reads in one epoch of train_lmdb (6 batches of 8). */
+#define EPOCH 48
+static void epoch_hashes(dd_net *n, uint64_t *h) {
+  for (int b = 0; b < EPOCH / 8; b++) {
+    REQUIRE(dd_net_forward(n, NULL) == 0);
+    dd_tensor *t = dd_net_blob(n, "data"), *l = dd_net_blob(n, "label");
+    int64_t per = t->count / 8;
+    for (int j = 0; j < 8; j++) {
+      uint64_t x = 1469598103934665603ull ^ (uint64_t)l->data[j];
+      const unsigned char *p = (const unsigned char *)(t->data + j * per);
+      for (size_t k = 0; k < (size_t)per * sizeof(float); k++) x = (x ^ p[k]) * 1099511628211ull;
+      h[b * 8 + j] = x;
+    }
+  }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* data_param.shuffle (distilld's): each TRAIN epoch is a permutation of the records, a different
+ * one per epoch, the same for the same seed; TEST reads in key order. */
+static void test_shuffle(void) {
+  REQUIRE(ready);
+  char net[1024];
+  uint64_t key_order[EPOCH], e1[EPOCH], e2[EPOCH], again[EPOCH];
+  for (int k = 0; k < 3; k++) {
+    snprintf(net, sizeof net,
+             "layer { name: 'data' type: 'Data' top: 'data' top: 'label' transform_param { scale: 0.00390625 }"
+             " data_param { source: '%s/train_lmdb' backend: LMDB batch_size: 8 %s } }\n",
+             tmp, k ? "shuffle: true" : "");
+    dd_net *n = test_make_net(be, net, k ? CAFFE__PHASE__TRAIN : CAFFE__PHASE__TEST, 9);
+    REQUIRE(n);
+    if (k == 0) epoch_hashes(n, key_order);
+    if (k == 1) {
+      epoch_hashes(n, e1);
+      epoch_hashes(n, e2);
+    }
+    if (k == 2) epoch_hashes(n, again);
+    dd_net_destroy(n);
+  }
+  CHECK(memcmp(e1, again, sizeof e1) == 0); /* deterministic */
+  CHECK(memcmp(e1, key_order, sizeof e1) != 0 && memcmp(e1, e2, sizeof e1) != 0);
+  qsort(key_order, EPOCH, 8, cmp_u64);
+  qsort(e1, EPOCH, 8, cmp_u64);
+  qsort(e2, EPOCH, 8, cmp_u64);
+  CHECK(memcmp(e1, key_order, sizeof e1) == 0 && memcmp(e2, key_order, sizeof e2) == 0); /* each a permutation */
+}
+
 static void test_missing_db(void) {
   REQUIRE(ready);
   write_student("s_gone.prototxt", DB_LAYER("TRAIN", "no_such_lmdb", "") DB_LAYER("TEST", "test_lmdb", ""));
@@ -213,6 +265,7 @@ int main(void) {
   RUN(test_same_data_as_images);
   RUN(test_same_batch_to_teacher);
   RUN(test_data_parallel);
+  RUN(test_shuffle);
   RUN(test_missing_db);
   dd_cpu_backend_destroy(be);
   test_scratch_remove(tmp);

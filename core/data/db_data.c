@@ -36,6 +36,10 @@ struct dd_db_data {
   int crop;
   size_t sample_floats;
   int64_t skip, size, stride;
+  /* data_param.shuffle (TRAIN): every key, and the permutation of the epoch being read */
+  uint8_t **keys;
+  size_t *klens;
+  int64_t *perm, perm_epoch;
 
   pthread_mutex_t mu;
   pthread_cond_t work_cv, ready_cv;
@@ -198,12 +202,53 @@ int dd_db_data_probe(const Caffe__LayerParameter *lp, int dims[3], char *err, si
 
 /* ---- the prefetch thread ------------------------------------------------------------------- */
 
+/* Reads every key once (data_param.shuffle), then goes back to the first record. */
+static int read_keys(dd_db_data *d, char *err, size_t errlen) {
+  int64_t n = d->size;
+  d->keys = calloc((size_t)(n ? n : 1), sizeof *d->keys);
+  d->klens = calloc((size_t)(n ? n : 1), sizeof *d->klens);
+  d->perm = malloc((size_t)(n ? n : 1) * sizeof *d->perm);
+  if (!d->keys || !d->klens || !d->perm) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for %lld keys", (long long)n);
+  d->perm_epoch = -1;
+  for (int64_t i = 0; i < n; i++) {
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    dd_db_cursor_get(d->cur, &k, &kl, &v, &vl);
+    if (!(d->keys[i] = malloc(kl ? kl : 1))) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+    memcpy(d->keys[i], k, kl);
+    d->klens[i] = kl;
+    int r = dd_db_cursor_next(d->cur, NULL, err, errlen);
+    if (r) return r;
+  }
+  return dd_db_cursor_first(d->cur, err, errlen);
+}
+
+/* Shuffling: puts the cursor on the record at stream position `pos` (epoch pos / size, a
+ * permutation drawn from the seed and the epoch, as ImageData's shuffle does). */
+static int seek_position(dd_db_data *d, int64_t pos, char *err, size_t errlen) {
+  int64_t n = d->size, e = pos / n;
+  if (e != d->perm_epoch) {
+    dd_rng rng;
+    dd_rng_seed(&rng, dd_hash64(dd_seed_derive(d->cfg.seed, "shuffle"), (uint64_t)e));
+    for (int64_t i = 0; i < n; i++) d->perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+      int64_t j = (int64_t)(dd_rng_next(&rng) % (uint64_t)(i + 1)), t = d->perm[i];
+      d->perm[i] = d->perm[j];
+      d->perm[j] = t;
+    }
+    d->perm_epoch = e;
+  }
+  int64_t idx = d->perm[pos % n];
+  return dd_db_cursor_seek(d->cur, d->keys[idx], d->klens[idx], err, errlen);
+}
+
 /* Fills slot `s` with batch `b`. Returns 0 or DD_E* with the message. */
 static int fill_batch(dd_db_data *d, slot *s, int64_t b, char *err, size_t errlen) {
   char key[300];
   for (int j = 0; j < d->cfg.batch; j++) {
     dd_datum_sample smp;
-    int r = record_sample(&smp, d->cur, d->source, d->decode_channels, &d->dbuf, key, sizeof key, err, errlen);
+    int r = d->keys ? seek_position(d, b * d->stride + d->cfg.offset + j + d->skip, err, errlen) : 0;
+    if (!r) r = record_sample(&smp, d->cur, d->source, d->decode_channels, &d->dbuf, key, sizeof key, err, errlen);
     if (!r) r = check_record(d, &smp, key, err, errlen);
     if (r) return r;
     size_t need = dd_transform_scratch_size(&d->tf, smp.w, smp.h);
@@ -221,10 +266,10 @@ static int fill_batch(dd_db_data *d, slot *s, int64_t b, char *err, size_t errle
                 : dd_transform_apply_chw(&d->tf, out, smp.u8, smp.f32, smp.w, smp.h, &rng, d->scratch, msg, sizeof msg);
     if (r) return dd_errorf(r, err, errlen, "data_param.source \"%s\": key \"%s\": %s", d->source, key, msg);
     s->labels[j] = (float)smp.label;
-    if ((r = dd_db_cursor_next(d->cur, NULL, err, errlen))) return r;
+    if (!d->keys && (r = dd_db_cursor_next(d->cur, NULL, err, errlen))) return r;
   }
   /* the other ranks' records, up to this rank's next batch */
-  for (int64_t k = d->cfg.batch; k < d->stride; k++) {
+  for (int64_t k = d->cfg.batch; !d->keys && k < d->stride; k++) {
     int r = dd_db_cursor_next(d->cur, NULL, err, errlen);
     if (r) return r;
   }
@@ -236,7 +281,7 @@ static void *prefetch_main(void *arg) {
   char err[1536] = "";
   int r = 0;
   /* rand_skip, then the batches before start_batch (modulo the database), then this rank's offset */
-  int64_t first = d->size > 0 ? (d->skip + d->cfg.start_batch * d->stride + d->cfg.offset) % d->size : 0;
+  int64_t first = d->size > 0 && !d->keys ? (d->skip + d->cfg.start_batch * d->stride + d->cfg.offset) % d->size : 0;
   for (int64_t k = 0; k < first && !r; k++) r = dd_db_cursor_next(d->cur, NULL, err, sizeof err);
   int64_t b = d->consume;
   pthread_mutex_lock(&d->mu);
@@ -318,6 +363,7 @@ int dd_db_data_open(dd_db_data **out, const Caffe__LayerParameter *lp, const dd_
     r = dd_errorf(r, err, errlen, "data_param.source: %s", msg);
     goto fail;
   }
+  if (p->shuffle && cfg->train && d->size > 0 && (r = read_keys(d, err, errlen))) goto fail;
   d->sample_floats = (size_t)cfg->channels * (size_t)cfg->height * (size_t)cfg->width;
   d->depth = cfg->prefetch > 0 ? cfg->prefetch : 4;
   if (!(d->slots = calloc((size_t)d->depth, sizeof *d->slots))) goto oom;
@@ -391,6 +437,10 @@ void dd_db_data_close(dd_db_data *d) {
   dd_datum_buf_free(&d->dbuf);
   free(d->scratch);
   free(d->mean);
+  for (int64_t i = 0; d->keys && i < d->size; i++) free(d->keys[i]);
+  free(d->keys);
+  free(d->klens);
+  free(d->perm);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->work_cv);
   pthread_cond_destroy(&d->ready_cv);

@@ -7,7 +7,9 @@
  * records, as Caffe 1.0's DataLayer once did. Batch b, slot j takes the record at stream position
  * b * stride + offset + j (+ the skip; stride = batch and offset 0 for one rank), so data-parallel
  * ranks together read what one rank with the whole batch would, and a resumed run starts at
- * start_batch. Every random choice of the transform (TRAIN: crop, mirror, jitter)
+ * start_batch. With data_param.shuffle (distilld's addition, TRAIN only) position p is record
+ * perm_e[p mod N] of epoch e = p / N, perm_e a permutation drawn from (seed, e): every key is read
+ * once at open (N keys held in memory) and each record fetched by key. Every random choice of the transform (TRAIN: crop, mirror, jitter)
  * comes from an rng seeded with (seed, position), so the batches do not depend on timing.
  *
  * Every record must be a Datum of the first record's channels, and, without a crop, of its height

@@ -166,6 +166,23 @@ int dd_db_cursor_count(dd_db_cursor *c, int64_t *n, char *err, size_t errlen) {
   return r;
 }
 
+int dd_db_cursor_seek(dd_db_cursor *c, const uint8_t *key, size_t klen, char *err, size_t errlen) {
+  if (c->is_lmdb) {
+    c->k.mv_data = (void *)key;
+    c->k.mv_size = klen;
+    int rc = mdb_cursor_get(c->cur, &c->k, &c->v, MDB_SET_KEY);
+    if (rc == MDB_NOTFOUND) return dd_errorf(DD_ENOTFOUND, err, errlen, "%s: a record went missing", c->path);
+    if (rc) return dd_errorf(DD_EIO, err, errlen, "%s: reading the LMDB: %s", c->path, mdb_strerror(rc));
+    return 0;
+  }
+  leveldb_iter_seek(c->it, (const char *)key, klen);
+  size_t kl = 0;
+  const char *k = leveldb_iter_valid(c->it) ? leveldb_iter_key(c->it, &kl) : NULL;
+  if (k && kl == klen && !memcmp(k, key, klen)) return 0;
+  int r = leveldb_iter_fail(c, err, errlen);
+  return r ? r : dd_errorf(DD_ENOTFOUND, err, errlen, "%s: a record went missing", c->path);
+}
+
 const char *dd_db_cursor_path(const dd_db_cursor *c) { return c->path; }
 
 void dd_db_cursor_close(dd_db_cursor *c) {

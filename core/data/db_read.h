@@ -34,6 +34,9 @@ int dd_db_cursor_first(dd_db_cursor *c, char *err, size_t errlen);
  * keys once. Returns 0 and *n, or DD_EIO. The cursor does not move. */
 int dd_db_cursor_count(dd_db_cursor *c, int64_t *n, char *err, size_t errlen);
 
+/* Moves to the record with this key. Returns 0; DD_ENOTFOUND when there is none; DD_EIO. */
+int dd_db_cursor_seek(dd_db_cursor *c, const uint8_t *key, size_t klen, char *err, size_t errlen);
+
 /* The database's path as opened. */
 const char *dd_db_cursor_path(const dd_db_cursor *c);
 
