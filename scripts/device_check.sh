@@ -62,6 +62,9 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# the tests' reference data (test_cuda_catalogue's Caffe outputs) in this copy of the tree, not the
+# build machine's path compiled into the tests
+export DD_TEST_DATA="${DD_TEST_DATA:-$here/tests/data}"
 dry=0 bundle=0
 for a in "$@"; do
   case "$a" in

@@ -39,7 +39,7 @@ static int n_compared;
 
 static void compare(const dd_tensor *t, int diff, const char *file, const char *what) {
   char path[1024];
-  snprintf(path, sizeof path, CAT "/out/%s/%s", cur_case, file);
+  snprintf(path, sizeof path, "%s/out/%s/%s", cat_dir(), cur_case, file);
   float *ref;
   long n = cat_load_f32(path, &ref);
   CHECKF(n == t->count, "%s: %s: reference %s has %ld values, the tensor %lld", cur_case, what, file, n,
@@ -74,7 +74,7 @@ static void compare(const dd_tensor *t, int diff, const char *file, const char *
 /* Compares every row of index.tsv. */
 static void compare_index(dd_net *n, double loss) {
   char path[1024];
-  snprintf(path, sizeof path, CAT "/out/%s/index.tsv", cur_case);
+  snprintf(path, sizeof path, "%s/out/%s/index.tsv", cat_dir(), cur_case);
   FILE *f = fopen(path, "r");
   CHECKF(f != NULL, "%s: cannot open %s", cur_case, path);
   if (!f) return;
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
   char *cases[256];
   int nc = cat_cases(argc, argv, cases, 256);
   if (nc < 0) {
-    fprintf(stderr, "cannot open %s\n", CAT "/out");
+    fprintf(stderr, "cannot open %s/out\n", cat_dir());
     return 1;
   }
   for (int i = 0; i < nc; i++) {

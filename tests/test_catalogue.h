@@ -17,7 +17,16 @@
 #include "format/caffe_io.h"
 #include "net/net.h"
 
-#define CAT DD_TEST_DATA "/caffe-reference/catalogue"
+/* The catalogue's folder: $DD_TEST_DATA/caffe-reference/catalogue when that variable is set (a
+ * build carried to another machine, scripts/device_check.sh), else the source tree's. */
+static inline const char *cat_dir(void) {
+  static char dir[256];
+  if (!dir[0]) {
+    const char *e = getenv("DD_TEST_DATA");
+    snprintf(dir, sizeof dir, "%s/caffe-reference/catalogue", e && e[0] ? e : DD_TEST_DATA);
+  }
+  return dir;
+}
 
 /* Reads a raw float32 file; returns the number of floats (or -1), *out malloc'd. */
 static inline long cat_load_f32(const char *path, float **out) {
@@ -64,7 +73,7 @@ static inline int cat_feed_inputs(const char *name, dd_net *n, char *err, size_t
     if (strcmp(lp->type, "Input") != 0) continue;
     for (size_t k = 0; k < lp->n_top; k++) {
       char path[1024];
-      snprintf(path, sizeof path, CAT "/out/%s/fwd_bwd/blob_data__%s.f32", name, lp->top[k]);
+      snprintf(path, sizeof path, "%s/out/%s/fwd_bwd/blob_data__%s.f32", cat_dir(), name, lp->top[k]);
       float *v;
       long c = cat_load_f32(path, &v);
       dd_tensor *t = dd_net_blob(n, lp->top[k]);
@@ -89,7 +98,7 @@ static inline int cat_build(const char *name, dd_backend *be, dd_net **out, char
   char path[1024];
   *out = NULL;
   int lmdb = strncmp(name, "data_lmdb", 9) == 0;
-  snprintf(path, sizeof path, CAT "/nets/%s.prototxt", name);
+  snprintf(path, sizeof path, "%s/nets/%s.prototxt", cat_dir(), name);
   Caffe__NetParameter *p = NULL;
   int r = dd_net_read_text(&p, path, err, errlen);
   if (r) return r;
@@ -98,7 +107,7 @@ static inline int cat_build(const char *name, dd_backend *be, dd_net **out, char
   caffe__net_parameter__free_unpacked(p, NULL);
   if (r) return r;
   Caffe__NetParameter *w = NULL;
-  snprintf(path, sizeof path, CAT "/out/%s/init.caffemodel", name);
+  snprintf(path, sizeof path, "%s/out/%s/init.caffemodel", cat_dir(), name);
   r = dd_caffemodel_read(&w, path, err, errlen);
   if (r == 0) r = dd_net_copy_from(n, w, path, NULL, err, errlen);
   if (w) caffe__net_parameter__free_unpacked(w, NULL);
@@ -115,7 +124,7 @@ static inline int cat_build(const char *name, dd_backend *be, dd_net **out, char
  * cwd (empty when unknown) for cat_leave. */
 static inline int cat_enter(char *cwd, size_t len) {
   if (!getcwd(cwd, len)) cwd[0] = '\0';
-  return chdir(CAT);
+  return chdir(cat_dir());
 }
 static inline void cat_leave(const char *cwd) {
   if (cwd[0] && chdir(cwd) != 0) perror("chdir");
@@ -130,7 +139,9 @@ static inline int cat_cases(int argc, char **argv, char **cases, int max) {
     for (int i = 1; i < argc && nc < max; i++) cases[nc++] = strdup(argv[i]);
     return nc;
   }
-  DIR *d = opendir(CAT "/out");
+  char outdir[1200];
+  snprintf(outdir, sizeof outdir, "%s/out", cat_dir());
+  DIR *d = opendir(outdir);
   if (!d) return -1;
   for (struct dirent *e; (e = readdir(d)) && nc < max;)
     if (e->d_name[0] != '.') cases[nc++] = strdup(e->d_name);
