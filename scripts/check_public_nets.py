@@ -13,7 +13,8 @@ shape of a database is guessed from its path: mnist 1x28x28 (siamese pairs 2x28x
 3x32x32, anything else 3x256x256 (ImageNet-style, cropped by the net).
 
 Prints one line per net and phase and a summary; exit status 0 when every net passed or was
-refused by name as the project documents (Python and WindowData layers).
+refused by name as the project documents (Python and WindowData layers, and the layer types of
+Caffe forks, which distilld names as not BVLC Caffe's).
 
 usage: scripts/check_public_nets.py [--distilld build/distilld] [--max-batch 8] [--keep DIR] ROOT...
 """
@@ -130,6 +131,12 @@ class Net:
             return [p for p, h in (("TRAIN", has_train), ("TEST", has_test)) if h]
         return ["TEST"]
 
+    def stages(self):
+        """The stages the net's include rules name (a Caffe solver's test_state picks one; each is
+        checked on its own, as `--stage S`), or [None] when it names none."""
+        st = sorted(set(re.findall(r"\bstage\s*:\s*[\"']([^\"']+)[\"']", self.text)))
+        return st or [None]
+
 
 def prepare(net, scratch, exe, max_batch, log):
     """A scratch copy of the net with its data sources replaced by stand-ins."""
@@ -159,6 +166,10 @@ def prepare(net, scratch, exe, max_batch, log):
             args += [imgs + "/", os.path.join(scratch, "list%d.txt" % k), d]
             if c == 2:  # Siamese pairs: two grey images stacked; a grey LMDB with 2 channels
                 args = [PY, "-c", SIAMESE_WRITER, d, str(h), str(w)]
+                backend = "lmdb"
+                new = re.sub(r"\bbackend\s*:\s*\w+", "backend: LMDB", new)
+                if re.search(r"\bbackend\s*:", new) is None:
+                    new = re.sub(r"(data_param\s*\{)", r"\1 backend: LMDB", new, count=1)
             r = subprocess.run(args, capture_output=True, text=True)
             if r.returncode:
                 log.append("stand-in database: %s" % first_line(r.stderr or r.stdout))
@@ -270,27 +281,29 @@ def main():
         os.makedirs(scratch, exist_ok=True)
         log = []
         q = prepare(n, scratch, exe, a.max_batch, log)
-        for ph in n.phases():
-            rc, out = run([exe, "check", q, "--phase", ph], cwd=os.path.dirname(os.path.abspath(p)))
+        for ph, stage in [(ph, st) for ph in n.phases() for st in n.stages()]:
+            sa = ["--stage", stage] if stage else []
+            rc, out = run([exe, "check", q, "--phase", ph] + sa, cwd=os.path.dirname(os.path.abspath(p)))
             verdict, why = "pass", ""
             if rc == 2:
                 verdict, why = "FAIL", "check: " + first_error(out)
             else:
-                rt, tout = run([exe, "time", "--model", q, "--iterations", "1", "--phase", ph], cwd=os.path.dirname(os.path.abspath(p)))
+                rt, tout = run([exe, "time", "--model", q, "--iterations", "1", "--phase", ph] + sa, cwd=os.path.dirname(os.path.abspath(p)))
                 if rt:
                     verdict, why = "FAIL", "forward: " + last_line(tout)
                 else:
                     why = last_line(tout)
             if verdict == "FAIL" and any(('"%s"' % t) in out and "refuse" in out.lower() or
-                                         ("type %s" % t) in out for t in REFUSED_BY_DESIGN):
+                                         ("type %s" % t) in out for t in REFUSED_BY_DESIGN) \
+                    or "not a layer type of BVLC Caffe" in out:
                 verdict = "refused by design"
             if log and verdict == "FAIL":
                 why += " [" + "; ".join(log) + "]"
             counts[verdict] += 1
-            print("%-18s %-5s %s  %s" % (verdict, ph, p, why), flush=True)
+            print("%-18s %-5s %s%s  %s" % (verdict, ph, p, " --stage " + stage if stage else "", why), flush=True)
         if not a.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    print("summary: %d pass, %d refused by design (Python, WindowData), %d FAIL" %
+    print("summary: %d pass, %d refused by design (Python, WindowData, fork layer types), %d FAIL" %
           (counts["pass"], counts["refused by design"], counts["FAIL"]))
     if not a.keep:
         shutil.rmtree(base, ignore_errors=True)

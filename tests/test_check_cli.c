@@ -199,6 +199,73 @@ static void test_shipped_jobs_validate(void) {
   free(out);
 }
 
+/* NetState stages and levels (Caffe's FilterNet): the net's own state, --stage/--level replacing
+ * it (Caffe's command line), and a solver's test_state merged into it (Caffe's Solver). The TEST
+ * data of this net exists only in a stage, as in BVLC's mnist_autoencoder. */
+static void test_stages(void) {
+  char net[512], solver[512], cmd[2048];
+  snprintf(net, sizeof net, "%s/staged.prototxt", tmpdir);
+  snprintf(solver, sizeof solver, "%s/staged_solver.prototxt", tmpdir);
+  write_text(net,
+             "name: \"staged\"\n"
+             "layer { name: \"d\" type: \"Input\" top: \"x\" include { phase: TEST stage: \"small\" }\n"
+             "  input_param { shape { dim: 2 dim: 3 } } }\n"
+             "layer { name: \"d\" type: \"Input\" top: \"x\" include { phase: TEST stage: \"big\" }\n"
+             "  input_param { shape { dim: 4 dim: 5 } } }\n"
+             "layer { name: \"d\" type: \"Input\" top: \"x\" include { phase: TRAIN }\n"
+             "  input_param { shape { dim: 6 dim: 7 } } }\n"
+             "layer { name: \"deep\" type: \"ReLU\" bottom: \"x\" top: \"y\" include { min_level: 2 } }\n"
+             "layer { name: \"out\" type: \"Power\" bottom: \"x\" top: \"z\" exclude { stage: \"big\" } }\n");
+  char *out;
+  snprintf(cmd, sizeof cmd, "check '%s' --phase TEST", net);
+  CHECK(run(&out, cmd) == 2); /* no stage: no data layer in TEST */
+  CHECK_CONTAINS(out, "bottom \"x\" is not produced");
+  free(out);
+  snprintf(cmd, sizeof cmd, "check '%s' --phase TEST --stage small", net);
+  CHECK(run(&out, cmd) == 0);
+  CHECK_CONTAINS(out, "2 of 5 layers");
+  CHECK_CONTAINS(out, "tops: x 2x3");
+  CHECK_CONTAINS(out, "(Power)");
+  free(out);
+  snprintf(cmd, sizeof cmd, "check '%s' --phase TEST --stage big --level 2", net);
+  CHECK(run(&out, cmd) == 0);
+  CHECK_CONTAINS(out, "tops: x 4x5");
+  CHECK_CONTAINS(out, "(ReLU)");
+  CHECK(!strstr(out, "(Power)")); /* excluded in stage big */
+  free(out);
+  snprintf(cmd, sizeof cmd, "check '%s' --phase TEST --stage big --level x", net);
+  CHECK(run(&out, cmd) == 2);
+  CHECK_CONTAINS(out, "--level takes an integer");
+  free(out);
+  /* time builds the same state */
+  snprintf(cmd, sizeof cmd, "time --model '%s' --phase TEST --stage big --iterations 1", net);
+  CHECK(run(&out, cmd) == 0);
+  free(out);
+  snprintf(cmd, sizeof cmd, "time --model '%s' --phase TEST --iterations 1", net);
+  CHECK(run(&out, cmd) != 0);
+  free(out);
+  /* a solver's test_state picks the TEST stage, its train_state's level the TRAIN net's layers */
+  wfile(solver, "net: \"%s\"\ntest_state { stage: \"big\" }\ntrain_state { level: 3 }\n"
+                "test_state { stage: \"small\" }\ntest_iter: 1\ntest_iter: 1\ntest_interval: 10\n"
+                "base_lr: 0.1\nlr_policy: \"fixed\"\nmax_iter: 1\n", net);
+  snprintf(cmd, sizeof cmd, "check --solver '%s' --phase TEST", solver);
+  CHECK(run(&out, cmd) == 1);
+  CHECK_CONTAINS(out, "tops: x 4x5");
+  CHECK_CONTAINS(out, "2 test_state values given");
+  free(out);
+  snprintf(cmd, sizeof cmd, "check --solver '%s' --phase TRAIN", solver);
+  CHECK(run(&out, cmd) == 1);
+  CHECK_CONTAINS(out, "tops: x 6x7");
+  CHECK_CONTAINS(out, "(ReLU)");
+  free(out);
+  CHECK(run(&out, "check --help") == 0);
+  CHECK_CONTAINS(out, "--stage S");
+  free(out);
+  CHECK(run(&out, "time --help") == 0);
+  CHECK_CONTAINS(out, "usage:");
+  free(out);
+}
+
 int main(void) {
   if (test_scratch_dir(tmpdir, sizeof tmpdir, "check_cli")) return 1;
   RUN(test_seed_net_warns);
@@ -209,6 +276,7 @@ int main(void) {
   RUN(test_usage_and_bad_files);
   RUN(test_shipped_configs_clean);
   RUN(test_shipped_jobs_validate);
+  RUN(test_stages);
   test_scratch_remove(tmpdir);
   return test_summary();
 }

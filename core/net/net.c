@@ -164,9 +164,13 @@ out:
 static int prepare_param(Caffe__NetParameter **out, const Caffe__NetParameter *src, Caffe__Phase phase) {
   Caffe__NetParameter *p = (Caffe__NetParameter *)dd_proto_copy(&src->base);
   if (!p) return DD_ENOMEM;
+  int level;
+  const char *const *stages;
+  size_t n_stages;
+  dd_net_own_state(p, &level, &stages, &n_stages);
   size_t k = 0;
   for (size_t i = 0; i < p->n_layer; i++) {
-    if (dd_layer_included(p->layer[i], phase, 0, NULL, 0))
+    if (dd_layer_included(p->layer[i], phase, level, stages, n_stages))
       p->layer[k++] = p->layer[i];
     else
       caffe__layer_parameter__free_unpacked(p->layer[i], NULL);
@@ -323,7 +327,12 @@ int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Ph
     free(n);
     return dd_errorf(r, err, errlen, "out of memory");
   }
-  if ((r = dd_net_graph_build(&n->graph, n->param, phase, 0, NULL, 0, &local))) {
+  /* n->param kept only the layers of this state: build the graph for it too (the same filter) */
+  int level;
+  const char *const *stages;
+  size_t n_stages;
+  dd_net_own_state(n->param, &level, &stages, &n_stages);
+  if ((r = dd_net_graph_build(&n->graph, n->param, phase, level, stages, n_stages, &local))) {
     dd_errorf(r, err, errlen, "out of memory");
     goto fail;
   }

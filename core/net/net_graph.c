@@ -46,6 +46,39 @@ int dd_state_meets_rule(Caffe__Phase phase, int level, const char *const *stages
   return 1;
 }
 
+void dd_net_own_state(const Caffe__NetParameter *net, int *level, const char *const **stages, size_t *n_stages) {
+  const Caffe__NetState *s = net->state;
+  *level = s && s->has_level ? s->level : 0;
+  *stages = s ? (const char *const *)s->stage : NULL;
+  *n_stages = s ? s->n_stage : 0;
+}
+
+int dd_net_set_state(Caffe__NetParameter *net, int has_level, int level, const char *const *stages, size_t n_stages,
+                     int replace) {
+  if (!net->state) {
+    if (!(net->state = malloc(sizeof *net->state))) return DD_ENOMEM;
+    caffe__net_state__init(net->state);
+  }
+  Caffe__NetState *s = net->state;
+  if (has_level) {
+    s->has_level = 1;
+    s->level = level;
+  }
+  if (replace) {
+    for (size_t i = 0; i < s->n_stage; i++) free(s->stage[i]);
+    s->n_stage = 0;
+  }
+  if (!n_stages) return 0;
+  char **st = realloc(s->stage, (s->n_stage + n_stages) * sizeof *st);
+  if (!st) return DD_ENOMEM;
+  s->stage = st;
+  for (size_t i = 0; i < n_stages; i++) {
+    if (!(st[s->n_stage] = strdup(stages[i]))) return DD_ENOMEM;
+    s->n_stage++;
+  }
+  return 0;
+}
+
 int dd_layer_included(const Caffe__LayerParameter *lp, Caffe__Phase phase, int level,
                       const char *const *stages, size_t n_stages) {
   /* Caffe: a layer-level `phase` is a rule too (layers set it when built from a net state). */

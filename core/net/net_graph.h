@@ -62,6 +62,17 @@ int dd_net_graph_build(dd_net_graph **out, const Caffe__NetParameter *net, Caffe
 
 void dd_net_graph_free(dd_net_graph *g);
 
+/* The level and stages of the net's own `state` field (Caffe's NetState, whose phase is replaced
+ * by the phase a net is built for): what Caffe's Net::Init filters the layers with. Level 0 and
+ * no stages when the net has no state. The stages point into `net`. */
+void dd_net_own_state(const Caffe__NetParameter *net, int *level, const char *const **stages, size_t *n_stages);
+
+/* Sets the net's `state` level (when has_level) and stages: replace = 1 drops the stages it had
+ * (Caffe's command line: `caffe time -stage`), replace = 0 appends them (the solver merging
+ * train_state or a test_state into the net's own state). Returns 0 or DD_ENOMEM. */
+int dd_net_set_state(Caffe__NetParameter *net, int has_level, int level, const char *const *stages, size_t n_stages,
+                     int replace);
+
 /* Caffe's StateMeetsRule / layer inclusion for a NetState. */
 int dd_state_meets_rule(Caffe__Phase phase, int level, const char *const *stages, size_t n_stages,
                         const Caffe__NetStateRule *rule);

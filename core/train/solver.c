@@ -430,6 +430,27 @@ int dd_solver_create(dd_solver **out, const Caffe__SolverParameter *sp, const Ca
   return dd_solver_create_budget(out, sp, net_param, be, seed, hooks, NULL, err, errlen);
 }
 
+/* The net for one phase as Caffe's Solver builds it: the net's own state with the solver's
+ * train_state (TRAIN) or first test_state (TEST) merged in: its level when set, its stages
+ * appended. */
+static int create_phase_net(dd_net **out, const Caffe__SolverParameter *sp, const Caffe__NetParameter *net_param,
+                            Caffe__Phase phase, dd_backend *be, uint64_t seed, dd_mem_budget *budget, char *err,
+                            size_t errlen) {
+  const Caffe__NetState *st = phase == CAFFE__PHASE__TRAIN ? sp->train_state
+                              : sp->n_test_state ? sp->test_state[0] : NULL;
+  if (!st || (!st->has_level && !st->n_stage))
+    return dd_net_create_budget(out, net_param, phase, be, seed, budget, NULL, err, errlen);
+  Caffe__NetParameter *p = (Caffe__NetParameter *)dd_proto_copy(&net_param->base);
+  int r = p ? dd_net_set_state(p, st->has_level, st->level, (const char *const *)st->stage, st->n_stage, 0) : DD_ENOMEM;
+  if (r) {
+    if (p) caffe__net_parameter__free_unpacked(p, NULL);
+    return dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
+  }
+  r = dd_net_create_budget(out, p, phase, be, seed, budget, NULL, err, errlen);
+  caffe__net_parameter__free_unpacked(p, NULL);
+  return r;
+}
+
 int dd_solver_create_budget(dd_solver **out, const Caffe__SolverParameter *sp_in, const Caffe__NetParameter *net_param,
                             dd_backend *be, uint64_t seed, const dd_solver_hooks *hooks, dd_mem_budget *budget,
                             char *err, size_t errlen) {
@@ -457,11 +478,11 @@ int dd_solver_create_budget(dd_solver **out, const Caffe__SolverParameter *sp_in
   s->be = be;
   s->snap_dirfd = -1;
   if (hooks) s->hooks = *hooks;
-  if ((r = dd_net_create_budget(&s->net, net_param, CAFFE__PHASE__TRAIN, be, seed, budget, NULL, err, errlen)))
+  if ((r = create_phase_net(&s->net, sp, net_param, CAFFE__PHASE__TRAIN, be, seed, budget, err, errlen)))
     goto fail;
   if (sp->n_test_iter > 0 && sp->test_iter[0] > 0) {
     char e2[1024];
-    if ((r = dd_net_create_budget(&s->test_net, net_param, CAFFE__PHASE__TEST, be, seed, budget, NULL, e2, sizeof e2))) {
+    if ((r = create_phase_net(&s->test_net, sp, net_param, CAFFE__PHASE__TEST, be, seed, budget, e2, sizeof e2))) {
       dd_errorf(r, err, errlen, "the TEST net: %s", e2);
       goto fail;
     }

@@ -84,6 +84,10 @@ void dd_solver_check(const Caffe__SolverParameter *s, dd_diags *d) {
     dd_diags_add(d, DD_DIAG_WARNING, "test_iter",
                  "%zu test_iter values given; distilld runs one test net (the TEST phase of the net) and uses the first",
                  s->n_test_iter);
+  if (s->n_test_state > 1)
+    dd_diags_add(d, DD_DIAG_WARNING, "test_state",
+                 "%zu test_state values given; distilld runs one test net, with the first (its stages: those of the "
+                 "net's own state and the first test_state's)", s->n_test_state);
   if (s->snapshot > 0 && (!s->snapshot_prefix || !s->snapshot_prefix[0]))
     dd_diags_add(d, DD_DIAG_NOTE, "snapshot_prefix", "snapshot_prefix is not set: snapshots are named after the net");
   if (s->has_snapshot_format && s->snapshot_format == CAFFE__SOLVER_PARAMETER__SNAPSHOT_FORMAT__HDF5)

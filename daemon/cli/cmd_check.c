@@ -3,6 +3,7 @@
  * Caffe forms are upgraded while they are read (core/format/upgrade.c): check says which forms it
  * found, and `--upgrade OUT` writes the current form. */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,15 +229,34 @@ int dd_cmd_check(int argc, char **argv) {
   const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL;
   if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
   Caffe__Phase phase = CAFFE__PHASE__TRAIN;
-  int quiet = 0;
+  int quiet = 0, has_level = 0, level = 0;
+  const char *stages[16];
+  size_t n_stages = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *val = NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      printf("usage: distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
+             "                      [--phase TRAIN|TEST] [--stage S]... [--level N] [-q|--quiet] [--upgrade OUT]\n"
+             "       distilld check --job JOB.prototxt\n"
+             "Parses a net (or a solver and its net, or a job and its nets), prints a summary per layer and\n"
+             "lints it. Exit status 0 clean, 1 warnings, 2 errors.\n"
+             "  --phase P      the phase to build (default TRAIN)\n"
+             "  --stage S      a stage of the NetState (repeatable; replaces the net's own state's stages,\n"
+             "                 as caffe -stage does); with --solver and no --stage: the solver's\n"
+             "                 train_state (TRAIN) or first test_state (TEST) merged into the net's state\n"
+             "  --level N      the NetState's level\n"
+             "  --weights W    check that the .caffemodel files fit the net (Caffe's copy by layer name)\n"
+             "  --upgrade OUT  write the net (or solver) in the current form, as upgrade_net_proto_text does\n"
+             "  -q, --quiet    one summary line instead of one per layer\n");
+      return 0;
+    }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
       quiet = 1;
       continue;
     }
-    if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase") || !strcmp(a, "--upgrade"))) {
+    if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase") || !strcmp(a, "--upgrade") ||
+         !strcmp(a, "--stage") || !strcmp(a, "--level"))) {
       if (i + 1 >= argc) {
         dd_cli_error("check: %s needs a value", a);
         return 2;
@@ -249,6 +269,22 @@ int dd_cmd_check(int argc, char **argv) {
       solver_path = val;
     else if (!strcmp(a, "--upgrade"))
       upgrade_out = val;
+    else if (!strcmp(a, "--stage")) {
+      if (n_stages == sizeof stages / sizeof stages[0]) {
+        dd_cli_error("check: at most %zu --stage options", n_stages);
+        return 2;
+      }
+      stages[n_stages++] = val;
+    } else if (!strcmp(a, "--level")) {
+      char *end;
+      long k = strtol(val, &end, 10);
+      if (*end || end == val || k < INT32_MIN || k > INT32_MAX) {
+        dd_cli_error("check: --level takes an integer, not \"%s\"", val);
+        return 2;
+      }
+      level = (int)k;
+      has_level = 1;
+    }
     else if (!strcmp(a, "--phase")) {
       if (parse_phase(val, &phase)) {
         dd_cli_error("check: --phase takes TRAIN or TEST, not \"%s\"", val);
@@ -266,7 +302,7 @@ int dd_cmd_check(int argc, char **argv) {
   }
   if (!net_path && !solver_path) {
     dd_cli_error("check: usage: distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] "
-                 "[--upgrade OUT.prototxt]");
+                 "[--stage S]... [--level N] [--upgrade OUT.prototxt] (--help: more)");
     return 2;
   }
 
@@ -274,7 +310,7 @@ int dd_cmd_check(int argc, char **argv) {
   char err[2048];
   dd_diags diags = {0};
   Caffe__SolverParameter *solver = NULL;
-  Caffe__NetParameter *net = NULL;
+  Caffe__NetParameter *net = NULL, *staged = NULL;
   dd_net_graph *g = NULL;
   weights_file wf[16];
   size_t nwf = 0;
@@ -325,6 +361,20 @@ int dd_cmd_check(int argc, char **argv) {
 
   if (weights_arg && read_weights(weights_arg, &wlist, wf, wnets, &nwf, &diags)) goto done;
 
+  /* The NetState: --stage/--level replace the net's own (Caffe's command line); else the solver's
+   * state for the phase is merged into it (Caffe's Solver). */
+  const Caffe__NetState *sst = !solver ? NULL : phase == CAFFE__PHASE__TRAIN ? solver->train_state
+                               : solver->n_test_state ? solver->test_state[0] : NULL;
+  if (n_stages || has_level || (sst && (sst->has_level || sst->n_stage))) {
+    if (!(staged = (Caffe__NetParameter *)dd_proto_copy(&netp->base)) ||
+        (n_stages || has_level ? dd_net_set_state(staged, has_level, level, stages, n_stages, 1)
+                               : dd_net_set_state(staged, sst->has_level, sst->level,
+                                                  (const char *const *)sst->stage, sst->n_stage, 0))) {
+      fprintf(stderr, "error: out of memory\n");
+      goto done;
+    }
+    netp = staged;
+  }
   if ((r = dd_net_check(&g, netp, phase, &diags))) {
     fprintf(stderr, "error: %s\n", dd_strerror(r));
     goto done;
@@ -350,6 +400,7 @@ done:
   }
   free(wlist);
   if (net) caffe__net_parameter__free_unpacked(net, NULL);
+  if (staged) caffe__net_parameter__free_unpacked(staged, NULL);
   if (solver) caffe__solver_parameter__free_unpacked(solver, NULL);
   return status;
 }

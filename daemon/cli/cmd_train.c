@@ -37,6 +37,8 @@ typedef struct {
   const char *inputs[MAX_INPUTS];
   int n_inputs, iterations, threads, backward, has_seed;
   long long seed;
+  const char *stages[MAX_INPUTS]; /* --stage: the NetState's stages (Caffe's -stage) */
+  int n_stages, has_level, level;  /* --level: its level (Caffe's -level) */
   Caffe__Phase phase;
 } opts;
 
@@ -90,6 +92,21 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
         dd_cli_error("%s: --phase takes TRAIN or TEST, not \"%s\"", verb, v);
         return -1;
       }
+    } else if (!strcmp(a, "--stage")) {
+      if (o->n_stages == MAX_INPUTS) {
+        dd_cli_error("%s: at most %d --stage options", verb, MAX_INPUTS);
+        return -1;
+      }
+      o->stages[o->n_stages++] = v;
+    } else if (!strcmp(a, "--level")) {
+      char *end;
+      long k = strtol(v, &end, 10);
+      if (*end || end == v || k < INT32_MIN || k > INT32_MAX) {
+        dd_cli_error("%s: --level takes an integer, not \"%s\"", verb, v);
+        return -1;
+      }
+      o->level = (int)k;
+      o->has_level = 1;
     } else if (!strcmp(a, "--input")) {
       if (o->n_inputs == MAX_INPUTS) {
         dd_cli_error("%s: at most %d --input options", verb, MAX_INPUTS);
@@ -335,6 +352,12 @@ static dd_net *model_net(const opts *o, Caffe__Phase phase, dd_backend *be, Caff
   dd_net *n = NULL;
   if (dd_net_read_text(param, o->model, err, sizeof err)) {
     dd_cli_error("%s", err);
+    return NULL;
+  }
+  /* --stage and --level replace the net's own state, as Caffe's command line does */
+  if ((o->n_stages || o->has_level) &&
+      dd_net_set_state(*param, o->has_level, o->level, o->stages, (size_t)o->n_stages, 1)) {
+    dd_cli_error("out of memory");
     return NULL;
   }
   if (dd_net_create(&n, *param, phase, be, o->has_seed ? (uint64_t)o->seed : 1, NULL, err, sizeof err)) {

@@ -14,13 +14,16 @@ static void usage(FILE *f) {
           "\n"
           "usage:\n"
           "  distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
-          "                 [--phase TRAIN|TEST] [-q|--quiet] [--upgrade OUT.prototxt]\n"
+          "                 [--phase TRAIN|TEST] [--stage S]... [--level N] [-q|--quiet]\n"
+          "                 [--upgrade OUT.prototxt]   (check --help: each option)\n"
           "      parse a net, print a per-layer summary (one line with --quiet) and lint it:\n"
           "      exit 0 clean, 1 warnings, 2 errors. Default phase TRAIN. Old Caffe forms (V0 and\n"
           "      V1 layers, net-level input fields, data_param's transform fields, BatchNorm's\n"
           "      three param specs, solver_type) are upgraded as Caffe upgrades them, and said so;\n"
           "      --upgrade writes the net in the current form to OUT (the solver, with its inline\n"
           "      nets, when only --solver is given), as Caffe's upgrade_net_proto_text does.\n"
+          "      --stage and --level set the NetState (Caffe's -stage, -level), also for test,\n"
+          "      time and forward; a solver's train_state and test_state are merged as Caffe does.\n"
           "  distilld check --job JOB.prototxt\n"
           "      validate a job and check its nets\n"
           "  distilld train --job JOB.prototxt [--resume] [--device cpu|cuda:N] [--threads N]\n"
@@ -77,6 +80,11 @@ int main(int argc, char **argv) {
       return 2;
     }
     return dd_cmd_daemon(argv[2]);
+  }
+  /* VERB --help: the usage (check has its own, longer one) */
+  if (strcmp(verb, "check") && argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+    usage(stdout);
+    return 0;
   }
   if (!strcmp(verb, "check")) return dd_cmd_check(argc - 2, argv + 2);
   if (!strcmp(verb, "train")) return dd_cmd_train(argc - 2, argv + 2);
