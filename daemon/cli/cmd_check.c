@@ -225,6 +225,60 @@ static int read_weights(const char *arg, char **wlist, weights_file wf[16], Caff
   return 0;
 }
 
+static void check_help(void) {
+  printf("usage: distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
+         "                      [--phase TRAIN|TEST] [--stage S]... [--level N] [-q|--quiet] [--upgrade OUT]\n"
+         "       distilld check --job JOB.prototxt\n"
+         "Parses a net (or a solver and its net, or a job and its nets), prints a summary per layer and\n"
+         "lints it. Exit status 0 clean, 1 warnings, 2 errors.\n"
+         "  --phase P      the phase to build (default TRAIN)\n"
+         "  --stage S      a stage of the NetState (repeatable; replaces the net's own state's stages,\n"
+         "                 as caffe -stage does); with --solver and no --stage: the solver's\n"
+         "                 train_state (TRAIN) or first test_state (TEST) merged into the net's state\n"
+         "  --level N      the NetState's level\n"
+         "  --weights W    check that the .caffemodel files fit the net (Caffe's copy by layer name)\n"
+         "  --upgrade OUT  write the net (or solver) in the current form, as upgrade_net_proto_text does\n"
+         "  -q, --quiet    one summary line instead of one per layer\n");
+}
+
+/* The NetState: --stage/--level replace the net's own (Caffe's command line); else the solver's
+ * state for the phase is merged into it (Caffe's Solver). A changed net goes to a copy in
+ * *staged, and *netp points to it. Returns 0 or DD_ENOMEM. */
+static int apply_state(Caffe__NetParameter **staged, const Caffe__NetParameter **netp,
+                       const Caffe__SolverParameter *solver, Caffe__Phase phase, int has_level, int level,
+                       const char *const *stages, size_t n_stages) {
+  const Caffe__NetState *sst = !solver ? NULL : phase == CAFFE__PHASE__TRAIN ? solver->train_state
+                               : solver->n_test_state ? solver->test_state[0] : NULL;
+  if (!n_stages && !has_level && !(sst && (sst->has_level || sst->n_stage))) return 0;
+  if (!(*staged = (Caffe__NetParameter *)dd_proto_copy(&(*netp)->base))) return DD_ENOMEM;
+  *netp = *staged;
+  if (n_stages || has_level) return dd_net_set_state(*staged, has_level, level, stages, n_stages, 1);
+  return dd_net_set_state(*staged, sst->has_level, sst->level, (const char *const *)sst->stage, sst->n_stage, 0);
+}
+
+/* --stage S (at most 16) or --level N into the NetState being built. Returns 0, or -1 with the
+ * error printed. */
+static int state_option(const char *opt, const char *val, const char **stages, size_t *n_stages, int *has_level,
+                        int *level) {
+  if (!strcmp(opt, "--stage")) {
+    if (*n_stages == 16) {
+      dd_cli_error("check: at most 16 --stage options");
+      return -1;
+    }
+    stages[(*n_stages)++] = val;
+    return 0;
+  }
+  char *end;
+  long k = strtol(val, &end, 10);
+  if (*end || end == val || k < INT32_MIN || k > INT32_MAX) {
+    dd_cli_error("check: --level takes an integer, not \"%s\"", val);
+    return -1;
+  }
+  *level = (int)k;
+  *has_level = 1;
+  return 0;
+}
+
 int dd_cmd_check(int argc, char **argv) {
   const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL;
   if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
@@ -236,19 +290,7 @@ int dd_cmd_check(int argc, char **argv) {
     const char *a = argv[i];
     const char *val = NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      printf("usage: distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
-             "                      [--phase TRAIN|TEST] [--stage S]... [--level N] [-q|--quiet] [--upgrade OUT]\n"
-             "       distilld check --job JOB.prototxt\n"
-             "Parses a net (or a solver and its net, or a job and its nets), prints a summary per layer and\n"
-             "lints it. Exit status 0 clean, 1 warnings, 2 errors.\n"
-             "  --phase P      the phase to build (default TRAIN)\n"
-             "  --stage S      a stage of the NetState (repeatable; replaces the net's own state's stages,\n"
-             "                 as caffe -stage does); with --solver and no --stage: the solver's\n"
-             "                 train_state (TRAIN) or first test_state (TEST) merged into the net's state\n"
-             "  --level N      the NetState's level\n"
-             "  --weights W    check that the .caffemodel files fit the net (Caffe's copy by layer name)\n"
-             "  --upgrade OUT  write the net (or solver) in the current form, as upgrade_net_proto_text does\n"
-             "  -q, --quiet    one summary line instead of one per layer\n");
+      check_help();
       return 0;
     }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -269,21 +311,8 @@ int dd_cmd_check(int argc, char **argv) {
       solver_path = val;
     else if (!strcmp(a, "--upgrade"))
       upgrade_out = val;
-    else if (!strcmp(a, "--stage")) {
-      if (n_stages == sizeof stages / sizeof stages[0]) {
-        dd_cli_error("check: at most %zu --stage options", n_stages);
-        return 2;
-      }
-      stages[n_stages++] = val;
-    } else if (!strcmp(a, "--level")) {
-      char *end;
-      long k = strtol(val, &end, 10);
-      if (*end || end == val || k < INT32_MIN || k > INT32_MAX) {
-        dd_cli_error("check: --level takes an integer, not \"%s\"", val);
-        return 2;
-      }
-      level = (int)k;
-      has_level = 1;
+    else if (!strcmp(a, "--stage") || !strcmp(a, "--level")) {
+      if (state_option(a, val, stages, &n_stages, &has_level, &level)) return 2;
     }
     else if (!strcmp(a, "--phase")) {
       if (parse_phase(val, &phase)) {
@@ -361,19 +390,9 @@ int dd_cmd_check(int argc, char **argv) {
 
   if (weights_arg && read_weights(weights_arg, &wlist, wf, wnets, &nwf, &diags)) goto done;
 
-  /* The NetState: --stage/--level replace the net's own (Caffe's command line); else the solver's
-   * state for the phase is merged into it (Caffe's Solver). */
-  const Caffe__NetState *sst = !solver ? NULL : phase == CAFFE__PHASE__TRAIN ? solver->train_state
-                               : solver->n_test_state ? solver->test_state[0] : NULL;
-  if (n_stages || has_level || (sst && (sst->has_level || sst->n_stage))) {
-    if (!(staged = (Caffe__NetParameter *)dd_proto_copy(&netp->base)) ||
-        (n_stages || has_level ? dd_net_set_state(staged, has_level, level, stages, n_stages, 1)
-                               : dd_net_set_state(staged, sst->has_level, sst->level,
-                                                  (const char *const *)sst->stage, sst->n_stage, 0))) {
-      fprintf(stderr, "error: out of memory\n");
-      goto done;
-    }
-    netp = staged;
+  if (apply_state(&staged, &netp, solver, phase, has_level, level, stages, n_stages)) {
+    fprintf(stderr, "error: out of memory\n");
+    goto done;
   }
   if ((r = dd_net_check(&g, netp, phase, &diags))) {
     fprintf(stderr, "error: %s\n", dd_strerror(r));
