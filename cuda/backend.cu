@@ -240,6 +240,8 @@ static const dd_backend_ops cuda_ops = {
     /* recurrent */
     .lstm_unit_forward = dd_cuda_lstm_unit_forward, .lstm_unit_backward = dd_cuda_lstm_unit_backward,
     .rnn_tanh_forward = dd_cuda_rnn_tanh_forward, .rnn_tanh_backward = dd_cuda_rnn_tanh_backward,
+    /* fused steps: none yet; the plan runs those layers one by one (core/net/plan.h) */
+    .bn_affine_relu_forward = NULL, .bn_affine_relu_backward = NULL,
 
     /* catalogue: data */
 

@@ -158,9 +158,10 @@ typedef struct {
 static const gc_opts GC = {1e-2, 1e-2, 1e-1, 0};
 static const gc_opts GC_KINK = {1e-2, 1e-2, 1e-1, 1};
 
-/* Runs every layer's forward without counting an iteration (the dropout mask stays put). */
+/* Runs the net's forward, step by step as its plan says (fused steps included, so its backward
+ * reads what they saved), without counting an iteration (the dropout mask stays put). */
 static inline void forward_all(dd_net *n) {
-  for (size_t i = 0; i < n->n_layers; i++) n->layers[i].ops->forward(&n->layers[i]);
+  for (size_t k = 0; k < n->plan.n_steps; k++) dd_plan_step_forward(n, &n->plan.steps[k]);
 }
 
 typedef struct {

@@ -64,6 +64,16 @@ typedef struct {
   int64_t dst_stride[DD_COPY_ND_MAX_DIMS], src_stride[DD_COPY_ND_MAX_DIMS];
 } dd_copy_nd_desc;
 
+/* A fused BatchNorm + Scale (+ bias) (+ ReLU) step over x (n, c, s) (the execution plan's,
+ * core/net/plan.h). */
+typedef struct {
+  int n, c, s;
+  int global;  /* normalise with the stored statistics (use_global_stats), not the batch's */
+  float eps, maf;
+  int relu;    /* a ReLU follows, with negative_slope `slope` */
+  float slope;
+} dd_bn_affine_desc;
+
 typedef struct dd_backend_ops {
   const char *name;
 
@@ -384,6 +394,26 @@ typedef struct dd_backend_ops {
   /* ---- catalogue: data layers ------------------------------------------------------------ */
 
   /* ==== end of the layer catalogue's kernels =============================================== */
+
+  /* ==== fused steps of the execution plan (core/net/plan.h) ======================================= */
+  /* A backend may leave these NULL: the plan then runs those layers one by one. Each computes what
+   * the layers it replaces compute, in fewer passes over memory; the layers' FP32 kernels above are
+   * the reference they are tested against (tests/test_plan.c states the bounds). */
+
+  /* BatchNorm, then Scale with gamma (C) and beta (C; NULL: no bias), then ReLU (d->relu):
+   * batch statistics (d->global 0) exactly as bn_forward_train computes and stores them (mean,
+   * inv_std, the moving sums and factor), or the stored ones as bn_forward_global; then
+   * y = relu(gamma[c] * ((x - mean[c]) * inv_std[c]) + beta[c]). y != x. */
+  void (*bn_affine_relu_forward)(dd_backend *be, const dd_bn_affine_desc *d, float *y, const float *x,
+                                 float *mean, float *inv_std, float *mean_sum, float *var_sum, float *factor,
+                                 const float *gamma, const float *beta);
+  /* Its gradient, from the forward's output y and input x: g = dy (y > 0 ? 1 : slope) with a ReLU,
+   * else dy; xhat = (x - mean) inv_std. Accumulates dgamma[c] += sum(g xhat), dbeta[c] += sum(g)
+   * (either may be NULL). dx (NULL: not wanted) = gamma inv_std (g - mean_c(g) - xhat mean_c(g xhat))
+   * with batch statistics, gamma inv_std g with the stored ones. dx != dy. */
+  void (*bn_affine_relu_backward)(dd_backend *be, const dd_bn_affine_desc *d, float *dx, float *dgamma,
+                                  float *dbeta, const float *dy, const float *y, const float *x,
+                                  const float *mean, const float *inv_std, const float *gamma);
 } dd_backend_ops;
 
 struct dd_backend {

@@ -159,6 +159,8 @@ static const dd_backend_ops cpu_ops = {
     .lstm_unit_backward = dd_cpu_lstm_unit_backward,
     .rnn_tanh_forward = dd_cpu_rnn_tanh_forward,
     .rnn_tanh_backward = dd_cpu_rnn_tanh_backward,
+    .bn_affine_relu_forward = dd_cpu_bn_affine_relu_forward,
+    .bn_affine_relu_backward = dd_cpu_bn_affine_relu_backward,
 
     /* catalogue: data */
 

@@ -17,7 +17,6 @@ static int threads_of(dd_backend *be) { return dd_threadpool_threads(pool_of(be)
 /* Elementwise work split into one contiguous range per thread (results do not depend on the
  * split). Small arrays run inline. The range functions are compiled for AVX-512, AVX2 and the
  * baseline, picked at load time for the CPU at hand. */
-#define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 typedef void (*range_fn)(void *args, int64_t lo, int64_t hi);
 typedef struct {
   range_fn fn;
@@ -208,7 +207,7 @@ typedef struct {
 
 /* Row reductions with 16 independent partial sums, so they vectorise without reassociation
  * flags (and give the same result on every CPU). */
-DD_CLONES static float row_sum(const float *x, int n) {
+DD_CLONES float dd_cpu_row_sum(const float *x, int n) {
   float acc[16] = {0}, s = 0;
   int k = 0;
   for (; k + 16 <= n; k += 16)
@@ -218,7 +217,7 @@ DD_CLONES static float row_sum(const float *x, int n) {
   return s;
 }
 
-DD_CLONES static float row_sqdev(const float *x, int n, float m) {
+DD_CLONES float dd_cpu_row_sqdev(const float *x, int n, float m) {
   float acc[16] = {0}, s = 0;
   int k = 0;
   for (; k + 16 <= n; k += 16)
@@ -228,7 +227,7 @@ DD_CLONES static float row_sqdev(const float *x, int n, float m) {
   return s;
 }
 
-DD_CLONES static float row_dot(const float *a, const float *b, int n) {
+DD_CLONES float dd_cpu_row_dot(const float *a, const float *b, int n) {
   float acc[16] = {0}, s = 0;
   int k = 0;
   for (; k + 16 <= n; k += 16)
@@ -248,10 +247,10 @@ static void bn_train_task(void *ctx, int ch, int t) {
   bn_job *j = ctx;
   int64_t m = (int64_t)j->n * j->s;
   double sum = 0;
-  for (int i = 0; i < j->n; i++) sum += row_sum(j->x + ((int64_t)i * j->c + ch) * j->s, j->s);
+  for (int i = 0; i < j->n; i++) sum += dd_cpu_row_sum(j->x + ((int64_t)i * j->c + ch) * j->s, j->s);
   float mean = (float)(sum / (double)m);
   double sq = 0;
-  for (int i = 0; i < j->n; i++) sq += row_sqdev(j->x + ((int64_t)i * j->c + ch) * j->s, j->s, mean);
+  for (int i = 0; i < j->n; i++) sq += dd_cpu_row_sqdev(j->x + ((int64_t)i * j->c + ch) * j->s, j->s, mean);
   float var = (float)(sq / (double)m);
   float inv = 1.0f / sqrtf(var + j->eps);
   for (int i = 0; i < j->n; i++) {
@@ -316,8 +315,8 @@ static void bn_bwd_task(void *ctx, int ch, int t) {
   double sdy = 0, sdyy = 0;
   for (int i = 0; i < j->n; i++) {
     int64_t off = ((int64_t)i * j->c + ch) * j->s;
-    sdy += row_sum(j->dy + off, j->s);
-    sdyy += row_dot(j->dy + off, j->cy + off, j->s);
+    sdy += dd_cpu_row_sum(j->dy + off, j->s);
+    sdyy += dd_cpu_row_dot(j->dy + off, j->cy + off, j->s);
   }
   float mdy = (float)(sdy / (double)m), mdyy = (float)(sdyy / (double)m);
   for (int i = 0; i < j->n; i++) {

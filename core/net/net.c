@@ -441,6 +441,7 @@ int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Ph
     for (int t = 0; t < l->nt; t++)
       if (l->loss_weight[t] != 0) be->ops->fill(be, l->top[t]->diff, l->loss_weight[t], l->top[t]->count);
   }
+  if ((r = dd_plan_build(n, 1))) goto oom;
   if (diags)
     for (size_t i = 0; i < local.n; i++) dd_diags_add(diags, local.v[i].level, local.v[i].where, "%s", local.v[i].msg);
   dd_diags_free(&local);
@@ -456,6 +457,7 @@ fail:
 
 void dd_net_destroy(dd_net *n) {
   if (!n) return;
+  if (n->be) dd_plan_free(n);
   for (size_t i = 0; i < n->n_layers; i++) {
     dd_layer *l = &n->layers[i];
     if (l->priv && l->ops && l->ops->destroy) l->ops->destroy(l);
@@ -477,16 +479,19 @@ void dd_net_destroy(dd_net *n) {
 
 int dd_net_forward(dd_net *n, double *loss) {
   double total = 0;
-  for (size_t i = 0; i < n->n_layers; i++) {
-    dd_layer *l = &n->layers[i];
-    l->ops->forward(l);
+  for (size_t k = 0; k < n->plan.n_steps; k++) {
+    const dd_plan_step *s = &n->plan.steps[k];
+    dd_plan_step_forward(n, s);
     if (n->status) {
       if (loss) *loss = 0;
       return n->status;
     }
-    for (int t = 0; t < l->nt; t++)
-      if (l->loss_weight[t] != 0)
-        total += n->be->ops->dot(n->be, l->top[t]->count, l->top[t]->data, l->top[t]->diff);
+    for (int i = s->first; i < s->first + s->n_layers; i++) {
+      dd_layer *l = &n->layers[i];
+      for (int t = 0; t < l->nt; t++)
+        if (l->loss_weight[t] != 0)
+          total += n->be->ops->dot(n->be, l->top[t]->count, l->top[t]->data, l->top[t]->diff);
+    }
   }
   n->iter++;
   if (loss) *loss = total;
@@ -494,16 +499,12 @@ int dd_net_forward(dd_net *n, double *loss) {
 }
 
 void dd_net_backward(dd_net *n) {
-  for (size_t i = n->n_layers; i-- > 0;) {
-    dd_layer *l = &n->layers[i];
-    if (n->graph->layers[i].need_backward && l->ops->backward) {
-      l->ops->backward(l);
-    } else if (n->graph->layers[i].need_backward && n->graph->force_backward) {
-      /* forced through a layer without a backward (Threshold, ArgMax): its gradient is 0, and the
-       * layers below read these diffs (Caffe would abort) */
-      for (int b = 0; b < l->nb; b++) l->be->ops->fill(l->be, l->bottom[b]->diff, 0.0f, l->bottom[b]->count);
-    }
-    if (n->after_layer_backward) n->after_layer_backward(n->after_layer_backward_ctx, (int)i);
+  for (size_t k = n->plan.n_steps; k-- > 0;) {
+    const dd_plan_step *s = &n->plan.steps[k];
+    dd_plan_step_backward(n, s);
+    /* the hook sees every layer of the step, last first, once the step's gradients are final */
+    if (n->after_layer_backward)
+      for (int i = s->first + s->n_layers; i-- > s->first;) n->after_layer_backward(n->after_layer_backward_ctx, i);
   }
 }
 

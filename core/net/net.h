@@ -13,6 +13,7 @@
 #include "base/diag.h"
 #include "net/layer.h"
 #include "net/net_graph.h"
+#include "net/plan.h"
 #include "net/tensor.h"
 
 /* One learnable parameter blob, in layer order (Caffe's learnable_params). */
@@ -45,6 +46,7 @@ typedef struct dd_net {
    * starts all-reducing them here, while backward goes on (core/solver.c). May be NULL. */
   void (*after_layer_backward)(void *ctx, int layer);
   void *after_layer_backward_ctx;
+  dd_plan plan; /* the steps forward and backward run (net/plan.h), built with the net */
 } dd_net;
 
 /* A job's memory limit: nets and solvers charge the bytes of the tensors they are about to

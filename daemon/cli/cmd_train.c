@@ -533,6 +533,11 @@ int dd_cmd_forward(int argc, char **argv) {
   Caffe__NetParameter *p = NULL;
   dd_net *n = be ? model_net(&o, o.phase, be, &p) : NULL;
   if (!n) goto done;
+  /* every blob as Caffe leaves it, diffs of in-place runs included: the unfused plan */
+  if (dd_plan_build(n, 0)) {
+    dd_cli_error("out of memory");
+    goto done;
+  }
   double loss;
   dd_net_clear_param_diffs(n);
   if (dd_net_forward(n, &loss)) {

@@ -1,0 +1,154 @@
+/* The execution plan (plan.h): matching runs of layers to fused steps, and running steps. */
+#define _POSIX_C_SOURCE 200809L
+#include "net/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/dd_error.h"
+#include "net/net.h"
+
+static int is_type(const dd_layer *l, const char *type) { return !strcmp(l->ops->type, type); }
+
+static int layer_is_loss(const dd_layer *l) {
+  for (int t = 0; t < l->nt; t++)
+    if (l->loss_weight[t] != 0) return 1;
+  return 0;
+}
+
+static int needs_bwd(const dd_net *n, int i) { return n->graph->layers[i].need_backward; }
+
+/* Whether layers i, i + 1 (and i + 2 when *relu comes back 1) are a BatchNorm -> Scale [-> ReLU]
+ * run the fused step computes exactly. */
+static int match_bn_scale(const dd_net *n, size_t i, int *relu, float *slope) {
+  if (i + 1 >= n->n_layers) return 0;
+  const dd_layer *bn = &n->layers[i], *sc = &n->layers[i + 1];
+  if (!is_type(bn, "BatchNorm") || !is_type(sc, "Scale")) return 0;
+  dd_tensor *y = bn->top[0], *x = bn->bottom[0];
+  if (y == x || x->shape.ndim < 2 || !dd_shape_equal(&x->shape, &y->shape)) return 0;
+  if (sc->nb != 1 || sc->bottom[0] != y || sc->top[0] != y || sc->n_params < 1) return 0;
+  const Caffe__ScaleParameter *sp = sc->lp->scale_param;
+  int axis = sp ? sp->axis : 1, num_axes = sp ? sp->num_axes : 1;
+  if (dd_shape_axis(&y->shape, axis) != 1 || num_axes != 1) return 0;
+  if (layer_is_loss(bn) || layer_is_loss(sc)) return 0;
+  *relu = 0;
+  *slope = 0;
+  if (i + 2 < n->n_layers) {
+    const dd_layer *re = &n->layers[i + 2];
+    if (is_type(re, "ReLU") && re->bottom[0] == y && re->top[0] == y && !layer_is_loss(re)) {
+      *relu = 1;
+      *slope = re->lp->relu_param ? re->lp->relu_param->negative_slope : 0.0f;
+    }
+  }
+  /* gradients pass down the run the way the layers would pass them: a ReLU that passes none
+   * stays a step of its own, and so does a BatchNorm whose Scale passes none */
+  if (*relu && needs_bwd(n, (int)i + 1) && !n->layers[i + 2].propagate_down[0]) *relu = 0;
+  if (needs_bwd(n, (int)i) && !sc->propagate_down[0]) return 0;
+  return 1;
+}
+
+void dd_plan_free(dd_net *n) {
+  for (size_t k = 0; k < n->plan.n_steps; k++) {
+    dd_plan_step *s = &n->plan.steps[k];
+    if (s->mean) n->be->ops->free(n->be, s->mean);
+    if (s->inv_std) n->be->ops->free(n->be, s->inv_std);
+  }
+  free(n->plan.steps);
+  memset(&n->plan, 0, sizeof n->plan);
+}
+
+int dd_plan_build(dd_net *n, int fuse) {
+  dd_plan_free(n);
+  const char *env = getenv("DD_FUSE");
+  if (env && !strcmp(env, "0")) fuse = 0;
+  const dd_backend_ops *ops = n->be->ops;
+  if (!ops->bn_affine_relu_forward || !ops->bn_affine_relu_backward) fuse = 0;
+  n->plan.steps = calloc(n->n_layers ? n->n_layers : 1, sizeof *n->plan.steps);
+  if (!n->plan.steps) return DD_ENOMEM;
+  for (size_t i = 0; i < n->n_layers;) {
+    dd_plan_step *s = &n->plan.steps[n->plan.n_steps++];
+    int relu;
+    float slope;
+    if (fuse && match_bn_scale(n, i, &relu, &slope)) {
+      int64_t c = n->layers[i].bottom[0]->shape.dims[1];
+      *s = (dd_plan_step){.kind = DD_STEP_BN_SCALE_RELU, .first = (int)i, .n_layers = relu ? 3 : 2, .relu = relu,
+                          .slope = slope};
+      s->mean = ops->alloc(n->be, (size_t)c * sizeof(float));
+      s->inv_std = ops->alloc(n->be, (size_t)c * sizeof(float));
+      if (!s->mean || !s->inv_std) {
+        dd_plan_free(n);
+        return DD_ENOMEM;
+      }
+      n->plan.n_fused++;
+    } else {
+      *s = (dd_plan_step){.kind = DD_STEP_LAYER, .first = (int)i, .n_layers = 1};
+    }
+    i += (size_t)s->n_layers;
+  }
+  return 0;
+}
+
+/* The descriptor of a BatchNorm -> Scale [-> ReLU] step, from the tensors' current shapes. */
+static dd_bn_affine_desc bn_desc(const dd_net *n, const dd_plan_step *s) {
+  const dd_layer *bn = &n->layers[s->first];
+  const dd_shape *x = &bn->bottom[0]->shape;
+  const Caffe__BatchNormParameter *p = bn->lp->batch_norm_param;
+  return (dd_bn_affine_desc){.n = (int)x->dims[0], .c = (int)x->dims[1], .s = (int)dd_shape_count_range(x, 2, x->ndim),
+                             .global = dd_bn_uses_global(bn), .eps = p ? p->eps : 1e-5f,
+                             .maf = p ? p->moving_average_fraction : 0.999f, .relu = s->relu, .slope = s->slope};
+}
+
+static const float *scale_beta(const dd_layer *sc) {
+  return sc->n_params > 1 ? sc->params[1]->data : NULL;
+}
+
+void dd_plan_step_forward(dd_net *n, const dd_plan_step *s) {
+  if (s->kind == DD_STEP_LAYER) {
+    dd_layer *l = &n->layers[s->first];
+    l->ops->forward(l);
+    return;
+  }
+  dd_layer *bn = &n->layers[s->first], *sc = bn + 1;
+  dd_bn_affine_desc d = bn_desc(n, s);
+  n->be->ops->bn_affine_relu_forward(n->be, &d, bn->top[0]->data, bn->bottom[0]->data, s->mean, s->inv_std,
+                                     bn->params[0]->data, bn->params[1]->data, bn->params[2]->data,
+                                     sc->params[0]->data, scale_beta(sc));
+}
+
+int dd_plan_step_needs_backward(const dd_net *n, const dd_plan_step *s) {
+  for (int i = s->first; i < s->first + s->n_layers; i++)
+    if (needs_bwd(n, i)) return 1;
+  return 0;
+}
+
+void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
+  if (s->kind == DD_STEP_LAYER) {
+    dd_layer *l = &n->layers[s->first];
+    if (!needs_bwd(n, s->first)) return;
+    if (l->ops->backward) {
+      l->ops->backward(l);
+    } else if (n->graph->force_backward) {
+      /* forced through a layer without a backward (Threshold, ArgMax): its gradient is 0, and the
+       * layers below read these diffs (Caffe would abort) */
+      for (int b = 0; b < l->nb; b++) l->be->ops->fill(l->be, l->bottom[b]->diff, 0.0f, l->bottom[b]->count);
+    }
+    return;
+  }
+  if (!dd_plan_step_needs_backward(n, s)) return;
+  dd_layer *bn = &n->layers[s->first], *sc = bn + 1;
+  int sc_bwd = needs_bwd(n, s->first + 1);
+  float *dx = needs_bwd(n, s->first) && bn->propagate_down[0] ? bn->bottom[0]->diff : NULL;
+  float *dgamma = sc_bwd && sc->param_propagate_down[0] ? sc->params[0]->diff : NULL;
+  float *dbeta = sc_bwd && sc->n_params > 1 && sc->param_propagate_down[1] ? sc->params[1]->diff : NULL;
+  if (!dx && !dgamma && !dbeta) return;
+  dd_bn_affine_desc d = bn_desc(n, s);
+  dd_tensor *y = bn->top[0];
+  n->be->ops->bn_affine_relu_backward(n->be, &d, dx, dgamma, dbeta, y->diff, y->data, bn->bottom[0]->data, s->mean,
+                                      s->inv_std, sc->params[0]->data);
+}
+
+void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
+  snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
+           n->n_layers, n->plan.n_fused);
+}

@@ -1,0 +1,274 @@
+/* The execution plan (core/net/plan.h): which runs of layers become fused steps, and the fused
+ * steps against the FP32 unfused reference (every layer its own step), on the CPU backend.
+ *
+ * Bounds, relative to the largest magnitude of the reference array:
+ *   forward outputs                                   1e-6 (the same formula, rounded alike)
+ *   BatchNorm moving sums and factor                  identical (the same sums in the same order)
+ *   gradients (inputs, parameters below and above)    2e-5 (sums of the same terms in another order)
+ *   20 SGD steps of a small pre-activation ResNet: every loss within 1e-4 relative of the
+ *   reference's, and the final weights within 1e-3
+ * and the fused backward passes the finite-difference gradient check on its own. */
+#define _POSIX_C_SOURCE 200809L
+#include "test_layers.h"
+
+/* A conv, then BatchNorm -> Scale [-> ReLU], then an InnerProduct: `bn` is the batch_norm_param
+ * body, `bias` the Scale's bias_term, `relu` the ReLU layer (or ""). */
+static char *chain_net(const char *bn, int bias, const char *relu) {
+  static char buf[4096];
+  snprintf(buf, sizeof buf,
+           "name: \"chain\"\n" FB INPUT("x", "dim: 4 dim: 3 dim: 5 dim: 7")
+           "layer { name: \"conv\" type: \"Convolution\" bottom: \"x\" top: \"c\"\n"
+           "  convolution_param { num_output: 6 kernel_size: 3 pad: 1 " WF " } }\n"
+           "layer { name: \"bn\" type: \"BatchNorm\" bottom: \"c\" top: \"b\" batch_norm_param { %s } }\n"
+           "layer { name: \"sc\" type: \"Scale\" bottom: \"b\" top: \"b\" scale_param { bias_term: %s\n"
+           "  filler { type: \"uniform\" min: 0.5 max: 1.5 } bias_filler { type: \"uniform\" min: -0.5 max: 0.5 } } }\n"
+           "%s"
+           "layer { name: \"ip\" type: \"InnerProduct\" bottom: \"b\" top: \"out\" inner_product_param { num_output: 5 " WF
+           " } }\n",
+           bn, bias ? "true" : "false", relu);
+  return buf;
+}
+
+#define RELU "layer { name: \"re\" type: \"ReLU\" bottom: \"b\" top: \"b\" }\n"
+#define LEAKY "layer { name: \"re\" type: \"ReLU\" bottom: \"b\" top: \"b\" relu_param { negative_slope: 0.1 } }\n"
+
+/* Largest difference of a tensor's data (or diff) in two nets, relative to the reference's scale. */
+static double tensor_rel(const dd_tensor *a, const dd_tensor *ref, int diff) {
+  float *x = diff ? dd_tensor_diff_copy(a) : dd_tensor_data_copy(a);
+  float *y = diff ? dd_tensor_diff_copy(ref) : dd_tensor_data_copy(ref);
+  double d = max_rel_diff(x, y, ref->count);
+  free(x);
+  free(y);
+  return d;
+}
+
+static int tensor_same(const dd_tensor *a, const dd_tensor *b) {
+  float *x = dd_tensor_data_copy(a), *y = dd_tensor_data_copy(b);
+  int same = memcmp(x, y, (size_t)a->count * sizeof *x) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
+/* The same random diff on both nets' `out` top. */
+static void set_top_diff(dd_net *n, const char *name, uint64_t seed) {
+  dd_tensor *t = blob(n, name);
+  dd_rng r;
+  dd_rng_seed(&r, seed);
+  float *h = malloc((size_t)t->count * sizeof *h);
+  uniform_fill(h, t->count, &r, -1, 1);
+  dd_tensor_set_diff(t, h);
+  free(h);
+}
+
+/* Builds the net twice (unfused reference, fused), runs two forward+backward passes with the same
+ * inputs and compares everything the layers expose. */
+static void compare(const char *what, const char *text, Caffe__Phase phase, int want_fused_layers) {
+  dd_net *ref = make_net(text, phase), *fu = make_net(text, phase);
+  REQUIRE(ref && fu);
+  REQUIRE(dd_plan_build(ref, 0) == 0);
+  CHECK(ref->plan.n_fused == 0 && ref->plan.n_steps == ref->n_layers);
+  CHECKF(fu->plan.n_fused == (want_fused_layers ? 1u : 0u), "%s: %zu fused steps", what, fu->plan.n_fused);
+  if (want_fused_layers) CHECK(fu->plan.n_steps == fu->n_layers - (size_t)want_fused_layers + 1);
+  double worst_f = 0, worst_b = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    dd_net *nets[2] = {ref, fu};
+    for (int k = 0; k < 2; k++) {
+      fill_inputs(nets[k], 100 + pass, -1, 1);
+      dd_net_clear_param_diffs(nets[k]);
+      REQUIRE(dd_net_forward(nets[k], NULL) == 0);
+      set_top_diff(nets[k], "out", 200 + pass);
+      dd_net_backward(nets[k]);
+    }
+    const char *fwd[] = {"b", "out"};
+    for (int i = 0; i < 2; i++) worst_f = fmax(worst_f, tensor_rel(blob(fu, fwd[i]), blob(ref, fwd[i]), 0));
+    for (int p = 0; p < 3; p++) /* the BatchNorm's moving sums and factor */
+      CHECKF(tensor_same(layer(fu, "bn")->params[p], layer(ref, "bn")->params[p]), "%s: BatchNorm blob %d differs", what, p);
+    worst_b = fmax(worst_b, tensor_rel(blob(fu, "x"), blob(ref, "x"), 1));
+    for (size_t p = 0; p < ref->n_params; p++)
+      worst_b = fmax(worst_b, tensor_rel(fu->params[p].t, ref->params[p].t, 1));
+  }
+  CHECKF(worst_f <= 1e-6, "%s: forward differs by %.2e", what, worst_f);
+  CHECKF(worst_b <= 2e-5, "%s: gradients differ by %.2e", what, worst_b);
+  printf("     %-52s forward %.1e, gradients %.1e\n", what, worst_f, worst_b);
+  dd_net_destroy(ref);
+  dd_net_destroy(fu);
+}
+
+static void test_bn_scale_relu_matches_unfused(void) {
+  compare("batch statistics, bias, ReLU", chain_net("moving_average_fraction: 0.9", 1, RELU), CAFFE__PHASE__TRAIN, 3);
+  compare("batch statistics, no bias, leaky ReLU", chain_net("eps: 0.001", 0, LEAKY), CAFFE__PHASE__TRAIN, 3);
+  compare("batch statistics, bias, no ReLU", chain_net("", 1, ""), CAFFE__PHASE__TRAIN, 2);
+  compare("stored statistics in TRAIN, ReLU", chain_net("use_global_stats: true", 1, RELU), CAFFE__PHASE__TRAIN, 3);
+  compare("TEST phase (stored statistics), leaky ReLU", chain_net("", 1, LEAKY), CAFFE__PHASE__TEST, 3);
+}
+
+/* Runs the plan rules refuse: the result would differ from the layers'. */
+static void test_unfusable_runs(void) {
+  /* the BatchNorm in place: its input is gone before the backward needs it */
+  const char *in_place =
+      "name: \"p\"\n" INPUT("x", "dim: 2 dim: 3 dim: 4")
+      "layer { name: \"bn\" type: \"BatchNorm\" bottom: \"x\" top: \"x\" }\n"
+      "layer { name: \"sc\" type: \"Scale\" bottom: \"x\" top: \"x\" }\n";
+  /* a Scale over two axes (not per channel) */
+  const char *two_axes =
+      "name: \"p\"\n" INPUT("x", "dim: 2 dim: 3 dim: 4")
+      "layer { name: \"bn\" type: \"BatchNorm\" bottom: \"x\" top: \"b\" }\n"
+      "layer { name: \"sc\" type: \"Scale\" bottom: \"b\" top: \"b\" scale_param { num_axes: 2 } }\n";
+  /* a Scale that is not in place */
+  const char *out_of_place =
+      "name: \"p\"\n" INPUT("x", "dim: 2 dim: 3 dim: 4")
+      "layer { name: \"bn\" type: \"BatchNorm\" bottom: \"x\" top: \"b\" }\n"
+      "layer { name: \"sc\" type: \"Scale\" bottom: \"b\" top: \"s\" }\n";
+  /* a loss weight on the Scale's top */
+  const char *loss =
+      "name: \"p\"\n" INPUT("x", "dim: 2 dim: 3 dim: 4")
+      "layer { name: \"bn\" type: \"BatchNorm\" bottom: \"x\" top: \"b\" }\n"
+      "layer { name: \"sc\" type: \"Scale\" bottom: \"b\" top: \"b\" loss_weight: 1 }\n";
+  const char *nets[] = {in_place, two_axes, out_of_place, loss};
+  for (int i = 0; i < 4; i++) {
+    dd_net *n = make_net(nets[i], CAFFE__PHASE__TRAIN);
+    REQUIRE(n);
+    CHECKF(n->plan.n_fused == 0, "net %d fused", i);
+    CHECK(n->plan.n_steps == n->n_layers);
+    dd_net_destroy(n);
+  }
+  /* DD_FUSE=0: every net unfused */
+  setenv("DD_FUSE", "0", 1);
+  dd_net *n = make_net(chain_net("", 1, RELU), CAFFE__PHASE__TRAIN);
+  unsetenv("DD_FUSE");
+  REQUIRE(n);
+  CHECK(n->plan.n_fused == 0);
+  char desc[256];
+  dd_plan_describe(n, desc, sizeof desc);
+  CHECK_CONTAINS(desc, "0 fused");
+  REQUIRE(dd_plan_build(n, 1) == 0);
+  CHECK(n->plan.n_fused == 1);
+  dd_net_destroy(n);
+}
+
+/* The fused backward on its own against finite differences (inputs, gamma, beta, the weights). */
+static void test_fused_gradient_check(void) {
+  /* a smaller step than GC_KINK's: behind batch statistics, a weight moves every pre-activation,
+   * so a 1e-2 step crosses some ReLU kink that the one-sided test cannot see (the unfused layers
+   * fail the same point by the same amount) */
+  const gc_opts fine = {2e-3, 1e-2, 1e-1, 1};
+  check_grad("fused BatchNorm+Scale+ReLU", chain_net("", 1, RELU), fine);
+  check_grad("fused BatchNorm+Scale+leaky ReLU, stored stats", chain_net("use_global_stats: true", 1, LEAKY), GC_KINK);
+}
+
+/* A small pre-activation residual net (the WRN pattern: three fused runs), trained 20 SGD steps
+ * fused and unfused from the same weights and data. */
+static const char *resnet =
+    "name: \"r\"\n" INPUT("data", "dim: 8 dim: 2 dim: 8 dim: 8") INPUT("label", "dim: 8")
+    "layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\"\n"
+    "  convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"bn1\" type: \"BatchNorm\" bottom: \"conv1\" top: \"pre\" batch_norm_param { moving_average_fraction: 0.9 } }\n"
+    "layer { name: \"sc1\" type: \"Scale\" bottom: \"pre\" top: \"pre\" scale_param { bias_term: true } }\n"
+    "layer { name: \"re1\" type: \"ReLU\" bottom: \"pre\" top: \"pre\" }\n"
+    "layer { name: \"conv2\" type: \"Convolution\" bottom: \"pre\" top: \"conv2\"\n"
+    "  convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"bn2\" type: \"BatchNorm\" bottom: \"conv2\" top: \"mid\" batch_norm_param { moving_average_fraction: 0.9 } }\n"
+    "layer { name: \"sc2\" type: \"Scale\" bottom: \"mid\" top: \"mid\" scale_param { bias_term: true } }\n"
+    "layer { name: \"re2\" type: \"ReLU\" bottom: \"mid\" top: \"mid\" }\n"
+    "layer { name: \"conv3\" type: \"Convolution\" bottom: \"mid\" top: \"conv3\"\n"
+    "  convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"sum\" type: \"Eltwise\" bottom: \"conv3\" bottom: \"conv1\" top: \"sum\" }\n"
+    "layer { name: \"bn3\" type: \"BatchNorm\" bottom: \"sum\" top: \"fin\" batch_norm_param { moving_average_fraction: 0.9 } }\n"
+    "layer { name: \"sc3\" type: \"Scale\" bottom: \"fin\" top: \"fin\" scale_param { bias_term: true } }\n"
+    "layer { name: \"re3\" type: \"ReLU\" bottom: \"fin\" top: \"fin\" }\n"
+    "layer { name: \"pool\" type: \"Pooling\" bottom: \"fin\" top: \"pool\" pooling_param { pool: AVE global_pooling: true } }\n"
+    "layer { name: \"fc\" type: \"InnerProduct\" bottom: \"pool\" top: \"fc\"\n"
+    "  inner_product_param { num_output: 4 weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"loss\" type: \"SoftmaxWithLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" }\n";
+
+static void sgd_step(dd_net *n, float lr, double *loss) {
+  dd_net_clear_param_diffs(n);
+  REQUIRE(dd_net_forward(n, loss) == 0);
+  dd_net_backward(n);
+  for (size_t p = 0; p < n->n_params; p++) {
+    dd_tensor *t = n->params[p].t;
+    if (n->params[p].lr_mult == 0) continue;
+    float *w = dd_tensor_data_copy(t), *g = dd_tensor_diff_copy(t);
+    for (int64_t i = 0; i < t->count; i++) w[i] -= lr * g[i];
+    dd_tensor_set_data(t, w);
+    free(w);
+    free(g);
+  }
+}
+
+/* after_layer_backward sees every layer once, last first, as it does unfused (data parallel
+ * training starts its all-reduces from it). */
+static int hook_seen[64], hook_n, hook_order_ok;
+static void hook(void *ctx, int layer) {
+  (void)ctx;
+  if (hook_n > 0 && layer != hook_seen[hook_n - 1] - 1) hook_order_ok = 0;
+  if (hook_n < 64) hook_seen[hook_n++] = layer;
+}
+
+static void test_resnet_training_matches(void) {
+  dd_net *ref = make_net(resnet, CAFFE__PHASE__TRAIN), *fu = make_net(resnet, CAFFE__PHASE__TRAIN);
+  REQUIRE(ref && fu);
+  REQUIRE(dd_plan_build(ref, 0) == 0);
+  CHECK(fu->plan.n_fused == 3);
+  CHECK(fu->plan.n_steps == fu->n_layers - 6);
+  char desc[256];
+  dd_plan_describe(fu, desc, sizeof desc);
+  printf("     %s\n", desc);
+  fu->after_layer_backward = hook;
+  hook_order_ok = 1;
+  double worst = 0;
+  for (int it = 0; it < 20; it++) {
+    double l0, l1;
+    dd_net *nets[2] = {ref, fu};
+    for (int k = 0; k < 2; k++) {
+      set_uniform(nets[k], "data", 300 + it, -1, 1);
+      set_labels(nets[k], "label", 4, 400 + it, 0, 0);
+    }
+    hook_n = 0;
+    sgd_step(ref, 0.1f, &l0);
+    sgd_step(fu, 0.1f, &l1);
+    if (it == 0) {
+      CHECK(hook_n == (int)fu->n_layers && hook_order_ok && hook_seen[0] == (int)fu->n_layers - 1);
+    }
+    worst = fmax(worst, fabs(l1 - l0) / fmax(fabs(l0), 1e-3));
+    if (it == 19) printf("     loss after 20 steps: %.6f fused, %.6f unfused\n", l1, l0);
+  }
+  CHECKF(worst <= 1e-4, "losses differ by %.2e", worst);
+  double wworst = 0;
+  for (size_t p = 0; p < ref->n_params; p++) wworst = fmax(wworst, tensor_rel(fu->params[p].t, ref->params[p].t, 0));
+  CHECKF(wworst <= 1e-3, "weights differ by %.2e after 20 steps", wworst);
+  printf("     20 SGD steps: losses within %.1e, weights within %.1e\n", worst, wworst);
+  dd_net_destroy(ref);
+  dd_net_destroy(fu);
+}
+
+/* Two fused runs with the same inputs give the same bits (2 threads). */
+static void test_fused_deterministic(void) {
+  dd_net *a = make_net(resnet, CAFFE__PHASE__TRAIN), *b = make_net(resnet, CAFFE__PHASE__TRAIN);
+  REQUIRE(a && b);
+  for (int it = 0; it < 3; it++) {
+    double la, lb;
+    dd_net *nets[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+      set_uniform(nets[k], "data", 500 + it, -1, 1);
+      set_labels(nets[k], "label", 4, 600 + it, 0, 0);
+    }
+    sgd_step(a, 0.1f, &la);
+    sgd_step(b, 0.1f, &lb);
+    CHECK(la == lb);
+  }
+  for (size_t p = 0; p < a->n_params; p++) CHECK(tensor_same(a->params[p].t, b->params[p].t));
+  dd_net_destroy(a);
+  dd_net_destroy(b);
+}
+
+int main(void) {
+  if (layers_begin()) return 1;
+  RUN(test_bn_scale_relu_matches_unfused);
+  RUN(test_unfusable_runs);
+  RUN(test_fused_gradient_check);
+  RUN(test_resnet_training_matches);
+  RUN(test_fused_deterministic);
+  return layers_end();
+}
