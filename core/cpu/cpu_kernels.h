@@ -14,12 +14,6 @@ typedef struct {
 /* Kernels compiled for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand. */
 #define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-/* Row reductions with 16 independent partial sums, so they vectorise without reassociation flags
- * and give the same result on every CPU: the sum of x, of (x - m)^2, of a * b over n floats. */
-float dd_cpu_row_sum(const float *x, int n);
-float dd_cpu_row_sqdev(const float *x, int n, float m);
-float dd_cpu_row_dot(const float *a, const float *b, int n);
-
 void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n);
 void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y);
 void dd_cpu_scale(dd_backend *be, int64_t n, float alpha, const float *x, float *y);
@@ -97,7 +91,7 @@ void dd_cpu_rnn_tanh_backward(dd_backend *be, int64_t n, float *dx, const float 
 
 /* catalogue: data */
 
-/* fused steps (cpu_fused.c) */
+/* the fused BatchNorm + Scale + ReLU step (cpu_batchnorm.c) */
 void dd_cpu_bn_affine_relu_forward(dd_backend *be, const dd_bn_affine_desc *d, float *y, const float *x, float *mean,
                                    float *inv_std, float *mean_sum, float *var_sum, float *factor, const float *gamma,
                                    const float *beta);
