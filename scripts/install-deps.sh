@@ -11,6 +11,7 @@ pkgs=(
   libopenblas-dev                              # CPU GEMM
   liblmdb-dev libleveldb-dev                   # Caffe's Data layer: LMDB and LevelDB databases
   libhdf5-dev                                  # Caffe's HDF5Data and HDF5Output layers
+  libdnnl-dev                                  # oneDNN: the CPU convolutions in FP32 and bf16 (core/cpu/cpu_dnnl.h)
   python3-lmdb python3-h5py                    # tests: independent writers of LMDB and HDF5 files
   clang libclang-rt-14-dev                     # libFuzzer targets and sanitizer builds
   python3 python3-matplotlib                   # dataset and plot helpers

@@ -6,9 +6,16 @@
 #include <math.h>
 
 #include "base/backend.h"
+#include "cpu/cpu_dnnl.h"
+#include "cpu/cpu_kernels.h"
 #include "test.h"
 
 #define TOL 1e-5
+/* bf16 inputs and weights (8 significant bits), FP32 accumulation: a relative L2 error of about
+ * 2^-9 per product, averaged down over the sums */
+#define TOL_BF16 1e-2
+
+static int n_dnnl, n_own, n_bf16; /* cases per implementation */
 
 typedef struct {
   const char *what;
@@ -98,14 +105,17 @@ static void reference(const dd_conv_desc *d, const float *x, const float *w, con
     }
 }
 
-static void run_case(const conv_case *cc, int threads) {
+/* One case on a fresh backend. `precision` 1 asks for bf16. With the bias announced in the
+ * descriptor (d.bias) oneDNN runs every call it has a primitive for; calls that disagree with the
+ * descriptor (no bias given) take the own kernels, which must agree too. */
+static void run_case(const conv_case *cc, int threads, int precision) {
   dd_backend *be;
   REQUIRE(dd_cpu_backend_create(&be, threads) == 0);
   int oh = (cc->h + 2 * cc->ph - (cc->dh * (cc->kh - 1) + 1)) / cc->sh + 1;
   int ow = (cc->w + 2 * cc->pw - (cc->dw * (cc->kw - 1) + 1)) / cc->sw + 1;
   dd_conv_desc d = {.n = cc->n, .c = cc->c, .h = cc->h, .w = cc->w, .out_c = cc->oc, .out_h = oh, .out_w = ow,
                     .kh = cc->kh, .kw = cc->kw, .sh = cc->sh, .sw = cc->sw, .ph = cc->ph, .pw = cc->pw,
-                    .dh = cc->dh, .dw = cc->dw, .group = cc->group};
+                    .dh = cc->dh, .dw = cc->dw, .group = cc->group, .bias = 1, .precision = precision};
   int64_t nx = (int64_t)d.n * d.c * d.h * d.w, ny = (int64_t)d.n * d.out_c * oh * ow,
           nw = (int64_t)d.out_c * (d.c / d.group) * d.kh * d.kw;
   float *x = be->ops->alloc(be, nx * 4), *dx = be->ops->alloc(be, nx * 4), *y = be->ops->alloc(be, ny * 4),
@@ -124,16 +134,27 @@ static void run_case(const conv_case *cc, int threads) {
   for (int i = 0; i < d.out_c; i++) rdb[i] = db[i] = -0.25f;
   for (int64_t i = 0; i < nx; i++) dx[i] = 123.0f; /* overwritten, not accumulated */
   reference(&d, x, w, b, dy, ry, rdx, rdw, rdb);
+  const char *impl = dd_dnnl_conv_impl(((dd_cpu_ctx *)be->ctx)->dnnl, &d);
+  int bf16 = impl && strstr(impl, "bf16");
+  double tol = bf16 ? TOL_BF16 : TOL;
+  if (threads == 1) {
+    n_dnnl += impl != NULL;
+    n_own += impl == NULL;
+    n_bf16 += bf16;
+  }
 
   be->ops->conv_forward(be, &d, y, x, w, b, ws);
   be->ops->conv_backward_filter(be, &d, dw, db, dy, x, ws);
   be->ops->conv_backward_data(be, &d, dx, dy, w, ws);
   double ey = rel_err(y, ry, ny), edx = rel_err(dx, rdx, nx), edw = rel_err(dw, rdw, nw),
          edb = rel_err(db, rdb, d.out_c);
-  CHECKF(ey < TOL, "%s, %d thread(s): forward relative error %.3g", cc->what, threads, ey);
-  CHECKF(edx < TOL, "%s, %d thread(s): backward-data relative error %.3g", cc->what, threads, edx);
-  CHECKF(edw < TOL, "%s, %d thread(s): backward-filter relative error %.3g", cc->what, threads, edw);
-  CHECKF(edb < TOL, "%s, %d thread(s): bias gradient relative error %.3g", cc->what, threads, edb);
+  const char *who = impl ? impl : "own kernels";
+  CHECKF(ey < tol, "%s, %d thread(s), %s: forward relative error %.3g", cc->what, threads, who, ey);
+  CHECKF(edx < tol, "%s, %d thread(s), %s: backward-data relative error %.3g", cc->what, threads, who, edx);
+  CHECKF(edw < tol, "%s, %d thread(s), %s: backward-filter relative error %.3g", cc->what, threads, who, edw);
+  CHECKF(edb < tol, "%s, %d thread(s), %s: bias gradient relative error %.3g", cc->what, threads, who, edb);
+  if (threads == 1 && precision)
+    printf("     %-44s %-28s fwd %.1e  bwd-data %.1e  bwd-filter %.1e\n", cc->what, who, ey, edx, edw);
   /* without bias, and with NULL dw (bias gradient only) */
   be->ops->conv_forward(be, &d, y, x, w, NULL, ws);
   for (int64_t i = 0; i < ny; i++) ry[i] -= b[i / ((int64_t)oh * ow) % d.out_c];
@@ -142,7 +163,7 @@ static void run_case(const conv_case *cc, int threads) {
   be->ops->conv_backward_filter(be, &d, NULL, db, dy, x, ws);
   for (int i = 0; i < d.out_c; i++) rdb[i] = 2 * rdb[i] + 0.25;
   edb = rel_err(db, rdb, d.out_c);
-  CHECKF(edb < TOL, "%s, %d thread(s): bias-only gradient relative error %.3g", cc->what, threads, edb);
+  CHECKF(edb < tol, "%s, %d thread(s): bias-only gradient relative error %.3g", cc->what, threads, edb);
 
   free(ry);
   free(rdx);
@@ -155,21 +176,39 @@ static void run_case(const conv_case *cc, int threads) {
 }
 
 static void test_conv_one_thread(void) {
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1, 0);
+  /* oneDNN, where it loaded, must be what runs (else this test would check the own kernels only;
+   * those get their own run with DD_DNNL=0, test_conv_kernels_own) */
+  char why[256];
+  int have = dd_dnnl_load(why, sizeof why) == 0;
+  printf("     %s: %d cases on oneDNN, %d on the own kernels\n", have ? dd_dnnl_describe() : why, n_dnnl, n_own);
+  if (have) CHECKF(n_dnnl * 4 >= n_own * 3, "only %d of %d cases ran on oneDNN", n_dnnl, n_dnnl + n_own);
+  else CHECK(n_dnnl == 0);
 }
 
 static void test_conv_two_threads(void) {
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2, 0);
 }
 
 /* Three threads on batch 5 and 1: uneven shares, and more threads than images. */
 static void test_conv_three_threads(void) {
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 3);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 3, 0);
+}
+
+/* bf16 (precision 1): oneDNN's bf16 kernels where this CPU has them (AVX512-BF16, AMX, or
+ * oneDNN's AVX-512 emulation), within TOL_BF16; elsewhere the same FP32 paths as above. */
+static void test_conv_bf16(void) {
+  n_dnnl = n_own = n_bf16 = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1, 1);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2, 1);
+  if (!n_bf16) printf("     skipped: no bf16 convolution on this CPU (oneDNN has none for it): bf16 ran as FP32\n");
+  else printf("     %d of %d cases in bf16\n", n_bf16, n_dnnl + n_own);
 }
 
 int main(void) {
   RUN(test_conv_one_thread);
   RUN(test_conv_two_threads);
   RUN(test_conv_three_threads);
+  RUN(test_conv_bf16);
   return test_summary();
 }

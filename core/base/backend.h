@@ -24,6 +24,10 @@ typedef struct {
   int out_c, out_h, out_w;   /* output (N, out_c, out_h, out_w) */
   int kh, kw, sh, sw, ph, pw, dh, dw;
   int group;
+  int bias;      /* the layer has a bias: the forward adds one, backward-filter may give dbias (a
+                    backend's fast path may rely on it; a call that disagrees still works) */
+  int precision; /* 0 FP32; 1 bf16 mixed precision where the backend has it (bf16 inputs and weights,
+                    FP32 accumulation, outputs and weight gradients), else FP32 */
 } dd_conv_desc;
 
 /* Pooling, Caffe's semantics: windows clipped to the padded input; AVE divides by the window

@@ -15,6 +15,7 @@
 
 #include "base/backend.h"
 #include "cpu/cpu_blas.h"
+#include "cpu/cpu_dnnl.h"
 #include "cpu/cpu_kernels.h"
 #include "base/dd_error.h"
 #include "cpu/threadpool.h"
@@ -182,8 +183,10 @@ int dd_cpu_backend_create(dd_backend **out, int threads) {
   be->ops = &cpu_ops;
   be->ctx = cx;
   be->threads = threads;
-  snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s; conv: %s", dd_cpu_blas_describe(),
-           threads, threads == 1 ? "" : "s", dd_cpu_conv_kernels());
+  cx->dnnl = dd_dnnl_create(threads); /* NULL: the own kernels do every convolution */
+  snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s; conv: %s%s%s", dd_cpu_blas_describe(),
+           threads, threads == 1 ? "" : "s", cx->dnnl ? dd_dnnl_describe() : "", cx->dnnl ? ", else " : "",
+           dd_cpu_conv_kernels());
   *out = be;
   return 0;
 fail:
@@ -195,6 +198,7 @@ fail:
 void dd_cpu_backend_destroy(dd_backend *be) {
   if (!be) return;
   dd_cpu_ctx *cx = be->ctx;
+  dd_dnnl_destroy(cx->dnnl);
   dd_threadpool_destroy(cx->pool);
   free(cx);
   free(be);

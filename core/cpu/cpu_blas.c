@@ -63,6 +63,10 @@ static void load(void) {
   }
   const char *nt = getenv("OPENBLAS_NUM_THREADS");
   if (!nt || !*nt) setenv("OPENBLAS_NUM_THREADS", "1", 1);
+  /* oneDNN's OpenMP threads (cpu_dnnl.h) sleep when idle instead of spinning: set before libgomp
+   * loads (with oneDNN, later), as OpenMP reads it once */
+  const char *wp = getenv("OMP_WAIT_POLICY");
+  if (!wp || !*wp) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
 
   static const char *const names[] = {"libopenblas.so.0", "libopenblas.so"};
   void *h = NULL;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "cpu/cpu_blas.h"
+#include "cpu/cpu_dnnl.h"
 #include "cpu/cpu_kernels.h"
 
 static dd_threadpool *pool_of(dd_backend *be) { return ((dd_cpu_ctx *)be->ctx)->pool; }
@@ -119,7 +120,12 @@ static void plan_conv(conv_plan *p, const dd_conv_desc *d) {
   p->per_thread = p->col + p->tmp + p->pdw;
 }
 
+static dd_dnnl *dnnl_of(dd_backend *be) { return ((dd_cpu_ctx *)be->ctx)->dnnl; }
+
 size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
+  /* oneDNN's buffers live in its own arena; the own kernels' workspace is still sized, for calls
+   * that oneDNN's primitive does not fit (a bias the descriptor did not announce) */
+  (void)dd_dnnl_conv_prepare(dnnl_of(be), d);
   conv_plan p;
   plan_conv(&p, d);
   return ((size_t)p.wflip + (size_t)threads_of(be) * (size_t)p.per_thread) * sizeof(float);
@@ -474,6 +480,7 @@ static void conv_fwd_task(void *ctx, int task, int t) {
 
 void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x,
                          const float *w, const float *bias, void *ws) {
+  if (dd_dnnl_conv_forward(dnnl_of(be), d, y, x, w, bias) == 0) return;
   conv_plan p;
   plan_conv(&p, d);
   conv_job j = {.d = d, .p = &p, .nb = p.fwd_b, .y = y, .x = x, .w = w, .bias = bias, .ws = ws};
@@ -535,6 +542,7 @@ static void flip_weights(const dd_conv_desc *d, const conv_plan *p, float *wf, c
 
 void dd_cpu_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy,
                                const float *w, void *ws) {
+  if (dd_dnnl_conv_backward_data(dnnl_of(be), d, dx, dy, w) == 0) return;
   conv_plan p;
   plan_conv(&p, d);
   conv_job j = {.d = d, .p = &p, .dx = dx, .dy = dy, .w = w, .ws = ws};
@@ -602,6 +610,7 @@ static void conv_bwd_filter_task(void *ctx, int t, int thread) {
 
 void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
                                  const float *dy, const float *x, void *ws) {
+  if (dd_dnnl_conv_backward_filter(dnnl_of(be), d, dw, dbias, dy, x) == 0) return;
   conv_plan p;
   plan_conv(&p, d);
   int threads = threads_of(be);

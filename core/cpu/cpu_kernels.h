@@ -6,9 +6,12 @@
 #include "base/backend.h"
 #include "cpu/threadpool.h"
 
+struct dd_dnnl;
+
 typedef struct {
   dd_threadpool *pool;
-  char describe[160];
+  struct dd_dnnl *dnnl; /* oneDNN's convolutions (cpu_dnnl.h); NULL without oneDNN */
+  char describe[224];
 } dd_cpu_ctx;
 
 /* Kernels compiled for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand. */

@@ -59,6 +59,9 @@ struct dd_layer {
   int *status;
   char *status_msg;
   size_t status_len;
+  /* The precision the net runs this layer in (dd_precision: 0 FP32, 1 bf16 where the backend has
+   * a bf16 kernel for it); set before setup (dd_net_set_precision). */
+  int precision;
   /* Data layers add the time they blocked waiting for data, and report their error count. */
   double *data_wait_ms;
   int64_t *data_errors;

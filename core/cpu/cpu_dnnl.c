@@ -1,0 +1,451 @@
+/* oneDNN convolutions (see cpu_dnnl.h). Built only where Debian's libdnnl-dev headers are (the
+ * build defines DD_HAVE_DNNL); the library itself is opened at run time. */
+#define _POSIX_C_SOURCE 200809L
+#include "cpu/cpu_dnnl.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/dd_error.h"
+
+#ifndef DD_HAVE_DNNL
+
+int dd_dnnl_load(char *why, size_t len) {
+  return dd_errorf(DD_ENOTFOUND, why, len, "built without oneDNN's headers (libdnnl-dev)");
+}
+const char *dd_dnnl_describe(void) { return "oneDNN: not built in"; }
+dd_dnnl *dd_dnnl_create(int threads) {
+  (void)threads;
+  return NULL;
+}
+void dd_dnnl_destroy(dd_dnnl *k) { (void)k; }
+int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
+  (void)k, (void)d;
+  return 0;
+}
+const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
+  (void)k, (void)d;
+  return NULL;
+}
+int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
+                         const float *bias) {
+  (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias;
+  return -1;
+}
+int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
+  (void)k, (void)d, (void)dx, (void)dy, (void)w;
+  return -1;
+}
+int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
+                                 const float *x) {
+  (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x;
+  return -1;
+}
+
+#else
+
+#include <oneapi/dnnl/dnnl.h>
+
+/* ---- the library, through dlopen ---------------------------------------------------------------- */
+
+#define DNNL_FNS(X)                                                                                  \
+  X(dnnl_engine_create) X(dnnl_engine_destroy) X(dnnl_stream_create) X(dnnl_stream_destroy)          \
+  X(dnnl_stream_wait) X(dnnl_memory_desc_init_by_tag) X(dnnl_memory_desc_equal)                      \
+  X(dnnl_memory_desc_get_size) X(dnnl_dilated_convolution_forward_desc_init)                         \
+  X(dnnl_dilated_convolution_backward_data_desc_init) X(dnnl_dilated_convolution_backward_weights_desc_init) \
+  X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy) X(dnnl_primitive_attr_set_scratchpad_mode) \
+  X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query)          \
+  X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy)                 \
+  X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) X(dnnl_memory_set_data_handle) \
+  X(dnnl_reorder_primitive_desc_create) X(dnnl_version)
+
+#define DECLARE(f) static __typeof__(&f) p_##f;
+DNNL_FNS(DECLARE)
+#undef DECLARE
+static void (*p_omp_set_num_threads)(int);
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int load_status;
+static char load_err[256], describe[128];
+
+static void load(void) {
+  const char *off = getenv("DD_DNNL");
+  if (off && !strcmp(off, "0")) {
+    load_status = dd_errorf(DD_ENOTFOUND, load_err, sizeof load_err, "turned off (DD_DNNL=0)");
+    snprintf(describe, sizeof describe, "oneDNN off (DD_DNNL=0)");
+    return;
+  }
+  void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    load_status = dd_errorf(DD_ENOTFOUND, load_err, sizeof load_err, "cannot load libdnnl.so.2: %s", dlerror());
+    snprintf(describe, sizeof describe, "oneDNN not installed (libdnnl2.6)");
+    return;
+  }
+  void *sym;
+#define RESOLVE(f)                                                                                       \
+  if (!(sym = dlsym(h, #f))) {                                                                           \
+    load_status = dd_errorf(DD_ENOTFOUND, load_err, sizeof load_err, "libdnnl.so.2 lacks %s", #f);       \
+    snprintf(describe, sizeof describe, "oneDNN unusable (%s missing)", #f);                             \
+    return;                                                                                              \
+  }                                                                                                      \
+  memcpy(&p_##f, &sym, sizeof sym);
+  DNNL_FNS(RESOLVE)
+#undef RESOLVE
+  if ((sym = dlsym(h, "omp_set_num_threads"))) memcpy(&p_omp_set_num_threads, &sym, sizeof sym);
+  const dnnl_version_t *v = p_dnnl_version();
+  snprintf(describe, sizeof describe, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+}
+
+int dd_dnnl_load(char *why, size_t len) {
+  pthread_once(&once, load);
+  if (load_status && why && len) snprintf(why, len, "%s", load_err);
+  return load_status;
+}
+
+const char *dd_dnnl_describe(void) {
+  pthread_once(&once, load);
+  return describe;
+}
+
+/* ---- primitives -------------------------------------------------------------------------------- */
+
+/* One argument of a primitive: the caller's NCHW FP32 memory, and (when oneDNN's kernel wants
+ * another layout or type) its own copy in the arena with the reorder between them. */
+typedef struct {
+  dnnl_memory_t user, prim;
+  dnnl_primitive_t reorder; /* NULL: the primitive reads or writes the user memory */
+  size_t off;               /* the copy's offset in the arena */
+} arg_slot;
+
+enum { FWD, BWD_DATA, BWD_W, N_PASSES };
+
+typedef struct {
+  dnnl_primitive_t prim;
+  dnnl_memory_t scratch;
+  size_t scratch_off;
+  arg_slot a[4]; /* FWD: src, weights, dst, bias; BWD_DATA: diff_dst, weights, diff_src; BWD_W:
+                    src, diff_dst, diff_weights, diff_bias */
+  int n_args;
+  size_t bytes;  /* arena bytes this pass needs */
+} pass;
+
+typedef struct {
+  dd_conv_desc d;
+  int ok;        /* 1: oneDNN runs it; 0: the own kernels */
+  int bf16;      /* the primitives run in bf16 */
+  char impl[96];
+  pass p[N_PASSES];
+  size_t out_off; /* BWD_W: where the plain dW and dbias land before they are added */
+} conv_entry;
+
+struct dd_dnnl {
+  dnnl_engine_t eng;
+  dnnl_stream_t strm;
+  dnnl_primitive_attr_t attr; /* user scratchpads */
+  int threads;
+  conv_entry *e;
+  size_t n, cap;
+  char *arena;
+  size_t arena_size;
+};
+
+dd_dnnl *dd_dnnl_create(int threads) {
+  if (dd_dnnl_load(NULL, 0)) return NULL;
+  dd_dnnl *k = calloc(1, sizeof *k);
+  if (!k) return NULL;
+  k->threads = threads;
+  if (p_dnnl_engine_create(&k->eng, dnnl_cpu, 0) || p_dnnl_stream_create(&k->strm, k->eng, dnnl_stream_default_flags) ||
+      p_dnnl_primitive_attr_create(&k->attr) ||
+      p_dnnl_primitive_attr_set_scratchpad_mode(k->attr, dnnl_scratchpad_mode_user)) {
+    dd_dnnl_destroy(k);
+    return NULL;
+  }
+  return k;
+}
+
+static void free_pass(pass *p) {
+  if (p->prim) p_dnnl_primitive_destroy(p->prim);
+  if (p->scratch) p_dnnl_memory_destroy(p->scratch);
+  for (int i = 0; i < 4; i++) {
+    arg_slot *s = &p->a[i];
+    if (s->reorder) p_dnnl_primitive_destroy(s->reorder);
+    if (s->prim && s->prim != s->user) p_dnnl_memory_destroy(s->prim);
+    if (s->user) p_dnnl_memory_destroy(s->user);
+  }
+  memset(p, 0, sizeof *p);
+}
+
+void dd_dnnl_destroy(dd_dnnl *k) {
+  if (!k) return;
+  for (size_t i = 0; i < k->n; i++)
+    for (int p = 0; p < N_PASSES; p++) free_pass(&k->e[i].p[p]);
+  free(k->e);
+  free(k->arena);
+  if (k->attr) p_dnnl_primitive_attr_destroy(k->attr);
+  if (k->strm) p_dnnl_stream_destroy(k->strm);
+  if (k->eng) p_dnnl_engine_destroy(k->eng);
+  free(k);
+}
+
+static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Slot i of pass p: the user memory (plain md) and the primitive's (md `want`); `in` says which way
+ * the reorder goes. Returns 0 or -1. */
+static int make_slot(dd_dnnl *k, pass *p, int i, const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *want,
+                     int in) {
+  arg_slot *s = &p->a[i];
+  if (p_dnnl_memory_create(&s->user, plain, k->eng, DNNL_MEMORY_NONE)) return -1;
+  if (p_dnnl_memory_desc_equal(plain, want)) {
+    s->prim = s->user;
+    return 0;
+  }
+  if (p_dnnl_memory_create(&s->prim, want, k->eng, DNNL_MEMORY_NONE)) return -1;
+  dnnl_primitive_desc_t rpd;
+  if (in ? p_dnnl_reorder_primitive_desc_create(&rpd, plain, k->eng, want, k->eng, k->attr)
+         : p_dnnl_reorder_primitive_desc_create(&rpd, want, k->eng, plain, k->eng, k->attr))
+    return -1;
+  /* a reorder that needs a scratchpad is not one we can run without allocating: refuse it */
+  const dnnl_memory_desc_t *sp = p_dnnl_primitive_desc_query_md(rpd, dnnl_query_scratchpad_md, 0);
+  int st = sp && p_dnnl_memory_desc_get_size(sp) ? -1 : (int)p_dnnl_primitive_create(&s->reorder, rpd);
+  p_dnnl_primitive_desc_destroy(rpd);
+  if (st) return -1;
+  s->off = p->bytes;
+  p->bytes += up64(p_dnnl_memory_desc_get_size(want));
+  return 0;
+}
+
+/* The pass's primitive and scratchpad from its primitive descriptor (which it then frees). */
+static int finish_pass(dd_dnnl *k, pass *p, dnnl_primitive_desc_t pd) {
+  const dnnl_memory_desc_t *sp = p_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  int r = 0;
+  if (sp && p_dnnl_memory_desc_get_size(sp)) {
+    if (p_dnnl_memory_create(&p->scratch, sp, k->eng, DNNL_MEMORY_NONE)) r = -1;
+    p->scratch_off = p->bytes;
+    p->bytes += up64(p_dnnl_memory_desc_get_size(sp));
+  }
+  if (!r && p_dnnl_primitive_create(&p->prim, pd)) r = -1;
+  p_dnnl_primitive_desc_destroy(pd);
+  return r;
+}
+
+#define MD(pd, what, i) p_dnnl_primitive_desc_query_md(pd, what, i)
+
+/* Builds the three passes of e in `dt` (dnnl_f32 or dnnl_bf16). Returns 0 or -1 (nothing kept). */
+static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
+  const dd_conv_desc *d = &e->d;
+  int g = d->group;
+  dnnl_dims_t sd = {d->n, d->c, d->h, d->w}, dd = {d->n, d->out_c, d->out_h, d->out_w}, bd = {d->out_c};
+  dnnl_dims_t wd5 = {g, d->out_c / g, d->c / g, d->kh, d->kw}, wd4 = {d->out_c, d->c, d->kh, d->kw};
+  dnnl_dims_t st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1}, pl = {d->ph, d->pw};
+  dnnl_dims_t pr = {(d->out_h - 1) * d->sh + (d->kh - 1) * d->dh + 1 - d->h - d->ph,
+                    (d->out_w - 1) * d->sw + (d->kw - 1) * d->dw + 1 - d->w - d->pw};
+  if (pr[0] < 0 || pr[1] < 0) return -1;
+  int wn = g > 1 ? 5 : 4;
+  dnnl_dim_t *wdims = g > 1 ? wd5 : wd4;
+  dnnl_format_tag_t wtag = g > 1 ? dnnl_goihw : dnnl_oihw;
+  dnnl_memory_desc_t src_p, dst_p, w_p, b_p, src_a, dst_a, dst_f, w_a, w_f;
+  dnnl_data_type_t out = dnnl_f32; /* outputs and weight gradients stay FP32 */
+  if (p_dnnl_memory_desc_init_by_tag(&src_p, 4, sd, dnnl_f32, dnnl_nchw) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_p, 4, dd, dnnl_f32, dnnl_nchw) ||
+      p_dnnl_memory_desc_init_by_tag(&w_p, wn, wdims, dnnl_f32, wtag) ||
+      p_dnnl_memory_desc_init_by_tag(&b_p, 1, bd, dnnl_f32, dnnl_x) ||
+      p_dnnl_memory_desc_init_by_tag(&src_a, 4, sd, dt, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_a, 4, dd, dt, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_f, 4, dd, out, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&w_a, wn, wdims, dt, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&w_f, wn, wdims, out, dnnl_format_tag_any))
+    return -1;
+  const dnnl_memory_desc_t *bias_md = d->bias ? &b_p : NULL;
+  dnnl_convolution_desc_t cd;
+  dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+  /* forward: src, weights in dt; dst FP32 */
+  if (p_dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &src_a, &w_a,
+                                                   bias_md, &dst_f, st, dil, pl, pr) ||
+      p_dnnl_primitive_desc_create(&fpd, &cd, k->attr, k->eng, NULL))
+    return -1;
+  const char *impl = "?";
+  p_dnnl_primitive_desc_query(fpd, dnnl_query_impl_info_str, 0, &impl);
+  snprintf(e->impl, sizeof e->impl, "oneDNN %s %s", impl, dt == dnnl_bf16 ? "bf16" : "f32");
+  pass *f = &e->p[FWD], *b = &e->p[BWD_DATA], *w = &e->p[BWD_W];
+  int r = make_slot(k, f, 0, &src_p, MD(fpd, dnnl_query_src_md, 0), 1) ||
+          make_slot(k, f, 1, &w_p, MD(fpd, dnnl_query_weights_md, 0), 1) ||
+          make_slot(k, f, 2, &dst_p, MD(fpd, dnnl_query_dst_md, 0), 0) ||
+          (d->bias && make_slot(k, f, 3, &b_p, MD(fpd, dnnl_query_weights_md, 1), 1));
+  f->n_args = d->bias ? 4 : 3;
+  /* backward data: diff_dst, weights in dt; diff_src FP32 */
+  dnnl_memory_desc_t dsrc_f;
+  if (!r) r = p_dnnl_memory_desc_init_by_tag(&dsrc_f, 4, sd, out, dnnl_format_tag_any) != dnnl_success;
+  if (!r)
+    r = p_dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &dsrc_f, &w_a, &dst_a, st,
+                                                           dil, pl, pr) ||
+        p_dnnl_primitive_desc_create(&pd, &cd, k->attr, k->eng, fpd);
+  if (!r)
+    r = make_slot(k, b, 0, &dst_p, MD(pd, dnnl_query_diff_dst_md, 0), 1) ||
+        make_slot(k, b, 1, &w_p, MD(pd, dnnl_query_weights_md, 0), 1) ||
+        make_slot(k, b, 2, &src_p, MD(pd, dnnl_query_diff_src_md, 0), 0) || finish_pass(k, b, pd);
+  else if (pd)
+    p_dnnl_primitive_desc_destroy(pd);
+  b->n_args = 3;
+  /* backward weights: src, diff_dst in dt; diff_weights, diff_bias FP32 (into the arena, then added) */
+  pd = NULL;
+  if (!r)
+    r = p_dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_a, &w_f, bias_md,
+                                                              &dst_a, st, dil, pl, pr) ||
+        p_dnnl_primitive_desc_create(&pd, &cd, k->attr, k->eng, fpd);
+  if (!r)
+    r = make_slot(k, w, 0, &src_p, MD(pd, dnnl_query_src_md, 0), 1) ||
+        make_slot(k, w, 1, &dst_p, MD(pd, dnnl_query_diff_dst_md, 0), 1) ||
+        make_slot(k, w, 2, &w_p, MD(pd, dnnl_query_diff_weights_md, 0), 0) ||
+        (d->bias && make_slot(k, w, 3, &b_p, MD(pd, dnnl_query_diff_weights_md, 1), 0)) || finish_pass(k, w, pd);
+  else if (pd)
+    p_dnnl_primitive_desc_destroy(pd);
+  w->n_args = d->bias ? 4 : 3;
+  /* the plain dW (and dbias) that are added into the caller's */
+  e->out_off = w->bytes;
+  w->bytes += up64((size_t)d->out_c * (d->c / g) * d->kh * d->kw * sizeof(float)) + up64((size_t)d->out_c * sizeof(float));
+  if (!r) r = finish_pass(k, f, fpd);
+  else p_dnnl_primitive_desc_destroy(fpd);
+  if (r) {
+    for (int p = 0; p < N_PASSES; p++) free_pass(&e->p[p]);
+    return -1;
+  }
+  e->bf16 = dt == dnnl_bf16;
+  return 0;
+}
+
+static conv_entry *find(dd_dnnl *k, const dd_conv_desc *d) {
+  for (size_t i = 0; i < k->n; i++)
+    if (!memcmp(&k->e[i].d, d, sizeof *d)) return &k->e[i];
+  return NULL;
+}
+
+int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
+  if (!k) return 0;
+  conv_entry *e = find(k, d);
+  if (e) return e->ok;
+  if (k->n == k->cap) {
+    size_t cap = k->cap ? 2 * k->cap : 16;
+    conv_entry *ne = realloc(k->e, cap * sizeof *ne);
+    if (!ne) return 0;
+    k->e = ne;
+    k->cap = cap;
+  }
+  e = &k->e[k->n++];
+  memset(e, 0, sizeof *e);
+  e->d = *d;
+  /* bf16 where asked and this CPU has a kernel for it, else FP32 */
+  e->ok = (d->precision == 1 && build_entry(k, e, dnnl_bf16) == 0) || build_entry(k, e, dnnl_f32) == 0;
+  if (!e->ok) return 0;
+  size_t need = 0;
+  for (int p = 0; p < N_PASSES; p++)
+    if (e->p[p].bytes > need) need = e->p[p].bytes;
+  if (need > k->arena_size) {
+    char *a = aligned_alloc(64, up64(need));
+    if (!a) {
+      for (int p = 0; p < N_PASSES; p++) free_pass(&e->p[p]);
+      e->ok = 0;
+      return 0;
+    }
+    free(k->arena);
+    k->arena = a;
+    k->arena_size = up64(need);
+  }
+  return 1;
+}
+
+const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  return e && e->ok ? e->impl : NULL;
+}
+
+/* Points slot i at the caller's memory and its copy in the arena. */
+static void bind(dd_dnnl *k, arg_slot *s, const void *user) {
+  p_dnnl_memory_set_data_handle(s->user, (void *)user);
+  if (s->reorder) p_dnnl_memory_set_data_handle(s->prim, k->arena + s->off);
+}
+
+/* An input into the primitive's layout (and type). */
+static void reorder(dd_dnnl *k, arg_slot *s) {
+  if (!s->reorder) return;
+  dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, s->user}, {DNNL_ARG_TO, s->prim}};
+  p_dnnl_primitive_execute(s->reorder, k->strm, 2, a);
+}
+
+/* An output back to the caller's NCHW FP32. */
+static void reorder_out(dd_dnnl *k, arg_slot *s) {
+  if (!s->reorder) return;
+  dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, s->prim}, {DNNL_ARG_TO, s->user}};
+  p_dnnl_primitive_execute(s->reorder, k->strm, 2, a);
+}
+
+/* Runs pass p: its arguments are of the kinds `kinds`; the slots in the bit mask `inputs` are
+ * read (reordered in first), the others written (reordered out after). */
+static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs) {
+  if (p_omp_set_num_threads) p_omp_set_num_threads(k->threads);
+  for (int i = 0; i < p->n_args; i++)
+    if (inputs >> i & 1) reorder(k, &p->a[i]);
+  dnnl_exec_arg_t a[5];
+  int n = 0;
+  for (int i = 0; i < p->n_args; i++) a[n++] = (dnnl_exec_arg_t){kinds[i], p->a[i].prim};
+  if (p->scratch) {
+    p_dnnl_memory_set_data_handle(p->scratch, k->arena + p->scratch_off);
+    a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+  }
+  p_dnnl_primitive_execute(p->prim, k->strm, n, a);
+  for (int i = 0; i < p->n_args; i++)
+    if (!(inputs >> i & 1)) reorder_out(k, &p->a[i]);
+  p_dnnl_stream_wait(k->strm);
+}
+
+int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
+                         const float *bias) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  if (!e || !e->ok || !!bias != !!d->bias) return -1;
+  pass *p = &e->p[FWD];
+  bind(k, &p->a[0], x);
+  bind(k, &p->a[1], w);
+  bind(k, &p->a[2], y);
+  if (bias) bind(k, &p->a[3], bias);
+  static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+  run_pass(k, p, kinds, 0xbu); /* src, weights, bias in; dst out */
+  return 0;
+}
+
+int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  if (!e || !e->ok) return -1;
+  pass *p = &e->p[BWD_DATA];
+  bind(k, &p->a[0], dy);
+  bind(k, &p->a[1], w);
+  bind(k, &p->a[2], dx);
+  static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+  run_pass(k, p, kinds, 0x3u);
+  return 0;
+}
+
+int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
+                                 const float *x) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  if (!e || !e->ok || (dbias && !d->bias)) return -1;
+  pass *p = &e->p[BWD_W];
+  int64_t wcount = (int64_t)d->out_c * (d->c / d->group) * d->kh * d->kw;
+  float *pw = (float *)(k->arena + e->out_off);
+  float *pb = (float *)(k->arena + e->out_off + up64((size_t)wcount * sizeof(float)));
+  bind(k, &p->a[0], x);
+  bind(k, &p->a[1], dy);
+  bind(k, &p->a[2], pw);
+  if (d->bias) bind(k, &p->a[3], pb);
+  static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
+  run_pass(k, p, kinds, 0x3u);
+  /* oneDNN overwrites; Caffe's parameter gradients accumulate */
+  if (dw)
+    for (int64_t i = 0; i < wcount; i++) dw[i] += pw[i];
+  if (dbias)
+    for (int i = 0; i < d->out_c; i++) dbias[i] += pb[i];
+  return 0;
+}
+
+#endif

@@ -1,0 +1,56 @@
+/* oneDNN convolutions for the CPU backend (cpu_dnnl.c).
+ *
+ * oneDNN (Debian's libdnnl 2.6, the library PyTorch's CPU convolutions come from) has JIT
+ * convolution kernels for each x86 ISA, AVX2 to AMX, in FP32 and bf16, chosen at run time for the
+ * CPU at hand. On the WRN shapes it beats the project's own convolutions (docs/performance.md),
+ * and it is the project's bf16 path: bf16 inputs and weights, FP32 accumulation and FP32 outputs
+ * and weight gradients, on the CPU's AVX512-BF16 or AMX units where it has them.
+ *
+ * How it is used: tensors stay Caffe's NCHW FP32; each convolution reorders its inputs into the
+ * layouts (and, in bf16, the element type) oneDNN's kernel wants and its outputs back, inside the
+ * call. Every primitive, reorder and buffer is made when the layer is set up (conv_workspace):
+ * the calls allocate nothing (oneDNN's scratchpads are ours, "user" mode, in one arena per
+ * backend, which the calls use one at a time). A convolution oneDNN has no kernel for (or
+ * DD_DNNL=0) runs on the project's own kernels.
+ *
+ * Threads: oneDNN runs on OpenMP (Debian's build). Idle OpenMP threads spin by default, which
+ * starves the decode threads that share the cores (a spinning pool once made a forward 370x
+ * slower here); distilld sets OMP_WAIT_POLICY=PASSIVE (unless the user set it) before the library
+ * loads: oneDNN is opened with dlopen for that reason, after dd_cpu_ensure_fast_blas set the
+ * variable (cpu_blas.h). Each call runs on as many OpenMP threads as the backend has. */
+#ifndef DD_CPU_DNNL_H
+#define DD_CPU_DNNL_H
+
+#include <stddef.h>
+
+#include "base/backend.h"
+
+typedef struct dd_dnnl dd_dnnl;
+
+/* Loads oneDNN once per process. 0 when it is there (and not turned off by DD_DNNL=0); else
+ * DD_ENOTFOUND with the reason in `why` (may be NULL). */
+int dd_dnnl_load(char *why, size_t len);
+/* "oneDNN 2.6.3", or why it is not used. */
+const char *dd_dnnl_describe(void);
+
+/* A backend's oneDNN state (engine, stream, primitives, arena). NULL when oneDNN is absent. */
+dd_dnnl *dd_dnnl_create(int threads);
+void dd_dnnl_destroy(dd_dnnl *k);
+
+/* Makes the primitives for d (once per distinct d; d->precision 1 asks for bf16, which falls back
+ * to FP32 where this CPU has no bf16 kernel). Returns 1 when oneDNN runs this convolution, 0 when
+ * the caller's own kernels must (no kernel, out of memory). */
+int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
+/* The implementation oneDNN chose for d ("jit:avx2 f32", "jit:avx512_core_amx bf16"), or NULL
+ * when d is not oneDNN's. */
+const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
+
+/* The three passes, with backend.h's semantics (the filter pass accumulates). Each returns 0, or
+ * -1 when d is not oneDNN's (then nothing was done). */
+int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
+                         const float *bias);
+int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w);
+int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
+                                 const float *x);
+
+#endif
