@@ -23,21 +23,9 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--threads T] [--iters N] [--rounds R] [--nets \"2 4\"]" >&2; exit 2 ;;
   esac
 done
-build="${BUILD_DIR:-$here/build-bench}"
-py="${PYTHON:-/usr/bin/python3}"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-
-echo "== building bench_wrn (Release) in $build"
-cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release >"$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; exit 1; }
-cmake --build "$build" --target bench_wrn -j "$(nproc)" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
-
-if ! "$py" -c 'import torch' >/dev/null 2>&1; then
-  echo "== installing python3-torch (Debian package)"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-torch >/dev/null
-fi
+. "$here/scripts/bench_lib.sh"
+bench_build bench_wrn
+ensure_torch
 
 cat >"$work/wrn_torch.py" <<'EOF'
 # The nets of scripts/gen_wrn.py --mode bench in PyTorch: pre-activation WRN-depth-k, convolutions

@@ -1,8 +1,12 @@
 /* bench_kd: times one whole knowledge-distillation training step on a chosen device, built the way
  * the trainer (core/train/distill.c) builds it:
  *
- *   bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T]
+ *   bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T] [--precision fp32|bf16]
  *            --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9]
+ *
+ * --precision bf16 runs both nets' convolutions in bf16 where the backend has a kernel for them
+ * (the job settings teacher_precision and student_precision; FP32 elsewhere, which the plan
+ * lines say).
  *
  * The teacher is a deploy net with an Input layer (scripts/gen_wrn.py --mode deploy); its batch is
  * set to the student's. It gets random weights from its fillers, BatchNorm statistics of mean 0,
@@ -23,7 +27,7 @@
  * after W warm-up steps, images/s, and (separately timed afterwards, not part of the step) the
  * median teacher forward alone. The teacher's checksum is verified at the end, and the losses
  * must be finite. The last line, "RESULT teacher=... student=... device=... batch=... ms=...
- * img_s=... teacher_ms=... mode=fp32 impl=distilld", is for scripts (scripts/device_check.sh). */
+ * img_s=... teacher_ms=... mode=fp32|bf16 impl=distilld", is for scripts (scripts/device_check.sh). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -138,7 +142,7 @@ static double blob_scalar(dd_net *n, const char *name) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T]\n"
+          "usage: bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T] [--precision fp32|bf16]\n"
           "                --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9]\n");
 }
 
@@ -148,6 +152,7 @@ typedef struct {
   const char *device, *tpath, *spath;
   int threads, iters, warmup;
   float temp, alpha;
+  int precision; /* DD_PRECISION_* */
 } kd_opts;
 
 /* Reads the options into *o; -1 to go on, else the exit status (usage printed). */
@@ -171,6 +176,8 @@ static int parse_args(kd_opts *o, int argc, char **argv) {
     else if (!strcmp(a, "--student")) o->spath = v;
     else if (!strcmp(a, "--temperature")) o->temp = (float)atof(v);
     else if (!strcmp(a, "--alpha")) o->alpha = (float)atof(v);
+    else if (!strcmp(a, "--precision") && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
+      o->precision = !strcmp(v, "bf16") ? DD_PRECISION_BF16 : DD_PRECISION_FP32;
     else {
       usage();
       return 2;
@@ -327,6 +334,18 @@ static int build_student(kd_bench *b) {
     return 1;
   }
   b->sd_t = sd_t, b->sl_t = sl_t;
+  /* the precision of both nets, and the plans they run */
+  int bf16t = 0, bf16s = 0;
+  if (dd_net_set_precision(b->teacher.net, b->o.precision, &bf16t, b->err, sizeof b->err) ||
+      dd_net_set_precision(b->sn, b->o.precision, &bf16s, b->err, sizeof b->err)) {
+    fprintf(stderr, "bench_kd: precision: %s\n", b->err);
+    return 1;
+  }
+  char plan[512];
+  dd_plan_describe(b->teacher.net, plan, sizeof plan);
+  printf("teacher %s, %d convolutions in bf16; %s\n", b->o.precision ? "bf16" : "fp32", bf16t, plan);
+  dd_plan_describe(b->sn, plan, sizeof plan);
+  printf("student %s, %d convolutions in bf16; %s\n", b->o.precision ? "bf16" : "fp32", bf16s, plan);
   b->classes = slog_t->count / b->batch;
   return 0;
 }
@@ -418,8 +437,9 @@ static int report(kd_bench *b) {
     fprintf(stderr, "bench_kd: the losses are not finite (CE %g, KD %g)\n", b->ce1, b->kd1);
     return 1;
   }
-  printf("RESULT teacher=%s student=%s device=%s batch=%d ms=%.2f img_s=%.2f teacher_ms=%.2f mode=fp32 impl=distilld\n",
-         b->tname, b->sname, b->o.device, batch, med * 1e3, batch / med, tmed * 1e3);
+  printf("RESULT teacher=%s student=%s device=%s batch=%d ms=%.2f img_s=%.2f teacher_ms=%.2f mode=%s impl=distilld\n",
+         b->tname, b->sname, b->o.device, batch, med * 1e3, batch / med, tmed * 1e3,
+         b->o.precision ? "bf16" : "fp32");
   return 0;
 }
 

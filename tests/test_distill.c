@@ -799,6 +799,52 @@ static void test_seed_net_freeze(void) {
   caffe__net_parameter__free_unpacked(init, NULL);
 }
 
+/* The job settings teacher_precision and student_precision: a bf16 job runs, its log says what
+ * each net runs in, and the teacher record says in which precision its accuracy was taken (with
+ * the FP32 one beside it when the teacher ran bf16 kernels). Where this CPU has no bf16 kernel
+ * the job is the FP32 job to the last bit; where it has, its losses stay within 5e-2 of them. */
+static void test_bf16_job(void) {
+  REQUIRE(teacher_ready);
+  char err[4096];
+  const char *job = "name: 'p%s' " TEACHER_SPEC " student { net: 'student.prototxt' }"
+                    " solver { base_lr: 0.05 momentum: 0.9 lr_policy: 'fixed' max_iter: 6 display: 1 test_iter: 2"
+                    " test_interval: 6 random_seed: 5 }"
+                    " distill { temperature: 3 alpha: 0.6 %s } output_dir: 'prec_%s'";
+  char text[2048];
+  snprintf(text, sizeof text, job, "fp32", "", "fp32");
+  int r = job_run(text, NULL, err, sizeof err);
+  REQUIRE_OK(r, err);
+  CHECK_CONTAINS(cap.log, "student: FP32; plan:");
+  double loss32[MAX_PROG];
+  int n32 = cap.n_prog;
+  memcpy(loss32, cap.loss, sizeof loss32);
+  snprintf(text, sizeof text, job, "bf16", "teacher_precision: BF16 student_precision: BF16", "bf16");
+  r = job_run(text, NULL, err, sizeof err);
+  REQUIRE_OK(r, err);
+  int have = strstr(cap.log, "student: bf16 (") != NULL;
+  CHECK(have || strstr(cap.log, "student: bf16 asked, but no convolution has a bf16 kernel here"));
+  CHECK(cap.n_prog == n32 && n32 == 6);
+  double worst = 0;
+  for (int k = 0; k < cap.n_prog && k < n32; k++) worst = fmax(worst, fabs(cap.loss[k] - loss32[k]) / fmax(1e-3, fabs(loss32[k])));
+  if (have) CHECKF(worst <= 5e-2, "bf16 losses differ from FP32 by %.2e", worst);
+  else CHECKF(worst == 0, "no bf16 kernel, yet the losses differ from FP32 by %.2e", worst);
+  metrics m;
+  metrics_read(&m, "prec_bf16");
+  int seen = 0;
+  for (int i = 0; i < m.n; i++) {
+    char v[64];
+    if (!strstr(m.line[i], "\"type\":\"teacher\"")) continue;
+    seen++;
+    CHECK(test_json_get(m.line[i], "precision", v, sizeof v));
+    int teacher_bf16 = !strcmp(v, "bf16");
+    CHECK(teacher_bf16 == (test_json_get(m.line[i], "accuracy_fp32", v, sizeof v) != 0));
+  }
+  CHECK(seen == 1);
+  free(m.text);
+  printf("     %s: losses %s FP32's (worst %.1e)\n", have ? "bf16 kernels" : "no bf16 kernel on this CPU",
+         have ? "within 5e-2 of" : "equal to", worst);
+}
+
 int main(void) {
   if (test_scratch_dir(tmp, sizeof tmp, "distill")) return 1;
   if (dd_cpu_backend_create(&be, 2)) {
@@ -815,6 +861,7 @@ int main(void) {
   RUN(test_data_parallel_job);
   RUN(test_cli_bad_jobs);
   RUN(test_seed_net_freeze);
+  RUN(test_bf16_job);
   dd_cpu_backend_destroy(be);
   test_scratch_remove(tmp);
   return test_summary();

@@ -120,7 +120,7 @@ static void test_stop_from_the_start(void) {
 static void test_stop_at_each_step(void) {
   static const char *const steps[] = {"open_output", "load_solver", "load_student", "replace_data_layers",
                                       "build_teacher", "the teacher's TEST twin", "add_distill_terms",
-                                      "create_solver", "starting the data and training"};
+                                      "create_solver", "precision", "starting the data and training"};
   int n_steps = (int)(sizeof steps / sizeof steps[0]);
   char err[4096], p[512], text[1024];
   for (int k = 1; k <= n_steps + 1; k++) {

@@ -116,6 +116,9 @@ typedef struct dd_backend_ops {
    * may be NULL) */
   void (*conv_backward_filter)(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
                                const float *dy, const float *x, void *ws);
+  /* Which kernels run d (after conv_workspace prepared it), for logs: "oneDNN jit:avx2 f32",
+   * "im2col/sgemm", ... (a static string). May be NULL. */
+  const char *(*conv_impl)(dd_backend *be, const dd_conv_desc *d);
 
   /* ---- pooling --------------------------------------------------------------------------- */
   /* mask (MAX only, may be NULL otherwise): flat index h * w + x of each maximum in its plane */

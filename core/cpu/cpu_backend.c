@@ -94,6 +94,7 @@ static const dd_backend_ops cpu_ops = {
     .conv_forward = dd_cpu_conv_forward,
     .conv_backward_data = dd_cpu_conv_backward_data,
     .conv_backward_filter = dd_cpu_conv_backward_filter,
+    .conv_impl = dd_cpu_conv_impl,
     .pool_forward = dd_cpu_pool_forward,
     .pool_backward = dd_cpu_pool_backward,
     .bn_forward_train = dd_cpu_bn_forward_train,

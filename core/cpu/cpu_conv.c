@@ -122,6 +122,14 @@ static void plan_conv(conv_plan *p, const dd_conv_desc *d) {
 
 static dd_dnnl *dnnl_of(dd_backend *be) { return ((dd_cpu_ctx *)be->ctx)->dnnl; }
 
+const char *dd_cpu_conv_impl(dd_backend *be, const dd_conv_desc *d) {
+  const char *s = dd_dnnl_conv_impl(dnnl_of(be), d);
+  if (s) return s;
+  conv_plan p;
+  plan_conv(&p, d);
+  return p.fwd_direct ? "direct AVX-512" : "im2col/sgemm";
+}
+
 size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
   /* oneDNN's buffers live in its own arena; the own kernels' workspace is still sized, for calls
    * that oneDNN's primitive does not fit (a bias the descriptor did not announce) */

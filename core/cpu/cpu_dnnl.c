@@ -30,6 +30,10 @@ const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   (void)k, (void)d;
   return NULL;
 }
+const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass) {
+  (void)k, (void)d, (void)pass;
+  return NULL;
+}
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
                          const float *bias) {
   (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias;
@@ -146,7 +150,7 @@ struct dd_dnnl {
   dnnl_stream_t strm;
   dnnl_primitive_attr_t attr; /* user scratchpads */
   int threads;
-  conv_entry *e;
+  conv_entry **e; /* each allocated on its own: impl strings stay put */
   size_t n, cap;
   char *arena;
   size_t arena_size;
@@ -180,8 +184,10 @@ static void free_pass(pass *p) {
 
 void dd_dnnl_destroy(dd_dnnl *k) {
   if (!k) return;
-  for (size_t i = 0; i < k->n; i++)
-    for (int p = 0; p < N_PASSES; p++) free_pass(&k->e[i].p[p]);
+  for (size_t i = 0; i < k->n; i++) {
+    for (int p = 0; p < N_PASSES; p++) free_pass(&k->e[i]->p[p]);
+    free(k->e[i]);
+  }
   free(k->e);
   free(k->arena);
   if (k->attr) p_dnnl_primitive_attr_destroy(k->attr);
@@ -316,9 +322,24 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   return 0;
 }
 
+/* Which passes oneDNN runs (measured, docs/performance.md section 11): every pass of a bf16
+ * convolution; none of an FP32 one, where the own kernels were as fast on the WRN shapes
+ * (forward), faster (backward-filter) or mixed (backward-data: faster at 64 channels and more,
+ * slower on the small students' 16 to 64, reorders included). DD_DNNL=all: every pass of every
+ * convolution (for measurements and tests). */
+static int dnnl_runs(const conv_entry *e, int pass) {
+  static int all = -1;
+  if (all < 0) {
+    const char *v = getenv("DD_DNNL");
+    all = v && !strcmp(v, "all");
+  }
+  (void)pass;
+  return e->bf16 || all;
+}
+
 static conv_entry *find(dd_dnnl *k, const dd_conv_desc *d) {
   for (size_t i = 0; i < k->n; i++)
-    if (!memcmp(&k->e[i].d, d, sizeof *d)) return &k->e[i];
+    if (!memcmp(&k->e[i]->d, d, sizeof *d)) return k->e[i];
   return NULL;
 }
 
@@ -328,13 +349,13 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   if (e) return e->ok;
   if (k->n == k->cap) {
     size_t cap = k->cap ? 2 * k->cap : 16;
-    conv_entry *ne = realloc(k->e, cap * sizeof *ne);
+    conv_entry **ne = realloc(k->e, cap * sizeof *ne);
     if (!ne) return 0;
     k->e = ne;
     k->cap = cap;
   }
-  e = &k->e[k->n++];
-  memset(e, 0, sizeof *e);
+  if (!(e = calloc(1, sizeof *e))) return 0;
+  k->e[k->n++] = e;
   e->d = *d;
   /* bf16 where asked and this CPU has a kernel for it, else FP32 */
   e->ok = (d->precision == 1 && build_entry(k, e, dnnl_bf16) == 0) || build_entry(k, e, dnnl_f32) == 0;
@@ -358,7 +379,12 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
 
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   conv_entry *e = k ? find(k, d) : NULL;
-  return e && e->ok ? e->impl : NULL;
+  return e && e->ok && dnnl_runs(e, FWD) ? e->impl : NULL;
+}
+
+const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  return e && e->ok && dnnl_runs(e, pass) ? e->impl : NULL;
 }
 
 /* Points slot i at the caller's memory and its copy in the arena. */
@@ -403,7 +429,7 @@ static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs) {
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
                          const float *bias) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok || !!bias != !!d->bias) return -1;
+  if (!e || !e->ok || !!bias != !!d->bias || !dnnl_runs(e, FWD)) return -1;
   pass *p = &e->p[FWD];
   bind(k, &p->a[0], x);
   bind(k, &p->a[1], w);
@@ -416,7 +442,7 @@ int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const floa
 
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok) return -1;
+  if (!e || !e->ok || !dnnl_runs(e, BWD_DATA)) return -1;
   pass *p = &e->p[BWD_DATA];
   bind(k, &p->a[0], dy);
   bind(k, &p->a[1], w);
@@ -429,7 +455,7 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
                                  const float *x) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok || (dbias && !d->bias)) return -1;
+  if (!e || !e->ok || (dbias && !d->bias) || !dnnl_runs(e, BWD_W)) return -1;
   pass *p = &e->p[BWD_W];
   int64_t wcount = (int64_t)d->out_c * (d->c / d->group) * d->kh * d->kw;
   float *pw = (float *)(k->arena + e->out_off);

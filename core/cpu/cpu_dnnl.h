@@ -2,9 +2,10 @@
  *
  * oneDNN (Debian's libdnnl 2.6, the library PyTorch's CPU convolutions come from) has JIT
  * convolution kernels for each x86 ISA, AVX2 to AMX, in FP32 and bf16, chosen at run time for the
- * CPU at hand. On the WRN shapes it beats the project's own convolutions (docs/performance.md),
- * and it is the project's bf16 path: bf16 inputs and weights, FP32 accumulation and FP32 outputs
- * and weight gradients, on the CPU's AVX512-BF16 or AMX units where it has them.
+ * CPU at hand. It is the project's bf16 path: bf16 inputs and weights, FP32 accumulation and FP32
+ * outputs and weight gradients, on the CPU's AVX512-BF16 or AMX units where it has them. In FP32
+ * the project's own kernels were as fast on the WRN shapes (docs/performance.md, section 11), so
+ * FP32 convolutions run on them unless DD_DNNL=all.
  *
  * How it is used: tensors stay Caffe's NCHW FP32; each convolution reorders its inputs into the
  * layouts (and, in bf16, the element type) oneDNN's kernel wants and its outputs back, inside the
@@ -41,9 +42,12 @@ void dd_dnnl_destroy(dd_dnnl *k);
  * to FP32 where this CPU has no bf16 kernel). Returns 1 when oneDNN runs this convolution, 0 when
  * the caller's own kernels must (no kernel, out of memory). */
 int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
-/* The implementation oneDNN chose for d ("jit:avx2 f32", "jit:avx512_core_amx bf16"), or NULL
- * when d is not oneDNN's. */
+/* The implementation oneDNN chose for d ("oneDNN jit:avx2 f32", "oneDNN jit:avx512_core_amx
+ * bf16"), or NULL when oneDNN does not run d's forward. oneDNN runs every pass of a bf16
+ * convolution and (DD_DNNL=all) of an FP32 one. dd_dnnl_conv_impl_pass asks for one pass (0
+ * forward, 1 backward-data, 2 backward-filter). */
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
+const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass);
 
 /* The three passes, with backend.h's semantics (the filter pass accumulates). Each returns 0, or
  * -1 when d is not oneDNN's (then nothing was done). */

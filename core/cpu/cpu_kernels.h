@@ -25,6 +25,7 @@ double dd_cpu_asum(dd_backend *be, int64_t n, const float *x);
 size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d);
 void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x, const float *w, const float *bias, void *ws);
 void dd_cpu_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy, const float *w, void *ws);
+const char *dd_cpu_conv_impl(dd_backend *be, const dd_conv_desc *d);
 void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias, const float *dy, const float *x, void *ws);
 void dd_cpu_pool_forward(dd_backend *be, const dd_pool_desc *d, float *y, int32_t *mask, const float *x);
 void dd_cpu_pool_backward(dd_backend *be, const dd_pool_desc *d, float *dx, const float *dy, const int32_t *mask);

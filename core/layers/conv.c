@@ -44,7 +44,7 @@ static const Caffe__FillerParameter *conv_filler(const Caffe__LayerParameter *lp
 }
 
 typedef struct {
-  dd_conv_desc d;
+  dd_conv_desc d; /* first: core/net/plan.c reads it */
   void *ws;
   size_t ws_cap;
 } conv_priv;

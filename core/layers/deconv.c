@@ -51,7 +51,8 @@ static const Caffe__FillerParameter *deconv_filler(const Caffe__LayerParameter *
 }
 
 typedef struct {
-  dd_conv_desc d; /* the convolution whose input is this layer's top and whose output is its bottom */
+  dd_conv_desc d; /* the convolution whose input is this layer's top and whose output is its bottom
+                     (first: core/net/plan.c reads it) */
   void *ws;
   size_t ws_cap;
 } deconv_priv;
@@ -67,7 +68,7 @@ static int deconv_setup(dd_layer *l, char *err, size_t errlen) {
                          .out_c = (int)b->dims[1], .out_h = (int)b->dims[2], .out_w = (int)b->dims[3],
                          .kh = (int)k[0], .kw = (int)k[1], .sh = (int)st[0], .sw = (int)st[1],
                          .ph = (int)pad[0], .pw = (int)pad[1], .dh = (int)dil[0], .dw = (int)dil[1],
-                         .group = (int)p->group};
+                         .group = (int)p->group, .precision = l->precision};
   size_t bytes = l->be->ops->conv_workspace(l->be, &dp->d);
   if (dd__ensure_buffer(l->be, &dp->ws, &dp->ws_cap, bytes))
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for a %zu-byte convolution workspace", bytes);

@@ -148,7 +148,41 @@ void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
                                       s->inv_std, sc->params[0]->data);
 }
 
+static int is_conv(const dd_layer *l) { return is_type(l, "Convolution") || is_type(l, "Deconvolution"); }
+
+/* The convolution descriptor a Convolution or Deconvolution layer keeps first in its priv. */
+static const dd_conv_desc *conv_desc_of(const dd_layer *l) { return (const dd_conv_desc *)l->priv; }
+
 void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
-  snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
-           n->n_layers, n->plan.n_fused);
+  int w = snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
+                   n->n_layers, n->plan.n_fused);
+  if (!n->be->ops->conv_impl || w < 0 || (size_t)w >= len) return;
+  /* the convolutions by implementation, in order of first appearance */
+  const char *impl[16];
+  int count[16], k = 0;
+  for (size_t i = 0; i < n->n_layers; i++) {
+    if (!is_conv(&n->layers[i])) continue;
+    const char *s = n->be->ops->conv_impl(n->be, conv_desc_of(&n->layers[i]));
+    int j = 0;
+    while (j < k && strcmp(impl[j], s)) j++;
+    if (j == k && k < 16) impl[k] = s, count[k++] = 0;
+    if (j < k) count[j]++;
+  }
+  for (int j = 0; j < k && (size_t)w < len; j++)
+    w += snprintf(buf + w, len - (size_t)w, "%s%d %s", j ? ", " : "; convolutions: ", count[j], impl[j]);
+}
+
+int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, char *err, size_t errlen) {
+  int bf16 = 0;
+  for (size_t i = 0; i < n->n_layers; i++) {
+    dd_layer *l = &n->layers[i];
+    if (!is_conv(l)) continue;
+    l->precision = precision;
+    int r = l->ops->setup ? l->ops->setup(l, err, errlen) : 0;
+    if (r) return r;
+    const char *s = n->be->ops->conv_impl ? n->be->ops->conv_impl(n->be, conv_desc_of(l)) : NULL;
+    bf16 += s && strstr(s, "bf16") != NULL;
+  }
+  if (n_bf16) *n_bf16 = bf16;
+  return 0;
 }

@@ -56,7 +56,19 @@ void dd_plan_step_backward(dd_net *n, const dd_plan_step *s);
 int dd_plan_step_needs_backward(const dd_net *n, const dd_plan_step *s);
 
 /* A one-line description of the plan for logs: "plan: 40 steps for 57 layers (17 fused:
- * BatchNorm+Scale+ReLU)". */
+ * BatchNorm+Scale[+ReLU]); convolutions: 12 oneDNN jit:avx2 f32, 1 im2col/sgemm" (the
+ * convolutions' part where the backend says which kernels it runs). */
 void dd_plan_describe(const dd_net *n, char *buf, size_t len);
+
+/* Precisions a net runs its convolutions in. */
+enum { DD_PRECISION_FP32 = 0, DD_PRECISION_BF16 = 1 };
+
+/* Runs the net's convolutions (Convolution, Deconvolution) in `precision`: sets each one's
+ * precision and sets it up again, so the backend prepares its kernels (bf16: bf16 inputs and
+ * weights, FP32 accumulation, outputs and gradients, where the backend has a bf16 kernel for the
+ * shape; FP32 where not). Everything else stays FP32. Returns 0 or the first layer's setup error
+ * (DD_ENOMEM) with the message in err. *n_bf16 (may be NULL) gets the number of convolutions
+ * that run in bf16. */
+int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, char *err, size_t errlen);
 
 #endif

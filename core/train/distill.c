@@ -266,10 +266,9 @@ void dd_distill_solver_hooks(struct dd_distill *d, dd_solver_hooks *h) {
                          .on_snapshot = on_snapshot, .should_stop = should_stop};
 }
 
-/* The teacher's top-1 accuracy over test_iter TEST batches, from a pipeline of its own. */
-static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
-  if (!d->has_teacher || !d->teacher_test || !d->data_layer[1] || d->solver_param->n_test_iter == 0) return 0;
-  if (d->job->distill && !d->job->distill->test_teacher) return 0;
+/* The teacher's TEST twin's top-1 accuracy over test_iter TEST batches, from a pipeline of its
+ * own (all ranks together). */
+static int teacher_accuracy(struct dd_distill *d, double *acc, int64_t *images, char *err, size_t errlen) {
   dd_data *src = NULL;
   int r = open_source(d, 1, 0, &src, err, errlen);
   if (r || !src) return r;
@@ -309,14 +308,38 @@ static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
     correct = (int64_t)cv[0];
     valid = (int64_t)cv[1];
   }
-  d->teacher_acc = valid ? (double)correct / (double)valid : 0;
+  *acc = valid ? (double)correct / (double)valid : 0;
+  *images = valid;
+  return 0;
+}
+
+/* The teacher's accuracy before training: in FP32, and again in bf16 when it runs in bf16 (the
+ * accuracy it is distilled with; the metrics record keeps both). */
+static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
+  if (!d->has_teacher || !d->teacher_test || !d->data_layer[1] || d->solver_param->n_test_iter == 0) return 0;
+  if (d->job->distill && !d->job->distill->test_teacher) return 0;
+  int batches = d->solver_param->test_iter[0], bf16 = 0;
+  int64_t valid = 0;
+  double fp32_acc = -1;
+  int r = teacher_accuracy(d, &d->teacher_acc, &valid, err, errlen);
+  if (!r && d->teacher_precision == DD_PRECISION_BF16 &&
+      !(r = dd_net_set_precision(d->teacher_test, DD_PRECISION_BF16, &bf16, err, errlen)) && bf16) {
+    fp32_acc = d->teacher_acc;
+    r = teacher_accuracy(d, &d->teacher_acc, &valid, err, errlen);
+  }
+  if (r) return r;
   fprintf(d->metrics, "{\"type\":\"teacher\",");
   jnum(d->metrics, "accuracy", d->teacher_acc, 1);
+  if (fp32_acc >= 0) jnum(d->metrics, "accuracy_fp32", fp32_acc, 1);
+  fprintf(d->metrics, "\"precision\":\"%s\",", fp32_acc >= 0 ? "bf16" : "fp32");
   fprintf(d->metrics, "\"batches\":%d,\"images\":%lld,\"checksum\":\"%016llx\",", batches, (long long)valid,
           (unsigned long long)d->teacher.checksum);
   jtime(d->metrics);
   fprintf(d->metrics, "}\n");
   fflush(d->metrics);
+  if (fp32_acc >= 0)
+    dd_distill_log(d, 2, "teacher accuracy %.4f in FP32, %.4f in bf16 (what it is distilled with), on %lld TEST images",
+                   fp32_acc, d->teacher_acc, (long long)valid);
   if (d->hooks.teacher)
     d->hooks.teacher(d->hooks.ctx, d->teacher_acc, batches);
   else

@@ -597,6 +597,47 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
   return 0;
 }
 
+/* ---- precision and plans ----------------------------------------------------------------------------- */
+
+/* One net in its precision, and the log line that says what it runs: the plan and, for bf16,
+ * how many convolutions got a bf16 kernel on this machine. */
+static int net_precision(struct dd_distill *d, dd_net *n, const char *who, int precision, int log, char *err,
+                         size_t errlen) {
+  if (!n) return 0;
+  int bf16 = 0, convs = 0;
+  for (size_t i = 0; i < n->n_layers; i++)
+    convs += !strcmp(n->layers[i].ops->type, "Convolution") || !strcmp(n->layers[i].ops->type, "Deconvolution");
+  int r = dd_net_set_precision(n, precision, &bf16, err, errlen);
+  if (r) return prefix_err(r, err, errlen, who);
+  if (!log) return 0;
+  char plan[512];
+  dd_plan_describe(n, plan, sizeof plan);
+  if (precision == DD_PRECISION_FP32)
+    dd_distill_log(d, 2, "%s: FP32; %s", who, plan);
+  else if (bf16)
+    dd_distill_log(d, 2, "%s: bf16 (%d of %d convolutions in bf16, the rest FP32); %s", who, bf16, convs, plan);
+  else
+    dd_distill_log(d, 2, "%s: bf16 asked, but no convolution has a bf16 kernel here (%s; bf16 needs oneDNN and a CPU "
+                   "with AVX512-BF16 or AMX, or AVX-512 for oneDNN's emulation): FP32; %s",
+                   who, dd_backend_describe(d->be), plan);
+  return 0;
+}
+
+static int apply_precision(struct dd_distill *d, char *err, size_t errlen) {
+  const Distilld__DistillSettings *ds = d->job->distill;
+  int tp = ds && ds->teacher_precision == DISTILLD__DISTILL_SETTINGS__PRECISION__BF16 ? DD_PRECISION_BF16 : DD_PRECISION_FP32;
+  int sp = ds && ds->student_precision == DISTILLD__DISTILL_SETTINGS__PRECISION__BF16 ? DD_PRECISION_BF16 : DD_PRECISION_FP32;
+  d->teacher_precision = tp;
+  int r = 0;
+  if (d->has_teacher) {
+    r = net_precision(d, d->teacher.net, "teacher", tp, d->rank == 0, err, errlen);
+    /* the TEST twin stays FP32 until the teacher's accuracy was measured in FP32 (distill.c) */
+  }
+  if (!r) r = net_precision(d, dd_solver_net(d->solver), "student", sp, d->rank == 0, err, errlen);
+  if (!r) r = net_precision(d, dd_solver_test_net(d->solver), "student TEST net", sp, 0, err, errlen);
+  return r;
+}
+
 /* ---- the whole build ----------------------------------------------------------------------------- */
 
 static int setup(struct dd_distill *d, const Distilld__DistillJob *job, const char *base_dir, dd_backend *be,
@@ -640,6 +681,7 @@ int dd_distill_build(dd_distill **out, const Distilld__DistillJob *job, const ch
   if (!r && d->job->teacher && !(r = stop_check(d, "add_distill_terms", err, errlen)))
     r = add_distill_terms(d, err, errlen);
   if (!r && !(r = stop_check(d, "create_solver", err, errlen))) r = create_solver(d, err, errlen);
+  if (!r && !(r = stop_check(d, "precision", err, errlen))) r = apply_precision(d, err, errlen);
   if (r) {
     if (r == DD_ENOMEM && !err[0]) dd_errorf(DD_ENOMEM, err, errlen, "out of memory");
     dd_distill_destroy(d);

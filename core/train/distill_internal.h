@@ -45,6 +45,7 @@ struct dd_distill {
   /* metrics */
   FILE *metrics;
   double teacher_acc, student_acc;
+  int teacher_precision; /* DD_PRECISION_*: the teacher's TEST twin follows it once measured in FP32 */
   int last_test_iter;
   int failed;
   char fail_msg[1024];
