@@ -336,8 +336,8 @@ static int build_student(kd_bench *b) {
   b->sd_t = sd_t, b->sl_t = sl_t;
   /* the precision of both nets, and the plans they run */
   int bf16t = 0, bf16s = 0;
-  if (dd_net_set_precision(b->teacher.net, b->o.precision, &bf16t, b->err, sizeof b->err) ||
-      dd_net_set_precision(b->sn, b->o.precision, &bf16s, b->err, sizeof b->err)) {
+  if (dd_net_set_precision(b->teacher.net, b->o.precision, &bf16t, NULL, b->err, sizeof b->err) ||
+      dd_net_set_precision(b->sn, b->o.precision, &bf16s, NULL, b->err, sizeof b->err)) {
     fprintf(stderr, "bench_kd: precision: %s\n", b->err);
     return 1;
   }

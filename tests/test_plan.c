@@ -281,8 +281,8 @@ static void test_bf16_plan(void) {
   REQUIRE(ref && a && b);
   int na = -1, nb = -1;
   char err[512];
-  REQUIRE_OK(dd_net_set_precision(a, DD_PRECISION_BF16, &na, err, sizeof err), err);
-  REQUIRE_OK(dd_net_set_precision(b, DD_PRECISION_BF16, &nb, err, sizeof err), err);
+  REQUIRE_OK(dd_net_set_precision(a, DD_PRECISION_BF16, &na, NULL, err, sizeof err), err);
+  REQUIRE_OK(dd_net_set_precision(b, DD_PRECISION_BF16, &nb, NULL, err, sizeof err), err);
   CHECK(na == nb && na >= 0 && na <= 3);
   char desc[512];
   dd_plan_describe(a, desc, sizeof desc);

@@ -30,10 +30,6 @@ const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   (void)k, (void)d;
   return NULL;
 }
-const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass) {
-  (void)k, (void)d, (void)pass;
-  return NULL;
-}
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
                          const float *bias) {
   (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias;
@@ -139,7 +135,6 @@ typedef struct {
 typedef struct {
   dd_conv_desc d;
   int ok;        /* 1: oneDNN runs it; 0: the own kernels */
-  int bf16;      /* the primitives run in bf16 */
   char impl[96];
   pass p[N_PASSES];
   size_t out_off; /* BWD_W: where the plain dW and dbias land before they are added */
@@ -318,23 +313,21 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
     for (int p = 0; p < N_PASSES; p++) free_pass(&e->p[p]);
     return -1;
   }
-  e->bf16 = dt == dnnl_bf16;
   return 0;
 }
 
-/* Which passes oneDNN runs (measured, docs/performance.md section 11): every pass of a bf16
- * convolution; none of an FP32 one, where the own kernels were as fast on the WRN shapes
- * (forward), faster (backward-filter) or mixed (backward-data: faster at 64 channels and more,
- * slower on the small students' 16 to 64, reorders included). DD_DNNL=all: every pass of every
- * convolution (for measurements and tests). */
-static int dnnl_runs(const conv_entry *e, int pass) {
+/* Which convolutions oneDNN runs (measured, docs/performance.md section 11): the bf16 ones;
+ * not the FP32 ones, where the own kernels were as fast on the WRN shapes (forward), faster
+ * (backward-filter) or mixed (backward-data: faster at 64 channels and more, slower on the small
+ * students' 16 to 64, reorders included), unless DD_DNNL=all (for measurements and tests). Only
+ * those get primitives: an entry that is ok runs every pass. */
+static int fp32_too(void) {
   static int all = -1;
   if (all < 0) {
     const char *v = getenv("DD_DNNL");
     all = v && !strcmp(v, "all");
   }
-  (void)pass;
-  return e->bf16 || all;
+  return all;
 }
 
 static conv_entry *find(dd_dnnl *k, const dd_conv_desc *d) {
@@ -357,8 +350,8 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   if (!(e = calloc(1, sizeof *e))) return 0;
   k->e[k->n++] = e;
   e->d = *d;
-  /* bf16 where asked and this CPU has a kernel for it, else FP32 */
-  e->ok = (d->precision == 1 && build_entry(k, e, dnnl_bf16) == 0) || build_entry(k, e, dnnl_f32) == 0;
+  /* bf16 where asked and this CPU has a kernel for it; FP32 only with DD_DNNL=all */
+  e->ok = (d->precision == 1 && build_entry(k, e, dnnl_bf16) == 0) || (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
   if (!e->ok) return 0;
   size_t need = 0;
   for (int p = 0; p < N_PASSES; p++)
@@ -379,12 +372,7 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
 
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   conv_entry *e = k ? find(k, d) : NULL;
-  return e && e->ok && dnnl_runs(e, FWD) ? e->impl : NULL;
-}
-
-const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass) {
-  conv_entry *e = k ? find(k, d) : NULL;
-  return e && e->ok && dnnl_runs(e, pass) ? e->impl : NULL;
+  return e && e->ok ? e->impl : NULL;
 }
 
 /* Points slot i at the caller's memory and its copy in the arena. */
@@ -429,7 +417,7 @@ static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs) {
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
                          const float *bias) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok || !!bias != !!d->bias || !dnnl_runs(e, FWD)) return -1;
+  if (!e || !e->ok || !!bias != !!d->bias) return -1;
   pass *p = &e->p[FWD];
   bind(k, &p->a[0], x);
   bind(k, &p->a[1], w);
@@ -442,7 +430,7 @@ int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const floa
 
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok || !dnnl_runs(e, BWD_DATA)) return -1;
+  if (!e || !e->ok) return -1;
   pass *p = &e->p[BWD_DATA];
   bind(k, &p->a[0], dy);
   bind(k, &p->a[1], w);
@@ -455,7 +443,7 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
                                  const float *x) {
   conv_entry *e = k ? find(k, d) : NULL;
-  if (!e || !e->ok || (dbias && !d->bias) || !dnnl_runs(e, BWD_W)) return -1;
+  if (!e || !e->ok || (dbias && !d->bias)) return -1;
   pass *p = &e->p[BWD_W];
   int64_t wcount = (int64_t)d->out_c * (d->c / d->group) * d->kh * d->kw;
   float *pw = (float *)(k->arena + e->out_off);

@@ -43,11 +43,9 @@ void dd_dnnl_destroy(dd_dnnl *k);
  * the caller's own kernels must (no kernel, out of memory). */
 int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
 /* The implementation oneDNN chose for d ("oneDNN jit:avx2 f32", "oneDNN jit:avx512_core_amx
- * bf16"), or NULL when oneDNN does not run d's forward. oneDNN runs every pass of a bf16
- * convolution and (DD_DNNL=all) of an FP32 one. dd_dnnl_conv_impl_pass asks for one pass (0
- * forward, 1 backward-data, 2 backward-filter). */
+ * bf16"), or NULL when oneDNN does not run d. oneDNN runs every pass of a bf16 convolution and
+ * (DD_DNNL=all) of an FP32 one. */
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
-const char *dd_dnnl_conv_impl_pass(dd_dnnl *k, const dd_conv_desc *d, int pass);
 
 /* The three passes, with backend.h's semantics (the filter pass accumulates). Each returns 0, or
  * -1 when d is not oneDNN's (then nothing was done). */

@@ -164,6 +164,29 @@ static void finish(const dd_transform *t, float *out, float *crop, int ch, int c
       }
 }
 
+/* The crop window (with padding and mirror) of an image into `crop` as floats in pixel units,
+ * then finish(): element (c, y, x) of the image is at y * sy + x * sx + c * sc of u8 (or of f32
+ * when u8 is NULL), so one loop reads HWC pixels and CHW Datum planes alike. */
+static int crop_and_finish(const dd_transform *t, float *out, const uint8_t *u8, const float *f32, int w, int h,
+                           size_t sx, size_t sy, size_t sc, float *crop, dd_rng *rng, char *err, size_t errlen) {
+  int ch, cw, h_off, w_off, mirror;
+  int r = check_size(t, w, h, &ch, &cw, err, errlen);
+  if (r) return r;
+  crop_window(t, h + 2 * t->pad, w + 2 * t->pad, ch, cw, rng, &h_off, &w_off, &mirror);
+  for (int c = 0; c < t->channels; c++)
+    for (int y = 0; y < ch; y++) {
+      int iy = h_off + y - t->pad;
+      float *row = crop + ((size_t)c * ch + y) * cw;
+      for (int x = 0; x < cw; x++) {
+        int ix = w_off + (mirror ? cw - 1 - x : x) - t->pad;
+        size_t si = (size_t)iy * sy + (size_t)ix * sx + (size_t)c * sc;
+        row[x] = (iy < 0 || iy >= h || ix < 0 || ix >= w) ? 0.0f : u8 ? (float)u8[si] : f32[si];
+      }
+    }
+  finish(t, out, crop, ch, cw, h_off, w_off, mirror, rng);
+  return 0;
+}
+
 int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int w, int h, dd_rng *rng,
                        void *scratch, char *err, size_t errlen) {
   const int C = t->channels;
@@ -177,42 +200,10 @@ int dd_transform_apply(const dd_transform *t, float *out, const uint8_t *px, int
     h = t->new_h;
   }
   float *crop = (float *)((char *)scratch + ((resized_bytes + 63) & ~(size_t)63));
-  int ch, cw, h_off, w_off, mirror;
-  int r = check_size(t, w, h, &ch, &cw, err, errlen);
-  if (r) return r;
-  crop_window(t, h + 2 * t->pad, w + 2 * t->pad, ch, cw, rng, &h_off, &w_off, &mirror);
-  /* crop (with padding and mirror) into float, pixel units */
-  for (int c = 0; c < C; c++)
-    for (int y = 0; y < ch; y++) {
-      int sy = h_off + y - t->pad;
-      float *row = crop + ((size_t)c * ch + y) * cw;
-      for (int x = 0; x < cw; x++) {
-        int sx = w_off + (mirror ? cw - 1 - x : x) - t->pad;
-        row[x] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? 0.0f : (float)img[((size_t)sy * w + sx) * C + c];
-      }
-    }
-  finish(t, out, crop, ch, cw, h_off, w_off, mirror, rng);
-  return 0;
+  return crop_and_finish(t, out, img, NULL, w, h, (size_t)C, (size_t)w * C, 1, crop, rng, err, errlen);
 }
 
 int dd_transform_apply_chw(const dd_transform *t, float *out, const uint8_t *u8, const float *f32, int w, int h,
                            dd_rng *rng, void *scratch, char *err, size_t errlen) {
-  const int C = t->channels;
-  float *crop = scratch;
-  int ch, cw, h_off, w_off, mirror;
-  int r = check_size(t, w, h, &ch, &cw, err, errlen);
-  if (r) return r;
-  crop_window(t, h + 2 * t->pad, w + 2 * t->pad, ch, cw, rng, &h_off, &w_off, &mirror);
-  for (int c = 0; c < C; c++)
-    for (int y = 0; y < ch; y++) {
-      int sy = h_off + y - t->pad;
-      float *row = crop + ((size_t)c * ch + y) * cw;
-      for (int x = 0; x < cw; x++) {
-        int sx = w_off + (mirror ? cw - 1 - x : x) - t->pad;
-        size_t si = ((size_t)c * h + (size_t)sy) * w + (size_t)sx;
-        row[x] = (sy < 0 || sy >= h || sx < 0 || sx >= w) ? 0.0f : u8 ? (float)u8[si] : f32[si];
-      }
-    }
-  finish(t, out, crop, ch, cw, h_off, w_off, mirror, rng);
-  return 0;
+  return crop_and_finish(t, out, u8, f32, w, h, 1, (size_t)w, (size_t)h * w, scratch, rng, err, errlen);
 }

@@ -57,3 +57,32 @@ int dd__conv_out(dd_shape_ctx *c, const dd_shape *b, const int64_t k[2], const i
   }
   return 0;
 }
+
+int dd__conv_shape_begin(dd_shape_ctx *c, const char *what, const Caffe__ConvolutionParameter **pp, const dd_shape **bp,
+                         int64_t k[2], int64_t pad[2], int64_t st[2], int64_t dil[2]) {
+  const Caffe__ConvolutionParameter *p = c->lp->convolution_param;
+  *pp = p;
+  *bp = NULL;
+  if (!p || !p->has_num_output || p->num_output == 0)
+    return dd_shape_fail(c, "convolution_param { num_output: N } is required and must be > 0");
+  int r;
+  if ((r = dd__conv_geometry(c, p, k, pad, st, dil))) return r;
+  if (p->group == 0) return dd_shape_fail(c, "group must be > 0");
+  if (p->num_output % p->group)
+    return dd_shape_fail(c, "num_output %u is not a multiple of group %u", p->num_output, p->group);
+  c->n_params = p->bias_term ? 2 : 1;
+  c->params[1] = dd_shape_make(1, (int64_t[]){p->num_output});
+  const dd_shape *b = &c->bottoms[0];
+  if (!dd_shape_known(b)) {
+    c->params[0] = dd_shape_unknown();
+    for (int t = 0; t < c->nt; t++) c->tops[t] = dd_shape_unknown();
+    return 0;
+  }
+  if (p->axis != 1 || b->ndim != 4)
+    return dd_shape_fail(c, "only 2-D %s over (N, C, H, W) with axis 1 is supported (bottom has %d axes)",
+                         what, b->ndim);
+  if (b->dims[1] % p->group)
+    return dd_shape_fail(c, "input channels %lld are not a multiple of group %u", (long long)b->dims[1], p->group);
+  *bp = b;
+  return 0;
+}

@@ -9,28 +9,11 @@
 #include "net/layer.h"
 
 static int deconv_shape(dd_shape_ctx *c) {
-  const Caffe__ConvolutionParameter *p = c->lp->convolution_param;
-  if (!p || !p->has_num_output || p->num_output == 0)
-    return dd_shape_fail(c, "convolution_param { num_output: N } is required and must be > 0");
+  const Caffe__ConvolutionParameter *p;
+  const dd_shape *b;
   int64_t k[2], pad[2], st[2], dil[2];
-  int r;
-  if ((r = dd__conv_geometry(c, p, k, pad, st, dil))) return r;
-  if (p->group == 0) return dd_shape_fail(c, "group must be > 0");
-  if (p->num_output % p->group)
-    return dd_shape_fail(c, "num_output %u is not a multiple of group %u", p->num_output, p->group);
-  c->n_params = p->bias_term ? 2 : 1;
-  c->params[1] = dd_shape_make(1, (int64_t[]){p->num_output});
-  const dd_shape *b = &c->bottoms[0];
-  if (!dd_shape_known(b)) {
-    c->params[0] = dd_shape_unknown();
-    c->tops[0] = dd_shape_unknown();
-    return 0;
-  }
-  if (p->axis != 1 || b->ndim != 4)
-    return dd_shape_fail(c, "only 2-D deconvolution over (N, C, H, W) with axis 1 is supported (bottom has %d axes)",
-                         b->ndim);
-  if (b->dims[1] % p->group)
-    return dd_shape_fail(c, "input channels %lld are not a multiple of group %u", (long long)b->dims[1], p->group);
+  int r = dd__conv_shape_begin(c, "deconvolution", &p, &b, k, pad, st, dil);
+  if (r || !b) return r;
   c->params[0] = dd_shape_4(b->dims[1], p->num_output / p->group, k[0], k[1]);
   int64_t o[2];
   for (int i = 0; i < 2; i++) {

@@ -328,11 +328,7 @@ int dd_net_create_budget(dd_net **out, const Caffe__NetParameter *src, Caffe__Ph
     return dd_errorf(r, err, errlen, "out of memory");
   }
   /* n->param kept only the layers of this state: build the graph for it too (the same filter) */
-  int level;
-  const char *const *stages;
-  size_t n_stages;
-  dd_net_own_state(n->param, &level, &stages, &n_stages);
-  if ((r = dd_net_graph_build(&n->graph, n->param, phase, level, stages, n_stages, &local))) {
+  if ((r = dd_net_graph_build_own(&n->graph, n->param, phase, &local))) {
     dd_errorf(r, err, errlen, "out of memory");
     goto fail;
   }

@@ -271,11 +271,7 @@ int dd_net_check(dd_net_graph **graph_out, const Caffe__NetParameter *net, Caffe
                  dd_diags *diags) {
   if (graph_out) *graph_out = NULL;
   dd_net_graph *g;
-  int level;
-  const char *const *stages;
-  size_t n_stages;
-  dd_net_own_state(net, &level, &stages, &n_stages);
-  int r = dd_net_graph_build(&g, net, phase, level, stages, n_stages, diags);
+  int r = dd_net_graph_build_own(&g, net, phase, diags);
   if (r) return r;
   /* Duplicate layer names in this phase: weights copy by name, so the second never gets any.
    * Each layer's first namesake comes from the layers sorted by (name, index): n log n, so a net

@@ -413,3 +413,11 @@ fail:
   dd_net_graph_free(g);
   return DD_ENOMEM;
 }
+
+int dd_net_graph_build_own(dd_net_graph **out, const Caffe__NetParameter *net, Caffe__Phase phase, dd_diags *diags) {
+  int level;
+  const char *const *stages;
+  size_t n_stages;
+  dd_net_own_state(net, &level, &stages, &n_stages);
+  return dd_net_graph_build(out, net, phase, level, stages, n_stages, diags);
+}

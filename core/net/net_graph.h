@@ -60,6 +60,9 @@ typedef struct {
 int dd_net_graph_build(dd_net_graph **out, const Caffe__NetParameter *net, Caffe__Phase phase,
                        int level, const char *const *stages, size_t n_stages, dd_diags *diags);
 
+/* dd_net_graph_build for `phase` and the net's own state's level and stages (dd_net_own_state). */
+int dd_net_graph_build_own(dd_net_graph **out, const Caffe__NetParameter *net, Caffe__Phase phase, dd_diags *diags);
+
 void dd_net_graph_free(dd_net_graph *g);
 
 /* The level and stages of the net's own `state` field (Caffe's NetState, whose phase is replaced

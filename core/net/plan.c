@@ -172,11 +172,12 @@ void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
     w += snprintf(buf + w, len - (size_t)w, "%s%d %s", j ? ", " : "; convolutions: ", count[j], impl[j]);
 }
 
-int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, char *err, size_t errlen) {
-  int bf16 = 0;
+int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, int *n_convs, char *err, size_t errlen) {
+  int bf16 = 0, convs = 0;
   for (size_t i = 0; i < n->n_layers; i++) {
     dd_layer *l = &n->layers[i];
     if (!is_conv(l)) continue;
+    convs++;
     l->precision = precision;
     int r = l->ops->setup ? l->ops->setup(l, err, errlen) : 0;
     if (r) return r;
@@ -184,5 +185,6 @@ int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, char *err, size_
     bf16 += s && strstr(s, "bf16") != NULL;
   }
   if (n_bf16) *n_bf16 = bf16;
+  if (n_convs) *n_convs = convs;
   return 0;
 }

@@ -67,8 +67,8 @@ enum { DD_PRECISION_FP32 = 0, DD_PRECISION_BF16 = 1 };
  * precision and sets it up again, so the backend prepares its kernels (bf16: bf16 inputs and
  * weights, FP32 accumulation, outputs and gradients, where the backend has a bf16 kernel for the
  * shape; FP32 where not). Everything else stays FP32. Returns 0 or the first layer's setup error
- * (DD_ENOMEM) with the message in err. *n_bf16 (may be NULL) gets the number of convolutions
- * that run in bf16. */
-int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, char *err, size_t errlen);
+ * (DD_ENOMEM) with the message in err. *n_bf16 and *n_convs (either may be NULL) get the number
+ * of convolutions that run in bf16 and of convolutions in all. */
+int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, int *n_convs, char *err, size_t errlen);
 
 #endif

@@ -35,15 +35,6 @@
 /* DD_ESTOPPED ("stopped on request before STEP") when the caller's should_stop asks for a stop,
  * else 0. Asked between the build's steps and inside the long ones, so a cancel or SIGTERM is
  * honoured while a trainer is built, not only between iterations. */
-/* The graph of a net for a phase and the net's own state (level, stages). */
-static int graph_own_state(dd_net_graph **g, const Caffe__NetParameter *net, Caffe__Phase phase, dd_diags *diags) {
-  int level;
-  const char *const *stages;
-  size_t n_stages;
-  dd_net_own_state(net, &level, &stages, &n_stages);
-  return dd_net_graph_build(g, net, phase, level, stages, n_stages, diags);
-}
-
 static int stop_check(struct dd_distill *d, const char *step, char *err, size_t errlen) {
   if (!d->hooks.should_stop || !d->hooks.should_stop(d->hooks.ctx)) return 0;
   return dd_errorf(DD_ESTOPPED, err, errlen, "stopped on request before %s, while building the trainer", step);
@@ -287,7 +278,7 @@ static int replace_data_layers(struct dd_distill *d, char *err, size_t errlen) {
     dd_diags gd = {0};
     dd_net_graph *g = NULL;
     int r = 0;
-    if (graph_own_state(&g, d->student_param, (Caffe__Phase)ph, &gd)) r = DD_ENOMEM;
+    if (dd_net_graph_build_own(&g, d->student_param, (Caffe__Phase)ph, &gd)) r = DD_ENOMEM;
     /* a data layer that cannot say its shape (a Data layer's database missing or unreadable) */
     for (size_t k = 0; !r && k < gd.n; k++)
       for (size_t i = 0; gd.v[k].level == DD_DIAG_ERROR && gd.v[k].where && i < g->n_layers; i++)
@@ -528,7 +519,7 @@ static int add_distill_terms(struct dd_distill *d, char *err, size_t errlen) {
   float alpha = job->distill ? job->distill->alpha : 0.9f, temp = job->distill ? job->distill->temperature : 4.0f;
   dd_net_graph *g = NULL;
   dd_diags gd = {0};
-  if (graph_own_state(&g, d->student_param, CAFFE__PHASE__TRAIN, &gd)) return DD_ENOMEM;
+  if (dd_net_graph_build_own(&g, d->student_param, CAFFE__PHASE__TRAIN, &gd)) return DD_ENOMEM;
   dd_tensor *tlt = NULL;
   int r = check_teacher_fits(d, g, &tlt, err, errlen);
   if (!r) r = add_kd_loss(d, &tlt->shape, alpha, temp);
@@ -605,9 +596,7 @@ static int net_precision(struct dd_distill *d, dd_net *n, const char *who, int p
                          size_t errlen) {
   if (!n) return 0;
   int bf16 = 0, convs = 0;
-  for (size_t i = 0; i < n->n_layers; i++)
-    convs += !strcmp(n->layers[i].ops->type, "Convolution") || !strcmp(n->layers[i].ops->type, "Deconvolution");
-  int r = dd_net_set_precision(n, precision, &bf16, err, errlen);
+  int r = dd_net_set_precision(n, precision, &bf16, &convs, err, errlen);
   if (r) return prefix_err(r, err, errlen, who);
   if (!log) return 0;
   char plan[512];

@@ -268,13 +268,10 @@ static int state_option(const char *opt, const char *val, const char **stages, s
     stages[(*n_stages)++] = val;
     return 0;
   }
-  char *end;
-  long k = strtol(val, &end, 10);
-  if (*end || end == val || k < INT32_MIN || k > INT32_MAX) {
+  if (dd_cli_parse_int(val, INT32_MIN, INT32_MAX, level)) {
     dd_cli_error("check: --level takes an integer, not \"%s\"", val);
     return -1;
   }
-  *level = (int)k;
   *has_level = 1;
   return 0;
 }

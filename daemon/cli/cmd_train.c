@@ -74,13 +74,10 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--config")) o->config = v;
     else if (!strcmp(a, "--advertise")) o->advertise = v;
     else if (!strcmp(a, "--node")) {
-      char *end;
-      long k = strtol(v, &end, 10);
-      if (*end || end == v || k < 0 || k > 1023) {
+      if (dd_cli_parse_int(v, 0, 1023, &o->node)) {
         dd_cli_error("%s: --node takes a node index 0 to 1023, not \"%s\"", verb, v);
         return 2;
       }
-      o->node = (int)k;
     }
     else if (!strcmp(a, "--seed")) {
       o->seed = atoll(v);
@@ -99,13 +96,10 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
       }
       o->stages[o->n_stages++] = v;
     } else if (!strcmp(a, "--level")) {
-      char *end;
-      long k = strtol(v, &end, 10);
-      if (*end || end == v || k < INT32_MIN || k > INT32_MAX) {
+      if (dd_cli_parse_int(v, INT32_MIN, INT32_MAX, &o->level)) {
         dd_cli_error("%s: --level takes an integer, not \"%s\"", verb, v);
         return -1;
       }
-      o->level = (int)k;
       o->has_level = 1;
     } else if (!strcmp(a, "--input")) {
       if (o->n_inputs == MAX_INPUTS) {

@@ -13,6 +13,9 @@
 /* Prints "distilld: " + message + newline to stderr. */
 void dd_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A whole decimal number in [lo, hi] (nothing else in s) into *out: 0, or -1 when s is not one. */
+int dd_cli_parse_int(const char *s, long lo, long hi, int *out);
+
 /* "H:MM:SS" of `s` seconds into buf ("--:--" when unknown or absurd). */
 void dd_cli_fmt_duration(double s, char *buf, size_t len);
 
