@@ -143,7 +143,7 @@ static double blob_scalar(dd_net *n, const char *name) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T] [--precision fp32|bf16]\n"
-          "                --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9]\n");
+          "                --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9] [--profile 1]\n");
 }
 
 /* ---- the benchmark, step by step ------------------------------------------------------------------ */
@@ -153,6 +153,7 @@ typedef struct {
   int threads, iters, warmup;
   float temp, alpha;
   int precision; /* DD_PRECISION_* */
+  int profile;   /* after the timed steps, `iters` more profiled by plan step (net/plan.h) */
 } kd_opts;
 
 /* Reads the options into *o; -1 to go on, else the exit status (usage printed). */
@@ -176,6 +177,7 @@ static int parse_args(kd_opts *o, int argc, char **argv) {
     else if (!strcmp(a, "--student")) o->spath = v;
     else if (!strcmp(a, "--temperature")) o->temp = (float)atof(v);
     else if (!strcmp(a, "--alpha")) o->alpha = (float)atof(v);
+    else if (!strcmp(a, "--profile")) o->profile = atoi(v);
     else if (!strcmp(a, "--precision") && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
       o->precision = !strcmp(v, "bf16") ? DD_PRECISION_BF16 : DD_PRECISION_FP32;
     else {
@@ -443,6 +445,42 @@ static int report(kd_bench *b) {
   return 0;
 }
 
+/* --profile: `iters` more steps with both nets' plans timed step by step (each step synchronized,
+ * so the steps run a little slower than the timed ones above), and where their time went. */
+static int profile(kd_bench *b) {
+  if (!b->o.profile) return 0;
+  dd_net *t = b->teacher.net, *s = b->sn;
+  if (dd_plan_profile(t, 1) || dd_plan_profile(s, 1)) {
+    fprintf(stderr, "bench_kd: out of memory\n");
+    return 1;
+  }
+  double all = 0;
+  for (int it = 0; it < b->o.iters; it++) {
+    double a = now();
+    if (dd_solver_step(b->solver, 1, b->err, sizeof b->err)) {
+      fprintf(stderr, "bench_kd: profiled step %d: %s\n", it, b->err);
+      return 1;
+    }
+    b->be->ops->synchronize(b->be);
+    all += now() - a;
+  }
+  static char rep[4096];
+  double sum = 0;
+  for (size_t k = 0; k < t->plan.n_steps; k++) sum += t->plan.fwd_s[k] + t->plan.bwd_s[k];
+  for (size_t k = 0; k < s->plan.n_steps; k++) sum += s->plan.fwd_s[k] + s->plan.bwd_s[k];
+  printf("\nprofile over %d more steps (each plan step synchronized and timed): %.2f ms a step\n", b->o.iters,
+         1e3 * all / b->o.iters);
+  dd_plan_profile_report(t, b->o.iters, rep, sizeof rep);
+  printf("  teacher %s (forward):\n%s", b->tname, rep);
+  dd_plan_profile_report(s, b->o.iters, rep, sizeof rep);
+  printf("  student %s:\n%s", b->sname, rep);
+  printf("  outside the plans (loss, solver update, gradients cleared): %.2f ms a step\n",
+         1e3 * (all - sum) / b->o.iters);
+  dd_plan_profile(t, 0);
+  dd_plan_profile(s, 0);
+  return 0;
+}
+
 static void kd_free(kd_bench *b) {
   if (b->wfd >= 0) unlink(b->wpath);
   free(b->host);
@@ -481,7 +519,7 @@ int main(int argc, char **argv) {
   } else {
     b.tname = b.tp->name ? b.tp->name : b.o.tpath, b.sname = b.sp->name ? b.sp->name : b.o.spath;
     if (!build_teacher(&b) && !add_distill_terms(&b) && !build_student(&b) && !upload_data(&b) && !run_steps(&b) &&
-        !report(&b))
+        !report(&b) && !profile(&b))
       rc = 0;
   }
   kd_free(&b);

@@ -29,6 +29,8 @@ static const conv_case cases[] = {
     {"3x3 s2 p1", 5, 6, 9, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1},
     {"1x1 s1", 5, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     {"1x1 s2 (projection)", 5, 8, 9, 8, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+    /* a WRN projection: Caffe's floor leaves the last row and column unread (right pad -1) */
+    {"1x1 s2, even size (WRN projection)", 5, 16, 8, 8, 32, 1, 1, 2, 2, 0, 0, 1, 1, 1},
     {"1x1 s1 batch 1", 1, 7, 3, 3, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     {"groups 2, 3x3 s1 p1", 5, 8, 6, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2},
     {"groups 4 depthwise-like, 3x3 s2 p1", 5, 4, 9, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 4},
@@ -207,6 +209,8 @@ static void test_conv_bf16(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2, 1);
   if (!n_bf16) printf("     skipped: no bf16 convolution on this CPU (oneDNN has none for it): bf16 ran as FP32\n");
   else printf("     %d of %d cases in bf16\n", n_bf16, n_dnnl + n_own);
+  /* where oneDNN has bf16 kernels, every case here has one (none falls back to FP32 quietly) */
+  if (n_bf16) CHECKF(n_bf16 == n_dnnl + n_own, "only %d of %d cases ran in bf16", n_bf16, n_dnnl + n_own);
 }
 
 int main(void) {

@@ -313,6 +313,53 @@ static void test_bf16_plan(void) {
   dd_net_destroy(b);
 }
 
+/* Profiling (dd_plan_profile): the times land on the steps that ran, the report names each kind
+ * of step once with its step count, and profiling changes no result. */
+static void test_profile(void) {
+  dd_net *a = make_net(resnet, CAFFE__PHASE__TRAIN), *b = make_net(resnet, CAFFE__PHASE__TRAIN);
+  REQUIRE(a && b);
+  REQUIRE(dd_plan_profile(a, 1) == 0);
+  for (int it = 0; it < 2; it++) {
+    double la, lb;
+    dd_net *nets[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+      set_uniform(nets[k], "data", 900 + it, -1, 1);
+      set_labels(nets[k], "label", 4, 950 + it, 0, 0);
+    }
+    sgd_step(a, 0.1f, &la);
+    sgd_step(b, 0.1f, &lb);
+    CHECK(la == lb);
+  }
+  double fwd = 0, bwd = 0;
+  int conv_steps = 0, fused_steps = 0;
+  for (size_t k = 0; k < a->plan.n_steps; k++) {
+    const dd_plan_step *s = &a->plan.steps[k];
+    CHECK(a->plan.fwd_s[k] >= 0 && a->plan.bwd_s[k] >= 0);
+    fwd += a->plan.fwd_s[k], bwd += a->plan.bwd_s[k];
+    if (s->kind == DD_STEP_BN_SCALE_RELU) fused_steps++;
+    else if (!strcmp(a->layers[s->first].ops->type, "Convolution")) {
+      conv_steps++;
+      CHECK(a->plan.fwd_s[k] > 0 && a->plan.bwd_s[k] > 0); /* a convolution takes some time both ways */
+    }
+    if (!dd_plan_step_needs_backward(a, s)) CHECK(a->plan.bwd_s[k] == 0);
+  }
+  CHECK(fwd > 0 && bwd > 0 && conv_steps == 3 && fused_steps == (int)a->plan.n_fused);
+  char rep[2048], want[64];
+  dd_plan_profile_report(a, 2, rep, sizeof rep);
+  printf("%s", rep);
+  snprintf(want, sizeof want, "%3d steps", conv_steps);
+  const char *c = strstr(rep, "Convolution fp32");
+  CHECK(c && strstr(c, want) && strstr(c, "\n") > strstr(c, want));
+  CHECK(strstr(rep, "BatchNorm+Scale") != NULL && strstr(rep, "total") != NULL);
+  CHECK(c && strstr(c + 1, "Convolution fp32") == NULL); /* one line per kind */
+  REQUIRE(dd_plan_profile(a, 0) == 0);
+  CHECK(a->plan.fwd_s == NULL && a->plan.bwd_s == NULL);
+  dd_plan_profile_report(a, 2, rep, sizeof rep);
+  CHECK(rep[0] == 0);
+  dd_net_destroy(a);
+  dd_net_destroy(b);
+}
+
 int main(void) {
   if (layers_begin()) return 1;
   RUN(test_bn_scale_relu_matches_unfused);
@@ -321,5 +368,6 @@ int main(void) {
   RUN(test_resnet_training_matches);
   RUN(test_fused_deterministic);
   RUN(test_bf16_plan);
+  RUN(test_profile);
   return layers_end();
 }

@@ -243,6 +243,14 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   dnnl_dims_t st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1}, pl = {d->ph, d->pw};
   dnnl_dims_t pr = {(d->out_h - 1) * d->sh + (d->kh - 1) * d->dh + 1 - d->h - d->ph,
                     (d->out_w - 1) * d->sw + (d->kw - 1) * d->dw + 1 - d->w - d->pw};
+  /* Caffe's output size floors (a 1x1 stride-2 convolution of 32 gives 16 and leaves the last
+   * input row unread): the right padding that reproduces it may be negative, which oneDNN refuses;
+   * 0 gives the same output size under oneDNN's floor, and reads the same inputs */
+  for (int i = 0; i < 2; i++) {
+    int in = i ? d->w : d->h, k = i ? d->kw : d->kh, di = i ? d->dw : d->dh, s = i ? d->sw : d->sh;
+    int pad = i ? d->pw : d->ph, o = i ? d->out_w : d->out_h;
+    if (pr[i] < 0 && (in - ((k - 1) * di + 1) + pad) / s + 1 == o) pr[i] = 0;
+  }
   if (pr[0] < 0 || pr[1] < 0) return -1;
   int wn = g > 1 ? 5 : 4;
   dnnl_dim_t *wdims = g > 1 ? wd5 : wd4;

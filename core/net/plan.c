@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/dd_error.h"
 #include "net/net.h"
@@ -55,6 +56,8 @@ void dd_plan_free(dd_net *n) {
     if (s->inv_std) n->be->ops->free(n->be, s->inv_std);
   }
   free(n->plan.steps);
+  free(n->plan.fwd_s);
+  free(n->plan.bwd_s);
   memset(&n->plan, 0, sizeof n->plan);
 }
 
@@ -103,7 +106,7 @@ static const float *scale_beta(const dd_layer *sc) {
   return sc->n_params > 1 ? sc->params[1]->data : NULL;
 }
 
-void dd_plan_step_forward(dd_net *n, const dd_plan_step *s) {
+static void step_forward(dd_net *n, const dd_plan_step *s) {
   if (s->kind == DD_STEP_LAYER) {
     dd_layer *l = &n->layers[s->first];
     l->ops->forward(l);
@@ -122,7 +125,7 @@ int dd_plan_step_needs_backward(const dd_net *n, const dd_plan_step *s) {
   return 0;
 }
 
-void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
+static void step_backward(dd_net *n, const dd_plan_step *s) {
   if (s->kind == DD_STEP_LAYER) {
     dd_layer *l = &n->layers[s->first];
     if (!needs_bwd(n, s->first)) return;
@@ -146,6 +149,96 @@ void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
   dd_tensor *y = bn->top[0];
   n->be->ops->bn_affine_relu_backward(n->be, &d, dx, dgamma, dbeta, y->diff, y->data, bn->bottom[0]->data, s->mean,
                                       s->inv_std, sc->params[0]->data);
+}
+
+/* ---- profiling ------------------------------------------------------------------------------- */
+
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Runs step s forward or backward, timed into `acc` when profiling. */
+static void timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_net *, const dd_plan_step *)) {
+  if (!acc) {
+    run(n, s);
+    return;
+  }
+  n->be->ops->synchronize(n->be);
+  double t0 = seconds();
+  run(n, s);
+  n->be->ops->synchronize(n->be);
+  acc[s - n->plan.steps] += seconds() - t0;
+}
+
+void dd_plan_step_forward(dd_net *n, const dd_plan_step *s) { timed(n, s, n->plan.fwd_s, step_forward); }
+void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
+  if (dd_plan_step_needs_backward(n, s)) timed(n, s, n->plan.bwd_s, step_backward); /* else nothing to run */
+}
+
+int dd_plan_profile(dd_net *n, int on) {
+  dd_plan *p = &n->plan;
+  if (!on) {
+    free(p->fwd_s), free(p->bwd_s);
+    p->fwd_s = p->bwd_s = NULL;
+    return 0;
+  }
+  size_t k = p->n_steps ? p->n_steps : 1;
+  if (!p->fwd_s) p->fwd_s = malloc(k * sizeof *p->fwd_s);
+  if (!p->bwd_s) p->bwd_s = malloc(k * sizeof *p->bwd_s);
+  if (!p->fwd_s || !p->bwd_s) {
+    dd_plan_profile(n, 0);
+    return DD_ENOMEM;
+  }
+  memset(p->fwd_s, 0, k * sizeof *p->fwd_s);
+  memset(p->bwd_s, 0, k * sizeof *p->bwd_s);
+  return 0;
+}
+
+static const dd_conv_desc *conv_desc_of(const dd_layer *l);
+static int is_conv(const dd_layer *l);
+
+/* The kind of step s, for the profile: its layer's type (a convolution's with its precision), or
+ * the fused run's name. */
+static void step_label(const dd_net *n, const dd_plan_step *s, char *buf, size_t len) {
+  const dd_layer *l = &n->layers[s->first];
+  if (s->kind == DD_STEP_BN_SCALE_RELU) snprintf(buf, len, "%s", s->relu ? "BatchNorm+Scale+ReLU" : "BatchNorm+Scale");
+  else if (is_conv(l) && n->be->ops->conv_impl)
+    snprintf(buf, len, "%s %s", l->ops->type, strstr(n->be->ops->conv_impl(n->be, conv_desc_of(l)), "bf16") ? "bf16" : "fp32");
+  else snprintf(buf, len, "%s", l->ops->type);
+}
+
+void dd_plan_profile_report(const dd_net *n, int runs, char *buf, size_t len) {
+  enum { MAX_KINDS = 32 };
+  struct { char name[48]; double f, b; int steps; } kind[MAX_KINDS];
+  int nk = 0;
+  double total = 0;
+  if (len) buf[0] = 0;
+  if (!n->plan.fwd_s || runs < 1) return;
+  for (size_t k = 0; k < n->plan.n_steps; k++) {
+    char name[48];
+    step_label(n, &n->plan.steps[k], name, sizeof name);
+    int j = 0;
+    while (j < nk && strcmp(kind[j].name, name)) j++;
+    if (j == nk) {
+      if (nk == MAX_KINDS) j = nk - 1; /* more kinds than lines: the rest share the last line */
+      else snprintf(kind[nk++].name, sizeof kind[0].name, "%s", name), kind[j].f = kind[j].b = 0, kind[j].steps = 0;
+    }
+    kind[j].f += n->plan.fwd_s[k], kind[j].b += n->plan.bwd_s[k], kind[j].steps++;
+    total += n->plan.fwd_s[k] + n->plan.bwd_s[k];
+  }
+  for (int i = 1; i < nk; i++) /* most expensive first */
+    for (int j = i; j > 0 && kind[j].f + kind[j].b > kind[j - 1].f + kind[j - 1].b; j--) {
+      __typeof__(kind[0]) t = kind[j];
+      kind[j] = kind[j - 1], kind[j - 1] = t;
+    }
+  size_t w = 0;
+  for (int i = 0; i < nk && w < len; i++)
+    w += (size_t)snprintf(buf + w, len - w, "    %-24s fwd %8.2f ms  bwd %8.2f ms  %3d steps  %4.1f%%\n", kind[i].name,
+                          1e3 * kind[i].f / runs, 1e3 * kind[i].b / runs, kind[i].steps,
+                          total > 0 ? 100 * (kind[i].f + kind[i].b) / total : 0.0);
+  if (w < len) snprintf(buf + w, len - w, "    %-24s %8.2f ms a run\n", "total", 1e3 * total / runs);
 }
 
 static int is_conv(const dd_layer *l) { return is_type(l, "Convolution") || is_type(l, "Deconvolution"); }

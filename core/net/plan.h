@@ -42,6 +42,7 @@ typedef struct dd_plan {
   dd_plan_step *steps;
   size_t n_steps;
   size_t n_fused; /* steps that are not DD_STEP_LAYER */
+  double *fwd_s, *bwd_s; /* per step, seconds accumulated while profiling (dd_plan_profile); else NULL */
 } dd_plan;
 
 /* Builds n->plan: fused (where the rules above allow and `fuse` is set, and DD_FUSE is not "0")
@@ -54,6 +55,16 @@ void dd_plan_step_forward(dd_net *n, const dd_plan_step *s);
 void dd_plan_step_backward(dd_net *n, const dd_plan_step *s);
 /* Whether step s runs a backward: any of its layers needs one. */
 int dd_plan_step_needs_backward(const dd_net *n, const dd_plan_step *s);
+
+/* Where a net's time goes, by step: dd_plan_profile(n, 1) zeroes (allocating, once) a forward and a
+ * backward time per step, which every forward and backward from then on adds to, the backend
+ * synchronized around each step (so profiling slows an asynchronous backend down); 0 stops it and
+ * frees them. Returns 0 or DD_ENOMEM. dd_plan_profile_report writes one line per kind of step
+ * ("Convolution bf16", "BatchNorm+Scale+ReLU", "ReLU", ...), the most expensive first: its
+ * forward and backward ms per run (the totals divided by `runs`), how many steps of that kind,
+ * and the share of the net's time; then the net's total per run. */
+int dd_plan_profile(dd_net *n, int on);
+void dd_plan_profile_report(const dd_net *n, int runs, char *buf, size_t len);
 
 /* A one-line description of the plan for logs: "plan: 40 steps for 57 layers (17 fused:
  * BatchNorm+Scale[+ReLU]); convolutions: 12 oneDNN jit:avx2 f32, 1 im2col/sgemm" (the
