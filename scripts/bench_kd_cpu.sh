@@ -2,7 +2,7 @@
 # The knowledge-distillation step on this machine's CPU: distilld (tests/bench_kd.c) against
 # PyTorch 1.13 (Debian's python3-torch, scripts/bench_kd_torch.py), alternating, one table.
 #
-#   scripts/bench_kd_cpu.sh [--pairs "16-4:16-2 28-4:16-2"] [--batch 64] [--rounds 3] [--iters 10]
+#   scripts/bench_kd_cpu.sh [--pairs "16-4:16-2 28-4:16-2 none:16-2"] [--batch 64] [--rounds 3] [--iters 10]
 #                           [--channels 3 --size 32 --classes 100]
 #                           [--variants "reference default torch-fp32 torch-bf16"]
 #
@@ -14,6 +14,7 @@
 # runs once per round, in that order, R rounds; the table gives the median over rounds of each
 # run's median step (images/s and ms), and the teacher's forward alone. Nets: scripts/gen_wrn.py
 # (teacher --mode deploy, student --mode bench), 3x32x32 and 100 classes unless told, 2 threads.
+# A pair "none:S" times the student's training step alone (bench_kd / bench_kd_torch.py --teacher none).
 # Environment: BUILD_DIR (default build-bench), PYTHON (default /usr/bin/python3).
 set -euo pipefail
 
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --channels) channels="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --classes) classes="$2"; shift 2 ;;
-    *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
   esac
 done
 . "$here/scripts/bench_lib.sh"
@@ -54,10 +55,14 @@ run() { # variant teacher student
       [ "$v" = reference ] && env=(DD_FUSE=0 DD_DNNL=0)
       [ "$v" = dnnl-all ] && env=(DD_DNNL=all)
       [ "$v" = bf16 ] && prec=(--precision bf16)
+      local tnet=none
+      [ "$t" = none ] || tnet="$(net "$td" "$tw" deploy)"
       out=$(env "${env[@]}" "$build/tests/bench_kd" --device cpu --threads 2 --iters "$iters" --warmup 2 \
-        --teacher "$(net "$td" "$tw" deploy)" --student "$(net "$sd" "$sw" bench)" "${prec[@]}" 2>&1) ;;
+        --teacher "$tnet" --student "$(net "$sd" "$sw" bench)" "${prec[@]}" 2>&1) ;;
     torch-fp32|torch-bf16)
-      out=$("$py" "$here/scripts/bench_kd_torch.py" --device cpu --threads 2 --teacher "WRN-$t" --student "WRN-$s" \
+      local tname="WRN-$t"
+      [ "$t" = none ] && tname=none
+      out=$("$py" "$here/scripts/bench_kd_torch.py" --device cpu --threads 2 --teacher "$tname" --student "WRN-$s" \
         --batch "$batch" --classes "$classes" --channels "$channels" --size "$size" --iters "$iters" --warmup 2 \
         --mode "${v#torch-}" 2>&1) ;;
   esac
@@ -66,15 +71,18 @@ run() { # variant teacher student
   sed -E 's/.* ms=([0-9.]+) img_s=([0-9.]+) teacher_ms=([0-9.]+).*/\2 \1 \3/' <<<"$line"
 }
 
+label() { if [ "$1" = none ]; then echo "WRN-$2 alone"; else echo "WRN-$1 -> WRN-$2"; fi; }
+
 median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 
 for p in $pairs; do
   t="${p%%:*}" s="${p##*:}"
-  net "${t%-*}" "${t#*-}" deploy >/dev/null; net "${s%-*}" "${s#*-}" bench >/dev/null
+  [ "$t" = none ] || net "${t%-*}" "${t#*-}" deploy >/dev/null
+  net "${s%-*}" "${s#*-}" bench >/dev/null
   for r in $(seq 1 "$rounds"); do
     for v in $variants; do
       res=$(run "$v" "$t" "$s")
-      echo "   WRN-$t -> WRN-$s round $r $v: img/s ms teacher_ms = $res"
+      echo "   $(label "$t" "$s") round $r $v: img/s ms teacher_ms = $res"
       echo "$res" >>"$work/$p.$v"
     done
   done
@@ -87,6 +95,6 @@ echo "| --- | --- | --- | --- | --- |"
 for p in $pairs; do
   for v in $variants; do
     f="$work/$p.$v"
-    echo "| WRN-${p%%:*} -> WRN-${p##*:} | $v | $(cut -d' ' -f1 "$f" | grep -v - | median) | $(cut -d' ' -f2 "$f" | grep -v - | median) | $(cut -d' ' -f3 "$f" | grep -v - | median) |"
+    echo "| $(label "${p%%:*}" "${p##*:}") | $v | $(cut -d' ' -f1 "$f" | grep -v - | median) | $(cut -d' ' -f2 "$f" | grep -v - | median) | $(cut -d' ' -f3 "$f" | grep -v - | median) |"
   done
 done

@@ -25,6 +25,9 @@ loss in float32). Reported per mode: the median step over --iters after --warmup
 and, timed separately afterwards, the teacher's forward alone; the last line per mode is
 "RESULT teacher=... student=... device=... batch=... ms=... img_s=... teacher_ms=... mode=...".
 
+--teacher none times the student's training step alone (cross entropy only, no teacher):
+teacher=none teacher_ms=0 in the RESULT line, as tests/bench_kd.c --teacher none.
+
 Runs with PyTorch 1.13 (Debian's python3-torch: /usr/bin/python3 here) and 2.x.
 """
 import argparse
@@ -97,18 +100,22 @@ def sync(dev):
 
 def run_mode(a, dev, mode):
     torch.manual_seed(0)
-    td, tk = parse_wrn(a.teacher)
+    alone = a.teacher == "none"
     sd, sk = parse_wrn(a.student)
-    teacher = WRN(td, tk, a.classes, a.channels).to(dev).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = None
+    if not alone:
+        td, tk = parse_wrn(a.teacher)
+        teacher = WRN(td, tk, a.classes, a.channels).to(dev).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     student = WRN(sd, sk, a.classes, a.channels).to(dev).train()
     g = torch.Generator().manual_seed(12345)
     x = (torch.rand(a.batch, a.channels, a.size, a.size, generator=g) * 2 - 1).to(dev)
     y = (torch.arange(a.batch) % a.classes).to(dev)
     bf16 = mode == "bf16"
     if bf16:
-        teacher = teacher.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
         student = student.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -118,6 +125,14 @@ def run_mode(a, dev, mode):
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16)
 
     def step():
+        if alone:
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                s_logits = student(x)
+            ce = F.cross_entropy(s_logits.float(), y)
+            ce.backward()
+            opt.step()
+            return ce, torch.zeros(())
         with torch.no_grad(), autocast():
             t_logits = teacher(x)
         opt.zero_grad(set_to_none=True)
@@ -143,7 +158,7 @@ def run_mode(a, dev, mode):
             ce0, kd0 = ce.item(), kd.item()
     ce1, kd1 = ce.item(), kd.item()
     tt = []
-    for _ in range(a.iters):
+    for _ in range(a.iters if not alone else 0):
         sync(dev)
         t = time.perf_counter()
         with torch.no_grad(), autocast():
@@ -151,7 +166,7 @@ def run_mode(a, dev, mode):
         sync(dev)
         tt.append(time.perf_counter() - t)
     ms = statistics.median(times[a.warmup:]) * 1e3
-    tms = statistics.median(tt) * 1e3
+    tms = statistics.median(tt) * 1e3 if tt else 0.0
     label = "fp32" if not bf16 else "bf16_cl"
     print("\nKD step %s -> %s on %s, PyTorch %s: batch %d, %d classes, T %g, alpha %g"
           % (a.teacher, a.student, a.device, label, a.batch, a.classes, T, alpha))

@@ -27,7 +27,12 @@
  * after W warm-up steps, images/s, and (separately timed afterwards, not part of the step) the
  * median teacher forward alone. The teacher's checksum is verified at the end, and the losses
  * must be finite. The last line, "RESULT teacher=... student=... device=... batch=... ms=...
- * img_s=... teacher_ms=... mode=fp32|bf16 impl=distilld", is for scripts (scripts/device_check.sh). */
+ * img_s=... teacher_ms=... mode=fp32|bf16 impl=distilld", is for scripts (scripts/device_check.sh).
+ *
+ * --teacher none times the student's training step alone: no teacher, no KDLoss, the cross
+ * entropy with its full weight (teacher=none teacher_ms=0 in the RESULT line).
+ * --profile 1 runs `iters` more steps with every plan step timed (core/net/plan.h) and prints
+ * where they went, by kind of step, for each net. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -143,7 +148,8 @@ static double blob_scalar(dd_net *n, const char *name) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_kd --device cpu|cuda:N [--iters N] [--warmup W] [--threads T] [--precision fp32|bf16]\n"
-          "                --teacher T.prototxt --student S.prototxt [--temperature 4] [--alpha 0.9] [--profile 1]\n");
+          "                --teacher T.prototxt|none --student S.prototxt [--temperature 4] [--alpha 0.9] [--profile 1]\n"
+          "  --teacher none: the student's training step alone; --profile 1: then where the time goes, by plan step\n");
 }
 
 /* ---- the benchmark, step by step ------------------------------------------------------------------ */
@@ -154,6 +160,7 @@ typedef struct {
   float temp, alpha;
   int precision; /* DD_PRECISION_* */
   int profile;   /* after the timed steps, `iters` more profiled by plan step (net/plan.h) */
+  int alone;     /* --teacher none: the student's step alone */
 } kd_opts;
 
 /* Reads the options into *o; -1 to go on, else the exit status (usage printed). */
@@ -189,6 +196,7 @@ static int parse_args(kd_opts *o, int argc, char **argv) {
     usage();
     return 2;
   }
+  o->alone = !strcmp(o->tpath, "none");
   if (!(o->temp > 0) || !(o->alpha >= 0 && o->alpha <= 1)) {
     fprintf(stderr, "bench_kd: --temperature must be > 0 and --alpha in [0, 1]\n");
     return 2;
@@ -236,6 +244,7 @@ static int build_teacher(kd_bench *b) {
   }
   b->sdata = sin->top[0], b->slabel = sin->top[1];
   b->batch = (int)sin->input_param->shape[0]->dim[0];
+  if (b->o.alone) return 0;
 
   /* the teacher: its Input takes the student's batch (as the trainer sets it) */
   Caffe__LayerParameter *tin = first_input(b->tp);
@@ -278,6 +287,12 @@ static int build_teacher(kd_bench *b) {
 /* The student's distillation terms, as dd_distill_create writes them: an Input for the teacher's
  * logits, a KDLoss with loss_weight alpha, and 1 - alpha on the cross entropy. */
 static int add_distill_terms(kd_bench *b) {
+  if (b->o.alone) {
+    for (size_t i = 0; i < b->sp->n_layer; i++)
+      if (b->sp->layer[i]->type && !strcmp(b->sp->layer[i]->type, "SoftmaxWithLoss") && b->sp->layer[i]->n_top > 0)
+        b->ce_top = b->sp->layer[i]->top[0];
+    return 0;
+  }
   char sh[256], text[2048];
   size_t used = (size_t)snprintf(sh, sizeof sh, "shape {");
   for (int d = 0; d < b->tl_t->shape.ndim && used < sizeof sh; d++)
@@ -317,15 +332,18 @@ static int build_student(kd_bench *b) {
   }
   b->hc = (hook_ctx){.be = b->be, .teacher = b->teacher.net, .teacher_logits = b->tlogits};
   dd_solver_hooks hooks = {.ctx = &b->hc, .before_forward = before_forward};
-  if (dd_solver_create(&b->solver, b->solp, b->sp, b->be, 1, &hooks, b->err, sizeof b->err)) {
+  if (dd_solver_create(&b->solver, b->solp, b->sp, b->be, 1, b->o.alone ? NULL : &hooks, b->err, sizeof b->err)) {
     fprintf(stderr, "bench_kd: student: %s\n", b->err);
     return 1;
   }
   b->sn = dd_solver_net(b->solver);
   dd_tensor *sd_t = dd_net_blob(b->sn, b->sdata), *sl_t = dd_net_blob(b->sn, b->slabel),
             *slog_t = dd_net_blob(b->sn, b->slogits);
-  if (!sd_t || !sl_t || !slog_t || !dd_shape_equal(&sd_t->shape, &b->tin_t->shape) ||
-      !dd_shape_equal(&slog_t->shape, &b->tl_t->shape)) {
+  if (!sd_t || !sl_t || !slog_t) {
+    fprintf(stderr, "bench_kd: %s: the student has no blob %s, %s or %s\n", b->o.spath, b->sdata, b->slabel, b->slogits);
+    return 1;
+  }
+  if (!b->o.alone && (!dd_shape_equal(&sd_t->shape, &b->tin_t->shape) || !dd_shape_equal(&slog_t->shape, &b->tl_t->shape))) {
     char x[64] = "?", y[64] = "?", z[64] = "?", w[64] = "?";
     if (sd_t) dd_shape_str(&sd_t->shape, x, sizeof x);
     dd_shape_str(&b->tin_t->shape, y, sizeof y);
@@ -338,14 +356,16 @@ static int build_student(kd_bench *b) {
   b->sd_t = sd_t, b->sl_t = sl_t;
   /* the precision of both nets, and the plans they run */
   int bf16t = 0, bf16s = 0;
-  if (dd_net_set_precision(b->teacher.net, b->o.precision, &bf16t, NULL, b->err, sizeof b->err) ||
+  if ((!b->o.alone && dd_net_set_precision(b->teacher.net, b->o.precision, &bf16t, NULL, b->err, sizeof b->err)) ||
       dd_net_set_precision(b->sn, b->o.precision, &bf16s, NULL, b->err, sizeof b->err)) {
     fprintf(stderr, "bench_kd: precision: %s\n", b->err);
     return 1;
   }
   char plan[512];
-  dd_plan_describe(b->teacher.net, plan, sizeof plan);
-  printf("teacher %s, %d convolutions in bf16; %s\n", b->o.precision ? "bf16" : "fp32", bf16t, plan);
+  if (!b->o.alone) {
+    dd_plan_describe(b->teacher.net, plan, sizeof plan);
+    printf("teacher %s, %d convolutions in bf16; %s\n", b->o.precision ? "bf16" : "fp32", bf16t, plan);
+  }
   dd_plan_describe(b->sn, plan, sizeof plan);
   printf("student %s, %d convolutions in bf16; %s\n", b->o.precision ? "bf16" : "fp32", bf16s, plan);
   b->classes = slog_t->count / b->batch;
@@ -369,7 +389,7 @@ static int upload_data(kd_bench *b) {
     b->host[i] = (float)(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
   }
   dd_tensor_set_data(b->sd_t, b->host);
-  dd_tensor_set_data(b->tin_t, b->host);
+  if (b->tin_t) dd_tensor_set_data(b->tin_t, b->host);
   for (int64_t i = 0; i < b->sl_t->count; i++) b->host[i] = (float)(i % b->classes);
   dd_tensor_set_data(b->sl_t, b->host);
   b->be->ops->synchronize(b->be);
@@ -397,7 +417,7 @@ static int run_steps(kd_bench *b) {
   b->ce1 = b->ce_top ? blob_scalar(b->sn, b->ce_top) : 0;
   b->kd1 = blob_scalar(b->sn, "kd_loss");
   /* the teacher's forward alone, for the split (not part of the step above) */
-  for (int it = 0; it < b->o.iters; it++) {
+  for (int it = 0; it < b->o.iters && !b->o.alone; it++) {
     be->ops->synchronize(be);
     double a = now();
     if (dd_net_forward(b->teacher.net, NULL)) {
@@ -411,7 +431,7 @@ static int run_steps(kd_bench *b) {
     fprintf(stderr, "bench_kd: the backend failed: %s\n", b->err);
     return 1;
   }
-  if (dd_teacher_verify(&b->teacher, b->err, sizeof b->err)) {
+  if (!b->o.alone && dd_teacher_verify(&b->teacher, b->err, sizeof b->err)) {
     fprintf(stderr, "bench_kd: %s\n", b->err);
     return 1;
   }
@@ -428,19 +448,30 @@ static int report(kd_bench *b) {
     if (timed[i] > tmax) tmax = timed[i];
   }
   double med = median(timed, iters), tmed = median(b->teach_s, iters);
-  printf("\nKD step %s -> %s on %s: batch %d, %lld classes, T %g, alpha %g\n", b->tname, b->sname, b->o.device, batch,
-         (long long)b->classes, b->o.temp, b->o.alpha);
-  printf("  losses: first step CE %.4f KD %.4f; last step CE %.4f KD %.4f\n", b->ce0, b->kd0, b->ce1, b->kd1);
-  printf("  step (teacher forward + student forward + backward + SGD): median %.2f ms over %d (min %.2f, max %.2f), "
-         "%d warm-up\n", med * 1e3, iters, tmin * 1e3, tmax * 1e3, b->o.warmup);
-  printf("  teacher forward alone: median %.2f ms (%.0f%% of the step)\n", tmed * 1e3, 100 * tmed / med);
-  printf("  %.1f images/s; teacher checksum unchanged\n", batch / med);
+  if (b->o.alone) {
+    printf("\nthe student %s's training step alone on %s: batch %d, %lld classes\n", b->sname, b->o.device, batch,
+           (long long)b->classes);
+    printf("  losses: first step CE %.4f; last step CE %.4f\n", b->ce0, b->ce1);
+    printf("  step (forward + backward + SGD): median %.2f ms over %d (min %.2f, max %.2f), %d warm-up\n", med * 1e3,
+           iters, tmin * 1e3, tmax * 1e3, b->o.warmup);
+    printf("  %.1f images/s\n", batch / med);
+    tmed = 0;
+    b->kd1 = 0;
+  } else {
+    printf("\nKD step %s -> %s on %s: batch %d, %lld classes, T %g, alpha %g\n", b->tname, b->sname, b->o.device,
+           batch, (long long)b->classes, b->o.temp, b->o.alpha);
+    printf("  losses: first step CE %.4f KD %.4f; last step CE %.4f KD %.4f\n", b->ce0, b->kd0, b->ce1, b->kd1);
+    printf("  step (teacher forward + student forward + backward + SGD): median %.2f ms over %d (min %.2f, max %.2f), "
+           "%d warm-up\n", med * 1e3, iters, tmin * 1e3, tmax * 1e3, b->o.warmup);
+    printf("  teacher forward alone: median %.2f ms (%.0f%% of the step)\n", tmed * 1e3, 100 * tmed / med);
+    printf("  %.1f images/s; teacher checksum unchanged\n", batch / med);
+  }
   if (!isfinite(b->ce1) || !isfinite(b->kd1)) {
     fprintf(stderr, "bench_kd: the losses are not finite (CE %g, KD %g)\n", b->ce1, b->kd1);
     return 1;
   }
   printf("RESULT teacher=%s student=%s device=%s batch=%d ms=%.2f img_s=%.2f teacher_ms=%.2f mode=%s impl=distilld\n",
-         b->tname, b->sname, b->o.device, batch, med * 1e3, batch / med, tmed * 1e3,
+         b->o.alone ? "none" : b->tname, b->sname, b->o.device, batch, med * 1e3, batch / med, tmed * 1e3,
          b->o.precision ? "bf16" : "fp32");
   return 0;
 }
@@ -449,8 +480,8 @@ static int report(kd_bench *b) {
  * so the steps run a little slower than the timed ones above), and where their time went. */
 static int profile(kd_bench *b) {
   if (!b->o.profile) return 0;
-  dd_net *t = b->teacher.net, *s = b->sn;
-  if (dd_plan_profile(t, 1) || dd_plan_profile(s, 1)) {
+  dd_net *t = b->o.alone ? NULL : b->teacher.net, *s = b->sn;
+  if ((t && dd_plan_profile(t, 1)) || dd_plan_profile(s, 1)) {
     fprintf(stderr, "bench_kd: out of memory\n");
     return 1;
   }
@@ -466,17 +497,19 @@ static int profile(kd_bench *b) {
   }
   static char rep[4096];
   double sum = 0;
-  for (size_t k = 0; k < t->plan.n_steps; k++) sum += t->plan.fwd_s[k] + t->plan.bwd_s[k];
+  for (size_t k = 0; t && k < t->plan.n_steps; k++) sum += t->plan.fwd_s[k] + t->plan.bwd_s[k];
   for (size_t k = 0; k < s->plan.n_steps; k++) sum += s->plan.fwd_s[k] + s->plan.bwd_s[k];
   printf("\nprofile over %d more steps (each plan step synchronized and timed): %.2f ms a step\n", b->o.iters,
          1e3 * all / b->o.iters);
-  dd_plan_profile_report(t, b->o.iters, rep, sizeof rep);
-  printf("  teacher %s (forward):\n%s", b->tname, rep);
+  if (t) {
+    dd_plan_profile_report(t, b->o.iters, rep, sizeof rep);
+    printf("  teacher %s (forward):\n%s", b->tname, rep);
+  }
   dd_plan_profile_report(s, b->o.iters, rep, sizeof rep);
   printf("  student %s:\n%s", b->sname, rep);
   printf("  outside the plans (loss, solver update, gradients cleared): %.2f ms a step\n",
          1e3 * (all - sum) / b->o.iters);
-  dd_plan_profile(t, 0);
+  if (t) dd_plan_profile(t, 0);
   dd_plan_profile(s, 0);
   return 0;
 }
@@ -514,10 +547,11 @@ int main(int argc, char **argv) {
   }
   printf("device %s: %s\n", device, dd_backend_describe(b.be));
   rc = 1;
-  if (dd_net_read_text(&b.tp, b.o.tpath, b.err, sizeof b.err) || dd_net_read_text(&b.sp, b.o.spath, b.err, sizeof b.err)) {
+  if ((!b.o.alone && dd_net_read_text(&b.tp, b.o.tpath, b.err, sizeof b.err)) ||
+      dd_net_read_text(&b.sp, b.o.spath, b.err, sizeof b.err)) {
     fprintf(stderr, "bench_kd: %s\n", b.err);
   } else {
-    b.tname = b.tp->name ? b.tp->name : b.o.tpath, b.sname = b.sp->name ? b.sp->name : b.o.spath;
+    b.tname = b.o.alone ? "none" : b.tp->name ? b.tp->name : b.o.tpath, b.sname = b.sp->name ? b.sp->name : b.o.spath;
     if (!build_teacher(&b) && !add_distill_terms(&b) && !build_student(&b) && !upload_data(&b) && !run_steps(&b) &&
         !report(&b) && !profile(&b))
       rc = 0;

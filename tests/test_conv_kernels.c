@@ -207,10 +207,62 @@ static void test_conv_bf16(void) {
   n_dnnl = n_own = n_bf16 = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1, 1);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 2, 1);
-  if (!n_bf16) printf("     skipped: no bf16 convolution on this CPU (oneDNN has none for it): bf16 ran as FP32\n");
+  if (!n_bf16) printf("     skipped: no bf16 convolution here (no bf16 units, or DD_BF16=off): bf16 ran as FP32\n");
   else printf("     %d of %d cases in bf16\n", n_bf16, n_dnnl + n_own);
   /* where oneDNN has bf16 kernels, every case here has one (none falls back to FP32 quietly) */
   if (n_bf16) CHECKF(n_bf16 == n_dnnl + n_own, "only %d of %d cases ran in bf16", n_bf16, n_dnnl + n_own);
+}
+
+/* Whether /proc/cpuinfo lists `flag` (-1: no /proc/cpuinfo). */
+static int cpu_flag(const char *flag) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f) return -1;
+  char line[8192];
+  int found = 0;
+  size_t n = strlen(flag);
+  while (!found && fgets(line, sizeof line, f)) {
+    if (strncmp(line, "flags", 5)) continue;
+    for (char *p = strstr(line, flag); p && !found; p = strstr(p + 1, flag))
+      found = (p == line || p[-1] == ' ' || p[-1] == '\t') && (p[n] == ' ' || p[n] == '\n' || p[n] == 0);
+    break; /* one CPU's flags */
+  }
+  fclose(f);
+  return found;
+}
+
+/* The bf16 path is the one DD_BF16 asks for, on the hardware this CPU has: bf16 on AMX where it
+ * has AMX (unless capped at AVX512-BF16, or the kernel refused the tile permission), on
+ * AVX512-BF16 where it has that, FP32 where it has neither or DD_BF16=off. Each path is checked
+ * where the CPU has it and skipped with a message where not. */
+static void test_bf16_path(void) {
+  char why[256];
+  if (dd_dnnl_load(why, sizeof why)) {
+    printf("     skipped: %s\n", why);
+    return;
+  }
+  const char *want = getenv("DD_BF16"), *desc = dd_dnnl_describe();
+  int amx = cpu_flag("amx_bf16") == 1 && cpu_flag("amx_tile") == 1, avx = cpu_flag("avx512_bf16") == 1;
+  int off = want && !strcmp(want, "off"), capped = want && !strcmp(want, "avx512_bf16");
+  printf("     %s (CPU: AMX %s, AVX512-BF16 %s; DD_BF16=%s)\n", desc, amx ? "yes" : "no", avx ? "yes" : "no",
+         want ? want : "");
+  CHECKF(dd_dnnl_bf16_available() == (!off && (amx || avx)), "bf16 available %d", dd_dnnl_bf16_available());
+  if (off) CHECK(strstr(desc, "bf16 off") != NULL);
+  else if (amx && !capped && !strstr(desc, "refused")) CHECK(strstr(desc, "bf16 on AMX") != NULL);
+  else if (amx || avx) CHECK(strstr(desc, "bf16 on AVX512-BF16") != NULL);
+  else CHECK(strstr(desc, "runs FP32") != NULL);
+  if (!amx) printf("     the AMX path: skipped, this CPU has no AMX\n");
+  if (!avx && !amx) printf("     the AVX512-BF16 path: skipped, this CPU has no AVX512-BF16\n");
+  /* and the kernels a bf16 convolution gets say the same */
+  dd_backend *be;
+  REQUIRE(dd_cpu_backend_create(&be, 1) == 0);
+  dd_conv_desc d = {.n = 2, .c = 16, .h = 8, .w = 8, .out_c = 16, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1,
+                    .pw = 1, .dh = 1, .dw = 1, .group = 1, .out_h = 8, .out_w = 8, .precision = 1};
+  (void)be->ops->conv_workspace(be, &d);
+  const char *impl = be->ops->conv_impl(be, &d);
+  printf("     a bf16 3x3 convolution runs on: %s\n", impl);
+  CHECK((strstr(impl, "bf16") != NULL) == dd_dnnl_bf16_available());
+  if (capped) CHECK(strstr(impl, "amx") == NULL);
+  dd_cpu_backend_destroy(be);
 }
 
 int main(void) {
@@ -218,5 +270,6 @@ int main(void) {
   RUN(test_conv_two_threads);
   RUN(test_conv_three_threads);
   RUN(test_conv_bf16);
+  RUN(test_bf16_path);
   return test_summary();
 }

@@ -1,6 +1,7 @@
 /* oneDNN convolutions (see cpu_dnnl.h). Built only where Debian's libdnnl-dev headers are (the
  * build defines DD_HAVE_DNNL); the library itself is opened at run time. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* syscall */
 #include "cpu/cpu_dnnl.h"
 
 #include <dlfcn.h>
@@ -17,6 +18,7 @@ int dd_dnnl_load(char *why, size_t len) {
   return dd_errorf(DD_ENOTFOUND, why, len, "built without oneDNN's headers (libdnnl-dev)");
 }
 const char *dd_dnnl_describe(void) { return "oneDNN: not built in"; }
+int dd_dnnl_bf16_available(void) { return 0; }
 dd_dnnl *dd_dnnl_create(int threads) {
   (void)threads;
   return NULL;
@@ -60,7 +62,7 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query)          \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy)                 \
   X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) X(dnnl_memory_set_data_handle) \
-  X(dnnl_reorder_primitive_desc_create) X(dnnl_version)
+  X(dnnl_reorder_primitive_desc_create) X(dnnl_version) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
 
 #define DECLARE(f) static __typeof__(&f) p_##f;
 DNNL_FNS(DECLARE)
@@ -68,8 +70,62 @@ DNNL_FNS(DECLARE)
 static void (*p_omp_set_num_threads)(int);
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int load_status;
-static char load_err[256], describe[128];
+static int load_status, bf16_ok;
+static char load_err[256], describe[320];
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16. */
+static int cpu_has_amx(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  return (d >> 24 & 1) && (d >> 22 & 1);
+}
+/* Linux gives a process AMX tile data only when asked (arch_prctl ARCH_REQ_XCOMP_PERM with
+ * XFEATURE_XTILEDATA, 0x1023 and 18). 1 granted, 0 refused. */
+static int request_amx(void) { return syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
+#else
+static int cpu_has_amx(void) { return 0; }
+static int request_amx(void) { return 0; }
+#endif
+
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+  switch (isa) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    default: return "older than avx2";
+  }
+}
+
+/* The bf16 path (cpu_dnnl.h): DD_BF16, the AMX permission, the ISA cap; sets bf16_ok and the
+ * description's tail. */
+static void choose_bf16(char *tail, size_t len) {
+  const char *want = getenv("DD_BF16");
+  if (want && !*want) want = NULL;
+  int amx = cpu_has_amx(), granted = amx && request_amx();
+  if (want && !strcmp(want, "off")) {
+    bf16_ok = 0;
+    snprintf(tail, len, ", ISA %s, bf16 off (DD_BF16=off)", isa_name(p_dnnl_get_effective_cpu_isa()));
+    return;
+  }
+  if ((want && !strcmp(want, "avx512_bf16")) || (amx && !granted))
+    p_dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_bf16);
+  dnnl_cpu_isa_t isa = p_dnnl_get_effective_cpu_isa();
+  bf16_ok = (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+  const char *note = want && strcmp(want, "amx") && strcmp(want, "avx512_bf16") && strcmp(want, "auto")
+                         ? " (DD_BF16 not one of amx, avx512_bf16, off: ignored)"
+                         : "";
+  snprintf(tail, len, ", ISA %s, bf16 %s%s%s", isa_name(isa),
+           !bf16_ok ? "runs FP32 (no bf16 units)"
+           : isa == dnnl_cpu_isa_avx512_core_amx ? "on AMX"
+                                                   : "on AVX512-BF16",
+           amx && !granted ? " (the kernel refused the AMX tile permission)" : "", note);
+}
 
 static void load(void) {
   const char *off = getenv("DD_DNNL");
@@ -96,7 +152,14 @@ static void load(void) {
 #undef RESOLVE
   if ((sym = dlsym(h, "omp_set_num_threads"))) memcpy(&p_omp_set_num_threads, &sym, sizeof sym);
   const dnnl_version_t *v = p_dnnl_version();
-  snprintf(describe, sizeof describe, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+  char tail[224];
+  choose_bf16(tail, sizeof tail);
+  snprintf(describe, sizeof describe, "oneDNN %d.%d.%d%s", v->major, v->minor, v->patch, tail);
+}
+
+int dd_dnnl_bf16_available(void) {
+  pthread_once(&once, load);
+  return !load_status && bf16_ok;
 }
 
 int dd_dnnl_load(char *why, size_t len) {
@@ -359,7 +422,8 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   k->e[k->n++] = e;
   e->d = *d;
   /* bf16 where asked and this CPU has a kernel for it; FP32 only with DD_DNNL=all */
-  e->ok = (d->precision == 1 && build_entry(k, e, dnnl_bf16) == 0) || (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
+  e->ok = (d->precision == 1 && bf16_ok && build_entry(k, e, dnnl_bf16) == 0) ||
+          (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
   if (!e->ok) return 0;
   size_t need = 0;
   for (int p = 0; p < N_PASSES; p++)

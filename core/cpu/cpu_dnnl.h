@@ -14,6 +14,16 @@
  * backend, which the calls use one at a time). A convolution oneDNN has no kernel for (or
  * DD_DNNL=0) runs on the project's own kernels.
  *
+ * The bf16 path: bf16 convolutions run only where the CPU has bf16 units (AMX-BF16 or
+ * AVX512-BF16: oneDNN's effective ISA is avx512_core_bf16 or above), never on oneDNN's
+ * emulation of bf16 on older AVX-512, which is slower than FP32; elsewhere a bf16 convolution
+ * runs FP32. DD_BF16 in the environment forces a path: "amx" (the default, AMX where the CPU has
+ * it), "avx512_bf16" (caps oneDNN at AVX512-BF16, for measurements and tests on AMX machines), or
+ * "off" (bf16 asked runs FP32); dd_dnnl_describe says which (and names the ISA oneDNN uses).
+ * Where the CPU has AMX, the Linux permission for its tile data (arch_prctl
+ * ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) is asked for before oneDNN loads; a refusal leaves
+ * oneDNN on AVX512-BF16.
+ *
  * Threads: oneDNN runs on OpenMP (Debian's build). Idle OpenMP threads spin by default, which
  * starves the decode threads that share the cores (a spinning pool once made a forward 370x
  * slower here); distilld sets OMP_WAIT_POLICY=PASSIVE (unless the user set it) before the library
@@ -31,7 +41,9 @@ typedef struct dd_dnnl dd_dnnl;
 /* Loads oneDNN once per process. 0 when it is there (and not turned off by DD_DNNL=0); else
  * DD_ENOTFOUND with the reason in `why` (may be NULL). */
 int dd_dnnl_load(char *why, size_t len);
-/* "oneDNN 2.6.3", or why it is not used. */
+/* Whether bf16 convolutions run on bf16 units here (see above); 0 without oneDNN. */
+int dd_dnnl_bf16_available(void);
+/* "oneDNN 2.6.3, ISA avx512_core_bf16, bf16 on AVX512-BF16", or why it is not used. */
 const char *dd_dnnl_describe(void);
 
 /* A backend's oneDNN state (engine, stream, primitives, arena). NULL when oneDNN is absent. */
