@@ -109,7 +109,8 @@ static void reference(const dd_conv_desc *d, const float *x, const float *w, con
 
 /* One case on a fresh backend. `precision` 1 asks for bf16. With the bias announced in the
  * descriptor (d.bias) oneDNN runs every call it has a primitive for; calls that disagree with the
- * descriptor (no bias given) take the own kernels, which must agree too. */
+ * descriptor (no bias given) take the own kernels, which must agree too. With 1 and 3 threads the
+ * descriptor promises keep_input (backward-filter reads the forward's converted x), with 2 not. */
 static void run_case(const conv_case *cc, int threads, int precision) {
   dd_backend *be;
   REQUIRE(dd_cpu_backend_create(&be, threads) == 0);
@@ -117,7 +118,8 @@ static void run_case(const conv_case *cc, int threads, int precision) {
   int ow = (cc->w + 2 * cc->pw - (cc->dw * (cc->kw - 1) + 1)) / cc->sw + 1;
   dd_conv_desc d = {.n = cc->n, .c = cc->c, .h = cc->h, .w = cc->w, .out_c = cc->oc, .out_h = oh, .out_w = ow,
                     .kh = cc->kh, .kw = cc->kw, .sh = cc->sh, .sw = cc->sw, .ph = cc->ph, .pw = cc->pw,
-                    .dh = cc->dh, .dw = cc->dw, .group = cc->group, .bias = 1, .precision = precision};
+                    .dh = cc->dh, .dw = cc->dw, .group = cc->group, .bias = 1, .precision = precision,
+                    .keep_input = threads != 2};
   int64_t nx = (int64_t)d.n * d.c * d.h * d.w, ny = (int64_t)d.n * d.out_c * oh * ow,
           nw = (int64_t)d.out_c * (d.c / d.group) * d.kh * d.kw;
   float *x = be->ops->alloc(be, nx * 4), *dx = be->ops->alloc(be, nx * 4), *y = be->ops->alloc(be, ny * 4),
@@ -265,11 +267,61 @@ static void test_bf16_path(void) {
   dd_cpu_backend_destroy(be);
 }
 
+/* keep_input: two layers of one shape, each with its workspace; the second's forward runs between
+ * the first's forward and its backward-filter, which must still read the first's x. */
+static void test_kept_input_per_layer(void) {
+  dd_backend *be;
+  REQUIRE(dd_cpu_backend_create(&be, 2) == 0);
+  dd_conv_desc d = {.n = 4, .c = 16, .h = 8, .w = 8, .out_c = 16, .out_h = 8, .out_w = 8, .kh = 3, .kw = 3, .sh = 1,
+                    .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .group = 1, .bias = 0, .precision = 1, .keep_input = 1};
+  size_t wsb = be->ops->conv_workspace(be, &d);
+  size_t kept = dd_dnnl_conv_kept_bytes(((dd_cpu_ctx *)be->ctx)->dnnl, &d);
+  const char *impl = be->ops->conv_impl(be, &d);
+  printf("     %s: %zu bytes of converted input kept per layer\n", impl, kept);
+  if (!kept) {
+    printf("     skipped: oneDNN keeps nothing here (no bf16 units, or no oneDNN)\n");
+    dd_cpu_backend_destroy(be);
+    return;
+  }
+  int64_t nx = 4 * 16 * 64, nw = 16 * 16 * 9;
+  float *x1 = be->ops->alloc(be, nx * 4), *x2 = be->ops->alloc(be, nx * 4), *y = be->ops->alloc(be, nx * 4),
+        *dy = be->ops->alloc(be, nx * 4), *dx = be->ops->alloc(be, nx * 4), *w = be->ops->alloc(be, nw * 4),
+        *dw = be->ops->alloc(be, nw * 4);
+  void *ws1 = be->ops->alloc(be, wsb), *ws2 = be->ops->alloc(be, wsb);
+  double *ry = calloc(nx, 8), *rdx = calloc(nx, 8), *rdw = calloc(nw, 8), rdb[16];
+  REQUIRE(x1 && x2 && y && dy && dx && w && dw && ws1 && ws2 && ry && rdx && rdw);
+  uint32_t s = 7;
+  for (int64_t i = 0; i < nx; i++) x1[i] = pattern(&s), x2[i] = pattern(&s), dy[i] = pattern(&s);
+  for (int64_t i = 0; i < nw; i++) w[i] = pattern(&s);
+  reference(&d, x1, w, NULL, dy, ry, rdx, rdw, rdb);
+  be->ops->conv_forward(be, &d, y, x1, w, NULL, ws1); /* layer 1 */
+  be->ops->conv_forward(be, &d, y, x2, w, NULL, ws2); /* layer 2, same shape */
+  be->ops->conv_backward_filter(be, &d, dw, NULL, dy, x1, ws1);
+  be->ops->conv_backward_data(be, &d, dx, dy, w, ws1);
+  double edw = rel_err(dw, rdw, nw), edx = rel_err(dx, rdx, nx);
+  CHECKF(edw < TOL_BF16, "layer 1's weight gradient relative error %.3g (read layer 2's input?)", edw);
+  CHECKF(edx < TOL_BF16, "backward-data relative error %.3g", edx);
+  /* backward-data with another dy after backward-filter: converts its own */
+  for (int64_t i = 0; i < nx; i++) dy[i] = -dy[i];
+  be->ops->conv_backward_data(be, &d, dx, dy, w, ws1);
+  for (int64_t i = 0; i < nx; i++) rdx[i] = -rdx[i];
+  edx = rel_err(dx, rdx, nx);
+  CHECKF(edx < TOL_BF16, "backward-data after a change of dy: relative error %.3g", edx);
+  printf("     weight gradient %.1e, input gradient %.1e\n", edw, edx);
+  float *bufs[] = {x1, x2, y, dy, dx, w, dw};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+  be->ops->free(be, ws1);
+  be->ops->free(be, ws2);
+  free(ry), free(rdx), free(rdw);
+  dd_cpu_backend_destroy(be);
+}
+
 int main(void) {
   RUN(test_conv_one_thread);
   RUN(test_conv_two_threads);
   RUN(test_conv_three_threads);
   RUN(test_conv_bf16);
   RUN(test_bf16_path);
+  RUN(test_kept_input_per_layer);
   return test_summary();
 }

@@ -28,6 +28,10 @@ typedef struct {
                     backend's fast path may rely on it; a call that disagrees still works) */
   int precision; /* 0 FP32; 1 bf16 mixed precision where the backend has it (bf16 inputs and weights,
                     FP32 accumulation, outputs and weight gradients), else FP32 */
+  int keep_input; /* 1: each backward-filter call's x is the x of the last forward with this
+                     descriptor and workspace (a Convolution layer that learns its weights): the
+                     backend may keep what the forward made of x (its converted copy) in the
+                     workspace for that pass. 0: no such promise (Deconvolution, frozen layers) */
 } dd_conv_desc;
 
 /* Pooling, Caffe's semantics: windows clipped to the padded input; AVE divides by the window

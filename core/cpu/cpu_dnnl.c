@@ -32,9 +32,13 @@ const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   (void)k, (void)d;
   return NULL;
 }
+size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d) {
+  (void)k, (void)d;
+  return 0;
+}
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias) {
-  (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias;
+                         const float *bias, void *kept) {
+  (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias, (void)kept;
   return -1;
 }
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
@@ -42,8 +46,8 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
   return -1;
 }
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x) {
-  (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x;
+                                 const float *x, const void *kept) {
+  (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x, (void)kept;
   return -1;
 }
 
@@ -62,7 +66,7 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query)          \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy)                 \
   X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) X(dnnl_memory_set_data_handle) \
-  X(dnnl_reorder_primitive_desc_create) X(dnnl_version) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
+  X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_get_memory_desc) X(dnnl_version) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
 
 #define DECLARE(f) static __typeof__(&f) p_##f;
 DNNL_FNS(DECLARE)
@@ -201,6 +205,8 @@ typedef struct {
   char impl[96];
   pass p[N_PASSES];
   size_t out_off; /* BWD_W: where the plain dW and dbias land before they are added */
+  size_t kept;    /* bytes of the forward's converted x that backward-filter can read (0: none) */
+  int dy_shared;  /* BWD_W and BWD_DATA convert dy alike, into the same arena bytes */
 } conv_entry;
 
 struct dd_dnnl {
@@ -212,6 +218,9 @@ struct dd_dnnl {
   size_t n, cap;
   char *arena;
   size_t arena_size;
+  /* the converted dy the last call (a backward-filter) left at the arena's start, or NULL */
+  const conv_entry *dy_entry;
+  const float *dy_user;
 };
 
 dd_dnnl *dd_dnnl_create(int threads) {
@@ -368,8 +377,8 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
                                                               &dst_a, st, dil, pl, pr) ||
         p_dnnl_primitive_desc_create(&pd, &cd, k->attr, k->eng, fpd);
   if (!r)
-    r = make_slot(k, w, 0, &src_p, MD(pd, dnnl_query_src_md, 0), 1) ||
-        make_slot(k, w, 1, &dst_p, MD(pd, dnnl_query_diff_dst_md, 0), 1) ||
+    r = make_slot(k, w, 1, &dst_p, MD(pd, dnnl_query_diff_dst_md, 0), 1) || /* dy first: at offset 0, as */
+        make_slot(k, w, 0, &src_p, MD(pd, dnnl_query_src_md, 0), 1) ||      /* in BWD_DATA (dy_shared) */
         make_slot(k, w, 2, &w_p, MD(pd, dnnl_query_diff_weights_md, 0), 0) ||
         (d->bias && make_slot(k, w, 3, &b_p, MD(pd, dnnl_query_diff_weights_md, 1), 0)) || finish_pass(k, w, pd);
   else if (pd)
@@ -378,6 +387,19 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   /* the plain dW (and dbias) that are added into the caller's */
   e->out_off = w->bytes;
   w->bytes += up64((size_t)d->out_c * (d->c / g) * d->kh * d->kw * sizeof(float)) + up64((size_t)d->out_c * sizeof(float));
+  if (!r) {
+    /* what the passes can share: the forward's converted x (kept in the layer's workspace) and
+     * backward-filter's converted dy (at the arena's start in both backward passes) */
+    const arg_slot *fs = &f->a[0], *ws = &w->a[0], *wd = &w->a[1], *bd = &b->a[0];
+    const dnnl_memory_desc_t *m1, *m2;
+    if (d->keep_input && fs->reorder && ws->reorder && !p_dnnl_memory_get_memory_desc(fs->prim, &m1) &&
+        !p_dnnl_memory_get_memory_desc(ws->prim, &m2) && p_dnnl_memory_desc_equal(m1, m2))
+      e->kept = up64(p_dnnl_memory_desc_get_size(m1));
+    if (wd->reorder && bd->reorder && wd->off == 0 && bd->off == 0 &&
+        !p_dnnl_memory_get_memory_desc(wd->prim, &m1) && !p_dnnl_memory_get_memory_desc(bd->prim, &m2) &&
+        p_dnnl_memory_desc_equal(m1, m2))
+      e->dy_shared = 1;
+  }
   if (!r) r = finish_pass(k, f, fpd);
   else p_dnnl_primitive_desc_destroy(fpd);
   if (r) {
@@ -442,6 +464,11 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   return 1;
 }
 
+size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  return e && e->ok ? e->kept : 0;
+}
+
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   conv_entry *e = k ? find(k, d) : NULL;
   return e && e->ok ? e->impl : NULL;
@@ -468,11 +495,13 @@ static void reorder_out(dd_dnnl *k, arg_slot *s) {
 }
 
 /* Runs pass p: its arguments are of the kinds `kinds`; the slots in the bit mask `inputs` are
- * read (reordered in first), the others written (reordered out after). */
-static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs) {
+ * read (reordered in first, unless in `ready`: already converted), the others written (reordered
+ * out after). */
+static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs, unsigned ready) {
   if (p_omp_set_num_threads) p_omp_set_num_threads(k->threads);
+  k->dy_entry = NULL, k->dy_user = NULL;
   for (int i = 0; i < p->n_args; i++)
-    if (inputs >> i & 1) reorder(k, &p->a[i]);
+    if ((inputs >> i & 1) && !(ready >> i & 1)) reorder(k, &p->a[i]);
   dnnl_exec_arg_t a[5];
   int n = 0;
   for (int i = 0; i < p->n_args; i++) a[n++] = (dnnl_exec_arg_t){kinds[i], p->a[i].prim};
@@ -487,16 +516,17 @@ static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs) {
 }
 
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias) {
+                         const float *bias, void *kept) {
   conv_entry *e = k ? find(k, d) : NULL;
   if (!e || !e->ok || !!bias != !!d->bias) return -1;
   pass *p = &e->p[FWD];
   bind(k, &p->a[0], x);
+  if (kept && e->kept) p_dnnl_memory_set_data_handle(p->a[0].prim, kept); /* x converted into the workspace */
   bind(k, &p->a[1], w);
   bind(k, &p->a[2], y);
   if (bias) bind(k, &p->a[3], bias);
   static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
-  run_pass(k, p, kinds, 0xbu); /* src, weights, bias in; dst out */
+  run_pass(k, p, kinds, 0xbu, 0); /* src, weights, bias in; dst out */
   return 0;
 }
 
@@ -504,16 +534,18 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
   conv_entry *e = k ? find(k, d) : NULL;
   if (!e || !e->ok) return -1;
   pass *p = &e->p[BWD_DATA];
+  /* dy as backward-filter just converted it (both at the arena's start) */
+  unsigned ready = e->dy_shared && k->dy_entry == e && k->dy_user == dy ? 0x1u : 0;
   bind(k, &p->a[0], dy);
   bind(k, &p->a[1], w);
   bind(k, &p->a[2], dx);
   static const int kinds[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-  run_pass(k, p, kinds, 0x3u);
+  run_pass(k, p, kinds, 0x3u, ready);
   return 0;
 }
 
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x) {
+                                 const float *x, const void *kept) {
   conv_entry *e = k ? find(k, d) : NULL;
   if (!e || !e->ok || (dbias && !d->bias)) return -1;
   pass *p = &e->p[BWD_W];
@@ -521,11 +553,17 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   float *pw = (float *)(k->arena + e->out_off);
   float *pb = (float *)(k->arena + e->out_off + up64((size_t)wcount * sizeof(float)));
   bind(k, &p->a[0], x);
+  unsigned ready = 0;
+  if (kept && e->kept) { /* x as the forward converted it */
+    p_dnnl_memory_set_data_handle(p->a[0].prim, (void *)kept);
+    ready = 0x1u;
+  }
   bind(k, &p->a[1], dy);
   bind(k, &p->a[2], pw);
   if (d->bias) bind(k, &p->a[3], pb);
   static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
-  run_pass(k, p, kinds, 0x3u);
+  run_pass(k, p, kinds, 0x3u, ready);
+  if (e->dy_shared) k->dy_entry = e, k->dy_user = dy; /* for the backward-data that follows */
   /* oneDNN overwrites; Caffe's parameter gradients accumulate */
   if (dw)
     for (int64_t i = 0; i < wcount; i++) dw[i] += pw[i];

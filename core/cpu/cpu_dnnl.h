@@ -59,12 +59,20 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
  * (DD_DNNL=all) of an FP32 one. */
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
 
+/* Bytes a layer's workspace holds for the forward's converted input, kept for backward-filter
+ * (d->keep_input, and oneDNN converts x for both passes alike); 0 when nothing is kept. */
+size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d);
+
 /* The three passes, with backend.h's semantics (the filter pass accumulates). Each returns 0, or
- * -1 when d is not oneDNN's (then nothing was done). */
+ * -1 when d is not oneDNN's (then nothing was done). `kept` (NULL, or dd_dnnl_conv_kept_bytes
+ * bytes of the layer's workspace, 64-byte aligned): the forward converts x into it, and
+ * backward-filter reads x from it instead of converting x again (keep_input's promise).
+ * Backward-data right after backward-filter with the same dy (a Convolution layer's backward)
+ * reuses the converted dy when both passes want it alike. */
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias);
+                         const float *bias, void *kept);
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w);
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x);
+                                 const float *x, const void *kept);
 
 #endif

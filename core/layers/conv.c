@@ -43,7 +43,8 @@ static int conv_setup(dd_layer *l, char *err, size_t errlen) {
                          .out_c = (int)t->dims[1], .out_h = (int)t->dims[2], .out_w = (int)t->dims[3],
                          .kh = (int)k[0], .kw = (int)k[1], .sh = (int)st[0], .sw = (int)st[1],
                          .ph = (int)pad[0], .pw = (int)pad[1], .dh = (int)dil[0], .dw = (int)dil[1],
-                         .group = (int)p->group, .bias = l->n_params > 1, .precision = l->precision};
+                         .group = (int)p->group, .bias = l->n_params > 1, .precision = l->precision,
+                         .keep_input = l->param_propagate_down[0]};
   size_t bytes = l->be->ops->conv_workspace(l->be, &cp->d);
   if (dd__ensure_buffer(l->be, &cp->ws, &cp->ws_cap, bytes))
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for a %zu-byte convolution workspace", bytes);
