@@ -361,6 +361,11 @@ static int build_student(kd_bench *b) {
     fprintf(stderr, "bench_kd: precision: %s\n", b->err);
     return 1;
   }
+  /* the frozen teacher in bf16 keeps bf16 activations between its layers, as a job's does */
+  if (!b->o.alone && b->o.precision == DD_PRECISION_BF16 && dd_plan_build_bf16(b->teacher.net, NULL, 0)) {
+    fprintf(stderr, "bench_kd: out of memory\n");
+    return 1;
+  }
   char plan[512];
   if (!b->o.alone) {
     dd_plan_describe(b->teacher.net, plan, sizeof plan);

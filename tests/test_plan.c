@@ -360,6 +360,91 @@ static void test_profile(void) {
   dd_net_destroy(b);
 }
 
+/* A frozen, folded-teacher-like net (every parameter lr_mult 0: no backward): a stem with bias and
+ * ReLU, a residual block with a strided 1x1 projection, a per-channel Scale + ReLU, pooling and
+ * logits. */
+#define FROZEN "param { lr_mult: 0 } param { lr_mult: 0 }"
+static const char *frozen_net =
+    "name: \"t\"\n" INPUT("data", "dim: 4 dim: 3 dim: 8 dim: 8")
+    "layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\" " FROZEN "\n"
+    "  convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: \"msra\" }"
+    " bias_filler { type: \"uniform\" min: -0.2 max: 0.2 } } }\n"
+    "layer { name: \"relu1\" type: \"ReLU\" bottom: \"conv1\" top: \"conv1\" }\n"
+    "layer { name: \"conv2a\" type: \"Convolution\" bottom: \"conv1\" top: \"conv2a\" " FROZEN "\n"
+    "  convolution_param { num_output: 32 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: \"msra\" }"
+    " bias_filler { type: \"uniform\" min: -0.2 max: 0.2 } } }\n"
+    "layer { name: \"relu2\" type: \"ReLU\" bottom: \"conv2a\" top: \"conv2a\" relu_param { negative_slope: 0.1 } }\n"
+    "layer { name: \"conv2b\" type: \"Convolution\" bottom: \"conv2a\" top: \"conv2b\" param { lr_mult: 0 }\n"
+    "  convolution_param { num_output: 32 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"proj\" type: \"Convolution\" bottom: \"conv1\" top: \"proj\" param { lr_mult: 0 }\n"
+    "  convolution_param { num_output: 32 kernel_size: 1 stride: 2 bias_term: false weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"sum\" type: \"Eltwise\" bottom: \"conv2b\" bottom: \"proj\" top: \"sum\"\n"
+    "  eltwise_param { coeff: 1 coeff: 0.5 } }\n"
+    "layer { name: \"sc\" type: \"Scale\" bottom: \"sum\" top: \"sc\" " FROZEN " scale_param { bias_term: true\n"
+    "  filler { type: \"uniform\" min: 0.5 max: 1.5 } bias_filler { type: \"uniform\" min: -0.5 max: 0.5 } } }\n"
+    "layer { name: \"relu3\" type: \"ReLU\" bottom: \"sc\" top: \"sc\" }\n"
+    "layer { name: \"pool\" type: \"Pooling\" bottom: \"sc\" top: \"pool\" pooling_param { pool: AVE global_pooling: true } }\n"
+    "layer { name: \"fc\" type: \"InnerProduct\" bottom: \"pool\" top: \"fc\" " FROZEN "\n"
+    "  inner_product_param { num_output: 5 weight_filler { type: \"msra\" } } }\n";
+
+/* Largest |a - ref| over a blob, relative to the reference's largest magnitude. */
+static double blob_rel(dd_net *a, dd_net *ref, const char *name) { return tensor_rel(blob(a, name), blob(ref, name), 0); }
+
+/* bf16 inference in the blocked layout (dd_plan_build_bf16) against the FP32 reference net:
+ * logits, the kept blob and the pooled activations within 3e-2 of the reference's largest
+ * magnitude (bf16 keeps 8 significant bits: one rounding per layer, 2^-9 relative, over five
+ * layers of sums); two forwards give the same bits; DD_FUSE=0 turns it off. */
+static void test_bf16_blocked_frozen(void) {
+  dd_net *ref = make_net(frozen_net, CAFFE__PHASE__TEST), *bf = make_net(frozen_net, CAFFE__PHASE__TEST),
+         *un = make_net(frozen_net, CAFFE__PHASE__TEST);
+  REQUIRE(ref && bf && un);
+  char err[512];
+  int nb = 0;
+  REQUIRE_OK(dd_net_set_precision(bf, DD_PRECISION_BF16, &nb, NULL, err, sizeof err), err);
+  REQUIRE_OK(dd_net_set_precision(un, DD_PRECISION_BF16, NULL, NULL, err, sizeof err), err);
+  const char *keep[] = {"sum"};
+  REQUIRE(dd_plan_build_bf16(bf, keep, 1) == 0);
+  char desc[512];
+  dd_plan_describe(bf, desc, sizeof desc);
+  printf("     %s\n", desc);
+  if (!nb) {
+    CHECK(bf->plan.n_bf16 == 0);
+    printf("     skipped: no bf16 convolution on this CPU, so no blocked bf16 plan (it stays FP32)\n");
+  } else {
+    /* conv1+relu1, Split, conv2a+relu2, conv2b, proj, sum, sc+relu3 */
+    CHECKF(bf->plan.n_bf16 == 10, "%zu layers on blocked bf16", bf->plan.n_bf16);
+  }
+  dd_net *nets[3] = {ref, bf, un};
+  for (int k = 0; k < 3; k++) {
+    set_uniform(nets[k], "data", 77, -1, 1);
+    REQUIRE(dd_net_forward(nets[k], NULL) == 0);
+  }
+  const char *names[] = {"fc", "sum", "pool"};
+  for (int i = 0; i < 3; i++) {
+    double e = blob_rel(bf, ref, names[i]), eu = blob_rel(un, ref, names[i]);
+    CHECKF(e <= 3e-2, "%s: blocked bf16 differs from FP32 by %.2e", names[i], e);
+    CHECKF(eu <= 3e-2, "%s: bf16 convolutions differ from FP32 by %.2e", names[i], eu);
+    printf("     %-5s blocked bf16 %.1e, bf16 convolutions only %.1e (of the largest magnitude)\n", names[i], e, eu);
+  }
+  float *first = dd_tensor_data_copy(blob(bf, "fc"));
+  set_uniform(bf, "data", 77, -1, 1);
+  REQUIRE(dd_net_forward(bf, NULL) == 0);
+  float *second = dd_tensor_data_copy(blob(bf, "fc"));
+  CHECK(memcmp(first, second, (size_t)blob(bf, "fc")->count * sizeof(float)) == 0);
+  free(first), free(second);
+  /* a net with a backward is left as it is */
+  dd_net *tr = make_net(resnet, CAFFE__PHASE__TRAIN);
+  REQUIRE(tr);
+  REQUIRE_OK(dd_net_set_precision(tr, DD_PRECISION_BF16, NULL, NULL, err, sizeof err), err);
+  size_t steps = tr->plan.n_steps;
+  REQUIRE(dd_plan_build_bf16(tr, NULL, 0) == 0);
+  CHECK(tr->plan.n_bf16 == 0 && tr->plan.n_steps == steps);
+  dd_net_destroy(tr);
+  dd_net_destroy(ref);
+  dd_net_destroy(bf);
+  dd_net_destroy(un);
+}
+
 int main(void) {
   if (layers_begin()) return 1;
   RUN(test_bn_scale_relu_matches_unfused);
@@ -369,5 +454,6 @@ int main(void) {
   RUN(test_fused_deterministic);
   RUN(test_bf16_plan);
   RUN(test_profile);
+  RUN(test_bf16_blocked_frozen);
   return layers_end();
 }

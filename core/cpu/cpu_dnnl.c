@@ -50,6 +50,15 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x, (void)kept;
   return -1;
 }
+int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
+  (void)k, (void)d, (void)x_blocked, (void)relu, (void)slope;
+  return 0;
+}
+int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+                        const void *x, const float *w, const float *bias) {
+  (void)k, (void)d, (void)x_blocked, (void)relu, (void)slope, (void)y, (void)x, (void)w, (void)bias;
+  return -1;
+}
 
 #else
 
@@ -66,7 +75,9 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query)          \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy)                 \
   X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) X(dnnl_memory_set_data_handle) \
-  X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_get_memory_desc) X(dnnl_version) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
+  X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_get_memory_desc) X(dnnl_version)                 \
+  X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_eltwise)                   \
+  X(dnnl_primitive_attr_set_post_ops) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
 
 #define DECLARE(f) static __typeof__(&f) p_##f;
 DNNL_FNS(DECLARE)
@@ -209,7 +220,19 @@ typedef struct {
   int dy_shared;  /* BWD_W and BWD_DATA convert dy alike, into the same arena bytes */
 } conv_entry;
 
+/* A bf16 inference convolution in the blocked layout (dd_dnnl_blk_forward): its key and its one
+ * pass (src, weights, dst, bias; dst is the caller's nChw16c bf16 memory). */
+typedef struct {
+  dd_conv_desc d;
+  int x_blocked, relu;
+  float slope;
+  int ok;
+  pass p;
+} blk_entry;
+
 struct dd_dnnl {
+  blk_entry **blk;
+  size_t n_blk, cap_blk;
   dnnl_engine_t eng;
   dnnl_stream_t strm;
   dnnl_primitive_attr_t attr; /* user scratchpads */
@@ -256,6 +279,11 @@ void dd_dnnl_destroy(dd_dnnl *k) {
     free(k->e[i]);
   }
   free(k->e);
+  for (size_t i = 0; i < k->n_blk; i++) {
+    free_pass(&k->blk[i]->p);
+    free(k->blk[i]);
+  }
+  free(k->blk);
   free(k->arena);
   if (k->attr) p_dnnl_primitive_attr_destroy(k->attr);
   if (k->strm) p_dnnl_stream_destroy(k->strm);
@@ -569,6 +597,117 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
     for (int64_t i = 0; i < wcount; i++) dw[i] += pw[i];
   if (dbias)
     for (int i = 0; i < d->out_c; i++) dbias[i] += pb[i];
+  return 0;
+}
+
+/* ---- bf16 inference in the blocked layout -------------------------------------------------- */
+
+/* Grows the arena to `need` bytes (at setup). 0 or -1. */
+static int arena_reserve(dd_dnnl *k, size_t need) {
+  if (need <= k->arena_size) return 0;
+  char *a = aligned_alloc(64, up64(need));
+  if (!a) return -1;
+  free(k->arena);
+  k->arena = a;
+  k->arena_size = up64(need);
+  return 0;
+}
+
+/* The primitive of b: y (nChw16c bf16, the caller's) = relu?(conv(x, w) + bias), x the caller's
+ * nChw16c bf16 (x_blocked) or NCHW FP32, for inference. 0 or -1. */
+static int build_blk(dd_dnnl *k, blk_entry *b) {
+  const dd_conv_desc *d = &b->d;
+  if (d->group != 1 || d->out_c % 16 || (b->x_blocked && d->c % 16)) return -1;
+  dnnl_dims_t sd = {d->n, d->c, d->h, d->w}, dd = {d->n, d->out_c, d->out_h, d->out_w}, bd = {d->out_c};
+  dnnl_dims_t wd = {d->out_c, d->c, d->kh, d->kw}, st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1};
+  dnnl_dims_t pl = {d->ph, d->pw}, pr = {0, 0};
+  for (int i = 0; i < 2; i++) { /* as build_entry: the right padding Caffe's floor implies, >= 0 */
+    int in = i ? d->w : d->h, kk = i ? d->kw : d->kh, di = i ? d->dw : d->dh, s = i ? d->sw : d->sh;
+    int pad = i ? d->pw : d->ph, o = i ? d->out_w : d->out_h;
+    pr[i] = (o - 1) * s + (kk - 1) * di + 1 - in - pad;
+    if (pr[i] < 0 && (in - ((kk - 1) * di + 1) + pad) / s + 1 == o) pr[i] = 0;
+    if (pr[i] < 0) return -1;
+  }
+  dnnl_memory_desc_t src_u, src_a, w_u, w_a, dst_u, b_u;
+  if (p_dnnl_memory_desc_init_by_tag(&src_u, 4, sd, b->x_blocked ? dnnl_bf16 : dnnl_f32,
+                                     b->x_blocked ? dnnl_nChw16c : dnnl_nchw) ||
+      p_dnnl_memory_desc_init_by_tag(&src_a, 4, sd, dnnl_bf16, b->x_blocked ? dnnl_nChw16c : dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&w_u, 4, wd, dnnl_f32, dnnl_oihw) ||
+      p_dnnl_memory_desc_init_by_tag(&w_a, 4, wd, dnnl_bf16, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_u, 4, dd, dnnl_bf16, dnnl_nChw16c) ||
+      p_dnnl_memory_desc_init_by_tag(&b_u, 1, bd, dnnl_f32, dnnl_x))
+    return -1;
+  dnnl_convolution_desc_t cd;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  int r = p_dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &src_a,
+                                                       &w_a, d->bias ? &b_u : NULL, &dst_u, st, dil, pl, pr) ||
+          p_dnnl_primitive_attr_create(&attr) ||
+          p_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+  if (!r && b->relu)
+    r = p_dnnl_post_ops_create(&po) || p_dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, b->slope, 0.0f) ||
+        p_dnnl_primitive_attr_set_post_ops(attr, po);
+  if (!r) r = p_dnnl_primitive_desc_create(&pd, &cd, attr, k->eng, NULL) != dnnl_success;
+  if (po) p_dnnl_post_ops_destroy(po);
+  if (attr) p_dnnl_primitive_attr_destroy(attr);
+  if (r) return -1;
+  const char *impl = "?";
+  p_dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  if (!strstr(impl, "bf16") && !strstr(impl, "amx") && !strstr(impl, "brg")) { /* reference code: not ours to run */
+    p_dnnl_primitive_desc_destroy(pd);
+    return -1;
+  }
+  pass *p = &b->p;
+  r = make_slot(k, p, 0, &src_u, MD(pd, dnnl_query_src_md, 0), 1) ||
+      make_slot(k, p, 1, &w_u, MD(pd, dnnl_query_weights_md, 0), 1) ||
+      make_slot(k, p, 2, &dst_u, MD(pd, dnnl_query_dst_md, 0), 0) ||
+      (d->bias && make_slot(k, p, 3, &b_u, MD(pd, dnnl_query_weights_md, 1), 1));
+  p->n_args = d->bias ? 4 : 3;
+  if (!r) r = finish_pass(k, p, pd);
+  else p_dnnl_primitive_desc_destroy(pd);
+  if (!r) r = arena_reserve(k, p->bytes);
+  if (r) free_pass(p);
+  return r ? -1 : 0;
+}
+
+static blk_entry *find_blk(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
+  for (size_t i = 0; i < k->n_blk; i++) {
+    blk_entry *b = k->blk[i];
+    if (!memcmp(&b->d, d, sizeof *d) && b->x_blocked == x_blocked && b->relu == relu && (!relu || b->slope == slope))
+      return b;
+  }
+  return NULL;
+}
+
+int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
+  if (!k || !bf16_ok) return 0;
+  blk_entry *b = find_blk(k, d, x_blocked, relu, slope);
+  if (b) return b->ok;
+  if (k->n_blk == k->cap_blk) {
+    size_t cap = k->cap_blk ? 2 * k->cap_blk : 16;
+    blk_entry **nb = realloc(k->blk, cap * sizeof *nb);
+    if (!nb) return 0;
+    k->blk = nb;
+    k->cap_blk = cap;
+  }
+  if (!(b = calloc(1, sizeof *b))) return 0;
+  k->blk[k->n_blk++] = b;
+  *b = (blk_entry){.d = *d, .x_blocked = x_blocked, .relu = relu, .slope = relu ? slope : 0};
+  b->ok = build_blk(k, b) == 0;
+  return b->ok;
+}
+
+int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+                        const void *x, const float *w, const float *bias) {
+  if (!dd_dnnl_blk_prepare(k, d, x_blocked, relu, slope) || !!bias != !!d->bias) return -1;
+  pass *p = &find_blk(k, d, x_blocked, relu, slope)->p;
+  bind(k, &p->a[0], x);
+  bind(k, &p->a[1], w);
+  bind(k, &p->a[2], y);
+  if (bias) bind(k, &p->a[3], bias);
+  static const int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+  run_pass(k, p, kinds, 0xbu, 0);
   return 0;
 }
 

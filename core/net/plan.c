@@ -58,6 +58,7 @@ void dd_plan_free(dd_net *n) {
   free(n->plan.steps);
   free(n->plan.fwd_s);
   free(n->plan.bwd_s);
+  if (n->plan.bf16_scratch) n->be->ops->free(n->be, n->plan.bf16_scratch);
   memset(&n->plan, 0, sizeof n->plan);
 }
 
@@ -112,6 +113,10 @@ static void step_forward(dd_net *n, const dd_plan_step *s) {
     l->ops->forward(l);
     return;
   }
+  if (s->kind != DD_STEP_BN_SCALE_RELU) {
+    dd_plan_bf16_forward(n, s);
+    return;
+  }
   dd_layer *bn = &n->layers[s->first], *sc = bn + 1;
   dd_bn_affine_desc d = bn_desc(n, s);
   n->be->ops->bn_affine_relu_forward(n->be, &d, bn->top[0]->data, bn->bottom[0]->data, s->mean, s->inv_std,
@@ -138,7 +143,7 @@ static void step_backward(dd_net *n, const dd_plan_step *s) {
     }
     return;
   }
-  if (!dd_plan_step_needs_backward(n, s)) return;
+  if (s->kind != DD_STEP_BN_SCALE_RELU || !dd_plan_step_needs_backward(n, s)) return;
   dd_layer *bn = &n->layers[s->first], *sc = bn + 1;
   int sc_bwd = needs_bwd(n, s->first + 1);
   float *dx = needs_bwd(n, s->first) && bn->propagate_down[0] ? bn->bottom[0]->diff : NULL;
@@ -202,6 +207,13 @@ static int is_conv(const dd_layer *l);
 /* The kind of step s, for the profile: its layer's type (a convolution's with its precision), or
  * the fused run's name. */
 static void step_label(const dd_net *n, const dd_plan_step *s, char *buf, size_t len) {
+  static const char *bf16[] = {[DD_STEP_BF16_CONV] = "Convolution bf16 blocked", [DD_STEP_BF16_RELU] = "ReLU bf16",
+                                [DD_STEP_BF16_SCALE] = "Scale bf16", [DD_STEP_BF16_SUM] = "Eltwise bf16",
+                                [DD_STEP_BF16_SPLIT] = "Split", [DD_STEP_BF16_EXIT] = "bf16 -> FP32"};
+  if (s->kind >= DD_STEP_BF16_CONV) {
+    snprintf(buf, len, "%s%s", bf16[s->kind], s->relu ? "+ReLU" : "");
+    return;
+  }
   const dd_layer *l = &n->layers[s->first];
   if (s->kind == DD_STEP_BN_SCALE_RELU) snprintf(buf, len, "%s", s->relu ? "BatchNorm+Scale+ReLU" : "BatchNorm+Scale");
   else if (is_conv(l) && n->be->ops->conv_impl)
@@ -247,8 +259,11 @@ static int is_conv(const dd_layer *l) { return is_type(l, "Convolution") || is_t
 static const dd_conv_desc *conv_desc_of(const dd_layer *l) { return (const dd_conv_desc *)l->priv; }
 
 void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
-  int w = snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
-                   n->n_layers, n->plan.n_fused);
+  int w = n->plan.n_bf16
+              ? snprintf(buf, len, "plan: %zu steps for %zu layers (%zu on blocked bf16 activations, ReLUs fused)",
+                         n->plan.n_steps, n->n_layers, n->plan.n_bf16)
+              : snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
+                         n->n_layers, n->plan.n_fused);
   if (!n->be->ops->conv_impl || w < 0 || (size_t)w >= len) return;
   /* the convolutions by implementation, in order of first appearance */
   const char *impl[16];

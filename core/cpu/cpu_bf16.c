@@ -1,0 +1,210 @@
+/* The CPU backend's bf16 kernels for inference in the blocked layout (backend.h, "bf16 inference
+ * in the blocked layout"): elementwise steps between oneDNN's bf16 convolutions (cpu_dnnl.c) in a
+ * frozen net, and the conversion back to NCHW FP32 where the plan leaves bf16. Memory-bound loops
+ * over halves of what FP32 reads and writes; each value is widened to FP32 (exact), computed, and
+ * rounded to bf16 once, to nearest even, as oneDNN and PyTorch round. On x86 with AVX512-BF16
+ * (which is where these steps run: cpu_dnnl.h's bf16 path) 16 values at a time with its
+ * conversion instruction; elsewhere plain C; split over the backend's threads. */
+#include <stdint.h>
+#include <string.h>
+
+#include "cpu/cpu_dnnl.h"
+#include "cpu/cpu_kernels.h"
+
+static inline float bf2f(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* Round to nearest even; a NaN stays a (quiet) NaN. */
+static inline uint16_t f2bf(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  uint32_t r = (u + 0x7fffu + (u >> 16 & 1u)) >> 16;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BF_X86 1
+#define BF_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+BF_TARGET static inline __m512 ld16(const uint16_t *p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+BF_TARGET static inline void st16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v)); }
+BF_TARGET static inline __m512 leaky(__m512 v, __m512 slope) {
+  return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ), v, slope);
+}
+static int have_avx512_bf16(void) {
+  static int have = -1;
+  if (have < 0) have = __builtin_cpu_supports("avx512bf16") != 0;
+  return have;
+}
+#else
+#define BF_X86 0
+static int have_avx512_bf16(void) { return 0; }
+#endif
+
+typedef struct {
+  uint16_t *y;
+  const uint16_t *x, *b;
+  float ca, cb, slope;
+  const float *scale, *bias;
+  int relu, cblocks, s;
+  float *out;
+  int c;
+} bf_args;
+
+typedef struct {
+  void (*fn)(const bf_args *a, int64_t lo, int64_t hi);
+  const bf_args *a;
+  int64_t n;
+  int parts;
+} bf_job;
+
+static void bf_task(void *ctx, int task, int thread) {
+  (void)thread;
+  bf_job *j = ctx;
+  int64_t lo = j->n * task / j->parts, hi = j->n * (task + 1) / j->parts;
+  j->fn(j->a, lo, hi);
+}
+
+/* fn over [0, n) split across the backend's threads (n counts rows of work, each worth splitting) */
+static void bf_run(dd_backend *be, int64_t n, int64_t work, void (*fn)(const bf_args *, int64_t, int64_t),
+                   const bf_args *a) {
+  dd_cpu_ctx *cx = be->ctx;
+  int threads = dd_threadpool_threads(cx->pool);
+  if (threads == 1 || work < 65536 || n < 2) {
+    fn(a, 0, n);
+    return;
+  }
+  bf_job j = {fn, a, n, threads < n ? threads : (int)n};
+  dd_threadpool_run(cx->pool, j.parts, bf_task, &j);
+}
+
+#if BF_X86
+BF_TARGET static void relu_avx(const bf_args *a, int64_t lo, int64_t hi) {
+  __m512 slope = _mm512_set1_ps(a->slope);
+  int64_t i = lo;
+  for (; i + 16 <= hi; i += 16) st16(a->y + i, leaky(ld16(a->x + i), slope));
+  for (; i < hi; i++) {
+    float v = bf2f(a->x[i]);
+    a->y[i] = f2bf(v > 0 ? v : v * a->slope);
+  }
+}
+BF_TARGET static void sum_avx(const bf_args *a, int64_t lo, int64_t hi) {
+  __m512 ca = _mm512_set1_ps(a->ca), cb = _mm512_set1_ps(a->cb);
+  int64_t i = lo;
+  for (; i + 16 <= hi; i += 16) st16(a->y + i, _mm512_fmadd_ps(ca, ld16(a->x + i), _mm512_mul_ps(cb, ld16(a->b + i))));
+  for (; i < hi; i++) a->y[i] = f2bf(a->ca * bf2f(a->x[i]) + a->cb * bf2f(a->b[i]));
+}
+BF_TARGET static void affine_avx(const bf_args *a, int64_t lo, int64_t hi) {
+  __m512 slope = _mm512_set1_ps(a->slope), zero = _mm512_setzero_ps();
+  for (int64_t row = lo; row < hi; row++) {
+    int cb = (int)(row % a->cblocks);
+    __m512 sc = _mm512_loadu_ps(a->scale + cb * 16), bi = a->bias ? _mm512_loadu_ps(a->bias + cb * 16) : zero;
+    const uint16_t *x = a->x + row * a->s * 16;
+    uint16_t *y = a->y + row * a->s * 16;
+    if (a->relu)
+      for (int p = 0; p < a->s; p++) st16(y + p * 16, leaky(_mm512_fmadd_ps(sc, ld16(x + p * 16), bi), slope));
+    else
+      for (int p = 0; p < a->s; p++) st16(y + p * 16, _mm512_fmadd_ps(sc, ld16(x + p * 16), bi));
+  }
+}
+#endif
+
+DD_CLONES static void relu_bf(const bf_args *a, int64_t lo, int64_t hi) {
+#if BF_X86
+  if (have_avx512_bf16()) {
+    relu_avx(a, lo, hi);
+    return;
+  }
+#endif
+  float slope = a->slope;
+  for (int64_t i = lo; i < hi; i++) {
+    float v = bf2f(a->x[i]);
+    a->y[i] = f2bf(v > 0 ? v : v * slope);
+  }
+}
+
+void dd_cpu_bf16blk_relu(dd_backend *be, int64_t n, void *y, const void *x, float slope) {
+  bf_args a = {.y = y, .x = x, .slope = slope};
+  bf_run(be, n, n, relu_bf, &a);
+}
+
+DD_CLONES static void sum_bf(const bf_args *a, int64_t lo, int64_t hi) {
+#if BF_X86
+  if (have_avx512_bf16()) {
+    sum_avx(a, lo, hi);
+    return;
+  }
+#endif
+  float ca = a->ca, cb = a->cb;
+  for (int64_t i = lo; i < hi; i++) a->y[i] = f2bf(ca * bf2f(a->x[i]) + cb * bf2f(a->b[i]));
+}
+
+void dd_cpu_bf16blk_sum(dd_backend *be, int64_t n, void *y, const void *a, float ca, const void *b, float cb) {
+  bf_args args = {.y = y, .x = a, .b = b, .ca = ca, .cb = cb};
+  bf_run(be, n, n, sum_bf, &args);
+}
+
+/* Rows are (image, channel block) pairs: s pixels of 16 channels each. */
+DD_CLONES static void affine_bf(const bf_args *a, int64_t lo, int64_t hi) {
+#if BF_X86
+  if (have_avx512_bf16()) {
+    affine_avx(a, lo, hi);
+    return;
+  }
+#endif
+  for (int64_t row = lo; row < hi; row++) {
+    int cb = (int)(row % a->cblocks);
+    float sc[16], bi[16];
+    for (int l = 0; l < 16; l++) sc[l] = a->scale[cb * 16 + l], bi[l] = a->bias ? a->bias[cb * 16 + l] : 0.0f;
+    const uint16_t *x = a->x + row * a->s * 16;
+    uint16_t *y = a->y + row * a->s * 16;
+    if (a->relu) {
+      float slope = a->slope;
+      for (int p = 0; p < a->s; p++)
+        for (int l = 0; l < 16; l++) {
+          float v = sc[l] * bf2f(x[p * 16 + l]) + bi[l];
+          y[p * 16 + l] = f2bf(v > 0 ? v : v * slope);
+        }
+    } else {
+      for (int p = 0; p < a->s; p++)
+        for (int l = 0; l < 16; l++) y[p * 16 + l] = f2bf(sc[l] * bf2f(x[p * 16 + l]) + bi[l]);
+    }
+  }
+}
+
+void dd_cpu_bf16blk_affine(dd_backend *be, int n, int c, int s, void *y, const void *x, const float *scale,
+                           const float *bias, int relu, float slope) {
+  bf_args a = {.y = y, .x = x, .scale = scale, .bias = bias, .relu = relu, .slope = slope, .cblocks = c / 16, .s = s};
+  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, affine_bf, &a);
+}
+
+/* Rows as in affine_bf; each writes 16 NCHW planes of s values. */
+DD_CLONES static void to_f32_bf(const bf_args *a, int64_t lo, int64_t hi) {
+  for (int64_t row = lo; row < hi; row++) {
+    int64_t img = row / a->cblocks, cb = row % a->cblocks;
+    const uint16_t *x = a->x + row * a->s * 16;
+    float *y = a->out + (img * a->c + cb * 16) * a->s;
+    for (int p = 0; p < a->s; p++)
+      for (int l = 0; l < 16; l++) y[(int64_t)l * a->s + p] = bf2f(x[p * 16 + l]);
+  }
+}
+
+void dd_cpu_bf16blk_to_f32(dd_backend *be, int n, int c, int s, float *y, const void *x) {
+  bf_args a = {.out = y, .x = x, .c = c, .cblocks = c / 16, .s = s};
+  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, to_f32_bf, &a);
+}
+
+int dd_cpu_conv_bf16blk_prepare(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
+  return dd_dnnl_blk_prepare(((dd_cpu_ctx *)be->ctx)->dnnl, d, x_blocked, relu, slope);
+}
+
+int dd_cpu_conv_bf16blk_forward(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+                                const void *x, const float *w, const float *bias) {
+  return dd_dnnl_blk_forward(((dd_cpu_ctx *)be->ctx)->dnnl, d, x_blocked, relu, slope, y, x, w, bias);
+}

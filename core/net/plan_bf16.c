@@ -1,0 +1,204 @@
+/* bf16 inference in the blocked layout (plan.h, dd_plan_build_bf16): which layers of a frozen net
+ * run on blocked bf16 activations, where activations go back to NCHW FP32, and those steps. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/dd_error.h"
+#include "net/net.h"
+#include "net/plan.h"
+
+static int is_type(const dd_layer *l, const char *type) { return !strcmp(l->ops->type, type); }
+
+/* What the walk knows: which blobs hold blocked bf16 now (by blob index). */
+typedef struct {
+  dd_net *n;
+  unsigned char *blk;
+  dd_plan_step *steps;
+  size_t n_steps;
+  size_t scratch; /* bytes the exits need */
+} walk;
+
+static int blob_index(const dd_net *n, const dd_tensor *t) {
+  for (size_t i = 0; i < n->n_blobs; i++)
+    if (n->blobs[i] == t) return (int)i;
+  return -1;
+}
+
+/* Every blob that shares t's memory (in place, Split tops) holds what t holds. */
+static void mark(walk *w, const dd_tensor *t, int on) {
+  for (size_t i = 0; i < w->n->n_blobs; i++)
+    if (w->n->blobs[i] == t || (t->data && w->n->blobs[i]->data == t->data)) w->blk[i] = (unsigned char)on;
+}
+
+static int is_blk(const walk *w, const dd_tensor *t) {
+  int i = blob_index(w->n, t);
+  return i >= 0 && w->blk[i];
+}
+
+static int blockable(const dd_tensor *t) { return t->shape.ndim == 4 && t->shape.dims[1] % 16 == 0; }
+
+/* Whether layer i + 1 is a ReLU in place on t (fused into layer i's step), and its slope. */
+static int relu_next(const dd_net *n, size_t i, const dd_tensor *t, float *slope) {
+  *slope = 0;
+  if (i + 1 >= n->n_layers) return 0;
+  const dd_layer *re = &n->layers[i + 1];
+  if (!is_type(re, "ReLU") || re->nb != 1 || re->bottom[0] != t || re->top[0] != t) return 0;
+  *slope = re->lp->relu_param ? re->lp->relu_param->negative_slope : 0.0f;
+  return 1;
+}
+
+static void exit_step(walk *w, dd_tensor *t, int at) {
+  w->steps[w->n_steps++] = (dd_plan_step){.kind = DD_STEP_BF16_EXIT, .first = at, .n_layers = 0, .blob = t};
+  mark(w, t, 0);
+  size_t half = (size_t)t->count * 2;
+  if (half > w->scratch) w->scratch = half;
+}
+
+/* The bf16 step layer i can be (its kind, with s filled), or DD_STEP_LAYER. */
+static int bf16_step(walk *w, size_t i, dd_plan_step *s) {
+  dd_net *n = w->n;
+  dd_layer *l = &n->layers[i];
+  const dd_backend_ops *ops = n->be->ops;
+  *s = (dd_plan_step){.kind = DD_STEP_LAYER, .first = (int)i, .n_layers = 1};
+  if (l->nt != 1 || l->nb < 1) return DD_STEP_LAYER;
+  dd_tensor *x = l->bottom[0], *y = l->top[0];
+  float slope;
+  if (is_type(l, "Convolution")) {
+    const dd_conv_desc *d = (const dd_conv_desc *)l->priv;
+    int xb = is_blk(w, x), relu = relu_next(n, i, y, &slope);
+    if (d->precision != DD_PRECISION_BF16 || !blockable(y) || (xb && !blockable(x)) ||
+        !ops->conv_bf16blk_prepare(n->be, d, xb, relu, slope))
+      return DD_STEP_LAYER;
+    *s = (dd_plan_step){.kind = DD_STEP_BF16_CONV, .first = (int)i, .n_layers = 1 + relu, .relu = relu,
+                        .slope = slope, .x_blocked = xb};
+  } else if (!is_blk(w, x)) {
+    return DD_STEP_LAYER;
+  } else if (is_type(l, "ReLU") && l->nb == 1) {
+    *s = (dd_plan_step){.kind = DD_STEP_BF16_RELU, .first = (int)i, .n_layers = 1,
+                        .slope = l->lp->relu_param ? l->lp->relu_param->negative_slope : 0.0f};
+  } else if (is_type(l, "Scale") && l->nb == 1 && l->n_params >= 1) {
+    const Caffe__ScaleParameter *sp = l->lp->scale_param;
+    if ((sp ? sp->axis : 1) != 1 || (sp ? sp->num_axes : 1) != 1) return DD_STEP_LAYER;
+    int relu = relu_next(n, i, y, &slope);
+    *s = (dd_plan_step){.kind = DD_STEP_BF16_SCALE, .first = (int)i, .n_layers = 1 + relu, .relu = relu, .slope = slope};
+  } else if (is_type(l, "Eltwise") && l->nb >= 2) {
+    const Caffe__EltwiseParameter *ep = l->lp->eltwise_param;
+    if (ep && ep->operation != CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM) return DD_STEP_LAYER;
+    for (int b = 0; b < l->nb; b++) /* (a top over a third bottom would be overwritten before it is read) */
+      if (!is_blk(w, l->bottom[b]) || (b >= 2 && l->bottom[b]->data == y->data)) return DD_STEP_LAYER;
+    *s = (dd_plan_step){.kind = DD_STEP_BF16_SUM, .first = (int)i, .n_layers = 1};
+  } else {
+    return DD_STEP_LAYER;
+  }
+  return s->kind;
+}
+
+int dd_plan_build_bf16(dd_net *n, const char *const *keep, int n_keep) {
+  const dd_backend_ops *ops = n->be->ops;
+  const char *env = getenv("DD_FUSE");
+  if ((env && !strcmp(env, "0")) || !ops->conv_bf16blk_prepare || !ops->conv_bf16blk_forward || !ops->bf16blk_relu ||
+      !ops->bf16blk_affine || !ops->bf16blk_sum || !ops->bf16blk_to_f32)
+    return 0;
+  for (size_t i = 0; i < n->n_layers; i++)
+    if (n->graph->layers[i].need_backward) return 0;
+  walk w = {.n = n, .blk = calloc(n->n_blobs ? n->n_blobs : 1, 1),
+            .steps = calloc(2 * n->n_layers + n->n_blobs + 1, sizeof(dd_plan_step))};
+  if (!w.blk || !w.steps) {
+    free(w.blk), free(w.steps);
+    return DD_ENOMEM;
+  }
+  size_t on_bf16 = 0;
+  for (size_t i = 0; i < n->n_layers;) {
+    dd_layer *l = &n->layers[i];
+    dd_plan_step s;
+    int kind = bf16_step(&w, i, &s);
+    if (kind == DD_STEP_LAYER && is_type(l, "Split") && l->nb == 1 && is_blk(&w, l->bottom[0])) {
+      int shares = 1;
+      for (int t = 0; t < l->nt; t++) shares &= l->top[t]->data == l->bottom[0]->data;
+      if (shares) kind = s.kind = DD_STEP_BF16_SPLIT;
+    }
+    if (kind == DD_STEP_LAYER) {
+      /* this layer reads FP32: its blocked bottoms go back first, and what it writes is FP32 */
+      for (int b = 0; b < l->nb; b++)
+        if (is_blk(&w, l->bottom[b])) exit_step(&w, l->bottom[b], (int)i);
+      for (int t = 0; t < l->nt; t++) mark(&w, l->top[t], 0);
+    } else {
+      if (kind != DD_STEP_BF16_SPLIT) mark(&w, l->top[0], 1);
+      on_bf16 += (size_t)s.n_layers;
+    }
+    w.steps[w.n_steps++] = s;
+    i += (size_t)s.n_layers;
+  }
+  /* what the net exposes after a forward: its outputs, and the blobs asked for */
+  for (size_t b = 0; b < n->n_blobs; b++) {
+    if (!w.blk[b]) continue;
+    int read = 0, kept = 0; /* read: by a layer that does not write it in place */
+    for (size_t i = 0; i < n->n_layers && !read; i++) {
+      const dd_layer *l = &n->layers[i];
+      int writes = 0;
+      for (int t = 0; t < l->nt; t++) writes |= l->top[t] == n->blobs[b];
+      for (int k = 0; k < l->nb && !writes; k++) read |= l->bottom[k] == n->blobs[b];
+    }
+    for (int k = 0; k < n_keep && !kept; k++) kept = keep[k] && !strcmp(keep[k], n->blobs[b]->name);
+    if (!read || kept) exit_step(&w, n->blobs[b], (int)n->n_layers);
+  }
+  free(w.blk);
+  void *scratch = NULL;
+  if (!on_bf16 || (w.scratch && !(scratch = ops->alloc(n->be, w.scratch)))) {
+    free(w.steps);
+    return on_bf16 ? DD_ENOMEM : 0;
+  }
+  dd_plan_free(n);
+  n->plan.steps = w.steps;
+  n->plan.n_steps = w.n_steps;
+  n->plan.n_bf16 = on_bf16;
+  n->plan.bf16_scratch = scratch;
+  return 0;
+}
+
+void dd_plan_bf16_forward(dd_net *n, const dd_plan_step *s) {
+  dd_backend *be = n->be;
+  const dd_backend_ops *ops = be->ops;
+  if (s->kind == DD_STEP_BF16_EXIT) {
+    dd_tensor *t = s->blob;
+    const dd_shape *sh = &t->shape;
+    ops->copy(be, n->plan.bf16_scratch, t->data, (size_t)t->count * 2);
+    ops->bf16blk_to_f32(be, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), t->data,
+                        n->plan.bf16_scratch);
+    return;
+  }
+  dd_layer *l = &n->layers[s->first];
+  dd_tensor *x = l->bottom[0], *y = l->top[0];
+  const dd_shape *sh = &x->shape;
+  switch (s->kind) {
+    case DD_STEP_BF16_CONV:
+      if (ops->conv_bf16blk_forward(be, (const dd_conv_desc *)l->priv, s->x_blocked, s->relu, s->slope, y->data, x->data,
+                                    l->params[0]->data, l->n_params > 1 ? l->params[1]->data : NULL)) {
+        n->status = DD_EINVAL;
+        snprintf(n->status_msg, sizeof n->status_msg,
+                 "layer %s: its bf16 convolution cannot run for shape %lldx%lldx%lldx%lld (the plan was built for "
+                 "another)", l->name, (long long)sh->dims[0], (long long)sh->dims[1], (long long)sh->dims[2],
+                 (long long)sh->dims[3]);
+      }
+      break;
+    case DD_STEP_BF16_RELU:
+      ops->bf16blk_relu(be, y->count, y->data, x->data, s->slope);
+      break;
+    case DD_STEP_BF16_SCALE:
+      ops->bf16blk_affine(be, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), y->data, x->data,
+                          l->params[0]->data, l->n_params > 1 ? l->params[1]->data : NULL, s->relu, s->slope);
+      break;
+    case DD_STEP_BF16_SUM: {
+      const Caffe__EltwiseParameter *ep = l->lp->eltwise_param;
+      float c0 = ep && ep->n_coeff ? ep->coeff[0] : 1.0f, c1 = ep && ep->n_coeff ? ep->coeff[1] : 1.0f;
+      ops->bf16blk_sum(be, y->count, y->data, l->bottom[0]->data, c0, l->bottom[1]->data, c1);
+      for (int b = 2; b < l->nb; b++)
+        ops->bf16blk_sum(be, y->count, y->data, y->data, 1.0f, l->bottom[b]->data, ep && ep->n_coeff ? ep->coeff[b] : 1.0f);
+      break;
+    }
+    default: /* DD_STEP_BF16_SPLIT: the tops are the bottom's memory */
+      break;
+  }
+}
