@@ -183,14 +183,16 @@ static void run_case(const conv_case *cc, int threads, int precision) {
 
 static void test_conv_one_thread(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1, 0);
-  /* with DD_DNNL=all and oneDNN loaded, oneDNN must be what runs (else this run would check the
-   * own kernels again); FP32 by default is the own kernels' */
+  /* where oneDNN runs FP32 (DD_DNNL=all, or by default on AVX-512), oneDNN must be what runs
+   * (else this run would check the own kernels again); elsewhere (DD_DNNL=own, AVX2) the own */
   char why[256];
   const char *mode = getenv("DD_DNNL");
-  int have = dd_dnnl_load(why, sizeof why) == 0, all = mode && !strcmp(mode, "all");
-  printf("     %s%s: %d cases on oneDNN, %d on the own kernels\n", have ? dd_dnnl_describe() : why,
-         all ? " (DD_DNNL=all)" : "", n_dnnl, n_own);
-  if (have && all) CHECKF(n_dnnl * 4 >= n_own * 3, "only %d of %d cases ran on oneDNN", n_dnnl, n_dnnl + n_own);
+  int have = dd_dnnl_load(why, sizeof why) == 0, on = dd_dnnl_fp32_on_dnnl();
+  printf("     %s%s%s: %d cases on oneDNN, %d on the own kernels\n", have ? dd_dnnl_describe() : why,
+         mode ? " DD_DNNL=" : "", mode ? mode : "", n_dnnl, n_own);
+  if (mode && !strcmp(mode, "all")) CHECK(!have || on);
+  if (mode && !strcmp(mode, "own")) CHECK(!on);
+  if (have && on) CHECKF(n_dnnl * 4 >= n_own * 3, "only %d of %d cases ran on oneDNN", n_dnnl, n_dnnl + n_own);
   else CHECK(n_dnnl == 0);
 }
 

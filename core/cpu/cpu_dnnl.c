@@ -19,6 +19,7 @@ int dd_dnnl_load(char *why, size_t len) {
 }
 const char *dd_dnnl_describe(void) { return "oneDNN: not built in"; }
 int dd_dnnl_bf16_available(void) { return 0; }
+int dd_dnnl_fp32_on_dnnl(void) { return 0; }
 dd_dnnl *dd_dnnl_create(int threads) {
   (void)threads;
   return NULL;
@@ -142,6 +143,23 @@ static void choose_bf16(char *tail, size_t len) {
            amx && !granted ? " (the kernel refused the AMX tile permission)" : "", note);
 }
 
+/* Which FP32 convolutions oneDNN runs (measured, docs/performance.md sections 11 and 12): all of
+ * them where oneDNN has AVX-512 kernels (its effective ISA avx512_core or above: there its FP32
+ * kernels, with the forward's converted input kept and dy shared, beat the own kernels by 1.2 to
+ * 1.4x on the KD step), none on AVX2 (where the own kernels were as fast on the WRN shapes,
+ * faster in backward-filter). DD_DNNL=all or DD_DNNL=own forces either (for measurements and
+ * tests). Only those get primitives: an entry that is ok runs every pass. */
+static int fp32_mode = -1;
+
+static void choose_fp32(void) {
+  const char *v = getenv("DD_DNNL");
+  if (v && !strcmp(v, "all")) fp32_mode = 1;
+  else if (v && !strcmp(v, "own")) fp32_mode = 0;
+  else fp32_mode = (p_dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+}
+
+static int fp32_too(void) { return fp32_mode > 0; }
+
 static void load(void) {
   const char *off = getenv("DD_DNNL");
   if (off && !strcmp(off, "0")) {
@@ -169,7 +187,9 @@ static void load(void) {
   const dnnl_version_t *v = p_dnnl_version();
   char tail[224];
   choose_bf16(tail, sizeof tail);
-  snprintf(describe, sizeof describe, "oneDNN %d.%d.%d%s", v->major, v->minor, v->patch, tail);
+  choose_fp32();
+  snprintf(describe, sizeof describe, "oneDNN %d.%d.%d%s, FP32 %s", v->major, v->minor, v->patch, tail,
+           fp32_too() ? "on oneDNN" : "on the own kernels");
 }
 
 int dd_dnnl_bf16_available(void) {
@@ -437,18 +457,9 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   return 0;
 }
 
-/* Which convolutions oneDNN runs (measured, docs/performance.md section 11): the bf16 ones;
- * not the FP32 ones, where the own kernels were as fast on the WRN shapes (forward), faster
- * (backward-filter) or mixed (backward-data: faster at 64 channels and more, slower on the small
- * students' 16 to 64, reorders included), unless DD_DNNL=all (for measurements and tests). Only
- * those get primitives: an entry that is ok runs every pass. */
-static int fp32_too(void) {
-  static int all = -1;
-  if (all < 0) {
-    const char *v = getenv("DD_DNNL");
-    all = v && !strcmp(v, "all");
-  }
-  return all;
+int dd_dnnl_fp32_on_dnnl(void) {
+  pthread_once(&once, load);
+  return !load_status && fp32_too();
 }
 
 static conv_entry *find(dd_dnnl *k, const dd_conv_desc *d) {
@@ -471,7 +482,7 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   if (!(e = calloc(1, sizeof *e))) return 0;
   k->e[k->n++] = e;
   e->d = *d;
-  /* bf16 where asked and this CPU has a kernel for it; FP32 only with DD_DNNL=all */
+  /* bf16 where asked and this CPU has bf16 units; FP32 where fp32_too */
   e->ok = (d->precision == 1 && bf16_ok && build_entry(k, e, dnnl_bf16) == 0) ||
           (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
   if (!e->ok) return 0;

@@ -4,8 +4,9 @@
  * convolution kernels for each x86 ISA, AVX2 to AMX, in FP32 and bf16, chosen at run time for the
  * CPU at hand. It is the project's bf16 path: bf16 inputs and weights, FP32 accumulation and FP32
  * outputs and weight gradients, on the CPU's AVX512-BF16 or AMX units where it has them. In FP32
- * the project's own kernels were as fast on the WRN shapes (docs/performance.md, section 11), so
- * FP32 convolutions run on them unless DD_DNNL=all.
+ * it runs the convolutions where its kernels are AVX-512 (faster than the project's own there,
+ * docs/performance.md section 12); on AVX2 the own kernels were as fast (section 11) and run them.
+ * DD_DNNL=all (oneDNN for every FP32 convolution) and DD_DNNL=own (none) force a choice.
  *
  * How it is used: tensors stay Caffe's NCHW FP32; each convolution reorders its inputs into the
  * layouts (and, in bf16, the element type) oneDNN's kernel wants and its outputs back, inside the
@@ -43,6 +44,8 @@ typedef struct dd_dnnl dd_dnnl;
 int dd_dnnl_load(char *why, size_t len);
 /* Whether bf16 convolutions run on bf16 units here (see above); 0 without oneDNN. */
 int dd_dnnl_bf16_available(void);
+/* Whether oneDNN runs the FP32 convolutions here (see above); 0 without oneDNN. */
+int dd_dnnl_fp32_on_dnnl(void);
 /* "oneDNN 2.6.3, ISA avx512_core_bf16, bf16 on AVX512-BF16", or why it is not used. */
 const char *dd_dnnl_describe(void);
 
@@ -55,8 +58,8 @@ void dd_dnnl_destroy(dd_dnnl *k);
  * the caller's own kernels must (no kernel, out of memory). */
 int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
 /* The implementation oneDNN chose for d ("oneDNN jit:avx2 f32", "oneDNN jit:avx512_core_amx
- * bf16"), or NULL when oneDNN does not run d. oneDNN runs every pass of a bf16 convolution and
- * (DD_DNNL=all) of an FP32 one. */
+ * bf16"), or NULL when oneDNN does not run d. oneDNN runs every pass of a bf16 convolution and,
+ * where dd_dnnl_fp32_on_dnnl, of an FP32 one. */
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
 
 /* Bytes a layer's workspace holds for the forward's converted input, kept for backward-filter
