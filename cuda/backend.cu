@@ -243,9 +243,9 @@ static const dd_backend_ops cuda_ops = {
     .rnn_tanh_forward = dd_cuda_rnn_tanh_forward, .rnn_tanh_backward = dd_cuda_rnn_tanh_backward,
     /* fused steps: none yet; the plan runs those layers one by one (core/net/plan.h) */
     .bn_affine_relu_forward = NULL, .bn_affine_relu_backward = NULL,
-    /* bf16 inference in the blocked layout: not on this backend (its activations stay FP32) */
-    .conv_bf16blk_prepare = NULL, .conv_bf16blk_forward = NULL, .bf16blk_relu = NULL, .bf16blk_affine = NULL,
-    .bf16blk_sum = NULL, .bf16blk_to_f32 = NULL,
+    /* inference in the blocked layout: not on this backend (its activations stay NCHW) */
+    .conv_blk_prepare = NULL, .conv_blk_forward = NULL, .blk_relu = NULL, .blk_affine = NULL,
+    .blk_sum = NULL, .blk_to_nchw = NULL,
 
     /* catalogue: data */
 

@@ -361,8 +361,8 @@ static int build_student(kd_bench *b) {
     fprintf(stderr, "bench_kd: precision: %s\n", b->err);
     return 1;
   }
-  /* the frozen teacher in bf16 keeps bf16 activations between its layers, as a job's does */
-  if (!b->o.alone && b->o.precision == DD_PRECISION_BF16 && dd_plan_build_bf16(b->teacher.net, NULL, 0)) {
+  /* the frozen teacher keeps blocked activations between its layers, as a job's does */
+  if (!b->o.alone && dd_plan_build_blocked(b->teacher.net, NULL, 0)) {
     fprintf(stderr, "bench_kd: out of memory\n");
     return 1;
   }

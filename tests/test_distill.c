@@ -17,8 +17,8 @@
  * The tests run in order in one process: test_setup_data writes the images and nets, and
  * test_teacher_job trains the teacher that the later jobs distil from (test_same_batch also
  * writes the 5-class teacher that test_cli_bad_jobs refuses). The teacher's parameters are reached
- * through a spy on the backend's operations table (the test wraps `upload` and `conv_forward` of
- * its own CPU backend), so the library needs no test-only entry points. The loss layers by hand
+ * through a spy on the backend's operations table (the test wraps `upload`, `conv_forward` and
+ * `conv_blk_forward` of its own CPU backend), so the library needs no test-only entry points. The loss layers by hand
  * are tests/test_distill_losses.c; the frozen teacher's folding, tests/test_distill_teacher.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -160,6 +160,16 @@ static void spy_conv_forward(dd_backend *b, const dd_conv_desc *d, float *y, con
   spy.orig->conv_forward(b, d, y, x, w, bias, ws);
 }
 
+/* the teacher's convolutions when its plan keeps blocked activations (core/net/plan.h) */
+static int spy_conv_blk_forward(dd_backend *b, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope,
+                                void *y, const void *x, const float *w, const float *bias) {
+  if (spy.armed && ++spy.convs == 2) {
+    if (!spy.teacher_w) spy.teacher_w = (float *)w;
+    spy.armed = 0;
+  }
+  return spy.orig->conv_blk_forward(b, d, bf16, x_blocked, relu, slope, y, x, w, bias);
+}
+
 static void spy_on(void) {
   memset(&spy, 0, sizeof spy);
   spy.perturb_at = -1;
@@ -168,6 +178,7 @@ static void spy_on(void) {
   spy.ops = *be->ops;
   spy.ops.upload = spy_upload;
   spy.ops.conv_forward = spy_conv_forward;
+  if (spy.ops.conv_blk_forward) spy.ops.conv_blk_forward = spy_conv_blk_forward;
   be->ops = &spy.ops;
 }
 

@@ -11,6 +11,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test_layers.h"
 
+#include "cpu/cpu_dnnl.h"
+
 /* A conv (or, conv 0, an Input of its shape), then BatchNorm -> Scale [-> ReLU], then an
  * InnerProduct: `bn` is the batch_norm_param body, `bias` the Scale's bias_term, `relu` the ReLU
  * layer (or ""). */
@@ -390,32 +392,39 @@ static const char *frozen_net =
 /* Largest |a - ref| over a blob, relative to the reference's largest magnitude. */
 static double blob_rel(dd_net *a, dd_net *ref, const char *name) { return tensor_rel(blob(a, name), blob(ref, name), 0); }
 
-/* bf16 inference in the blocked layout (dd_plan_build_bf16) against the FP32 reference net:
- * logits, the kept blob and the pooled activations within 3e-2 of the reference's largest
- * magnitude (bf16 keeps 8 significant bits: one rounding per layer, 2^-9 relative, over five
- * layers of sums); two forwards give the same bits; DD_FUSE=0 turns it off. */
+/* Inference in the blocked layout (dd_plan_build_blocked) against the FP32 reference net (every
+ * layer its own step, NCHW): logits, the kept blob and the pooled activations in bf16 within 3e-2
+ * of the reference's largest magnitude (bf16 keeps 8 significant bits: one rounding per layer,
+ * 2^-9 relative, over five layers of sums), in FP32 within 1e-5 (sums in another order); two
+ * forwards give the same bits; a net with a backward is left alone. */
 static void test_bf16_blocked_frozen(void) {
   dd_net *ref = make_net(frozen_net, CAFFE__PHASE__TEST), *bf = make_net(frozen_net, CAFFE__PHASE__TEST),
-         *un = make_net(frozen_net, CAFFE__PHASE__TEST);
-  REQUIRE(ref && bf && un);
+         *un = make_net(frozen_net, CAFFE__PHASE__TEST), *fb = make_net(frozen_net, CAFFE__PHASE__TEST);
+  REQUIRE(ref && bf && un && fb);
+  REQUIRE(dd_plan_build(ref, 0) == 0);
   char err[512];
   int nb = 0;
   REQUIRE_OK(dd_net_set_precision(bf, DD_PRECISION_BF16, &nb, NULL, err, sizeof err), err);
   REQUIRE_OK(dd_net_set_precision(un, DD_PRECISION_BF16, NULL, NULL, err, sizeof err), err);
   const char *keep[] = {"sum"};
-  REQUIRE(dd_plan_build_bf16(bf, keep, 1) == 0);
+  REQUIRE(dd_plan_build_blocked(bf, keep, 1) == 0);
+  REQUIRE(dd_plan_build_blocked(fb, keep, 1) == 0);
+  CHECK(bf->plan.n_blocked == 0 || bf->plan.blk_bf16 == 1);
+  CHECK(fb->plan.n_blocked == 0 || fb->plan.blk_bf16 == 0);
+  int fp32_blk = dd_dnnl_fp32_on_dnnl();
+  CHECKF(fb->plan.n_blocked == (fp32_blk ? 10u : 0u), "%zu layers on blocked FP32", fb->plan.n_blocked);
   char desc[512];
   dd_plan_describe(bf, desc, sizeof desc);
   printf("     %s\n", desc);
   if (!nb) {
-    CHECK(bf->plan.n_bf16 == 0);
+    CHECK(bf->plan.n_blocked == 0);
     printf("     skipped: no bf16 convolution on this CPU, so no blocked bf16 plan (it stays FP32)\n");
   } else {
     /* conv1+relu1, Split, conv2a+relu2, conv2b, proj, sum, sc+relu3 */
-    CHECKF(bf->plan.n_bf16 == 10, "%zu layers on blocked bf16", bf->plan.n_bf16);
+    CHECKF(bf->plan.n_blocked == 10, "%zu layers on blocked bf16", bf->plan.n_blocked);
   }
-  dd_net *nets[3] = {ref, bf, un};
-  for (int k = 0; k < 3; k++) {
+  dd_net *nets[4] = {ref, bf, un, fb};
+  for (int k = 0; k < 4; k++) {
     set_uniform(nets[k], "data", 77, -1, 1);
     REQUIRE(dd_net_forward(nets[k], NULL) == 0);
   }
@@ -424,7 +433,10 @@ static void test_bf16_blocked_frozen(void) {
     double e = blob_rel(bf, ref, names[i]), eu = blob_rel(un, ref, names[i]);
     CHECKF(e <= 3e-2, "%s: blocked bf16 differs from FP32 by %.2e", names[i], e);
     CHECKF(eu <= 3e-2, "%s: bf16 convolutions differ from FP32 by %.2e", names[i], eu);
-    printf("     %-5s blocked bf16 %.1e, bf16 convolutions only %.1e (of the largest magnitude)\n", names[i], e, eu);
+    double ef = blob_rel(fb, ref, names[i]);
+    CHECKF(ef <= 1e-5, "%s: blocked FP32 differs from the reference by %.2e", names[i], ef);
+    printf("     %-5s blocked bf16 %.1e, bf16 convolutions only %.1e, blocked FP32 %.1e (of the largest magnitude)\n",
+           names[i], e, eu, ef);
   }
   float *first = dd_tensor_data_copy(blob(bf, "fc"));
   set_uniform(bf, "data", 77, -1, 1);
@@ -437,12 +449,16 @@ static void test_bf16_blocked_frozen(void) {
   REQUIRE(tr);
   REQUIRE_OK(dd_net_set_precision(tr, DD_PRECISION_BF16, NULL, NULL, err, sizeof err), err);
   size_t steps = tr->plan.n_steps;
-  REQUIRE(dd_plan_build_bf16(tr, NULL, 0) == 0);
-  CHECK(tr->plan.n_bf16 == 0 && tr->plan.n_steps == steps);
+  REQUIRE(dd_plan_build_blocked(tr, NULL, 0) == 0);
+  CHECK(tr->plan.n_blocked == 0 && tr->plan.n_steps == steps);
   dd_net_destroy(tr);
+  /* a change of precision takes the blocked plan back to the plain one */
+  REQUIRE_OK(dd_net_set_precision(fb, DD_PRECISION_BF16, NULL, NULL, err, sizeof err), err);
+  CHECK(fb->plan.n_blocked == 0);
   dd_net_destroy(ref);
   dd_net_destroy(bf);
   dd_net_destroy(un);
+  dd_net_destroy(fb);
 }
 
 int main(void) {

@@ -426,26 +426,27 @@ typedef struct dd_backend_ops {
                                   float *dbeta, const float *dy, const float *y, const float *x,
                                   const float *mean, const float *inv_std, const float *gamma);
 
-  /* ==== bf16 inference in the blocked layout (the frozen teacher's bf16 steps, core/net/plan.h) ==
-   * Optional (NULL: the plan keeps FP32 activations). An activation (N, C, S = H x W) with
-   * C % 16 == 0 is held as bf16 in the nChw16c layout: element (n, c, s) at index
-   * ((n (C / 16) + c / 16) S + s) 16 + c % 16, in the first half of its blob's FP32 buffer.
-   * Arithmetic is FP32; each result is rounded to bf16 once (round to nearest even). */
+  /* ==== inference in the blocked layout (a frozen net's blocked plan, core/net/plan.h) ==========
+   * Optional (NULL: the plan keeps NCHW FP32 activations). An activation (N, C, S = H x W) with
+   * C % 16 == 0 is held in the nChw16c layout: element (n, c, s) at index
+   * ((n (C / 16) + c / 16) S + s) 16 + c % 16, in bf16 (`bf16` 1: in the first half of its blob's
+   * FP32 buffer; arithmetic in FP32, each result rounded to bf16 once, to nearest even) or FP32
+   * (`bf16` 0: the whole buffer). */
   /* y (blocked) = relu?(conv(x, w) + bias), leaky with `slope` where relu; x blocked (x_blocked)
    * or NCHW FP32; w and bias FP32. prepare (at setup) returns 1 when the backend runs it, 0 when
    * not; forward returns 0, or -1 when it cannot run it (nothing done). */
-  int (*conv_bf16blk_prepare)(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope);
-  int (*conv_bf16blk_forward)(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope,
-                              void *y, const void *x, const float *w, const float *bias);
+  int (*conv_blk_prepare)(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope);
+  int (*conv_blk_forward)(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope,
+                          void *y, const void *x, const float *w, const float *bias);
   /* y = x > 0 ? x : slope x over n elements (any layout); y may equal x. */
-  void (*bf16blk_relu)(dd_backend *be, int64_t n, void *y, const void *x, float slope);
+  void (*blk_relu)(dd_backend *be, int bf16, int64_t n, void *y, const void *x, float slope);
   /* y = relu?(scale[c] x + bias[c]) (bias may be NULL), blocked (N, C, S); y may equal x. */
-  void (*bf16blk_affine)(dd_backend *be, int n, int c, int s, void *y, const void *x, const float *scale,
-                         const float *bias, int relu, float slope);
+  void (*blk_affine)(dd_backend *be, int bf16, int n, int c, int s, void *y, const void *x, const float *scale,
+                     const float *bias, int relu, float slope);
   /* y = ca a + cb b over n elements (any layout, the same for all three); y may equal a or b. */
-  void (*bf16blk_sum)(dd_backend *be, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
-  /* y (NCHW FP32) = x (blocked bf16 (N, C, S)); y does not overlap x. */
-  void (*bf16blk_to_f32)(dd_backend *be, int n, int c, int s, float *y, const void *x);
+  void (*blk_sum)(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
+  /* y (NCHW FP32) = x (blocked (N, C, S)); y does not overlap x. */
+  void (*blk_to_nchw)(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
 } dd_backend_ops;
 
 struct dd_backend {

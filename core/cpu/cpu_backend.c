@@ -163,13 +163,13 @@ static const dd_backend_ops cpu_ops = {
     .rnn_tanh_backward = dd_cpu_rnn_tanh_backward,
     .bn_affine_relu_forward = dd_cpu_bn_affine_relu_forward,
     .bn_affine_relu_backward = dd_cpu_bn_affine_relu_backward,
-    /* bf16 inference in the blocked layout */
-    .conv_bf16blk_prepare = dd_cpu_conv_bf16blk_prepare,
-    .conv_bf16blk_forward = dd_cpu_conv_bf16blk_forward,
-    .bf16blk_relu = dd_cpu_bf16blk_relu,
-    .bf16blk_affine = dd_cpu_bf16blk_affine,
-    .bf16blk_sum = dd_cpu_bf16blk_sum,
-    .bf16blk_to_f32 = dd_cpu_bf16blk_to_f32,
+    /* inference in the blocked layout (bf16 and FP32) */
+    .conv_blk_prepare = dd_cpu_conv_blk_prepare,
+    .conv_blk_forward = dd_cpu_conv_blk_forward,
+    .blk_relu = dd_cpu_blk_relu,
+    .blk_affine = dd_cpu_blk_affine,
+    .blk_sum = dd_cpu_blk_sum,
+    .blk_to_nchw = dd_cpu_blk_to_nchw,
 
     /* catalogue: data */
 

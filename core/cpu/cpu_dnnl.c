@@ -51,13 +51,13 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x, (void)kept;
   return -1;
 }
-int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
-  (void)k, (void)d, (void)x_blocked, (void)relu, (void)slope;
+int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope) {
+  (void)k, (void)d, (void)bf16, (void)x_blocked, (void)relu, (void)slope;
   return 0;
 }
-int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope, void *y,
                         const void *x, const float *w, const float *bias) {
-  (void)k, (void)d, (void)x_blocked, (void)relu, (void)slope, (void)y, (void)x, (void)w, (void)bias;
+  (void)k, (void)d, (void)bf16, (void)x_blocked, (void)relu, (void)slope, (void)y, (void)x, (void)w, (void)bias;
   return -1;
 }
 
@@ -240,11 +240,11 @@ typedef struct {
   int dy_shared;  /* BWD_W and BWD_DATA convert dy alike, into the same arena bytes */
 } conv_entry;
 
-/* A bf16 inference convolution in the blocked layout (dd_dnnl_blk_forward): its key and its one
- * pass (src, weights, dst, bias; dst is the caller's nChw16c bf16 memory). */
+/* An inference convolution in the blocked layout (dd_dnnl_blk_forward): its key and its one pass
+ * (src, weights, dst, bias; dst is the caller's nChw16c memory, bf16 or FP32). */
 typedef struct {
   dd_conv_desc d;
-  int x_blocked, relu;
+  int bf16, x_blocked, relu;
   float slope;
   int ok;
   pass p;
@@ -611,7 +611,7 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   return 0;
 }
 
-/* ---- bf16 inference in the blocked layout -------------------------------------------------- */
+/* ---- inference in the blocked layout -------------------------------------------------------- */
 
 /* Grows the arena to `need` bytes (at setup). 0 or -1. */
 static int arena_reserve(dd_dnnl *k, size_t need) {
@@ -624,11 +624,12 @@ static int arena_reserve(dd_dnnl *k, size_t need) {
   return 0;
 }
 
-/* The primitive of b: y (nChw16c bf16, the caller's) = relu?(conv(x, w) + bias), x the caller's
- * nChw16c bf16 (x_blocked) or NCHW FP32, for inference. 0 or -1. */
+/* The primitive of b: y (nChw16c, the caller's) = relu?(conv(x, w) + bias), x the caller's nChw16c
+ * (x_blocked) or NCHW FP32, for inference; in bf16 (b->bf16) or FP32. 0 or -1. */
 static int build_blk(dd_dnnl *k, blk_entry *b) {
   const dd_conv_desc *d = &b->d;
   if (d->group != 1 || d->out_c % 16 || (b->x_blocked && d->c % 16)) return -1;
+  dnnl_data_type_t dt = b->bf16 ? dnnl_bf16 : dnnl_f32;
   dnnl_dims_t sd = {d->n, d->c, d->h, d->w}, dd = {d->n, d->out_c, d->out_h, d->out_w}, bd = {d->out_c};
   dnnl_dims_t wd = {d->out_c, d->c, d->kh, d->kw}, st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1};
   dnnl_dims_t pl = {d->ph, d->pw}, pr = {0, 0};
@@ -640,12 +641,12 @@ static int build_blk(dd_dnnl *k, blk_entry *b) {
     if (pr[i] < 0) return -1;
   }
   dnnl_memory_desc_t src_u, src_a, w_u, w_a, dst_u, b_u;
-  if (p_dnnl_memory_desc_init_by_tag(&src_u, 4, sd, b->x_blocked ? dnnl_bf16 : dnnl_f32,
+  if (p_dnnl_memory_desc_init_by_tag(&src_u, 4, sd, b->x_blocked ? dt : dnnl_f32,
                                      b->x_blocked ? dnnl_nChw16c : dnnl_nchw) ||
-      p_dnnl_memory_desc_init_by_tag(&src_a, 4, sd, dnnl_bf16, b->x_blocked ? dnnl_nChw16c : dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&src_a, 4, sd, dt, b->x_blocked ? dnnl_nChw16c : dnnl_format_tag_any) ||
       p_dnnl_memory_desc_init_by_tag(&w_u, 4, wd, dnnl_f32, dnnl_oihw) ||
-      p_dnnl_memory_desc_init_by_tag(&w_a, 4, wd, dnnl_bf16, dnnl_format_tag_any) ||
-      p_dnnl_memory_desc_init_by_tag(&dst_u, 4, dd, dnnl_bf16, dnnl_nChw16c) ||
+      p_dnnl_memory_desc_init_by_tag(&w_a, 4, wd, dt, dnnl_format_tag_any) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_u, 4, dd, dt, dnnl_nChw16c) ||
       p_dnnl_memory_desc_init_by_tag(&b_u, 1, bd, dnnl_f32, dnnl_x))
     return -1;
   dnnl_convolution_desc_t cd;
@@ -665,7 +666,8 @@ static int build_blk(dd_dnnl *k, blk_entry *b) {
   if (r) return -1;
   const char *impl = "?";
   p_dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-  if (!strstr(impl, "bf16") && !strstr(impl, "amx") && !strstr(impl, "brg")) { /* reference code: not ours to run */
+  if (!strncmp(impl, "ref", 3) || (b->bf16 && !strstr(impl, "bf16") && !strstr(impl, "amx") && !strstr(impl, "brg"))) {
+    /* reference code (or a bf16 one without bf16 units): not ours to run */
     p_dnnl_primitive_desc_destroy(pd);
     return -1;
   }
@@ -682,18 +684,20 @@ static int build_blk(dd_dnnl *k, blk_entry *b) {
   return r ? -1 : 0;
 }
 
-static blk_entry *find_blk(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
+static blk_entry *find_blk(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope) {
   for (size_t i = 0; i < k->n_blk; i++) {
     blk_entry *b = k->blk[i];
-    if (!memcmp(&b->d, d, sizeof *d) && b->x_blocked == x_blocked && b->relu == relu && (!relu || b->slope == slope))
+    if (!memcmp(&b->d, d, sizeof *d) && b->bf16 == bf16 && b->x_blocked == x_blocked && b->relu == relu &&
+        (!relu || b->slope == slope))
       return b;
   }
   return NULL;
 }
 
-int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
-  if (!k || !bf16_ok) return 0;
-  blk_entry *b = find_blk(k, d, x_blocked, relu, slope);
+int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope) {
+  /* bf16 on bf16 units; FP32 where oneDNN runs the FP32 convolutions (AVX-512: 16-channel blocks) */
+  if (!k || (bf16 ? !bf16_ok : !fp32_too())) return 0;
+  blk_entry *b = find_blk(k, d, bf16, x_blocked, relu, slope);
   if (b) return b->ok;
   if (k->n_blk == k->cap_blk) {
     size_t cap = k->cap_blk ? 2 * k->cap_blk : 16;
@@ -704,15 +708,15 @@ int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int re
   }
   if (!(b = calloc(1, sizeof *b))) return 0;
   k->blk[k->n_blk++] = b;
-  *b = (blk_entry){.d = *d, .x_blocked = x_blocked, .relu = relu, .slope = relu ? slope : 0};
+  *b = (blk_entry){.d = *d, .bf16 = bf16, .x_blocked = x_blocked, .relu = relu, .slope = relu ? slope : 0};
   b->ok = build_blk(k, b) == 0;
   return b->ok;
 }
 
-int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope, void *y,
                         const void *x, const float *w, const float *bias) {
-  if (!dd_dnnl_blk_prepare(k, d, x_blocked, relu, slope) || !!bias != !!d->bias) return -1;
-  pass *p = &find_blk(k, d, x_blocked, relu, slope)->p;
+  if (!dd_dnnl_blk_prepare(k, d, bf16, x_blocked, relu, slope) || !!bias != !!d->bias) return -1;
+  pass *p = &find_blk(k, d, bf16, x_blocked, relu, slope)->p;
   bind(k, &p->a[0], x);
   bind(k, &p->a[1], w);
   bind(k, &p->a[2], y);

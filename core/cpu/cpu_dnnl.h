@@ -78,14 +78,15 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
                                  const float *x, const void *kept);
 
-/* bf16 inference in oneDNN's blocked layout (backend.h, "bf16 blocked"): y, the caller's nChw16c
- * bf16, = relu?(conv(x, w) + bias) (leaky with `slope`), x the caller's nChw16c bf16 (x_blocked)
- * or NCHW FP32; weights and bias FP32 NCHW as everywhere, converted inside the call. prepare
- * makes the primitive (once per distinct arguments) and returns 1 when oneDNN runs it on bf16
- * units, 0 when not (no bf16 units, groups, channels not a multiple of 16 where blocked);
- * forward prepares when needed and returns 0, or -1 (nothing done) when it cannot run. */
-int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope);
-int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
+/* Inference in oneDNN's blocked layout (backend.h, "inference in the blocked layout"): y, the
+ * caller's nChw16c memory (bf16 where `bf16`, else FP32), = relu?(conv(x, w) + bias) (leaky with
+ * `slope`), x the caller's nChw16c of the same type (x_blocked) or NCHW FP32; weights and bias
+ * FP32 NCHW as everywhere, converted inside the call. prepare makes the primitive (once per
+ * distinct arguments) and returns 1 when oneDNN runs it (bf16: on bf16 units; FP32: where oneDNN
+ * runs the FP32 convolutions, dd_dnnl_fp32_on_dnnl), 0 when not (groups, channels not a multiple
+ * of 16); forward prepares when needed and returns 0, or -1 (nothing done) when it cannot run. */
+int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope);
+int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope, void *y,
                         const void *x, const float *w, const float *bias);
 
 #endif

@@ -17,15 +17,15 @@ typedef struct {
 /* Kernels compiled for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand. */
 #define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-/* bf16 inference in the blocked layout (cpu_bf16.c) */
-int dd_cpu_conv_bf16blk_prepare(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope);
-int dd_cpu_conv_bf16blk_forward(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
-                                const void *x, const float *w, const float *bias);
-void dd_cpu_bf16blk_relu(dd_backend *be, int64_t n, void *y, const void *x, float slope);
-void dd_cpu_bf16blk_affine(dd_backend *be, int n, int c, int s, void *y, const void *x, const float *scale,
-                           const float *bias, int relu, float slope);
-void dd_cpu_bf16blk_sum(dd_backend *be, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
-void dd_cpu_bf16blk_to_f32(dd_backend *be, int n, int c, int s, float *y, const void *x);
+/* inference in the blocked layout (cpu_blocked.c) */
+int dd_cpu_conv_blk_prepare(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope);
+int dd_cpu_conv_blk_forward(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope,
+                            void *y, const void *x, const float *w, const float *bias);
+void dd_cpu_blk_relu(dd_backend *be, int bf16, int64_t n, void *y, const void *x, float slope);
+void dd_cpu_blk_affine(dd_backend *be, int bf16, int n, int c, int s, void *y, const void *x, const float *scale,
+                       const float *bias, int relu, float slope);
+void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
+void dd_cpu_blk_to_nchw(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
 
 void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n);
 void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y);

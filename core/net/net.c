@@ -477,7 +477,8 @@ int dd_net_forward(dd_net *n, double *loss) {
   double total = 0;
   for (size_t k = 0; k < n->plan.n_steps; k++) {
     const dd_plan_step *s = &n->plan.steps[k];
-    dd_plan_step_forward(n, s);
+    if (s->kind >= DD_STEP_BLK_CONV) dd_plan_blk_forward(n, s); /* blocked activations (plan_blocked.c) */
+    else dd_plan_step_forward(n, s);
     if (n->status) {
       if (loss) *loss = 0;
       return n->status;

@@ -58,7 +58,7 @@ void dd_plan_free(dd_net *n) {
   free(n->plan.steps);
   free(n->plan.fwd_s);
   free(n->plan.bwd_s);
-  if (n->plan.bf16_scratch) n->be->ops->free(n->be, n->plan.bf16_scratch);
+  if (n->plan.blk_scratch) n->be->ops->free(n->be, n->plan.blk_scratch);
   memset(&n->plan, 0, sizeof n->plan);
 }
 
@@ -113,10 +113,6 @@ static void step_forward(dd_net *n, const dd_plan_step *s) {
     l->ops->forward(l);
     return;
   }
-  if (s->kind != DD_STEP_BN_SCALE_RELU) {
-    dd_plan_bf16_forward(n, s);
-    return;
-  }
   dd_layer *bn = &n->layers[s->first], *sc = bn + 1;
   dd_bn_affine_desc d = bn_desc(n, s);
   n->be->ops->bn_affine_relu_forward(n->be, &d, bn->top[0]->data, bn->bottom[0]->data, s->mean, s->inv_std,
@@ -165,7 +161,7 @@ static double seconds(void) {
 }
 
 /* Runs step s forward or backward, timed into `acc` when profiling. */
-static void timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_net *, const dd_plan_step *)) {
+void dd_plan_timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_net *, const dd_plan_step *)) {
   if (!acc) {
     run(n, s);
     return;
@@ -177,9 +173,9 @@ static void timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_
   acc[s - n->plan.steps] += seconds() - t0;
 }
 
-void dd_plan_step_forward(dd_net *n, const dd_plan_step *s) { timed(n, s, n->plan.fwd_s, step_forward); }
+void dd_plan_step_forward(dd_net *n, const dd_plan_step *s) { dd_plan_timed(n, s, n->plan.fwd_s, step_forward); }
 void dd_plan_step_backward(dd_net *n, const dd_plan_step *s) {
-  if (dd_plan_step_needs_backward(n, s)) timed(n, s, n->plan.bwd_s, step_backward); /* else nothing to run */
+  if (dd_plan_step_needs_backward(n, s)) dd_plan_timed(n, s, n->plan.bwd_s, step_backward); /* else nothing to run */
 }
 
 int dd_plan_profile(dd_net *n, int on) {
@@ -207,11 +203,11 @@ static int is_conv(const dd_layer *l);
 /* The kind of step s, for the profile: its layer's type (a convolution's with its precision), or
  * the fused run's name. */
 static void step_label(const dd_net *n, const dd_plan_step *s, char *buf, size_t len) {
-  static const char *bf16[] = {[DD_STEP_BF16_CONV] = "Convolution bf16 blocked", [DD_STEP_BF16_RELU] = "ReLU bf16",
-                                [DD_STEP_BF16_SCALE] = "Scale bf16", [DD_STEP_BF16_SUM] = "Eltwise bf16",
-                                [DD_STEP_BF16_SPLIT] = "Split", [DD_STEP_BF16_EXIT] = "bf16 -> FP32"};
-  if (s->kind >= DD_STEP_BF16_CONV) {
-    snprintf(buf, len, "%s%s", bf16[s->kind], s->relu ? "+ReLU" : "");
+  static const char *blk[] = {[DD_STEP_BLK_CONV] = "Convolution", [DD_STEP_BLK_RELU] = "ReLU",
+                               [DD_STEP_BLK_SCALE] = "Scale", [DD_STEP_BLK_SUM] = "Eltwise", [DD_STEP_BLK_SPLIT] = "Split",
+                               [DD_STEP_BLK_EXIT] = "blocked -> NCHW"};
+  if (s->kind >= DD_STEP_BLK_CONV) {
+    snprintf(buf, len, "%s%s %s blocked", blk[s->kind], s->relu ? "+ReLU" : "", n->plan.blk_bf16 ? "bf16" : "fp32");
     return;
   }
   const dd_layer *l = &n->layers[s->first];
@@ -259,9 +255,9 @@ static int is_conv(const dd_layer *l) { return is_type(l, "Convolution") || is_t
 static const dd_conv_desc *conv_desc_of(const dd_layer *l) { return (const dd_conv_desc *)l->priv; }
 
 void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
-  int w = n->plan.n_bf16
-              ? snprintf(buf, len, "plan: %zu steps for %zu layers (%zu on blocked bf16 activations, ReLUs fused)",
-                         n->plan.n_steps, n->n_layers, n->plan.n_bf16)
+  int w = n->plan.n_blocked
+              ? snprintf(buf, len, "plan: %zu steps for %zu layers (%zu on blocked %s activations, ReLUs fused)",
+                         n->plan.n_steps, n->n_layers, n->plan.n_blocked, n->plan.blk_bf16 ? "bf16" : "FP32")
               : snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
                          n->n_layers, n->plan.n_fused);
   if (!n->be->ops->conv_impl || w < 0 || (size_t)w >= len) return;
@@ -282,6 +278,9 @@ void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
 
 int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, int *n_convs, char *err, size_t errlen) {
   int bf16 = 0, convs = 0;
+  /* a blocked plan was made for the convolutions as they were: back to the plain one (the
+   * caller builds the blocked one again for the new precision) */
+  if (n->plan.n_blocked && dd_plan_build(n, 1)) return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for the plan");
   for (size_t i = 0; i < n->n_layers; i++) {
     dd_layer *l = &n->layers[i];
     if (!is_conv(l)) continue;

@@ -27,13 +27,13 @@ typedef struct dd_net dd_net;
 typedef enum {
   DD_STEP_LAYER,         /* one layer */
   DD_STEP_BN_SCALE_RELU, /* BatchNorm, Scale, and a ReLU when `relu` */
-  /* bf16 inference in the blocked layout (dd_plan_build_bf16; forward only) */
-  DD_STEP_BF16_CONV,     /* a Convolution [+ its in-place ReLU]: blocked bf16 out; in blocked when x_blocked */
-  DD_STEP_BF16_RELU,     /* a ReLU on blocked bf16 */
-  DD_STEP_BF16_SCALE,    /* a per-channel Scale [+ its in-place ReLU] on blocked bf16 */
-  DD_STEP_BF16_SUM,      /* an Eltwise SUM of blocked bf16 bottoms */
-  DD_STEP_BF16_SPLIT,    /* a Split whose tops share the bottom's memory: nothing to run */
-  DD_STEP_BF16_EXIT      /* no layer: `blob` back from blocked bf16 to NCHW FP32 */
+  /* inference in the blocked layout (dd_plan_build_blocked; forward only) */
+  DD_STEP_BLK_CONV,     /* a Convolution [+ its in-place ReLU]: blocked out; in blocked when x_blocked */
+  DD_STEP_BLK_RELU,     /* a ReLU on blocked activations */
+  DD_STEP_BLK_SCALE,    /* a per-channel Scale [+ its in-place ReLU] on blocked activations */
+  DD_STEP_BLK_SUM,      /* an Eltwise SUM of blocked bottoms */
+  DD_STEP_BLK_SPLIT,    /* a Split whose tops share the bottom's memory: nothing to run */
+  DD_STEP_BLK_EXIT      /* no layer: `blob` back from blocked to NCHW FP32 */
 } dd_step_kind;
 
 typedef struct {
@@ -43,8 +43,8 @@ typedef struct {
   int relu;      /* DD_STEP_BN_SCALE_RELU: a ReLU is the third layer */
   float slope;   /* its negative_slope */
   float *mean, *inv_std; /* backend memory, C floats each: the batch statistics for backward */
-  int x_blocked;         /* DD_STEP_BF16_CONV: its input is blocked bf16 (else NCHW FP32) */
-  struct dd_tensor *blob; /* DD_STEP_BF16_EXIT: the blob converted */
+  int x_blocked;         /* DD_STEP_BLK_CONV: its input is blocked (else NCHW FP32) */
+  struct dd_tensor *blob; /* DD_STEP_BLK_EXIT: the blob converted */
 } dd_plan_step;
 
 typedef struct dd_plan {
@@ -52,8 +52,9 @@ typedef struct dd_plan {
   size_t n_steps;
   size_t n_fused; /* steps that are not DD_STEP_LAYER */
   double *fwd_s, *bwd_s; /* per step, seconds accumulated while profiling (dd_plan_profile); else NULL */
-  size_t n_bf16;         /* layers run on blocked bf16 (dd_plan_build_bf16) */
-  void *bf16_scratch;    /* backend memory for DD_STEP_BF16_EXIT: half the largest blob it converts */
+  size_t n_blocked;      /* layers run on blocked activations (dd_plan_build_blocked) */
+  int blk_bf16;          /* the blocked activations are bf16 (else FP32) */
+  void *blk_scratch;     /* backend memory for DD_STEP_BLK_EXIT: the largest blocked blob it converts */
 } dd_plan;
 
 /* Builds n->plan: fused (where the rules above allow and `fuse` is set, and DD_FUSE is not "0")
@@ -61,22 +62,26 @@ typedef struct dd_plan {
 int dd_plan_build(dd_net *n, int fuse);
 void dd_plan_free(dd_net *n);
 
-/* bf16 inference in the blocked layout, for a frozen net (no layer needs a backward: a teacher)
- * whose convolutions run in bf16 (dd_net_set_precision): rebuilds the plan so that activations
- * stay bf16, in oneDNN's blocked layout (backend.h), from the first convolution that can write
- * them to the first layer that cannot read them: Convolutions (their in-place ReLU fused in),
- * ReLUs, per-channel Scales (their ReLU fused in), Eltwise SUMs and Splits that share memory run
- * on bf16; a DD_STEP_BF16_EXIT step converts a blob back to NCHW FP32 before any other layer
- * reads it, and, after the last step, every blob the net exposes: those no layer reads (its
- * outputs) and the `keep` blobs (n_keep names, say a hint's teacher blob), so that what the net
- * leaves in its blobs after a forward is FP32 NCHW as always (with bf16 rounding in it). Blobs
- * that stay inside hold bf16 afterwards, in the first half of their FP32 buffers.
- * Does nothing (returns 0, n->plan.n_bf16 0) where the net has a backward, the backend lacks the
- * operations, or no convolution can write bf16; DD_FUSE=0 turns it off with the fused steps.
- * Returns 0, or DD_ENOMEM (then the plan is the plain one). */
-int dd_plan_build_bf16(dd_net *n, const char *const *keep, int n_keep);
-/* Runs a DD_STEP_BF16_* step forward (plan_bf16.c). */
-void dd_plan_bf16_forward(dd_net *n, const dd_plan_step *s);
+/* Inference in the blocked layout, for a frozen net (no layer needs a backward: a teacher):
+ * rebuilds the plan so that activations stay in oneDNN's blocked layout (backend.h), in bf16 where
+ * the net's convolutions run in bf16 (dd_net_set_precision), else in FP32, from the first
+ * convolution that can write them to the first layer that cannot read them: Convolutions (their
+ * in-place ReLU fused in), ReLUs, per-channel Scales (their ReLU fused in), Eltwise SUMs and
+ * Splits that share memory run blocked; a DD_STEP_BLK_EXIT step converts a blob back to NCHW
+ * FP32 before any other layer reads it, and, after the last step, every blob the net exposes:
+ * those no layer reads (its outputs) and the `keep` blobs (n_keep names, say a hint's teacher
+ * blob), so that what the net leaves in its blobs after a forward is NCHW FP32 as always (in bf16,
+ * with bf16 rounding in it). Blobs that stay inside hold blocked data afterwards.
+ * Does nothing (returns 0, n->plan.n_blocked 0) where the net has a backward, the backend lacks
+ * the operations for the net's precision, or no convolution can write blocked activations;
+ * DD_FUSE=0 turns it off with the fused steps. Returns 0, or DD_ENOMEM (the plan is then the
+ * one before). */
+int dd_plan_build_blocked(dd_net *n, const char *const *keep, int n_keep);
+/* Runs a DD_STEP_BLK_* step forward (plan_blocked.c; the net's forward calls it for those steps,
+ * dd_plan_step_forward for the others). */
+void dd_plan_blk_forward(dd_net *n, const dd_plan_step *s);
+/* Runs run(n, s), timed into acc[s's index] when acc is not NULL (profiling: dd_plan_profile). */
+void dd_plan_timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_net *, const dd_plan_step *));
 
 /* One step's forward and backward (the net's loops call these). */
 void dd_plan_step_forward(dd_net *n, const dd_plan_step *s);
@@ -107,7 +112,8 @@ enum { DD_PRECISION_FP32 = 0, DD_PRECISION_BF16 = 1 };
  * weights, FP32 accumulation, outputs and gradients, where the backend has a bf16 kernel for the
  * shape; FP32 where not). Everything else stays FP32. Returns 0 or the first layer's setup error
  * (DD_ENOMEM) with the message in err. *n_bf16 and *n_convs (either may be NULL) get the number
- * of convolutions that run in bf16 and of convolutions in all. */
+ * of convolutions that run in bf16 and of convolutions in all. A blocked plan
+ * (dd_plan_build_blocked) goes back to the plain one: build it again afterwards. */
 int dd_net_set_precision(dd_net *n, int precision, int *n_bf16, int *n_convs, char *err, size_t errlen);
 
 #endif

@@ -324,7 +324,7 @@ static int measure_teacher(struct dd_distill *d, char *err, size_t errlen) {
   int r = teacher_accuracy(d, &d->teacher_acc, &valid, err, errlen);
   if (!r && d->teacher_precision == DD_PRECISION_BF16 &&
       !(r = dd_net_set_precision(d->teacher_test, DD_PRECISION_BF16, &bf16, NULL, err, errlen)) && bf16 &&
-      !(r = dd_plan_build_bf16(d->teacher_test, NULL, 0))) { /* as the teacher runs (distill_build.c) */
+      !(r = dd_plan_build_blocked(d->teacher_test, NULL, 0))) { /* as the teacher runs (distill_build.c) */
     fp32_acc = d->teacher_acc;
     r = teacher_accuracy(d, &d->teacher_acc, &valid, err, errlen);
   }

@@ -591,16 +591,17 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
 /* ---- precision and plans ----------------------------------------------------------------------------- */
 
 /* One net in its precision, and the log line that says what it runs: the plan and, for bf16,
- * how many convolutions got a bf16 kernel on this machine. A frozen net (the teacher) in bf16
- * also keeps bf16 activations between its layers (dd_plan_build_bf16), the hints' teacher blobs
- * still left in FP32 after each forward. */
+ * how many convolutions got a bf16 kernel on this machine. A frozen net (the teacher) keeps its
+ * activations in the blocked layout between its layers (dd_plan_build_blocked: bf16 in bf16, FP32
+ * in FP32, where the backend can), the hints' teacher blobs still left in NCHW FP32 after each
+ * forward. */
 static int net_precision(struct dd_distill *d, dd_net *n, const char *who, int precision, int log, char *err,
                          size_t errlen) {
   if (!n) return 0;
   int bf16 = 0, convs = 0;
   int r = dd_net_set_precision(n, precision, &bf16, &convs, err, errlen);
-  if (!r && bf16 && (r = dd_plan_build_bf16(n, (const char *const *)d->hint_teacher_blob, d->n_hints)))
-    snprintf(err, errlen, "out of memory for the bf16 plan");
+  if (!r && (r = dd_plan_build_blocked(n, (const char *const *)d->hint_teacher_blob, d->n_hints)))
+    snprintf(err, errlen, "out of memory for the blocked plan");
   if (r) return prefix_err(r, err, errlen, who);
   if (!log) return 0;
   char plan[512];

@@ -1,10 +1,11 @@
-/* The CPU backend's bf16 kernels for inference in the blocked layout (backend.h, "bf16 inference
- * in the blocked layout"): elementwise steps between oneDNN's bf16 convolutions (cpu_dnnl.c) in a
- * frozen net, and the conversion back to NCHW FP32 where the plan leaves bf16. Memory-bound loops
- * over halves of what FP32 reads and writes; each value is widened to FP32 (exact), computed, and
- * rounded to bf16 once, to nearest even, as oneDNN and PyTorch round. On x86 with AVX512-BF16
- * (which is where these steps run: cpu_dnnl.h's bf16 path) 16 values at a time with its
- * conversion instruction; elsewhere plain C; split over the backend's threads. */
+/* The CPU backend's kernels for inference in the blocked layout (backend.h, "inference in the
+ * blocked layout"): elementwise steps between oneDNN's convolutions (cpu_dnnl.c) in a frozen net,
+ * and the conversion back to NCHW FP32 where the plan leaves the blocked layout. Memory-bound
+ * loops. In bf16 (half of what FP32 reads and writes) each value is widened to FP32 (exact),
+ * computed, and rounded to bf16 once, to nearest even, as oneDNN and PyTorch round; on x86 with
+ * AVX512-BF16 (which is where bf16 steps run: cpu_dnnl.h's bf16 path) 16 values at a time with its
+ * conversion instruction, elsewhere plain C. FP32: plain C the compiler vectorizes. Split over the
+ * backend's threads. */
 #include <stdint.h>
 #include <string.h>
 
@@ -50,6 +51,8 @@ static int have_avx512_bf16(void) { return 0; }
 typedef struct {
   uint16_t *y;
   const uint16_t *x, *b;
+  float *fy; /* the FP32 kernels' y, x, b */
+  const float *fx, *fb;
   float ca, cb, slope;
   const float *scale, *bias;
   int relu, cblocks, s;
@@ -129,9 +132,14 @@ DD_CLONES static void relu_bf(const bf_args *a, int64_t lo, int64_t hi) {
   }
 }
 
-void dd_cpu_bf16blk_relu(dd_backend *be, int64_t n, void *y, const void *x, float slope) {
-  bf_args a = {.y = y, .x = x, .slope = slope};
-  bf_run(be, n, n, relu_bf, &a);
+DD_CLONES static void relu_f(const bf_args *a, int64_t lo, int64_t hi) {
+  float slope = a->slope;
+  for (int64_t i = lo; i < hi; i++) a->fy[i] = a->fx[i] > 0 ? a->fx[i] : a->fx[i] * slope;
+}
+
+void dd_cpu_blk_relu(dd_backend *be, int bf16, int64_t n, void *y, const void *x, float slope) {
+  bf_args a = {.y = y, .x = x, .fy = y, .fx = x, .slope = slope};
+  bf_run(be, n, n, bf16 ? relu_bf : relu_f, &a);
 }
 
 DD_CLONES static void sum_bf(const bf_args *a, int64_t lo, int64_t hi) {
@@ -145,9 +153,14 @@ DD_CLONES static void sum_bf(const bf_args *a, int64_t lo, int64_t hi) {
   for (int64_t i = lo; i < hi; i++) a->y[i] = f2bf(ca * bf2f(a->x[i]) + cb * bf2f(a->b[i]));
 }
 
-void dd_cpu_bf16blk_sum(dd_backend *be, int64_t n, void *y, const void *a, float ca, const void *b, float cb) {
-  bf_args args = {.y = y, .x = a, .b = b, .ca = ca, .cb = cb};
-  bf_run(be, n, n, sum_bf, &args);
+DD_CLONES static void sum_f(const bf_args *a, int64_t lo, int64_t hi) {
+  float ca = a->ca, cb = a->cb;
+  for (int64_t i = lo; i < hi; i++) a->fy[i] = ca * a->fx[i] + cb * a->fb[i];
+}
+
+void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb) {
+  bf_args args = {.y = y, .x = a, .b = b, .fy = y, .fx = a, .fb = b, .ca = ca, .cb = cb};
+  bf_run(be, n, n, bf16 ? sum_bf : sum_f, &args);
 }
 
 /* Rows are (image, channel block) pairs: s pixels of 16 channels each. */
@@ -178,10 +191,26 @@ DD_CLONES static void affine_bf(const bf_args *a, int64_t lo, int64_t hi) {
   }
 }
 
-void dd_cpu_bf16blk_affine(dd_backend *be, int n, int c, int s, void *y, const void *x, const float *scale,
-                           const float *bias, int relu, float slope) {
-  bf_args a = {.y = y, .x = x, .scale = scale, .bias = bias, .relu = relu, .slope = slope, .cblocks = c / 16, .s = s};
-  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, affine_bf, &a);
+DD_CLONES static void affine_f(const bf_args *a, int64_t lo, int64_t hi) {
+  for (int64_t row = lo; row < hi; row++) {
+    int cb = (int)(row % a->cblocks);
+    float sc[16], bi[16], slope = a->relu ? a->slope : 1.0f;
+    for (int l = 0; l < 16; l++) sc[l] = a->scale[cb * 16 + l], bi[l] = a->bias ? a->bias[cb * 16 + l] : 0.0f;
+    const float *x = a->fx + row * a->s * 16;
+    float *y = a->fy + row * a->s * 16;
+    for (int p = 0; p < a->s; p++)
+      for (int l = 0; l < 16; l++) {
+        float v = sc[l] * x[p * 16 + l] + bi[l];
+        y[p * 16 + l] = v > 0 ? v : v * slope;
+      }
+  }
+}
+
+void dd_cpu_blk_affine(dd_backend *be, int bf16, int n, int c, int s, void *y, const void *x, const float *scale,
+                       const float *bias, int relu, float slope) {
+  bf_args a = {.y = y, .x = x, .fy = y, .fx = x, .scale = scale, .bias = bias, .relu = relu, .slope = slope,
+               .cblocks = c / 16, .s = s};
+  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, bf16 ? affine_bf : affine_f, &a);
 }
 
 /* Rows as in affine_bf; each writes 16 NCHW planes of s values. */
@@ -195,16 +224,26 @@ DD_CLONES static void to_f32_bf(const bf_args *a, int64_t lo, int64_t hi) {
   }
 }
 
-void dd_cpu_bf16blk_to_f32(dd_backend *be, int n, int c, int s, float *y, const void *x) {
-  bf_args a = {.out = y, .x = x, .c = c, .cblocks = c / 16, .s = s};
-  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, to_f32_bf, &a);
+DD_CLONES static void to_f32_f(const bf_args *a, int64_t lo, int64_t hi) {
+  for (int64_t row = lo; row < hi; row++) {
+    int64_t img = row / a->cblocks, cb = row % a->cblocks;
+    const float *x = a->fx + row * a->s * 16;
+    float *y = a->out + (img * a->c + cb * 16) * a->s;
+    for (int p = 0; p < a->s; p++)
+      for (int l = 0; l < 16; l++) y[(int64_t)l * a->s + p] = x[p * 16 + l];
+  }
 }
 
-int dd_cpu_conv_bf16blk_prepare(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope) {
-  return dd_dnnl_blk_prepare(((dd_cpu_ctx *)be->ctx)->dnnl, d, x_blocked, relu, slope);
+void dd_cpu_blk_to_nchw(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x) {
+  bf_args a = {.out = y, .x = x, .fx = x, .c = c, .cblocks = c / 16, .s = s};
+  bf_run(be, (int64_t)n * (c / 16), (int64_t)n * c * s, bf16 ? to_f32_bf : to_f32_f, &a);
 }
 
-int dd_cpu_conv_bf16blk_forward(dd_backend *be, const dd_conv_desc *d, int x_blocked, int relu, float slope, void *y,
-                                const void *x, const float *w, const float *bias) {
-  return dd_dnnl_blk_forward(((dd_cpu_ctx *)be->ctx)->dnnl, d, x_blocked, relu, slope, y, x, w, bias);
+int dd_cpu_conv_blk_prepare(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope) {
+  return dd_dnnl_blk_prepare(((dd_cpu_ctx *)be->ctx)->dnnl, d, bf16, x_blocked, relu, slope);
+}
+
+int dd_cpu_conv_blk_forward(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope,
+                            void *y, const void *x, const float *w, const float *bias) {
+  return dd_dnnl_blk_forward(((dd_cpu_ctx *)be->ctx)->dnnl, d, bf16, x_blocked, relu, slope, y, x, w, bias);
 }

@@ -1,5 +1,5 @@
-/* bf16 inference in the blocked layout (plan.h, dd_plan_build_bf16): which layers of a frozen net
- * run on blocked bf16 activations, where activations go back to NCHW FP32, and those steps. */
+/* Inference in the blocked layout (plan.h, dd_plan_build_blocked): which layers of a frozen net run
+ * on blocked activations (bf16 or FP32), where activations go back to NCHW FP32, and those steps. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +11,10 @@
 
 static int is_type(const dd_layer *l, const char *type) { return !strcmp(l->ops->type, type); }
 
-/* What the walk knows: which blobs hold blocked bf16 now (by blob index). */
+/* What the walk knows: which blobs hold blocked activations now (by blob index). */
 typedef struct {
   dd_net *n;
+  int bf16;       /* the element type of the blocked activations */
   unsigned char *blk;
   dd_plan_step *steps;
   size_t n_steps;
@@ -50,14 +51,14 @@ static int relu_next(const dd_net *n, size_t i, const dd_tensor *t, float *slope
 }
 
 static void exit_step(walk *w, dd_tensor *t, int at) {
-  w->steps[w->n_steps++] = (dd_plan_step){.kind = DD_STEP_BF16_EXIT, .first = at, .n_layers = 0, .blob = t};
+  w->steps[w->n_steps++] = (dd_plan_step){.kind = DD_STEP_BLK_EXIT, .first = at, .n_layers = 0, .blob = t};
   mark(w, t, 0);
-  size_t half = (size_t)t->count * 2;
-  if (half > w->scratch) w->scratch = half;
+  size_t bytes = (size_t)t->count * (w->bf16 ? 2 : 4);
+  if (bytes > w->scratch) w->scratch = bytes;
 }
 
-/* The bf16 step layer i can be (its kind, with s filled), or DD_STEP_LAYER. */
-static int bf16_step(walk *w, size_t i, dd_plan_step *s) {
+/* The blocked step layer i can be (its kind, with s filled), or DD_STEP_LAYER. */
+static int blk_step(walk *w, size_t i, dd_plan_step *s) {
   dd_net *n = w->n;
   dd_layer *l = &n->layers[i];
   const dd_backend_ops *ops = n->be->ops;
@@ -68,56 +69,63 @@ static int bf16_step(walk *w, size_t i, dd_plan_step *s) {
   if (is_type(l, "Convolution")) {
     const dd_conv_desc *d = (const dd_conv_desc *)l->priv;
     int xb = is_blk(w, x), relu = relu_next(n, i, y, &slope);
-    if (d->precision != DD_PRECISION_BF16 || !blockable(y) || (xb && !blockable(x)) ||
-        !ops->conv_bf16blk_prepare(n->be, d, xb, relu, slope))
+    if ((d->precision == DD_PRECISION_BF16) != w->bf16 || !blockable(y) || (xb && !blockable(x)) ||
+        !ops->conv_blk_prepare(n->be, d, w->bf16, xb, relu, slope))
       return DD_STEP_LAYER;
-    *s = (dd_plan_step){.kind = DD_STEP_BF16_CONV, .first = (int)i, .n_layers = 1 + relu, .relu = relu,
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_CONV, .first = (int)i, .n_layers = 1 + relu, .relu = relu,
                         .slope = slope, .x_blocked = xb};
   } else if (!is_blk(w, x)) {
     return DD_STEP_LAYER;
   } else if (is_type(l, "ReLU") && l->nb == 1) {
-    *s = (dd_plan_step){.kind = DD_STEP_BF16_RELU, .first = (int)i, .n_layers = 1,
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_RELU, .first = (int)i, .n_layers = 1,
                         .slope = l->lp->relu_param ? l->lp->relu_param->negative_slope : 0.0f};
   } else if (is_type(l, "Scale") && l->nb == 1 && l->n_params >= 1) {
     const Caffe__ScaleParameter *sp = l->lp->scale_param;
     if ((sp ? sp->axis : 1) != 1 || (sp ? sp->num_axes : 1) != 1) return DD_STEP_LAYER;
     int relu = relu_next(n, i, y, &slope);
-    *s = (dd_plan_step){.kind = DD_STEP_BF16_SCALE, .first = (int)i, .n_layers = 1 + relu, .relu = relu, .slope = slope};
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_SCALE, .first = (int)i, .n_layers = 1 + relu, .relu = relu, .slope = slope};
   } else if (is_type(l, "Eltwise") && l->nb >= 2) {
     const Caffe__EltwiseParameter *ep = l->lp->eltwise_param;
     if (ep && ep->operation != CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM) return DD_STEP_LAYER;
     for (int b = 0; b < l->nb; b++) /* (a top over a third bottom would be overwritten before it is read) */
       if (!is_blk(w, l->bottom[b]) || (b >= 2 && l->bottom[b]->data == y->data)) return DD_STEP_LAYER;
-    *s = (dd_plan_step){.kind = DD_STEP_BF16_SUM, .first = (int)i, .n_layers = 1};
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_SUM, .first = (int)i, .n_layers = 1};
   } else {
     return DD_STEP_LAYER;
   }
   return s->kind;
 }
 
-int dd_plan_build_bf16(dd_net *n, const char *const *keep, int n_keep) {
+int dd_plan_build_blocked(dd_net *n, const char *const *keep, int n_keep) {
   const dd_backend_ops *ops = n->be->ops;
   const char *env = getenv("DD_FUSE");
-  if ((env && !strcmp(env, "0")) || !ops->conv_bf16blk_prepare || !ops->conv_bf16blk_forward || !ops->bf16blk_relu ||
-      !ops->bf16blk_affine || !ops->bf16blk_sum || !ops->bf16blk_to_f32)
+  if ((env && !strcmp(env, "0")) || !ops->conv_blk_prepare || !ops->conv_blk_forward || !ops->blk_relu ||
+      !ops->blk_affine || !ops->blk_sum || !ops->blk_to_nchw)
     return 0;
-  for (size_t i = 0; i < n->n_layers; i++)
+  /* the element type: bf16 where the convolutions run in bf16 (all of them alike, as
+   * dd_net_set_precision sets them), FP32 where they run in FP32 */
+  int bf16 = -1;
+  for (size_t i = 0; i < n->n_layers; i++) {
     if (n->graph->layers[i].need_backward) return 0;
-  walk w = {.n = n, .blk = calloc(n->n_blobs ? n->n_blobs : 1, 1),
+    if (is_type(&n->layers[i], "Convolution") && bf16 < 0)
+      bf16 = ((const dd_conv_desc *)n->layers[i].priv)->precision == DD_PRECISION_BF16;
+  }
+  if (bf16 < 0) return 0;
+  walk w = {.n = n, .bf16 = bf16, .blk = calloc(n->n_blobs ? n->n_blobs : 1, 1),
             .steps = calloc(2 * n->n_layers + n->n_blobs + 1, sizeof(dd_plan_step))};
   if (!w.blk || !w.steps) {
     free(w.blk), free(w.steps);
     return DD_ENOMEM;
   }
-  size_t on_bf16 = 0;
+  size_t on_blk = 0;
   for (size_t i = 0; i < n->n_layers;) {
     dd_layer *l = &n->layers[i];
     dd_plan_step s;
-    int kind = bf16_step(&w, i, &s);
+    int kind = blk_step(&w, i, &s);
     if (kind == DD_STEP_LAYER && is_type(l, "Split") && l->nb == 1 && is_blk(&w, l->bottom[0])) {
       int shares = 1;
       for (int t = 0; t < l->nt; t++) shares &= l->top[t]->data == l->bottom[0]->data;
-      if (shares) kind = s.kind = DD_STEP_BF16_SPLIT;
+      if (shares) kind = s.kind = DD_STEP_BLK_SPLIT;
     }
     if (kind == DD_STEP_LAYER) {
       /* this layer reads FP32: its blocked bottoms go back first, and what it writes is FP32 */
@@ -125,8 +133,8 @@ int dd_plan_build_bf16(dd_net *n, const char *const *keep, int n_keep) {
         if (is_blk(&w, l->bottom[b])) exit_step(&w, l->bottom[b], (int)i);
       for (int t = 0; t < l->nt; t++) mark(&w, l->top[t], 0);
     } else {
-      if (kind != DD_STEP_BF16_SPLIT) mark(&w, l->top[0], 1);
-      on_bf16 += (size_t)s.n_layers;
+      if (kind != DD_STEP_BLK_SPLIT) mark(&w, l->top[0], 1);
+      on_blk += (size_t)s.n_layers;
     }
     w.steps[w.n_steps++] = s;
     i += (size_t)s.n_layers;
@@ -146,59 +154,66 @@ int dd_plan_build_bf16(dd_net *n, const char *const *keep, int n_keep) {
   }
   free(w.blk);
   void *scratch = NULL;
-  if (!on_bf16 || (w.scratch && !(scratch = ops->alloc(n->be, w.scratch)))) {
+  if (!on_blk || (w.scratch && !(scratch = ops->alloc(n->be, w.scratch)))) {
     free(w.steps);
-    return on_bf16 ? DD_ENOMEM : 0;
+    return on_blk ? DD_ENOMEM : 0;
   }
   dd_plan_free(n);
   n->plan.steps = w.steps;
   n->plan.n_steps = w.n_steps;
-  n->plan.n_bf16 = on_bf16;
-  n->plan.bf16_scratch = scratch;
+  n->plan.n_blocked = on_blk;
+  n->plan.blk_bf16 = bf16;
+  n->plan.blk_scratch = scratch;
   return 0;
 }
 
-void dd_plan_bf16_forward(dd_net *n, const dd_plan_step *s) {
+static void blk_forward(dd_net *n, const dd_plan_step *s);
+
+void dd_plan_blk_forward(dd_net *n, const dd_plan_step *s) { dd_plan_timed(n, s, n->plan.fwd_s, blk_forward); }
+
+static void blk_forward(dd_net *n, const dd_plan_step *s) {
   dd_backend *be = n->be;
   const dd_backend_ops *ops = be->ops;
-  if (s->kind == DD_STEP_BF16_EXIT) {
+  int bf16 = n->plan.blk_bf16;
+  if (s->kind == DD_STEP_BLK_EXIT) {
     dd_tensor *t = s->blob;
     const dd_shape *sh = &t->shape;
-    ops->copy(be, n->plan.bf16_scratch, t->data, (size_t)t->count * 2);
-    ops->bf16blk_to_f32(be, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), t->data,
-                        n->plan.bf16_scratch);
+    ops->copy(be, n->plan.blk_scratch, t->data, (size_t)t->count * (bf16 ? 2 : 4));
+    ops->blk_to_nchw(be, bf16, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), t->data,
+                     n->plan.blk_scratch);
     return;
   }
   dd_layer *l = &n->layers[s->first];
   dd_tensor *x = l->bottom[0], *y = l->top[0];
   const dd_shape *sh = &x->shape;
   switch (s->kind) {
-    case DD_STEP_BF16_CONV:
-      if (ops->conv_bf16blk_forward(be, (const dd_conv_desc *)l->priv, s->x_blocked, s->relu, s->slope, y->data, x->data,
-                                    l->params[0]->data, l->n_params > 1 ? l->params[1]->data : NULL)) {
+    case DD_STEP_BLK_CONV:
+      if (ops->conv_blk_forward(be, (const dd_conv_desc *)l->priv, bf16, s->x_blocked, s->relu, s->slope, y->data,
+                                x->data, l->params[0]->data, l->n_params > 1 ? l->params[1]->data : NULL)) {
         n->status = DD_EINVAL;
         snprintf(n->status_msg, sizeof n->status_msg,
-                 "layer %s: its bf16 convolution cannot run for shape %lldx%lldx%lldx%lld (the plan was built for "
+                 "layer %s: its blocked convolution cannot run for shape %lldx%lldx%lldx%lld (the plan was built for "
                  "another)", l->name, (long long)sh->dims[0], (long long)sh->dims[1], (long long)sh->dims[2],
                  (long long)sh->dims[3]);
       }
       break;
-    case DD_STEP_BF16_RELU:
-      ops->bf16blk_relu(be, y->count, y->data, x->data, s->slope);
+    case DD_STEP_BLK_RELU:
+      ops->blk_relu(be, bf16, y->count, y->data, x->data, s->slope);
       break;
-    case DD_STEP_BF16_SCALE:
-      ops->bf16blk_affine(be, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), y->data, x->data,
+    case DD_STEP_BLK_SCALE:
+      ops->blk_affine(be, bf16, (int)sh->dims[0], (int)sh->dims[1], (int)(sh->dims[2] * sh->dims[3]), y->data, x->data,
                           l->params[0]->data, l->n_params > 1 ? l->params[1]->data : NULL, s->relu, s->slope);
       break;
-    case DD_STEP_BF16_SUM: {
+    case DD_STEP_BLK_SUM: {
       const Caffe__EltwiseParameter *ep = l->lp->eltwise_param;
       float c0 = ep && ep->n_coeff ? ep->coeff[0] : 1.0f, c1 = ep && ep->n_coeff ? ep->coeff[1] : 1.0f;
-      ops->bf16blk_sum(be, y->count, y->data, l->bottom[0]->data, c0, l->bottom[1]->data, c1);
+      ops->blk_sum(be, bf16, y->count, y->data, l->bottom[0]->data, c0, l->bottom[1]->data, c1);
       for (int b = 2; b < l->nb; b++)
-        ops->bf16blk_sum(be, y->count, y->data, y->data, 1.0f, l->bottom[b]->data, ep && ep->n_coeff ? ep->coeff[b] : 1.0f);
+        ops->blk_sum(be, bf16, y->count, y->data, y->data, 1.0f, l->bottom[b]->data,
+                     ep && ep->n_coeff ? ep->coeff[b] : 1.0f);
       break;
     }
-    default: /* DD_STEP_BF16_SPLIT: the tops are the bottom's memory */
+    default: /* DD_STEP_BLK_SPLIT: the tops are the bottom's memory */
       break;
   }
 }
