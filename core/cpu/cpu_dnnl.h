@@ -10,10 +10,13 @@
  *
  * How it is used: tensors stay Caffe's NCHW FP32; each convolution reorders its inputs into the
  * layouts (and, in bf16, the element type) oneDNN's kernel wants and its outputs back, inside the
- * call. Every primitive, reorder and buffer is made when the layer is set up (conv_workspace):
- * the calls allocate nothing (oneDNN's scratchpads are ours, "user" mode, in one arena per
- * backend, which the calls use one at a time). A convolution oneDNN has no kernel for (or
- * DD_DNNL=0) runs on the project's own kernels.
+ * call (a learning layer's converted input is kept in its workspace for backward-filter, and
+ * backward-data reuses the dy backward-filter converted). A frozen net's blocked plan
+ * (core/net/plan.h) instead hands oneDNN activations already in its blocked layout
+ * (dd_dnnl_blk_*). Every primitive, reorder and buffer is made when the layer is set up
+ * (conv_workspace): the calls allocate nothing (oneDNN's scratchpads are ours, "user" mode, in
+ * one arena per backend, which the calls use one at a time). A convolution oneDNN has no kernel
+ * for (or DD_DNNL=0) runs on the project's own kernels.
  *
  * The bf16 path: bf16 convolutions run only where the CPU has bf16 units (AMX-BF16 or
  * AVX512-BF16: oneDNN's effective ISA is avx512_core_bf16 or above), never on oneDNN's

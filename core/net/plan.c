@@ -205,7 +205,11 @@ static int is_conv(const dd_layer *l);
 static void step_label(const dd_net *n, const dd_plan_step *s, char *buf, size_t len) {
   static const char *blk[] = {[DD_STEP_BLK_CONV] = "Convolution", [DD_STEP_BLK_RELU] = "ReLU",
                                [DD_STEP_BLK_SCALE] = "Scale", [DD_STEP_BLK_SUM] = "Eltwise", [DD_STEP_BLK_SPLIT] = "Split",
-                               [DD_STEP_BLK_EXIT] = "blocked -> NCHW"};
+                               [DD_STEP_BLK_EXIT] = ""};
+  if (s->kind == DD_STEP_BLK_EXIT) {
+    snprintf(buf, len, "%s blocked -> NCHW FP32", n->plan.blk_bf16 ? "bf16" : "fp32");
+    return;
+  }
   if (s->kind >= DD_STEP_BLK_CONV) {
     snprintf(buf, len, "%s%s %s blocked", blk[s->kind], s->relu ? "+ReLU" : "", n->plan.blk_bf16 ? "bf16" : "fp32");
     return;
