@@ -61,7 +61,15 @@ static void usage(FILE *f) {
           "  distilld --config configs/distilld.prototxt\n"
           "      run the service: take jobs from the Redis queue, publish progress (docs/redis.md)\n"
           "  distilld --version\n"
-          "  distilld help\n",
+          "  distilld help\n"
+          "\n"
+          "Environment (the CPU engine; defaults chosen by measurement, docs/performance.md):\n"
+          "  DD_BF16=amx|avx512_bf16|off   which bf16 units bf16 convolutions use (default: the best\n"
+          "                                the CPU has; off: bf16 asked runs FP32)\n"
+          "  DD_DNNL=0|own|all             oneDNN off / FP32 convolutions on the own kernels / on\n"
+          "                                oneDNN (default: oneDNN where its kernels are AVX-512)\n"
+          "  DD_FUSE=0                     every layer its own step, no fused or blocked plans (with\n"
+          "                                DD_DNNL=0: the FP32 reference every other path is tested against)\n",
           DD_VERSION);
 }
 
