@@ -3,7 +3,7 @@
  * this CPU has bf16 units and in FP32 where oneDNN runs the FP32 convolutions (skipped with a
  * message where not). Bounds, per operation:
  *   ReLU, blocked -> NCHW                 exact (bf16: the reference rounded to bf16 once)
- *   Scale [+ReLU], Eltwise SUM            within 1e-6 of the operands' magnitude (FP32
+ *   Scale [+ReLU], Eltwise SUM [+ReLU]    within 1e-6 of the operands' magnitude (FP32
  *                                         arithmetic), plus in bf16 one rounding of the result
  *                                         (2^-8 relative)
  *   convolution [+ReLU] (blocked in/out)  bf16: relative L2 error 1e-2 (bf16 inputs and weights,
@@ -75,13 +75,21 @@ static void elementwise(int bf16) {
   void *a2 = be->ops->alloc(be, cnt * es);
   REQUIRE(a2);
   memcpy(a2, a, cnt * es);
-  be->ops->blk_sum(be, bf16, cnt, a2, a2, 1.5f, b, -0.5f);
+  be->ops->blk_sum(be, bf16, cnt, a2, a2, 1.5f, b, -0.5f, 0, 0.0f);
   bad = 0;
   for (int64_t i = 0; i < cnt; i++) {
     double u = 1.5 * get(a, bf16, i), v = 0.5 * get(b, bf16, i);
     bad += !close_to(get(a2, bf16, i), u - v, fabs(u) + fabs(v), bf16);
   }
   CHECKF(bad == 0, "Eltwise SUM: %d of %lld elements off", bad, (long long)cnt);
+  /* Eltwise SUM + leaky ReLU (a post-activation residual block), out of place */
+  be->ops->blk_sum(be, bf16, cnt, y, a, 1.0f, b, 1.0f, 1, 0.1f);
+  bad = 0;
+  for (int64_t i = 0; i < cnt; i++) {
+    double u = get(a, bf16, i), v = get(b, bf16, i), want = u + v > 0 ? u + v : 0.1 * (u + v);
+    bad += !close_to(get(y, bf16, i), want, fabs(u) + fabs(v), bf16);
+  }
+  CHECKF(bad == 0, "Eltwise SUM+ReLU: %d of %lld elements off", bad, (long long)cnt);
   /* Scale + ReLU and Scale alone, per channel of the blocked layout */
   for (int relu = 0; relu < 2; relu++) {
     be->ops->blk_affine(be, bf16, n, c, s, y, a, sc, relu ? bi : NULL, relu, 0.0f);

@@ -382,6 +382,7 @@ static const char *frozen_net =
     "  convolution_param { num_output: 32 kernel_size: 1 stride: 2 bias_term: false weight_filler { type: \"msra\" } } }\n"
     "layer { name: \"sum\" type: \"Eltwise\" bottom: \"conv2b\" bottom: \"proj\" top: \"sum\"\n"
     "  eltwise_param { coeff: 1 coeff: 0.5 } }\n"
+    "layer { name: \"relu_s\" type: \"ReLU\" bottom: \"sum\" top: \"sum\" relu_param { negative_slope: 0.2 } }\n"
     "layer { name: \"sc\" type: \"Scale\" bottom: \"sum\" top: \"sc\" " FROZEN " scale_param { bias_term: true\n"
     "  filler { type: \"uniform\" min: 0.5 max: 1.5 } bias_filler { type: \"uniform\" min: -0.5 max: 0.5 } } }\n"
     "layer { name: \"relu3\" type: \"ReLU\" bottom: \"sc\" top: \"sc\" }\n"
@@ -412,7 +413,7 @@ static void test_bf16_blocked_frozen(void) {
   CHECK(bf->plan.n_blocked == 0 || bf->plan.blk_bf16 == 1);
   CHECK(fb->plan.n_blocked == 0 || fb->plan.blk_bf16 == 0);
   int fp32_blk = dd_dnnl_fp32_on_dnnl();
-  CHECKF(fb->plan.n_blocked == (fp32_blk ? 10u : 0u), "%zu layers on blocked FP32", fb->plan.n_blocked);
+  CHECKF(fb->plan.n_blocked == (fp32_blk ? 11u : 0u), "%zu layers on blocked FP32", fb->plan.n_blocked);
   char desc[512];
   dd_plan_describe(bf, desc, sizeof desc);
   printf("     %s\n", desc);
@@ -420,8 +421,8 @@ static void test_bf16_blocked_frozen(void) {
     CHECK(bf->plan.n_blocked == 0);
     printf("     skipped: no bf16 convolution on this CPU, so no blocked bf16 plan (it stays FP32)\n");
   } else {
-    /* conv1+relu1, Split, conv2a+relu2, conv2b, proj, sum, sc+relu3 */
-    CHECKF(bf->plan.n_blocked == 10, "%zu layers on blocked bf16", bf->plan.n_blocked);
+    /* conv1+relu1, Split, conv2a+relu2, conv2b, proj, sum+relu_s, sc+relu3 */
+    CHECKF(bf->plan.n_blocked == 11, "%zu layers on blocked bf16", bf->plan.n_blocked);
   }
   dd_net *nets[4] = {ref, bf, un, fb};
   for (int k = 0; k < 4; k++) {

@@ -443,8 +443,9 @@ typedef struct dd_backend_ops {
   /* y = relu?(scale[c] x + bias[c]) (bias may be NULL), blocked (N, C, S); y may equal x. */
   void (*blk_affine)(dd_backend *be, int bf16, int n, int c, int s, void *y, const void *x, const float *scale,
                      const float *bias, int relu, float slope);
-  /* y = ca a + cb b over n elements (any layout, the same for all three); y may equal a or b. */
-  void (*blk_sum)(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
+  /* y = relu?(ca a + cb b) over n elements (any layout, the same for all three); y may equal a or b. */
+  void (*blk_sum)(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb,
+                  int relu, float slope);
   /* y (NCHW FP32) = x (blocked (N, C, S)); y does not overlap x. */
   void (*blk_to_nchw)(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
 } dd_backend_ops;

@@ -98,10 +98,15 @@ BF_TARGET static void relu_avx(const bf_args *a, int64_t lo, int64_t hi) {
   }
 }
 BF_TARGET static void sum_avx(const bf_args *a, int64_t lo, int64_t hi) {
-  __m512 ca = _mm512_set1_ps(a->ca), cb = _mm512_set1_ps(a->cb);
+  __m512 ca = _mm512_set1_ps(a->ca), cb = _mm512_set1_ps(a->cb), slope = _mm512_set1_ps(a->relu ? a->slope : 1.0f);
   int64_t i = lo;
-  for (; i + 16 <= hi; i += 16) st16(a->y + i, _mm512_fmadd_ps(ca, ld16(a->x + i), _mm512_mul_ps(cb, ld16(a->b + i))));
-  for (; i < hi; i++) a->y[i] = f2bf(a->ca * bf2f(a->x[i]) + a->cb * bf2f(a->b[i]));
+  for (; i + 16 <= hi; i += 16)
+    st16(a->y + i, leaky(_mm512_fmadd_ps(ca, ld16(a->x + i), _mm512_mul_ps(cb, ld16(a->b + i))), slope));
+  float s1 = a->relu ? a->slope : 1.0f;
+  for (; i < hi; i++) {
+    float v = a->ca * bf2f(a->x[i]) + a->cb * bf2f(a->b[i]);
+    a->y[i] = f2bf(v > 0 ? v : v * s1);
+  }
 }
 BF_TARGET static void affine_avx(const bf_args *a, int64_t lo, int64_t hi) {
   __m512 slope = _mm512_set1_ps(a->slope), zero = _mm512_setzero_ps();
@@ -149,17 +154,24 @@ DD_CLONES static void sum_bf(const bf_args *a, int64_t lo, int64_t hi) {
     return;
   }
 #endif
-  float ca = a->ca, cb = a->cb;
-  for (int64_t i = lo; i < hi; i++) a->y[i] = f2bf(ca * bf2f(a->x[i]) + cb * bf2f(a->b[i]));
+  float ca = a->ca, cb = a->cb, s1 = a->relu ? a->slope : 1.0f;
+  for (int64_t i = lo; i < hi; i++) {
+    float v = ca * bf2f(a->x[i]) + cb * bf2f(a->b[i]);
+    a->y[i] = f2bf(v > 0 ? v : v * s1);
+  }
 }
 
 DD_CLONES static void sum_f(const bf_args *a, int64_t lo, int64_t hi) {
-  float ca = a->ca, cb = a->cb;
-  for (int64_t i = lo; i < hi; i++) a->fy[i] = ca * a->fx[i] + cb * a->fb[i];
+  float ca = a->ca, cb = a->cb, s1 = a->relu ? a->slope : 1.0f;
+  for (int64_t i = lo; i < hi; i++) {
+    float v = ca * a->fx[i] + cb * a->fb[i];
+    a->fy[i] = v > 0 ? v : v * s1;
+  }
 }
 
-void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb) {
-  bf_args args = {.y = y, .x = a, .b = b, .fy = y, .fx = a, .fb = b, .ca = ca, .cb = cb};
+void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb,
+                    int relu, float slope) {
+  bf_args args = {.y = y, .x = a, .b = b, .fy = y, .fx = a, .fb = b, .ca = ca, .cb = cb, .relu = relu, .slope = slope};
   bf_run(be, n, n, bf16 ? sum_bf : sum_f, &args);
 }
 

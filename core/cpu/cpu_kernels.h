@@ -24,7 +24,8 @@ int dd_cpu_conv_blk_forward(dd_backend *be, const dd_conv_desc *d, int bf16, int
 void dd_cpu_blk_relu(dd_backend *be, int bf16, int64_t n, void *y, const void *x, float slope);
 void dd_cpu_blk_affine(dd_backend *be, int bf16, int n, int c, int s, void *y, const void *x, const float *scale,
                        const float *bias, int relu, float slope);
-void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb);
+void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb,
+                    int relu, float slope);
 void dd_cpu_blk_to_nchw(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
 
 void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n);

@@ -31,7 +31,7 @@ typedef enum {
   DD_STEP_BLK_CONV,     /* a Convolution [+ its in-place ReLU]: blocked out; in blocked when x_blocked */
   DD_STEP_BLK_RELU,     /* a ReLU on blocked activations */
   DD_STEP_BLK_SCALE,    /* a per-channel Scale [+ its in-place ReLU] on blocked activations */
-  DD_STEP_BLK_SUM,      /* an Eltwise SUM of blocked bottoms */
+  DD_STEP_BLK_SUM,      /* an Eltwise SUM of blocked bottoms [+ its in-place ReLU] */
   DD_STEP_BLK_SPLIT,    /* a Split whose tops share the bottom's memory: nothing to run */
   DD_STEP_BLK_EXIT      /* no layer: `blob` back from blocked to NCHW FP32 */
 } dd_step_kind;
@@ -66,7 +66,7 @@ void dd_plan_free(dd_net *n);
  * rebuilds the plan so that activations stay in oneDNN's blocked layout (backend.h), in bf16 where
  * the net's convolutions run in bf16 (dd_net_set_precision), else in FP32, from the first
  * convolution that can write them to the first layer that cannot read them: Convolutions (their
- * in-place ReLU fused in), ReLUs, per-channel Scales (their ReLU fused in), Eltwise SUMs and
+ * in-place ReLU fused in), ReLUs, per-channel Scales and Eltwise SUMs (their ReLU fused in) and
  * Splits that share memory run blocked; a DD_STEP_BLK_EXIT step converts a blob back to NCHW
  * FP32 before any other layer reads it, and, after the last step, every blob the net exposes:
  * those no layer reads (its outputs) and the `keep` blobs (n_keep names, say a hint's teacher

@@ -89,7 +89,8 @@ static int blk_step(walk *w, size_t i, dd_plan_step *s) {
     if (ep && ep->operation != CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM) return DD_STEP_LAYER;
     for (int b = 0; b < l->nb; b++) /* (a top over a third bottom would be overwritten before it is read) */
       if (!is_blk(w, l->bottom[b]) || (b >= 2 && l->bottom[b]->data == y->data)) return DD_STEP_LAYER;
-    *s = (dd_plan_step){.kind = DD_STEP_BLK_SUM, .first = (int)i, .n_layers = 1};
+    int relu = relu_next(n, i, y, &slope); /* a post-activation residual block's ReLU */
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_SUM, .first = (int)i, .n_layers = 1 + relu, .relu = relu, .slope = slope};
   } else {
     return DD_STEP_LAYER;
   }
@@ -207,10 +208,12 @@ static void blk_forward(dd_net *n, const dd_plan_step *s) {
     case DD_STEP_BLK_SUM: {
       const Caffe__EltwiseParameter *ep = l->lp->eltwise_param;
       float c0 = ep && ep->n_coeff ? ep->coeff[0] : 1.0f, c1 = ep && ep->n_coeff ? ep->coeff[1] : 1.0f;
-      ops->blk_sum(be, bf16, y->count, y->data, l->bottom[0]->data, c0, l->bottom[1]->data, c1);
+      int last = l->nb == 2; /* the ReLU goes with the last sum */
+      ops->blk_sum(be, bf16, y->count, y->data, l->bottom[0]->data, c0, l->bottom[1]->data, c1, s->relu && last,
+                   s->slope);
       for (int b = 2; b < l->nb; b++)
         ops->blk_sum(be, bf16, y->count, y->data, y->data, 1.0f, l->bottom[b]->data,
-                     ep && ep->n_coeff ? ep->coeff[b] : 1.0f);
+                     ep && ep->n_coeff ? ep->coeff[b] : 1.0f, s->relu && b == l->nb - 1, s->slope);
       break;
     }
     default: /* DD_STEP_BLK_SPLIT: the tops are the bottom's memory */
