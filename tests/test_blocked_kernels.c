@@ -7,7 +7,9 @@
  *                                         arithmetic), plus in bf16 one rounding of the result
  *                                         (2^-8 relative)
  *   convolution [+ReLU] (blocked in/out)  bf16: relative L2 error 1e-2 (bf16 inputs and weights,
- *                                         FP32 sums, bf16 output); FP32: 1e-5 */
+ *                                         FP32 sums, bf16 output); FP32: 1e-5
+ *   NCHW FP32 -> nChw16c bf16 (cpu_convert.c, in front of bf16 convolutions)   exact (round to
+ *                                         nearest even, as oneDNN's reorder) */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -15,6 +17,7 @@
 
 #include "base/backend.h"
 #include "cpu/cpu_dnnl.h"
+#include "cpu/cpu_kernels.h"
 #include "test.h"
 
 static dd_backend *be;
@@ -189,6 +192,36 @@ static void test_fp32_blocked(void) {
   else convolutions(0);
 }
 
+/* The own conversion in front of bf16 convolutions: every element rounded to nearest even, in
+ * place in the blocked layout, with a spatial size that leaves a tail of the 16-pixel blocks and
+ * more rows than threads, and fewer. */
+static void test_nchw_to_blk_bf16(void) {
+  if (!dd_cpu_nchw_to_blk_bf16_available()) {
+    printf("     skipped: no AVX512-BF16 here (oneDNN's reorder converts instead)\n");
+    return;
+  }
+  const int shapes[][3] = {{3, 48, 37}, {1, 16, 16}, {2, 32, 5}};
+  for (int k = 0; k < 3; k++) {
+    int n = shapes[k][0], c = shapes[k][1], s = shapes[k][2];
+    int64_t cnt = (int64_t)n * c * s;
+    float *x = malloc((size_t)cnt * sizeof *x);
+    uint16_t *y = malloc((size_t)cnt * sizeof *y);
+    REQUIRE(x && y);
+    uint32_t r = 11;
+    for (int64_t i = 0; i < cnt; i++) x[i] = 1000 * pattern(&r);
+    x[0] = 1.00390625f; /* a tie: 1 + 2^-8 rounds to even (1.0) */
+    dd_cpu_nchw_to_blk_bf16(((dd_cpu_ctx *)be->ctx)->pool, n, c, s, y, x);
+    int bad = 0;
+    for (int img = 0; img < n; img++)
+      for (int ch = 0; ch < c; ch++)
+        for (int p = 0; p < s; p++)
+          bad += y[(((int64_t)img * (c / 16) + ch / 16) * s + p) * 16 + ch % 16] != f2bf(x[((int64_t)img * c + ch) * s + p]);
+    CHECKF(bad == 0, "%dx%dx%d: %d of %lld elements differ", n, c, s, bad, (long long)cnt);
+    CHECK(y[0] == 0x3f80);
+    free(x), free(y);
+  }
+}
+
 int main(void) {
   if (dd_cpu_backend_create(&be, 2)) {
     fprintf(stderr, "no CPU backend\n");
@@ -196,6 +229,7 @@ int main(void) {
   }
   RUN(test_bf16_blocked);
   RUN(test_fp32_blocked);
+  RUN(test_nchw_to_blk_bf16);
   dd_cpu_backend_destroy(be);
   return test_summary();
 }

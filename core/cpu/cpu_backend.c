@@ -191,7 +191,7 @@ int dd_cpu_backend_create(dd_backend **out, int threads) {
   be->ops = &cpu_ops;
   be->ctx = cx;
   be->threads = threads;
-  cx->dnnl = dd_dnnl_create(threads); /* NULL: the own kernels do every convolution */
+  cx->dnnl = dd_dnnl_create(threads, cx->pool); /* NULL: the own kernels do every convolution */
   snprintf(cx->describe, sizeof cx->describe, "cpu: %s, %d thread%s; conv: %s%s%s", dd_cpu_blas_describe(),
            threads, threads == 1 ? "" : "s", cx->dnnl ? dd_dnnl_describe() : "", cx->dnnl ? ", else " : "",
            dd_cpu_conv_kernels());

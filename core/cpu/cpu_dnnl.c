@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/dd_error.h"
+#include "cpu/cpu_kernels.h"
 
 #ifndef DD_HAVE_DNNL
 
@@ -20,8 +21,8 @@ int dd_dnnl_load(char *why, size_t len) {
 const char *dd_dnnl_describe(void) { return "oneDNN: not built in"; }
 int dd_dnnl_bf16_available(void) { return 0; }
 int dd_dnnl_fp32_on_dnnl(void) { return 0; }
-dd_dnnl *dd_dnnl_create(int threads) {
-  (void)threads;
+dd_dnnl *dd_dnnl_create(int threads, dd_threadpool *pool) {
+  (void)threads, (void)pool;
   return NULL;
 }
 void dd_dnnl_destroy(dd_dnnl *k) { (void)k; }
@@ -76,7 +77,7 @@ int dd_dnnl_blk_forward(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_block
   X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_desc_query)          \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy)                 \
   X(dnnl_primitive_execute) X(dnnl_memory_create) X(dnnl_memory_destroy) X(dnnl_memory_set_data_handle) \
-  X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_get_memory_desc) X(dnnl_version)                 \
+  X(dnnl_reorder_primitive_desc_create) X(dnnl_memory_get_memory_desc) X(dnnl_memory_get_data_handle) X(dnnl_version)                 \
   X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_eltwise)                   \
   X(dnnl_primitive_attr_set_post_ops) X(dnnl_set_max_cpu_isa) X(dnnl_get_effective_cpu_isa)
 
@@ -211,11 +212,13 @@ const char *dd_dnnl_describe(void) {
 /* ---- primitives -------------------------------------------------------------------------------- */
 
 /* One argument of a primitive: the caller's NCHW FP32 memory, and (when oneDNN's kernel wants
- * another layout or type) its own copy in the arena with the reorder between them. */
+ * another layout or type) its own copy in the arena with the reorder between them: oneDNN's, or
+ * (own) the project's NCHW FP32 -> nChw16c bf16 conversion (cpu_convert.c), which is faster. */
 typedef struct {
   dnnl_memory_t user, prim;
   dnnl_primitive_t reorder; /* NULL: the primitive reads or writes the user memory */
   size_t off;               /* the copy's offset in the arena */
+  int own, n, c, s;         /* own: converted by dd_cpu_nchw_to_blk_bf16, (n, c, s) */
 } arg_slot;
 
 enum { FWD, BWD_DATA, BWD_W, N_PASSES };
@@ -251,6 +254,7 @@ typedef struct {
 } blk_entry;
 
 struct dd_dnnl {
+  dd_threadpool *pool; /* the backend's, for the own conversions */
   blk_entry **blk;
   size_t n_blk, cap_blk;
   dnnl_engine_t eng;
@@ -266,11 +270,12 @@ struct dd_dnnl {
   const float *dy_user;
 };
 
-dd_dnnl *dd_dnnl_create(int threads) {
+dd_dnnl *dd_dnnl_create(int threads, dd_threadpool *pool) {
   if (dd_dnnl_load(NULL, 0)) return NULL;
   dd_dnnl *k = calloc(1, sizeof *k);
   if (!k) return NULL;
   k->threads = threads;
+  k->pool = pool;
   if (p_dnnl_engine_create(&k->eng, dnnl_cpu, 0) || p_dnnl_stream_create(&k->strm, k->eng, dnnl_stream_default_flags) ||
       p_dnnl_primitive_attr_create(&k->attr) ||
       p_dnnl_primitive_attr_set_scratchpad_mode(k->attr, dnnl_scratchpad_mode_user)) {
@@ -313,6 +318,20 @@ void dd_dnnl_destroy(dd_dnnl *k) {
 
 static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* Whether slot s converts the caller's memory into a copy (a reorder, or the own conversion). */
+static int converts(const arg_slot *s) { return s->reorder || s->own; }
+
+/* DD_CONVERT=dnnl: oneDNN's reorders for every conversion (for measurements), else the own
+ * NCHW FP32 -> nChw16c bf16 one where it applies. */
+static int getenv_own_off(void) {
+  static int off = -1;
+  if (off < 0) {
+    const char *v = getenv("DD_CONVERT");
+    off = v && !strcmp(v, "dnnl");
+  }
+  return off;
+}
+
 /* Slot i of pass p: the user memory (plain md) and the primitive's (md `want`); `in` says which way
  * the reorder goes. Returns 0 or -1. */
 static int make_slot(dd_dnnl *k, pass *p, int i, const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *want,
@@ -324,6 +343,17 @@ static int make_slot(dd_dnnl *k, pass *p, int i, const dnnl_memory_desc_t *plain
     return 0;
   }
   if (p_dnnl_memory_create(&s->prim, want, k->eng, DNNL_MEMORY_NONE)) return -1;
+  /* NCHW FP32 into nChw16c bf16 (inputs of bf16 convolutions): the own conversion */
+  dnnl_memory_desc_t blk;
+  if (in && plain->ndims == 4 && plain->data_type == dnnl_f32 && plain->dims[1] % 16 == 0 &&
+      dd_cpu_nchw_to_blk_bf16_available() && !getenv_own_off() &&
+      !p_dnnl_memory_desc_init_by_tag(&blk, 4, plain->dims, dnnl_bf16, dnnl_nChw16c) &&
+      p_dnnl_memory_desc_equal(&blk, want)) {
+    s->own = 1, s->n = (int)plain->dims[0], s->c = (int)plain->dims[1], s->s = (int)(plain->dims[2] * plain->dims[3]);
+    s->off = p->bytes;
+    p->bytes += up64(p_dnnl_memory_desc_get_size(want));
+    return 0;
+  }
   dnnl_primitive_desc_t rpd;
   if (in ? p_dnnl_reorder_primitive_desc_create(&rpd, plain, k->eng, want, k->eng, k->attr)
          : p_dnnl_reorder_primitive_desc_create(&rpd, want, k->eng, plain, k->eng, k->attr))
@@ -440,10 +470,10 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
      * backward-filter's converted dy (at the arena's start in both backward passes) */
     const arg_slot *fs = &f->a[0], *ws = &w->a[0], *wd = &w->a[1], *bd = &b->a[0];
     const dnnl_memory_desc_t *m1, *m2;
-    if (d->keep_input && fs->reorder && ws->reorder && !p_dnnl_memory_get_memory_desc(fs->prim, &m1) &&
+    if (d->keep_input && converts(fs) && converts(ws) && !p_dnnl_memory_get_memory_desc(fs->prim, &m1) &&
         !p_dnnl_memory_get_memory_desc(ws->prim, &m2) && p_dnnl_memory_desc_equal(m1, m2))
       e->kept = up64(p_dnnl_memory_desc_get_size(m1));
-    if (wd->reorder && bd->reorder && wd->off == 0 && bd->off == 0 &&
+    if (converts(wd) && converts(bd) && wd->off == 0 && bd->off == 0 &&
         !p_dnnl_memory_get_memory_desc(wd->prim, &m1) && !p_dnnl_memory_get_memory_desc(bd->prim, &m2) &&
         p_dnnl_memory_desc_equal(m1, m2))
       e->dy_shared = 1;
@@ -516,11 +546,24 @@ const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
 /* Points slot i at the caller's memory and its copy in the arena. */
 static void bind(dd_dnnl *k, arg_slot *s, const void *user) {
   p_dnnl_memory_set_data_handle(s->user, (void *)user);
-  if (s->reorder) p_dnnl_memory_set_data_handle(s->prim, k->arena + s->off);
+  if (s->reorder || s->own) p_dnnl_memory_set_data_handle(s->prim, k->arena + s->off);
+}
+
+/* The caller's memory slot s was bound to. */
+static const float *user_ptr(const arg_slot *s) {
+  void *h = NULL;
+  p_dnnl_memory_get_data_handle(s->user, &h);
+  return h;
 }
 
 /* An input into the primitive's layout (and type). */
 static void reorder(dd_dnnl *k, arg_slot *s) {
+  if (s->own) { /* into wherever the slot's copy is bound (the arena, or a layer's kept input) */
+    void *to = NULL;
+    p_dnnl_memory_get_data_handle(s->prim, &to);
+    dd_cpu_nchw_to_blk_bf16(k->pool, s->n, s->c, s->s, to, user_ptr(s));
+    return;
+  }
   if (!s->reorder) return;
   dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, s->user}, {DNNL_ARG_TO, s->prim}};
   p_dnnl_primitive_execute(s->reorder, k->strm, 2, a);

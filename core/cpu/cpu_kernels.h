@@ -17,6 +17,11 @@ typedef struct {
 /* Kernels compiled for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand. */
 #define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
+/* NCHW FP32 (n, c, s) -> nChw16c bf16, c % 16 == 0, over the pool's threads (cpu_convert.c); only
+ * where dd_cpu_nchw_to_blk_bf16_available (x86 with AVX512-BF16). */
+int dd_cpu_nchw_to_blk_bf16_available(void);
+void dd_cpu_nchw_to_blk_bf16(dd_threadpool *pool, int n, int c, int s, uint16_t *y, const float *x);
+
 /* inference in the blocked layout (cpu_blocked.c) */
 int dd_cpu_conv_blk_prepare(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope);
 int dd_cpu_conv_blk_forward(dd_backend *be, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope,
