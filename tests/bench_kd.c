@@ -501,9 +501,7 @@ static int profile(kd_bench *b) {
     all += now() - a;
   }
   static char rep[4096];
-  double sum = 0;
-  for (size_t k = 0; t && k < t->plan.n_steps; k++) sum += t->plan.fwd_s[k] + t->plan.bwd_s[k];
-  for (size_t k = 0; k < s->plan.n_steps; k++) sum += s->plan.fwd_s[k] + s->plan.bwd_s[k];
+  double sum = (t ? dd_plan_profile_total(t) : 0) + dd_plan_profile_total(s);
   printf("\nprofile over %d more steps (each plan step synchronized and timed): %.2f ms a step\n", b->o.iters,
          1e3 * all / b->o.iters);
   if (t) {

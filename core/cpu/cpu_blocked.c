@@ -12,20 +12,6 @@
 #include "cpu/cpu_dnnl.h"
 #include "cpu/cpu_kernels.h"
 
-static inline float bf2f(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-/* Round to nearest even; a NaN stays a (quiet) NaN. */
-static inline uint16_t f2bf(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  uint32_t r = (u + 0x7fffu + (u >> 16 & 1u)) >> 16;
-  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
-}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -60,55 +46,38 @@ typedef struct {
   int c;
 } bf_args;
 
-typedef struct {
-  void (*fn)(const bf_args *a, int64_t lo, int64_t hi);
-  const bf_args *a;
-  int64_t n;
-  int parts;
-} bf_job;
-
-static void bf_task(void *ctx, int task, int thread) {
-  (void)thread;
-  bf_job *j = ctx;
-  int64_t lo = j->n * task / j->parts, hi = j->n * (task + 1) / j->parts;
-  j->fn(j->a, lo, hi);
-}
-
-/* fn over [0, n) split across the backend's threads (n counts rows of work, each worth splitting) */
-static void bf_run(dd_backend *be, int64_t n, int64_t work, void (*fn)(const bf_args *, int64_t, int64_t),
-                   const bf_args *a) {
-  dd_cpu_ctx *cx = be->ctx;
-  int threads = dd_threadpool_threads(cx->pool);
-  if (threads == 1 || work < 65536 || n < 2) {
-    fn(a, 0, n);
-    return;
-  }
-  bf_job j = {fn, a, n, threads < n ? threads : (int)n};
-  dd_threadpool_run(cx->pool, j.parts, bf_task, &j);
+/* fn over [0, n) rows, split across the backend's threads when the work (elements) is worth it */
+static void bf_run(dd_backend *be, int64_t n, int64_t work, dd_range_fn fn, const bf_args *a) {
+  dd_threadpool *pool = ((dd_cpu_ctx *)be->ctx)->pool;
+  if (work < 65536) fn((void *)a, 0, n);
+  else dd_threadpool_range(pool, n, fn, (void *)a);
 }
 
 #if BF_X86
-BF_TARGET static void relu_avx(const bf_args *a, int64_t lo, int64_t hi) {
+BF_TARGET static void relu_avx(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   __m512 slope = _mm512_set1_ps(a->slope);
   int64_t i = lo;
   for (; i + 16 <= hi; i += 16) st16(a->y + i, leaky(ld16(a->x + i), slope));
   for (; i < hi; i++) {
-    float v = bf2f(a->x[i]);
-    a->y[i] = f2bf(v > 0 ? v : v * a->slope);
+    float v = dd_bf16_to_f32(a->x[i]);
+    a->y[i] = dd_f32_to_bf16(v > 0 ? v : v * a->slope);
   }
 }
-BF_TARGET static void sum_avx(const bf_args *a, int64_t lo, int64_t hi) {
+BF_TARGET static void sum_avx(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   __m512 ca = _mm512_set1_ps(a->ca), cb = _mm512_set1_ps(a->cb), slope = _mm512_set1_ps(a->relu ? a->slope : 1.0f);
   int64_t i = lo;
   for (; i + 16 <= hi; i += 16)
     st16(a->y + i, leaky(_mm512_fmadd_ps(ca, ld16(a->x + i), _mm512_mul_ps(cb, ld16(a->b + i))), slope));
   float s1 = a->relu ? a->slope : 1.0f;
   for (; i < hi; i++) {
-    float v = a->ca * bf2f(a->x[i]) + a->cb * bf2f(a->b[i]);
-    a->y[i] = f2bf(v > 0 ? v : v * s1);
+    float v = a->ca * dd_bf16_to_f32(a->x[i]) + a->cb * dd_bf16_to_f32(a->b[i]);
+    a->y[i] = dd_f32_to_bf16(v > 0 ? v : v * s1);
   }
 }
-BF_TARGET static void affine_avx(const bf_args *a, int64_t lo, int64_t hi) {
+BF_TARGET static void affine_avx(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   __m512 slope = _mm512_set1_ps(a->slope), zero = _mm512_setzero_ps();
   for (int64_t row = lo; row < hi; row++) {
     int cb = (int)(row % a->cblocks);
@@ -123,21 +92,23 @@ BF_TARGET static void affine_avx(const bf_args *a, int64_t lo, int64_t hi) {
 }
 #endif
 
-DD_CLONES static void relu_bf(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void relu_bf(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
 #if BF_X86
   if (have_avx512_bf16()) {
-    relu_avx(a, lo, hi);
+    relu_avx(v, lo, hi);
     return;
   }
 #endif
   float slope = a->slope;
   for (int64_t i = lo; i < hi; i++) {
-    float v = bf2f(a->x[i]);
-    a->y[i] = f2bf(v > 0 ? v : v * slope);
+    float v = dd_bf16_to_f32(a->x[i]);
+    a->y[i] = dd_f32_to_bf16(v > 0 ? v : v * slope);
   }
 }
 
-DD_CLONES static void relu_f(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void relu_f(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   float slope = a->slope;
   for (int64_t i = lo; i < hi; i++) a->fy[i] = a->fx[i] > 0 ? a->fx[i] : a->fx[i] * slope;
 }
@@ -147,21 +118,23 @@ void dd_cpu_blk_relu(dd_backend *be, int bf16, int64_t n, void *y, const void *x
   bf_run(be, n, n, bf16 ? relu_bf : relu_f, &a);
 }
 
-DD_CLONES static void sum_bf(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void sum_bf(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
 #if BF_X86
   if (have_avx512_bf16()) {
-    sum_avx(a, lo, hi);
+    sum_avx(v, lo, hi);
     return;
   }
 #endif
   float ca = a->ca, cb = a->cb, s1 = a->relu ? a->slope : 1.0f;
   for (int64_t i = lo; i < hi; i++) {
-    float v = ca * bf2f(a->x[i]) + cb * bf2f(a->b[i]);
-    a->y[i] = f2bf(v > 0 ? v : v * s1);
+    float v = ca * dd_bf16_to_f32(a->x[i]) + cb * dd_bf16_to_f32(a->b[i]);
+    a->y[i] = dd_f32_to_bf16(v > 0 ? v : v * s1);
   }
 }
 
-DD_CLONES static void sum_f(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void sum_f(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   float ca = a->ca, cb = a->cb, s1 = a->relu ? a->slope : 1.0f;
   for (int64_t i = lo; i < hi; i++) {
     float v = ca * a->fx[i] + cb * a->fb[i];
@@ -176,10 +149,11 @@ void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a,
 }
 
 /* Rows are (image, channel block) pairs: s pixels of 16 channels each. */
-DD_CLONES static void affine_bf(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void affine_bf(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
 #if BF_X86
   if (have_avx512_bf16()) {
-    affine_avx(a, lo, hi);
+    affine_avx(v, lo, hi);
     return;
   }
 #endif
@@ -193,17 +167,18 @@ DD_CLONES static void affine_bf(const bf_args *a, int64_t lo, int64_t hi) {
       float slope = a->slope;
       for (int p = 0; p < a->s; p++)
         for (int l = 0; l < 16; l++) {
-          float v = sc[l] * bf2f(x[p * 16 + l]) + bi[l];
-          y[p * 16 + l] = f2bf(v > 0 ? v : v * slope);
+          float v = sc[l] * dd_bf16_to_f32(x[p * 16 + l]) + bi[l];
+          y[p * 16 + l] = dd_f32_to_bf16(v > 0 ? v : v * slope);
         }
     } else {
       for (int p = 0; p < a->s; p++)
-        for (int l = 0; l < 16; l++) y[p * 16 + l] = f2bf(sc[l] * bf2f(x[p * 16 + l]) + bi[l]);
+        for (int l = 0; l < 16; l++) y[p * 16 + l] = dd_f32_to_bf16(sc[l] * dd_bf16_to_f32(x[p * 16 + l]) + bi[l]);
     }
   }
 }
 
-DD_CLONES static void affine_f(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void affine_f(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   for (int64_t row = lo; row < hi; row++) {
     int cb = (int)(row % a->cblocks);
     float sc[16], bi[16], slope = a->relu ? a->slope : 1.0f;
@@ -226,17 +201,19 @@ void dd_cpu_blk_affine(dd_backend *be, int bf16, int n, int c, int s, void *y, c
 }
 
 /* Rows as in affine_bf; each writes 16 NCHW planes of s values. */
-DD_CLONES static void to_f32_bf(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void to_f32_bf(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   for (int64_t row = lo; row < hi; row++) {
     int64_t img = row / a->cblocks, cb = row % a->cblocks;
     const uint16_t *x = a->x + row * a->s * 16;
     float *y = a->out + (img * a->c + cb * 16) * a->s;
     for (int p = 0; p < a->s; p++)
-      for (int l = 0; l < 16; l++) y[(int64_t)l * a->s + p] = bf2f(x[p * 16 + l]);
+      for (int l = 0; l < 16; l++) y[(int64_t)l * a->s + p] = dd_bf16_to_f32(x[p * 16 + l]);
   }
 }
 
-DD_CLONES static void to_f32_f(const bf_args *a, int64_t lo, int64_t hi) {
+DD_CLONES static void to_f32_f(void *v, int64_t lo, int64_t hi) {
+  const bf_args *a = v;
   for (int64_t row = lo; row < hi; row++) {
     int64_t img = row / a->cblocks, cb = row % a->cblocks;
     const float *x = a->fx + row * a->s * 16;

@@ -130,27 +130,16 @@ const char *dd_cpu_conv_impl(dd_backend *be, const dd_conv_desc *d) {
   return p.fwd_direct ? "direct AVX-512" : "im2col/sgemm";
 }
 
-/* The own kernels' part of the workspace (floats). */
-static size_t own_ws(dd_backend *be, const dd_conv_desc *d) {
-  conv_plan p;
-  plan_conv(&p, d);
-  return (size_t)p.wflip + (size_t)threads_of(be) * (size_t)p.per_thread;
-}
-
 size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
   /* oneDNN's buffers live in its own arena; the own kernels' workspace is still sized, for calls
    * that oneDNN's primitive does not fit (a bias the descriptor did not announce); after it, the
    * forward's converted input that oneDNN keeps for backward-filter (keep_input) */
   (void)dd_dnnl_conv_prepare(dnnl_of(be), d);
-  size_t own = own_ws(be, d) * sizeof(float), kept = dd_dnnl_conv_kept_bytes(dnnl_of(be), d);
-  return kept ? ((own + 63) & ~(size_t)63) + kept + 64 : own;
-}
-
-/* Where oneDNN keeps the forward's converted input in ws (64-byte aligned), or NULL. */
-static void *kept_input(dd_backend *be, const dd_conv_desc *d, void *ws) {
-  if (!ws || !d->keep_input || !dd_dnnl_conv_kept_bytes(dnnl_of(be), d)) return NULL;
-  uintptr_t a = (uintptr_t)ws + ((own_ws(be, d) * sizeof(float) + 63) & ~(size_t)63);
-  return (void *)((a + 63) & ~(uintptr_t)63);
+  conv_plan p;
+  plan_conv(&p, d);
+  size_t own = ((size_t)p.wflip + (size_t)threads_of(be) * (size_t)p.per_thread) * sizeof(float);
+  own = (own + 63) & ~(size_t)63;
+  return own + dd_dnnl_conv_keep_input_at(dnnl_of(be), d, own);
 }
 
 /* ---- im2col / col2im ------------------------------------------------------------------------ */
@@ -502,7 +491,7 @@ static void conv_fwd_task(void *ctx, int task, int t) {
 
 void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x,
                          const float *w, const float *bias, void *ws) {
-  if (dd_dnnl_conv_forward(dnnl_of(be), d, y, x, w, bias, kept_input(be, d, ws)) == 0) return;
+  if (dd_dnnl_conv_forward(dnnl_of(be), d, y, x, w, bias, ws) == 0) return;
   conv_plan p;
   plan_conv(&p, d);
   conv_job j = {.d = d, .p = &p, .nb = p.fwd_b, .y = y, .x = x, .w = w, .bias = bias, .ws = ws};
@@ -632,7 +621,7 @@ static void conv_bwd_filter_task(void *ctx, int t, int thread) {
 
 void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
                                  const float *dy, const float *x, void *ws) {
-  if (dd_dnnl_conv_backward_filter(dnnl_of(be), d, dw, dbias, dy, x, kept_input(be, d, ws)) == 0) return;
+  if (dd_dnnl_conv_backward_filter(dnnl_of(be), d, dw, dbias, dy, x, ws) == 0) return;
   conv_plan p;
   plan_conv(&p, d);
   int threads = threads_of(be);

@@ -5,8 +5,6 @@
  * reorder: the tests compare the convolutions' results), about 2.3x faster on the WRN shapes.
  * x86 with AVX512-BF16 only; dd_cpu_nchw_to_blk_bf16_available says where. */
 #include <stdint.h>
-#include <string.h>
-
 #include "cpu/cpu_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -37,19 +35,12 @@ CV_TARGET static inline void transpose16(__m512 r[16]) {
 typedef struct {
   const float *x;
   uint16_t *y;
-  int c, s, cblocks, parts;
-  int64_t rows;
+  int c, s, cblocks;
 } cv_job;
 
-static uint16_t f2bf(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  uint32_t r = (u + 0x7fffu + (u >> 16 & 1u)) >> 16;
-  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
-}
-
 /* Rows (image, channel block) [lo, hi). */
-CV_TARGET static void convert_rows(const cv_job *j, int64_t lo, int64_t hi) {
+CV_TARGET static void convert_rows(void *ctx, int64_t lo, int64_t hi) {
+  const cv_job *j = ctx;
   const int s = j->s;
   for (int64_t row = lo; row < hi; row++) {
     int64_t img = row / j->cblocks, cb = row % j->cblocks;
@@ -63,24 +54,15 @@ CV_TARGET static void convert_rows(const cv_job *j, int64_t lo, int64_t hi) {
       for (int q = 0; q < 16; q++) _mm256_storeu_si256((__m256i *)(dst + (p + q) * 16), (__m256i)_mm512_cvtneps_pbh(r[q]));
     }
     for (; p < s; p++)
-      for (int c = 0; c < 16; c++) dst[p * 16 + c] = f2bf(src[(int64_t)c * s + p]);
+      for (int c = 0; c < 16; c++) dst[p * 16 + c] = dd_f32_to_bf16(src[(int64_t)c * s + p]);
   }
-}
-
-static void convert_task(void *ctx, int task, int thread) {
-  (void)thread;
-  const cv_job *j = ctx;
-  convert_rows(j, j->rows * task / j->parts, j->rows * (task + 1) / j->parts);
 }
 
 int dd_cpu_nchw_to_blk_bf16_available(void) { return __builtin_cpu_supports("avx512bf16") != 0; }
 
 void dd_cpu_nchw_to_blk_bf16(dd_threadpool *pool, int n, int c, int s, uint16_t *y, const float *x) {
-  cv_job j = {.x = x, .y = y, .c = c, .s = s, .cblocks = c / 16, .rows = (int64_t)n * (c / 16)};
-  int threads = pool ? dd_threadpool_threads(pool) : 1;
-  j.parts = j.rows < threads ? (int)j.rows : threads;
-  if (j.parts <= 1 || !pool) convert_rows(&j, 0, j.rows);
-  else dd_threadpool_run(pool, j.parts, convert_task, &j);
+  cv_job j = {.x = x, .y = y, .c = c, .s = s, .cblocks = c / 16};
+  dd_threadpool_range(pool, (int64_t)n * (c / 16), convert_rows, &j);
 }
 
 #else

@@ -38,9 +38,13 @@ size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d) {
   (void)k, (void)d;
   return 0;
 }
+size_t dd_dnnl_conv_keep_input_at(dd_dnnl *k, const dd_conv_desc *d, size_t offset) {
+  (void)k, (void)d, (void)offset;
+  return 0;
+}
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias, void *kept) {
-  (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias, (void)kept;
+                         const float *bias, void *ws) {
+  (void)k, (void)d, (void)y, (void)x, (void)w, (void)bias, (void)ws;
   return -1;
 }
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w) {
@@ -48,8 +52,8 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
   return -1;
 }
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x, const void *kept) {
-  (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x, (void)kept;
+                                 const float *x, const void *ws) {
+  (void)k, (void)d, (void)dw, (void)dbias, (void)dy, (void)x, (void)ws;
   return -1;
 }
 int dd_dnnl_blk_prepare(dd_dnnl *k, const dd_conv_desc *d, int bf16, int x_blocked, int relu, float slope) {
@@ -240,6 +244,7 @@ typedef struct {
   pass p[N_PASSES];
   size_t out_off; /* BWD_W: where the plain dW and dbias land before they are added */
   size_t kept;    /* bytes of the forward's converted x that backward-filter can read (0: none) */
+  size_t kept_at; /* where in each layer's workspace (dd_dnnl_conv_keep_input_at) */
   int dy_shared;  /* BWD_W and BWD_DATA convert dy alike, into the same arena bytes */
 } conv_entry;
 
@@ -384,6 +389,21 @@ static int finish_pass(dd_dnnl *k, pass *p, dnnl_primitive_desc_t pd) {
 
 #define MD(pd, what, i) p_dnnl_primitive_desc_query_md(pd, what, i)
 
+/* The right padding (rows, columns) that gives d's output size. Caffe's output size floors (a 1x1
+ * stride-2 convolution of 32 gives 16 and leaves the last input row unread): the exact padding
+ * may then be negative, which oneDNN refuses; 0 gives the same output size under oneDNN's floor,
+ * and reads the same inputs. 0, or -1 when no padding >= 0 gives d's output size. */
+static int right_pads(const dd_conv_desc *d, dnnl_dims_t pr) {
+  for (int i = 0; i < 2; i++) {
+    int in = i ? d->w : d->h, k = i ? d->kw : d->kh, di = i ? d->dw : d->dh, s = i ? d->sw : d->sh;
+    int pad = i ? d->pw : d->ph, o = i ? d->out_w : d->out_h;
+    pr[i] = (o - 1) * s + (k - 1) * di + 1 - in - pad;
+    if (pr[i] < 0 && (in - ((k - 1) * di + 1) + pad) / s + 1 == o) pr[i] = 0;
+    if (pr[i] < 0) return -1;
+  }
+  return 0;
+}
+
 /* Builds the three passes of e in `dt` (dnnl_f32 or dnnl_bf16). Returns 0 or -1 (nothing kept). */
 static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   const dd_conv_desc *d = &e->d;
@@ -391,17 +411,8 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   dnnl_dims_t sd = {d->n, d->c, d->h, d->w}, dd = {d->n, d->out_c, d->out_h, d->out_w}, bd = {d->out_c};
   dnnl_dims_t wd5 = {g, d->out_c / g, d->c / g, d->kh, d->kw}, wd4 = {d->out_c, d->c, d->kh, d->kw};
   dnnl_dims_t st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1}, pl = {d->ph, d->pw};
-  dnnl_dims_t pr = {(d->out_h - 1) * d->sh + (d->kh - 1) * d->dh + 1 - d->h - d->ph,
-                    (d->out_w - 1) * d->sw + (d->kw - 1) * d->dw + 1 - d->w - d->pw};
-  /* Caffe's output size floors (a 1x1 stride-2 convolution of 32 gives 16 and leaves the last
-   * input row unread): the right padding that reproduces it may be negative, which oneDNN refuses;
-   * 0 gives the same output size under oneDNN's floor, and reads the same inputs */
-  for (int i = 0; i < 2; i++) {
-    int in = i ? d->w : d->h, k = i ? d->kw : d->kh, di = i ? d->dw : d->dh, s = i ? d->sw : d->sh;
-    int pad = i ? d->pw : d->ph, o = i ? d->out_w : d->out_h;
-    if (pr[i] < 0 && (in - ((k - 1) * di + 1) + pad) / s + 1 == o) pr[i] = 0;
-  }
-  if (pr[0] < 0 || pr[1] < 0) return -1;
+  dnnl_dims_t pr;
+  if (right_pads(d, pr)) return -1;
   int wn = g > 1 ? 5 : 4;
   dnnl_dim_t *wdims = g > 1 ? wd5 : wd4;
   dnnl_format_tag_t wtag = g > 1 ? dnnl_goihw : dnnl_oihw;
@@ -498,6 +509,17 @@ static conv_entry *find(dd_dnnl *k, const dd_conv_desc *d) {
   return NULL;
 }
 
+/* Grows the arena to `need` bytes (at setup). 0 or -1. */
+static int arena_reserve(dd_dnnl *k, size_t need) {
+  if (need <= k->arena_size) return 0;
+  char *a = aligned_alloc(64, up64(need));
+  if (!a) return -1;
+  free(k->arena);
+  k->arena = a;
+  k->arena_size = up64(need);
+  return 0;
+}
+
 int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   if (!k) return 0;
   conv_entry *e = find(k, d);
@@ -519,16 +541,10 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   size_t need = 0;
   for (int p = 0; p < N_PASSES; p++)
     if (e->p[p].bytes > need) need = e->p[p].bytes;
-  if (need > k->arena_size) {
-    char *a = aligned_alloc(64, up64(need));
-    if (!a) {
-      for (int p = 0; p < N_PASSES; p++) free_pass(&e->p[p]);
-      e->ok = 0;
-      return 0;
-    }
-    free(k->arena);
-    k->arena = a;
-    k->arena_size = up64(need);
+  if (arena_reserve(k, need)) {
+    for (int p = 0; p < N_PASSES; p++) free_pass(&e->p[p]);
+    e->ok = 0;
+    return 0;
   }
   return 1;
 }
@@ -537,6 +553,16 @@ size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d) {
   conv_entry *e = k ? find(k, d) : NULL;
   return e && e->ok ? e->kept : 0;
 }
+
+size_t dd_dnnl_conv_keep_input_at(dd_dnnl *k, const dd_conv_desc *d, size_t offset) {
+  conv_entry *e = k ? find(k, d) : NULL;
+  if (!e || !e->ok || !e->kept) return 0;
+  e->kept_at = offset;
+  return e->kept;
+}
+
+/* Where the workspace ws holds e's kept input, or NULL. */
+static void *kept_in(const conv_entry *e, const void *ws) { return ws && e->kept ? (char *)ws + e->kept_at : NULL; }
 
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d) {
   conv_entry *e = k ? find(k, d) : NULL;
@@ -598,12 +624,13 @@ static void run_pass(dd_dnnl *k, pass *p, const int *kinds, unsigned inputs, uns
 }
 
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias, void *kept) {
+                         const float *bias, void *ws) {
   conv_entry *e = k ? find(k, d) : NULL;
   if (!e || !e->ok || !!bias != !!d->bias) return -1;
   pass *p = &e->p[FWD];
   bind(k, &p->a[0], x);
-  if (kept && e->kept) p_dnnl_memory_set_data_handle(p->a[0].prim, kept); /* x converted into the workspace */
+  void *kept = kept_in(e, ws);
+  if (kept) p_dnnl_memory_set_data_handle(p->a[0].prim, kept); /* x converted into the workspace */
   bind(k, &p->a[1], w);
   bind(k, &p->a[2], y);
   if (bias) bind(k, &p->a[3], bias);
@@ -627,7 +654,7 @@ int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, con
 }
 
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x, const void *kept) {
+                                 const float *x, const void *ws) {
   conv_entry *e = k ? find(k, d) : NULL;
   if (!e || !e->ok || (dbias && !d->bias)) return -1;
   pass *p = &e->p[BWD_W];
@@ -636,8 +663,9 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
   float *pb = (float *)(k->arena + e->out_off + up64((size_t)wcount * sizeof(float)));
   bind(k, &p->a[0], x);
   unsigned ready = 0;
-  if (kept && e->kept) { /* x as the forward converted it */
-    p_dnnl_memory_set_data_handle(p->a[0].prim, (void *)kept);
+  void *kept = kept_in(e, ws);
+  if (kept) { /* x as the forward converted it */
+    p_dnnl_memory_set_data_handle(p->a[0].prim, kept);
     ready = 0x1u;
   }
   bind(k, &p->a[1], dy);
@@ -656,17 +684,6 @@ int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, f
 
 /* ---- inference in the blocked layout -------------------------------------------------------- */
 
-/* Grows the arena to `need` bytes (at setup). 0 or -1. */
-static int arena_reserve(dd_dnnl *k, size_t need) {
-  if (need <= k->arena_size) return 0;
-  char *a = aligned_alloc(64, up64(need));
-  if (!a) return -1;
-  free(k->arena);
-  k->arena = a;
-  k->arena_size = up64(need);
-  return 0;
-}
-
 /* The primitive of b: y (nChw16c, the caller's) = relu?(conv(x, w) + bias), x the caller's nChw16c
  * (x_blocked) or NCHW FP32, for inference; in bf16 (b->bf16) or FP32. 0 or -1. */
 static int build_blk(dd_dnnl *k, blk_entry *b) {
@@ -675,14 +692,8 @@ static int build_blk(dd_dnnl *k, blk_entry *b) {
   dnnl_data_type_t dt = b->bf16 ? dnnl_bf16 : dnnl_f32;
   dnnl_dims_t sd = {d->n, d->c, d->h, d->w}, dd = {d->n, d->out_c, d->out_h, d->out_w}, bd = {d->out_c};
   dnnl_dims_t wd = {d->out_c, d->c, d->kh, d->kw}, st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1};
-  dnnl_dims_t pl = {d->ph, d->pw}, pr = {0, 0};
-  for (int i = 0; i < 2; i++) { /* as build_entry: the right padding Caffe's floor implies, >= 0 */
-    int in = i ? d->w : d->h, kk = i ? d->kw : d->kh, di = i ? d->dw : d->dh, s = i ? d->sw : d->sh;
-    int pad = i ? d->pw : d->ph, o = i ? d->out_w : d->out_h;
-    pr[i] = (o - 1) * s + (kk - 1) * di + 1 - in - pad;
-    if (pr[i] < 0 && (in - ((kk - 1) * di + 1) + pad) / s + 1 == o) pr[i] = 0;
-    if (pr[i] < 0) return -1;
-  }
+  dnnl_dims_t pl = {d->ph, d->pw}, pr;
+  if (right_pads(d, pr)) return -1;
   dnnl_memory_desc_t src_u, src_a, w_u, w_a, dst_u, b_u;
   if (p_dnnl_memory_desc_init_by_tag(&src_u, 4, sd, b->x_blocked ? dt : dnnl_f32,
                                      b->x_blocked ? dnnl_nChw16c : dnnl_nchw) ||

@@ -70,20 +70,24 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d);
 const char *dd_dnnl_conv_impl(dd_dnnl *k, const dd_conv_desc *d);
 
 /* Bytes a layer's workspace holds for the forward's converted input, kept for backward-filter
- * (d->keep_input, and oneDNN converts x for both passes alike); 0 when nothing is kept. */
+ * (d->keep_input, and oneDNN converts x for both passes alike); 0 when nothing is kept.
+ * keep_input_at also records where (every layer of d alike, at setup): `offset` bytes into the
+ * workspace, a multiple of 64 (workspaces are 64-byte aligned). */
 size_t dd_dnnl_conv_kept_bytes(dd_dnnl *k, const dd_conv_desc *d);
+size_t dd_dnnl_conv_keep_input_at(dd_dnnl *k, const dd_conv_desc *d, size_t offset);
 
 /* The three passes, with backend.h's semantics (the filter pass accumulates). Each returns 0, or
- * -1 when d is not oneDNN's (then nothing was done). `kept` (NULL, or dd_dnnl_conv_kept_bytes
- * bytes of the layer's workspace, 64-byte aligned): the forward converts x into it, and
- * backward-filter reads x from it instead of converting x again (keep_input's promise).
+ * -1 when d is not oneDNN's (then nothing was done). `ws`: the layer's workspace (NULL: none):
+ * where oneDNN keeps d's converted input (dd_dnnl_conv_keep_input_at), the forward converts x
+ * into it, and backward-filter reads x from it instead of converting x again (keep_input's
+ * promise).
  * Backward-data right after backward-filter with the same dy (a Convolution layer's backward)
  * reuses the converted dy when both passes want it alike. */
 int dd_dnnl_conv_forward(dd_dnnl *k, const dd_conv_desc *d, float *y, const float *x, const float *w,
-                         const float *bias, void *kept);
+                         const float *bias, void *ws);
 int dd_dnnl_conv_backward_data(dd_dnnl *k, const dd_conv_desc *d, float *dx, const float *dy, const float *w);
 int dd_dnnl_conv_backward_filter(dd_dnnl *k, const dd_conv_desc *d, float *dw, float *dbias, const float *dy,
-                                 const float *x, const void *kept);
+                                 const float *x, const void *ws);
 
 /* Inference in oneDNN's blocked layout (backend.h, "inference in the blocked layout"): y, the
  * caller's nChw16c memory (bf16 where `bf16`, else FP32), = relu?(conv(x, w) + bias) (leaky with

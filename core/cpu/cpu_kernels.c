@@ -17,35 +17,16 @@ static int threads_of(dd_backend *be) { return dd_threadpool_threads(pool_of(be)
 /* Elementwise work split into one contiguous range per thread (results do not depend on the
  * split). Small arrays run inline. The range functions are compiled for AVX-512, AVX2 and the
  * baseline, picked at load time for the CPU at hand. */
-typedef void (*range_fn)(void *args, int64_t lo, int64_t hi);
-typedef struct {
-  range_fn fn;
-  void *args;
-  int64_t n;
-  int parts;
-} range_job;
-
-static void range_task(void *ctx, int task, int thread) {
-  (void)thread;
-  range_job *j = ctx;
-  j->fn(j->args, j->n * task / j->parts, j->n * (task + 1) / j->parts);
-}
+typedef dd_range_fn range_fn;
 
 /* par_range without the size threshold (the caller decided the work is worth splitting). */
 static void par_range_min(dd_backend *be, int64_t n, range_fn fn, void *args) {
-  int threads = threads_of(be);
-  range_job j = {fn, args, n, threads < n ? threads : (int)n};
-  dd_threadpool_run(pool_of(be), j.parts, range_task, &j);
+  dd_threadpool_range(pool_of(be), n, fn, args);
 }
 
 static void par_range(dd_backend *be, int64_t n, range_fn fn, void *args) {
-  int threads = threads_of(be);
-  if (n < 65536 || threads == 1) {
-    fn(args, 0, n);
-    return;
-  }
-  range_job j = {fn, args, n, threads};
-  dd_threadpool_run(pool_of(be), threads, range_task, &j);
+  if (n < 65536) fn(args, 0, n);
+  else dd_threadpool_range(pool_of(be), n, fn, args);
 }
 
 typedef struct {

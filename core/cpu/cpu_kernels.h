@@ -3,6 +3,9 @@
 #ifndef DD_CPU_KERNELS_H
 #define DD_CPU_KERNELS_H
 
+#include <stdint.h>
+#include <string.h>
+
 #include "base/backend.h"
 #include "cpu/threadpool.h"
 
@@ -16,6 +19,21 @@ typedef struct {
 
 /* Kernels compiled for AVX-512, AVX2 and the baseline, picked at load time for the CPU at hand. */
 #define DD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* bf16 <-> FP32 for one value: widening is exact; rounding is to nearest even, a NaN staying a
+ * (quiet) NaN, as oneDNN and AVX512-BF16's conversion round. */
+static inline float dd_bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static inline uint16_t dd_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  uint32_t r = (u + 0x7fffu + (u >> 16 & 1u)) >> 16;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+}
 
 /* NCHW FP32 (n, c, s) -> nChw16c bf16, c % 16 == 0, over the pool's threads (cpu_convert.c); only
  * where dd_cpu_nchw_to_blk_bf16_available (x86 with AVX512-BF16). */

@@ -92,6 +92,29 @@ void dd_threadpool_destroy(dd_threadpool *p) {
 
 int dd_threadpool_threads(const dd_threadpool *p) { return p->threads; }
 
+typedef struct {
+  dd_range_fn fn;
+  void *ctx;
+  int64_t n;
+  int parts;
+} range_job;
+
+static void range_task(void *ctx, int task, int thread) {
+  (void)thread;
+  range_job *j = ctx;
+  j->fn(j->ctx, j->n * task / j->parts, j->n * (task + 1) / j->parts);
+}
+
+void dd_threadpool_range(dd_threadpool *p, int64_t n, dd_range_fn fn, void *ctx) {
+  if (n <= 0) return;
+  if (!p || p->threads == 1 || n < 2) {
+    fn(ctx, 0, n);
+    return;
+  }
+  range_job j = {fn, ctx, n, p->threads < n ? p->threads : (int)n};
+  dd_threadpool_run(p, j.parts, range_task, &j);
+}
+
 void dd_threadpool_run(dd_threadpool *p, int n_tasks, dd_task_fn fn, void *ctx) {
   if (n_tasks <= 0) return;
   if (p->threads == 1 || n_tasks == 1) {

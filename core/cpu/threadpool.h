@@ -4,6 +4,8 @@
 #ifndef DD_THREADPOOL_H
 #define DD_THREADPOOL_H
 
+#include <stdint.h>
+
 typedef struct dd_threadpool dd_threadpool;
 
 /* fn(ctx, task, thread): task in [0, n_tasks), thread in [0, threads) identifies the executing
@@ -19,5 +21,10 @@ int dd_threadpool_threads(const dd_threadpool *p);
  * thread t runs tasks t, t + threads, ... so a given thread count always assigns the same tasks
  * to the same threads (deterministic per-thread partial sums). Not reentrant. */
 void dd_threadpool_run(dd_threadpool *p, int n_tasks, dd_task_fn fn, void *ctx);
+
+/* fn(ctx, lo, hi) over [0, n) in one contiguous range per thread (fewer when n is smaller), or
+ * inline in one call when p is NULL, has one thread, or n < 2. */
+typedef void (*dd_range_fn)(void *ctx, int64_t lo, int64_t hi);
+void dd_threadpool_range(dd_threadpool *p, int64_t n, dd_range_fn fn, void *ctx);
 
 #endif

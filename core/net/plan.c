@@ -221,11 +221,17 @@ static void step_label(const dd_net *n, const dd_plan_step *s, char *buf, size_t
   else snprintf(buf, len, "%s", l->ops->type);
 }
 
+double dd_plan_profile_total(const dd_net *n) {
+  double total = 0;
+  for (size_t k = 0; n->plan.fwd_s && k < n->plan.n_steps; k++) total += n->plan.fwd_s[k] + n->plan.bwd_s[k];
+  return total;
+}
+
 void dd_plan_profile_report(const dd_net *n, int runs, char *buf, size_t len) {
   enum { MAX_KINDS = 32 };
   struct { char name[48]; double f, b; int steps; } kind[MAX_KINDS];
   int nk = 0;
-  double total = 0;
+  double total = dd_plan_profile_total(n);
   if (len) buf[0] = 0;
   if (!n->plan.fwd_s || runs < 1) return;
   for (size_t k = 0; k < n->plan.n_steps; k++) {
@@ -238,7 +244,6 @@ void dd_plan_profile_report(const dd_net *n, int runs, char *buf, size_t len) {
       else snprintf(kind[nk++].name, sizeof kind[0].name, "%s", name), kind[j].f = kind[j].b = 0, kind[j].steps = 0;
     }
     kind[j].f += n->plan.fwd_s[k], kind[j].b += n->plan.bwd_s[k], kind[j].steps++;
-    total += n->plan.fwd_s[k] + n->plan.bwd_s[k];
   }
   for (int i = 1; i < nk; i++) /* most expensive first */
     for (int j = i; j > 0 && kind[j].f + kind[j].b > kind[j - 1].f + kind[j - 1].b; j--) {

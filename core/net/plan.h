@@ -98,6 +98,8 @@ int dd_plan_step_needs_backward(const dd_net *n, const dd_plan_step *s);
  * and the share of the net's time; then the net's total per run. */
 int dd_plan_profile(dd_net *n, int on);
 void dd_plan_profile_report(const dd_net *n, int runs, char *buf, size_t len);
+/* The seconds profiled so far, every step forward and backward (0 when not profiling). */
+double dd_plan_profile_total(const dd_net *n);
 
 /* A one-line description of the plan for logs: "plan: 40 steps for 57 layers (17 fused:
  * BatchNorm+Scale[+ReLU]); convolutions: 12 oneDNN jit:avx2 f32, 1 im2col/sgemm" (the

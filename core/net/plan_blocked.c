@@ -63,7 +63,7 @@ static int blk_step(walk *w, size_t i, dd_plan_step *s) {
   dd_layer *l = &n->layers[i];
   const dd_backend_ops *ops = n->be->ops;
   *s = (dd_plan_step){.kind = DD_STEP_LAYER, .first = (int)i, .n_layers = 1};
-  if (l->nt != 1 || l->nb < 1) return DD_STEP_LAYER;
+  if (l->nb < 1 || (l->nt != 1 && !is_type(l, "Split"))) return DD_STEP_LAYER;
   dd_tensor *x = l->bottom[0], *y = l->top[0];
   float slope;
   if (is_type(l, "Convolution")) {
@@ -91,6 +91,10 @@ static int blk_step(walk *w, size_t i, dd_plan_step *s) {
       if (!is_blk(w, l->bottom[b]) || (b >= 2 && l->bottom[b]->data == y->data)) return DD_STEP_LAYER;
     int relu = relu_next(n, i, y, &slope); /* a post-activation residual block's ReLU */
     *s = (dd_plan_step){.kind = DD_STEP_BLK_SUM, .first = (int)i, .n_layers = 1 + relu, .relu = relu, .slope = slope};
+  } else if (is_type(l, "Split")) { /* blocked tops only where they share the bottom's memory */
+    for (int t = 0; t < l->nt; t++)
+      if (l->top[t]->data != x->data) return DD_STEP_LAYER;
+    *s = (dd_plan_step){.kind = DD_STEP_BLK_SPLIT, .first = (int)i, .n_layers = 1};
   } else {
     return DD_STEP_LAYER;
   }
@@ -123,18 +127,13 @@ int dd_plan_build_blocked(dd_net *n, const char *const *keep, int n_keep) {
     dd_layer *l = &n->layers[i];
     dd_plan_step s;
     int kind = blk_step(&w, i, &s);
-    if (kind == DD_STEP_LAYER && is_type(l, "Split") && l->nb == 1 && is_blk(&w, l->bottom[0])) {
-      int shares = 1;
-      for (int t = 0; t < l->nt; t++) shares &= l->top[t]->data == l->bottom[0]->data;
-      if (shares) kind = s.kind = DD_STEP_BLK_SPLIT;
-    }
     if (kind == DD_STEP_LAYER) {
       /* this layer reads FP32: its blocked bottoms go back first, and what it writes is FP32 */
       for (int b = 0; b < l->nb; b++)
         if (is_blk(&w, l->bottom[b])) exit_step(&w, l->bottom[b], (int)i);
       for (int t = 0; t < l->nt; t++) mark(&w, l->top[t], 0);
     } else {
-      if (kind != DD_STEP_BLK_SPLIT) mark(&w, l->top[0], 1);
+      if (kind != DD_STEP_BLK_SPLIT) mark(&w, l->top[0], 1); /* (a Split's tops are its bottom) */
       on_blk += (size_t)s.n_layers;
     }
     w.steps[w.n_steps++] = s;
