@@ -10,6 +10,7 @@
  * Streams: every operation runs on one stream in order. upload and download wait for their copy
  * (the caller reuses its host buffer at once, and the data pipeline hands pinned batch buffers
  * back to its decode threads right after the upload). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,7 +242,8 @@ static const dd_backend_ops cuda_ops = {
     /* recurrent */
     .lstm_unit_forward = dd_cuda_lstm_unit_forward, .lstm_unit_backward = dd_cuda_lstm_unit_backward,
     .rnn_tanh_forward = dd_cuda_rnn_tanh_forward, .rnn_tanh_backward = dd_cuda_rnn_tanh_backward,
-    /* fused steps: none yet; the plan runs those layers one by one (core/net/plan.h) */
+    /* fused steps: in cuda_ops_fused below (DD_CUDA_FUSE=1); without them the plan runs those
+     * layers one by one (core/net/plan.h) */
     .bn_affine_relu_forward = NULL, .bn_affine_relu_backward = NULL,
     /* inference in the blocked layout: not on this backend (its activations stay NCHW) */
     .conv_blk_prepare = NULL, .conv_blk_forward = NULL, .blk_relu = NULL, .blk_affine = NULL,
@@ -250,6 +252,23 @@ static const dd_backend_ops cuda_ops = {
     /* catalogue: data */
 
 };
+
+/* The table with the plan's fused BatchNorm + Scale [+ ReLU] step (cuda/kernels_batchnorm.cu).
+ * Built and tested against the CPU (tests/test_cuda_ops.c) but not yet run on a GPU: used only
+ * where DD_CUDA_FUSE=1 is in the environment until scripts/device_check.sh has passed with it. */
+static dd_backend_ops cuda_ops_fused;
+static pthread_once_t fused_once = PTHREAD_ONCE_INIT;
+static void fused_init(void) {
+  cuda_ops_fused = cuda_ops;
+  cuda_ops_fused.bn_affine_relu_forward = dd_cuda_bn_affine_relu_forward;
+  cuda_ops_fused.bn_affine_relu_backward = dd_cuda_bn_affine_relu_backward;
+}
+static const dd_backend_ops *fused_table(void) {
+  const char *e = getenv("DD_CUDA_FUSE");
+  if (!e || strcmp(e, "1")) return &cuda_ops;
+  pthread_once(&fused_once, fused_init);
+  return &cuda_ops_fused;
+}
 
 extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, size_t errlen) {
   *out = NULL;
@@ -279,7 +298,7 @@ extern "C" int dd_cuda_backend_create(dd_backend **out, int device, char *err, s
     snprintf(err, errlen, "out of memory");
     return DD_ENOMEM;
   }
-  be->ops = &cuda_ops;
+  be->ops = fused_table();
   be->ctx = c;
   be->threads = device;
   c->device = device;

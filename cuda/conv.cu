@@ -34,6 +34,7 @@
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 #include "cuda_internal.h"
+#include "cuda_reduce.h"
 
 #define NT DD_CUDA_THREADS
 
@@ -222,32 +223,12 @@ extern "C" void dd_cuda_conv_cache_destroy(dd_cuda_ctx *c) {
 
 /* ---- bias kernels ------------------------------------------------------------------------------- */
 
-/* a / b for non-negative a, b: 32-bit division when both fit (the common case), else 64-bit */
-static __device__ __forceinline__ int64_t div_nn(int64_t a, int64_t b) {
-  if (((uint64_t)a | (uint64_t)b) >> 32 == 0) return (int64_t)((uint32_t)a / (uint32_t)b);
-  return a / b;
-}
-
 /* y (N, C, HW) += bias[c] */
 static __global__ void bias_add_kernel(int64_t total, int64_t ch, int64_t hw, float *y, const float *bias) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t q = div_nn(i, hw), o = q - div_nn(q, ch) * ch;
     y[i] = __fadd_rn(y[i], bias[o]);
   }
-}
-
-/* Sum of v over the block (blockDim.x == NT), valid in thread 0. */
-static __device__ double block_sum(double v) {
-  __shared__ double s[NT / 32];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) s[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < NT / 32 ? s[lane] : 0.0;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  }
-  return v;
 }
 
 /* Block (split, k) sums dy over its share [m * split / splits, m * (split + 1) / splits) of channel

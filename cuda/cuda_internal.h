@@ -11,8 +11,11 @@
  *                              solver updates
  *   cuda/conv.cu               convolution through cuDNN (descriptors and algorithms cached per
  *                              shape, chosen once in conv_workspace)
- *   cuda/kernels_nn.cu         pooling, BatchNorm (Caffe's semantics), softmax, cross entropy,
- *                              accuracy, the distillation and attention losses
+ *   cuda/kernels_nn.cu         pooling, softmax, cross entropy, accuracy, the distillation and
+ *                              attention losses
+ *   cuda/kernels_batchnorm.cu  BatchNorm (Caffe's semantics) and the plan's fused
+ *                              BatchNorm + Scale [+ ReLU] step
+ *   cuda/cuda_reduce.h         the fixed-order block and warp sums the kernels share
  *
  * Rules: everything runs on ctx->stream, in order, asynchronously, except where the table returns
  * a host value (dot, asum, xent_forward, accuracy's counts, kd/attention losses): those reduce on
@@ -162,6 +165,12 @@ void dd_cuda_bn_forward_global(dd_backend *be, int n, int c, int s, float *y, co
                                float eps);
 void dd_cuda_bn_backward(dd_backend *be, int n, int c, int s, float *dx, const float *dy, const float *y,
                          const float *inv_std, int global);
+void dd_cuda_bn_affine_relu_forward(dd_backend *be, const dd_bn_affine_desc *d, float *y, const float *x, float *mean,
+                                    float *inv_std, float *mean_sum, float *var_sum, float *factor, const float *gamma,
+                                    const float *beta);
+void dd_cuda_bn_affine_relu_backward(dd_backend *be, const dd_bn_affine_desc *d, float *dx, float *dgamma, float *dbeta,
+                                     const float *dy, const float *y, const float *x, const float *mean,
+                                     const float *inv_std, const float *gamma);
 void dd_cuda_softmax_forward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *y, const float *x);
 void dd_cuda_softmax_backward(dd_backend *be, int64_t outer, int64_t channels, int64_t inner, float *dx,
                               const float *dy, const float *y);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.h"
 
 #define NT DD_CUDA_THREADS
 #define WARPS (NT / 32)
@@ -27,33 +28,6 @@
 #define GRID_STRIDE(i, n)                                                              \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
        i += (int64_t)gridDim.x * blockDim.x)
-
-/* a / b for a >= 0, b > 0, in 32 bits when both fit */
-static __device__ __forceinline__ int64_t div_nn(int64_t a, int64_t b) {
-  if (((uint64_t)a | (uint64_t)b) >> 32 == 0) return (int64_t)((uint32_t)a / (uint32_t)b);
-  return a / b;
-}
-
-/* The block's sum of v (blockDim.x == NT) in thread 0; every thread calls it. */
-static __device__ double block_sum(double v) {
-  __shared__ double s[WARPS];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL, v, off);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) s[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < WARPS ? s[lane] : 0.0;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL, v, off);
-  }
-  return v;
-}
-
-/* The warp's sum of v in every lane (a butterfly: the same order in each lane). */
-static __device__ __forceinline__ double warp_sum(double v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL, v, off);
-  return v;
-}
 
 /* Thread 0 writes the block's sums of a and b as its partials of fields 0 and 1. */
 static __device__ void write_partials(double a, double b, double *part) {

@@ -1,7 +1,7 @@
-/* CUDA kernels for the layer operations of the backend table: pooling, BatchNorm (Caffe's, no
- * affine part), softmax, cross entropy, top-k accuracy, and the distillation (KD) and attention
- * transfer losses. Semantics in core/base/backend.h; the CPU kernels in core/cpu/cpu_kernels.c are the
- * reference these reproduce.
+/* CUDA kernels for the layer operations of the backend table: pooling, softmax, cross entropy,
+ * top-k accuracy, and the distillation (KD) and attention transfer losses (BatchNorm is in
+ * cuda/kernels_batchnorm.cu). Semantics in core/base/backend.h; the CPU kernels in
+ * core/cpu/cpu_kernels.c are the reference these reproduce.
  *
  * Everything runs on the context's stream with DD_CUDA_THREADS threads a block and int64
  * indices. Float arithmetic the CPU does in float goes through the _rn intrinsics, which nvcc
@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "cuda_internal.h"
+#include "cuda_reduce.h"
 
 #define NT DD_CUDA_THREADS
 #define WARPS (NT / 32)
@@ -38,34 +39,6 @@
 #define GRID_STRIDE(i, n)                                                              \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
        i += (int64_t)gridDim.x * blockDim.x)
-
-/* a / b for a >= 0, b > 0: 32-bit division when both fit (the common case), else 64-bit */
-static __device__ __forceinline__ int64_t div_nn(int64_t a, int64_t b) {
-  if (((uint64_t)a | (uint64_t)b) >> 32 == 0) return (int64_t)((uint32_t)a / (uint32_t)b);
-  return a / b;
-}
-
-/* Sum of v over the block (blockDim.x == NT), valid in thread 0. Every thread of the block calls
- * it; it may be called repeatedly in one kernel. */
-static __device__ double block_sum(double v) {
-  __shared__ double s[WARPS];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL, v, off);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads(); /* the previous call's readers are done with s */
-  if (lane == 0) s[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < WARPS ? s[lane] : 0.0;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL, v, off);
-  }
-  return v;
-}
-
-/* Sum of v over the warp, in every lane (a butterfly: the same order in every lane). */
-static __device__ __forceinline__ double warp_sum(double v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL, v, off);
-  return v;
-}
 
 static __device__ __forceinline__ float warp_max(float v) {
   for (int off = 16; off > 0; off >>= 1) {
@@ -205,238 +178,6 @@ extern "C" void dd_cuda_pool_backward(dd_backend *be, const dd_pool_desc *d, flo
   }
   pool_bwd_kernel<<<dd_cuda_blocks(c, total), NT, 0, c->stream>>>(*d, total, dx, dy, mask);
   DD_CUDA_LAUNCHED(c);
-}
-
-/* ---- BatchNorm ---------------------------------------------------------------------------------- */
-
-/* The per-channel work runs on a (splits, channels) grid: block (split, k) takes the share
- * [m * split / splits, m * (split + 1) / splits) of channel ch = c0 + k's m = N * S elements
- * (element j: image j / S, position j % S). Sums go to part[k * splits + split] per field
- * (double, in d_red), and each later block's first warp adds a channel's partials in one fixed
- * order, so every block of a channel sees the same statistics. Channels are processed in slabs
- * that keep the partials within d_red. */
-typedef struct {
-  int64_t n, c, s, m; /* m = n * s, elements per channel */
-  int64_t c0, splits;
-} bn_geom;
-
-/* Calls f(offset) for this thread's elements of block (split, k)'s share of channel c0 + k. */
-template <typename F>
-static __device__ __forceinline__ void bn_for(const bn_geom &g, F f) {
-  int64_t ch = g.c0 + blockIdx.y, split = blockIdx.x;
-  int64_t j0 = g.m * split / g.splits, j1 = g.m * (split + 1) / g.splits;
-  int64_t j = j0 + threadIdx.x;
-  if (j >= j1) return;
-  int64_t di = NT / g.s, dk = NT - di * g.s; /* a step of NT elements, in images and positions */
-  int64_t i = j / g.s, k = j - i * g.s;
-  for (; j < j1; j += NT) {
-    f((i * g.c + ch) * g.s + k);
-    i += di;
-    k += dk;
-    if (k >= g.s) {
-      k -= g.s;
-      i++;
-    }
-  }
-}
-
-/* Sum of channel k's partials, called by the block's first warp: lane sums in split order, then
- * a fixed butterfly, so every block of the channel gets the same double (in every lane). */
-static __device__ __forceinline__ double bn_total(const double *part, const bn_geom &g) {
-  const double *p = part + (int64_t)blockIdx.y * g.splits;
-  double s = 0.0;
-  for (int64_t t = threadIdx.x; t < g.splits; t += 32) s += p[t];
-  return warp_sum(s);
-}
-
-/* part0: the share's sum of a (and, with part1, of a * b) */
-static __global__ void bn_sum_kernel(bn_geom g, const float *a, const float *b, double *part0, double *part1) {
-  double s0 = 0.0, s1 = 0.0;
-  if (b)
-    bn_for(g, [&](int64_t o) {
-      float v = a[o];
-      s0 += (double)v;
-      s1 += (double)__fmul_rn(v, b[o]);
-    });
-  else
-    bn_for(g, [&](int64_t o) { s0 += (double)a[o]; });
-  s0 = block_sum(s0);
-  if (part1) s1 = block_sum(s1);
-  if (threadIdx.x == 0) {
-    int64_t at = (int64_t)blockIdx.y * g.splits + blockIdx.x;
-    part0[at] = s0;
-    if (part1) part1[at] = s1;
-  }
-}
-
-/* part1: the share's sum of squared deviations from the channel mean (from part0) */
-static __global__ void bn_sqdev_kernel(bn_geom g, const float *x, const double *part0, double *part1) {
-  __shared__ float mean_s;
-  if (threadIdx.x < 32) {
-    double t = bn_total(part0, g);
-    if (threadIdx.x == 0) mean_s = (float)(t / (double)g.m);
-  }
-  __syncthreads();
-  float mean = mean_s;
-  double s = 0.0;
-  bn_for(g, [&](int64_t o) {
-    float dv = __fsub_rn(x[o], mean);
-    s += (double)__fmul_rn(dv, dv);
-  });
-  s = block_sum(s);
-  if (threadIdx.x == 0) part1[(int64_t)blockIdx.y * g.splits + blockIdx.x] = s;
-}
-
-/* y = (x - mean) * inv_std from the batch statistics; split 0 stores mean, inv_std and moves the
- * running sums; the first block of the first slab moves the factor (update_factor). */
-static __global__ void bn_train_norm_kernel(bn_geom g, float *y, const float *x, const double *part0,
-                                            const double *part1, float *mean, float *inv_std, float *mean_sum,
-                                            float *var_sum, float *factor, float maf, float eps, int update_factor) {
-  __shared__ float mean_s, inv_s;
-  int64_t ch = g.c0 + blockIdx.y;
-  double t0 = 0.0, t1 = 0.0;
-  if (threadIdx.x < 32) {
-    t0 = bn_total(part0, g);
-    t1 = bn_total(part1, g);
-  }
-  if (threadIdx.x == 0) {
-    float mu = (float)(t0 / (double)g.m);
-    float var = (float)(t1 / (double)g.m);
-    float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
-    mean_s = mu;
-    inv_s = inv;
-    if (blockIdx.x == 0) {
-      float corr = g.m > 1 ? __fdiv_rn((float)g.m, (float)(g.m - 1)) : 1.0f;
-      mean[ch] = mu;
-      inv_std[ch] = inv;
-      mean_sum[ch] = __fadd_rn(mu, __fmul_rn(maf, mean_sum[ch]));
-      var_sum[ch] = __fadd_rn(__fmul_rn(corr, var), __fmul_rn(maf, var_sum[ch]));
-      if (update_factor && blockIdx.y == 0) factor[0] = __fadd_rn(__fmul_rn(factor[0], maf), 1.0f);
-    }
-  }
-  __syncthreads();
-  float mu = mean_s, inv = inv_s;
-  bn_for(g, [&](int64_t o) { y[o] = __fmul_rn(__fsub_rn(x[o], mu), inv); });
-}
-
-/* y = (x - mean) * inv_std from the stored statistics; split 0 stores mean and inv_std */
-static __global__ void bn_global_kernel(bn_geom g, float *y, const float *x, float *mean, float *inv_std,
-                                        const float *mean_sum, const float *var_sum, const float *factor, float eps) {
-  int64_t ch = g.c0 + blockIdx.y;
-  float f = factor[0];
-  float sc = f == 0.0f ? 0.0f : __fdiv_rn(1.0f, f);
-  float mu = __fmul_rn(mean_sum[ch], sc), var = __fmul_rn(var_sum[ch], sc);
-  float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    mean[ch] = mu;
-    inv_std[ch] = inv;
-  }
-  bn_for(g, [&](int64_t o) { y[o] = __fmul_rn(__fsub_rn(x[o], mu), inv); });
-}
-
-/* dx = inv_std * (dy - mean(dy) - y * mean(dy * y)) from the partials, or (global) inv_std * dy */
-static __global__ void bn_bwd_kernel(bn_geom g, float *dx, const float *dy, const float *y, const float *inv_std,
-                                     const double *part0, const double *part1) {
-  float inv = inv_std[g.c0 + blockIdx.y];
-  if (!part0) {
-    bn_for(g, [&](int64_t o) { dx[o] = __fmul_rn(dy[o], inv); });
-    return;
-  }
-  __shared__ float mdy_s, mdyy_s;
-  if (threadIdx.x < 32) {
-    double t0 = bn_total(part0, g), t1 = bn_total(part1, g);
-    if (threadIdx.x == 0) {
-      mdy_s = (float)(t0 / (double)g.m);
-      mdyy_s = (float)(t1 / (double)g.m);
-    }
-  }
-  __syncthreads();
-  float mdy = mdy_s, mdyy = mdyy_s;
-  bn_for(g, [&](int64_t o) { dx[o] = __fmul_rn(__fsub_rn(__fsub_rn(dy[o], mdy), __fmul_rn(y[o], mdyy)), inv); });
-}
-
-/* At most this many splits per channel (each later block reads a channel's partials). */
-#define BN_MAX_SPLITS 1024
-
-/* Geometry for n x c x s: splits for about dd_cuda_blocks blocks in all with a full block of
- * elements each; *slab: channels a launch takes so that nf fields of partials fit in d_red. */
-static bn_geom bn_plan(const dd_cuda_ctx *c, int n, int ch, int s, int nf, int64_t *slab) {
-  bn_geom g;
-  g.n = n;
-  g.c = ch;
-  g.s = s;
-  g.m = (int64_t)n * s;
-  g.c0 = 0;
-  int64_t splits = ((int64_t)dd_cuda_blocks(c, g.m * ch) + ch - 1) / ch, most = (g.m + NT - 1) / NT;
-  if (splits > most) splits = most;
-  if (splits > BN_MAX_SPLITS) splits = BN_MAX_SPLITS;
-  if (splits < 1) splits = 1;
-  g.splits = splits;
-  int64_t sl = nf > 0 ? DD_CUDA_RED_DOUBLES / (nf * splits) : 65535;
-  if (sl > 65535) sl = 65535;
-  if (sl < 1) sl = 1;
-  *slab = sl;
-  return g;
-}
-
-static dim3 bn_grid(const bn_geom &g, int64_t nk) { return dim3((unsigned)g.splits, (unsigned)nk); }
-
-extern "C" void dd_cuda_bn_forward_train(dd_backend *be, int n, int c, int s, float *y, const float *x, float *mean,
-                                         float *inv_std, float *mean_sum, float *var_sum, float *factor, float maf,
-                                         float eps) {
-  dd_cuda_ctx *cx = DD_CUDA_CTX(be);
-  if (n <= 0 || c <= 0 || s <= 0) return;
-  int64_t slab;
-  bn_geom g = bn_plan(cx, n, c, s, 2, &slab);
-  for (int64_t c0 = 0; c0 < c; c0 += slab) {
-    int64_t nk = c - c0 < slab ? c - c0 : slab;
-    double *p0 = cx->d_red, *p1 = cx->d_red + nk * g.splits;
-    g.c0 = c0;
-    bn_sum_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, x, NULL, p0, NULL);
-    DD_CUDA_LAUNCHED(cx);
-    bn_sqdev_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, x, p0, p1);
-    DD_CUDA_LAUNCHED(cx);
-    bn_train_norm_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, y, x, p0, p1, mean, inv_std, mean_sum, var_sum,
-                                                                 factor, maf, eps, c0 == 0);
-    DD_CUDA_LAUNCHED(cx);
-  }
-}
-
-extern "C" void dd_cuda_bn_forward_global(dd_backend *be, int n, int c, int s, float *y, const float *x, float *mean,
-                                          float *inv_std, const float *mean_sum, const float *var_sum,
-                                          const float *factor, float eps) {
-  dd_cuda_ctx *cx = DD_CUDA_CTX(be);
-  if (n <= 0 || c <= 0 || s <= 0) return;
-  int64_t slab;
-  bn_geom g = bn_plan(cx, n, c, s, 0, &slab);
-  for (int64_t c0 = 0; c0 < c; c0 += slab) {
-    int64_t nk = c - c0 < slab ? c - c0 : slab;
-    g.c0 = c0;
-    bn_global_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, y, x, mean, inv_std, mean_sum, var_sum, factor, eps);
-    DD_CUDA_LAUNCHED(cx);
-  }
-}
-
-extern "C" void dd_cuda_bn_backward(dd_backend *be, int n, int c, int s, float *dx, const float *dy, const float *y,
-                                    const float *inv_std, int global) {
-  dd_cuda_ctx *cx = DD_CUDA_CTX(be);
-  if (n <= 0 || c <= 0 || s <= 0) return;
-  int64_t slab;
-  bn_geom g = bn_plan(cx, n, c, s, global ? 0 : 2, &slab);
-  for (int64_t c0 = 0; c0 < c; c0 += slab) {
-    int64_t nk = c - c0 < slab ? c - c0 : slab;
-    g.c0 = c0;
-    if (global) {
-      bn_bwd_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, dx, dy, NULL, inv_std, NULL, NULL);
-      DD_CUDA_LAUNCHED(cx);
-      continue;
-    }
-    double *p0 = cx->d_red, *p1 = cx->d_red + nk * g.splits;
-    bn_sum_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, dy, y, p0, p1);
-    DD_CUDA_LAUNCHED(cx);
-    bn_bwd_kernel<<<bn_grid(g, nk), NT, 0, cx->stream>>>(g, dx, dy, y, inv_std, p0, p1);
-    DD_CUDA_LAUNCHED(cx);
-  }
 }
 
 /* ---- softmax ------------------------------------------------------------------------------------ */

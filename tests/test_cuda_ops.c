@@ -6,6 +6,7 @@
  *
  * Needs a CUDA build and a device: without one every test prints SKIP and passes (ctest label
  * gpu). The device check script (scripts/device_check.sh) runs it on a GPU machine. */
+#define _POSIX_C_SOURCE 200809L
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -265,6 +266,77 @@ static void test_batchnorm(void) {
   CHECK(gpu_ok());
 }
 
+/* The plan's fused BatchNorm + Scale [+ ReLU] (backend.h "fused steps"; the GPU's table with it
+ * is the one DD_CUDA_FUSE=1 selects, set in main): against the CPU's fused step within RTOL, and
+ * its forward against the GPU's three layers one by one, bit for bit (the same statistics and the
+ * same rounding, cuda/kernels_batchnorm.cu). */
+static int gpu_equal(const float *a, const float *b, int64_t n) {
+  float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  gpu->ops->download(gpu, x, a, (size_t)n * sizeof *x);
+  gpu->ops->download(gpu, y, b, (size_t)n * sizeof *y);
+  int eq = !memcmp(x, y, (size_t)n * sizeof *x);
+  free(x), free(y);
+  return eq;
+}
+
+static void test_bn_fused(void) {
+  NEED_GPU();
+  if (!gpu->ops->bn_affine_relu_forward) {
+    CHECKF(0, "the GPU's table has no fused BatchNorm step (DD_CUDA_FUSE=1 is set in main)");
+    return;
+  }
+  const int n = 8, c = 24, s = 11 * 13;
+  int64_t nx = (int64_t)n * c * s;
+  for (int v = 0; v < 6; v++) {
+    int global = v >= 4, relu = v % 2, bias = v != 2;
+    dd_bn_affine_desc d = {.n = n, .c = c, .s = s, .global = global, .eps = 1e-5f, .maf = 0.9f, .relu = relu,
+                           .slope = v == 3 ? 0.1f : 0.0f};
+    char what[96];
+    pair x = pair_rand(nx, -3, 5), y = pair_poisoned(nx), mean = pair_poisoned(c), istd = pair_poisoned(c);
+    pair msum = pair_rand(c, -1, 1), vsum = pair_rand(c, 0.5f, 2), fac = pair_rand(1, 1, 3);
+    pair gm = pair_rand(c, -2, 2), bt = pair_rand(c, -1, 1);
+    /* the GPU's unfused layers first, on copies of the moving sums */
+    float *u = gpu->ops->alloc(gpu, (size_t)nx * sizeof(float)), *um = gpu->ops->alloc(gpu, c * sizeof(float)),
+          *ui = gpu->ops->alloc(gpu, c * sizeof(float)), *ums = gpu->ops->alloc(gpu, c * sizeof(float)),
+          *uvs = gpu->ops->alloc(gpu, c * sizeof(float)), *uf = gpu->ops->alloc(gpu, sizeof(float));
+    gpu->ops->copy(gpu, ums, msum.g, c * sizeof(float));
+    gpu->ops->copy(gpu, uvs, vsum.g, c * sizeof(float));
+    gpu->ops->copy(gpu, uf, fac.g, sizeof(float));
+    if (global) gpu->ops->bn_forward_global(gpu, n, c, s, u, x.g, um, ui, ums, uvs, uf, d.eps);
+    else gpu->ops->bn_forward_train(gpu, n, c, s, u, x.g, um, ui, ums, uvs, uf, d.maf, d.eps);
+    gpu->ops->channel_affine(gpu, n, c, s, u, u, gm.g, bias ? bt.g : NULL);
+    if (relu) gpu->ops->relu_forward(gpu, nx, u, u, d.slope);
+    cpu->ops->bn_affine_relu_forward(cpu, &d, y.c, x.c, mean.c, istd.c, msum.c, vsum.c, fac.c, gm.c, bias ? bt.c : NULL);
+    gpu->ops->bn_affine_relu_forward(gpu, &d, y.g, x.g, mean.g, istd.g, msum.g, vsum.g, fac.g, gm.g, bias ? bt.g : NULL);
+    snprintf(what, sizeof what, "fused bn (global %d relu %d slope %g bias %d)", global, relu, d.slope, bias);
+    CHECK_PAIR(y, what);
+    CHECK_PAIR(mean, what);
+    CHECK_PAIR(istd, what);
+    CHECK_PAIR(msum, what);
+    CHECK_PAIR(vsum, what);
+    CHECK_PAIR(fac, what);
+    CHECKF(gpu_equal(u, y.g, nx) && gpu_equal(um, mean.g, c) && gpu_equal(ui, istd.g, c) &&
+               gpu_equal(ums, msum.g, c) && gpu_equal(uvs, vsum.g, c) && gpu_equal(uf, fac.g, 1),
+           "%s: the fused forward differs from the three layers on the GPU", what);
+    pair dy = pair_rand(nx, -1, 1), dx = pair_poisoned(nx), dg = pair_rand(c, -1, 1), db = pair_rand(c, -1, 1);
+    cpu->ops->bn_affine_relu_backward(cpu, &d, dx.c, dg.c, bias ? db.c : NULL, dy.c, y.c, x.c, mean.c, istd.c, gm.c);
+    gpu->ops->bn_affine_relu_backward(gpu, &d, dx.g, dg.g, bias ? db.g : NULL, dy.g, y.g, x.g, mean.g, istd.g, gm.g);
+    CHECK_PAIR(dx, what);
+    CHECK_PAIR(dg, what);
+    CHECK_PAIR(db, what);
+    /* parameter gradients alone (no dx) */
+    cpu->ops->bn_affine_relu_backward(cpu, &d, NULL, dg.c, db.c, dy.c, y.c, x.c, mean.c, istd.c, gm.c);
+    gpu->ops->bn_affine_relu_backward(gpu, &d, NULL, dg.g, db.g, dy.g, y.g, x.g, mean.g, istd.g, gm.g);
+    CHECK_PAIR(dg, what);
+    CHECK_PAIR(db, what);
+    float *bufs[] = {u, um, ui, ums, uvs, uf};
+    for (int k = 0; k < 6; k++) gpu->ops->free(gpu, bufs[k]);
+    pair all[] = {x, y, mean, istd, msum, vsum, fac, gm, bt, dy, dx, dg, db};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(&all[i]);
+  }
+  CHECK(gpu_ok());
+}
+
 static void test_channel_affine(void) {
   NEED_GPU();
   const int64_t outer = 6, dim = 12, inner = 50, n = outer * dim * inner;
@@ -454,6 +526,7 @@ int main(void) {
     fprintf(stderr, "cannot start the CPU backend\n");
     return 1;
   }
+  setenv("DD_CUDA_FUSE", "1", 1); /* the GPU's table with the fused steps (cuda/backend.cu) */
   if (!dd_backend_have_cuda())
     printf("SKIP: this build has no CUDA backend (no CUDA toolkit found by CMake)\n");
   else if (dd_backend_create(&gpu, "cuda:0", 0, err, sizeof err)) {
@@ -467,6 +540,7 @@ int main(void) {
   RUN(test_conv);
   RUN(test_pool);
   RUN(test_batchnorm);
+  RUN(test_bn_fused);
   RUN(test_channel_affine);
   RUN(test_elementwise);
   RUN(test_softmax_losses);
