@@ -179,7 +179,7 @@ static const dd_backend_ops cuda_ops = {
     /* convolution */
     .conv_workspace = dd_cuda_conv_workspace, .conv_forward = dd_cuda_conv_forward,
     .conv_backward_data = dd_cuda_conv_backward_data, .conv_backward_filter = dd_cuda_conv_backward_filter,
-    .conv_impl = NULL,
+    .conv_impl = dd_cuda_conv_impl,
     /* pooling */
     .pool_forward = dd_cuda_pool_forward, .pool_backward = dd_cuda_pool_backward,
     /* BatchNorm */

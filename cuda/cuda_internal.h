@@ -10,7 +10,7 @@
  *                              dropout, channel_affine(+backward), copy_rows, regularize, the
  *                              solver updates
  *   cuda/conv.cu               convolution through cuDNN (descriptors and algorithms cached per
- *                              shape, chosen once in conv_workspace)
+ *                              shape, chosen once in conv_workspace: timed, kept per device for the process)
  *   cuda/kernels_nn.cu         pooling, softmax, cross entropy, accuracy, the distillation and
  *                              attention losses
  *   cuda/kernels_batchnorm.cu  BatchNorm (Caffe's semantics) and the plan's fused
@@ -149,6 +149,7 @@ void dd_cuda_adagrad_update(dd_backend *be, int64_t n, float *w, float *g, float
                             float rms_decay, int rmsprop);
 /* conv.cu */
 size_t dd_cuda_conv_workspace(dd_backend *be, const dd_conv_desc *d);
+const char *dd_cuda_conv_impl(dd_backend *be, const dd_conv_desc *d);
 void dd_cuda_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x, const float *w,
                           const float *bias, void *ws);
 void dd_cuda_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy, const float *w,

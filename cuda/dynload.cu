@@ -425,3 +425,44 @@ extern "C" ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size
   if (!f) return ncclSystemError;
   return f(sendbuff, recvbuff, count, datatype, root, comm, stream);
 }
+
+/* ---- timed algorithm search (cuda/conv.cu, DD_CUDNN_ALGO=measure) ---- */
+
+extern "C" cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const void *x, const cudnnFilterDescriptor_t wDesc,
+    const void *w, const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t yDesc, void *y,
+    const int requestedAlgoCount, int *returnedAlgoCount, cudnnConvolutionFwdAlgoPerf_t *perfResults, void *workSpace,
+    size_t workSpaceSizeInBytes) {
+  static decltype(&cudnnFindConvolutionForwardAlgorithmEx) f =
+      (decltype(&cudnnFindConvolutionForwardAlgorithmEx))dd_dyn_sym(DD_DYN_CUDNN,
+                                                                    "cudnnFindConvolutionForwardAlgorithmEx");
+  if (!f) return CUDNN_STATUS_NOT_INITIALIZED;
+  return f(handle, xDesc, x, wDesc, w, convDesc, yDesc, y, requestedAlgoCount, returnedAlgoCount, perfResults,
+           workSpace, workSpaceSizeInBytes);
+}
+
+extern "C" cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const void *w, const cudnnTensorDescriptor_t dyDesc,
+    const void *dy, const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t dxDesc, void *dx,
+    const int requestedAlgoCount, int *returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t *perfResults,
+    void *workSpace, size_t workSpaceSizeInBytes) {
+  static decltype(&cudnnFindConvolutionBackwardDataAlgorithmEx) f =
+      (decltype(&cudnnFindConvolutionBackwardDataAlgorithmEx))dd_dyn_sym(DD_DYN_CUDNN,
+                                                                         "cudnnFindConvolutionBackwardDataAlgorithmEx");
+  if (!f) return CUDNN_STATUS_NOT_INITIALIZED;
+  return f(handle, wDesc, w, dyDesc, dy, convDesc, dxDesc, dx, requestedAlgoCount, returnedAlgoCount, perfResults,
+           workSpace, workSpaceSizeInBytes);
+}
+
+extern "C" cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const void *x, const cudnnTensorDescriptor_t dyDesc,
+    const void *y, const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t dwDesc, void *dw,
+    const int requestedAlgoCount, int *returnedAlgoCount, cudnnConvolutionBwdFilterAlgoPerf_t *perfResults,
+    void *workSpace, size_t workSpaceSizeInBytes) {
+  static decltype(&cudnnFindConvolutionBackwardFilterAlgorithmEx) f =
+      (decltype(&cudnnFindConvolutionBackwardFilterAlgorithmEx))dd_dyn_sym(
+          DD_DYN_CUDNN, "cudnnFindConvolutionBackwardFilterAlgorithmEx");
+  if (!f) return CUDNN_STATUS_NOT_INITIALIZED;
+  return f(handle, xDesc, x, dyDesc, y, convDesc, dwDesc, dw, requestedAlgoCount, returnedAlgoCount, perfResults,
+           workSpace, workSpaceSizeInBytes);
+}

@@ -179,6 +179,11 @@ static void conv_case(dd_conv_desc d, int with_bias) {
   gpu->ops->conv_backward_filter(gpu, &d, dw.g, db.g, dy.g, x.g, wg);
   CHECKF(pair_err(&dw) <= RTOL, "%s backward filter: %.3g", what, pair_err(&dw));
   CHECKF(pair_err(&db) <= RTOL, "%s backward bias: %.3g", what, pair_err(&db));
+  /* the algorithms chosen, named; timed where DD_CUDNN_ALGO=measure asks (cuda/conv.cu) */
+  const char *impl = gpu->ops->conv_impl(gpu, &d), *mode = getenv("DD_CUDNN_ALGO");
+  printf("     %s: %s\n", what, impl);
+  CHECKF(strstr(impl, "cuDNN") && strstr(impl, mode && !strcmp(mode, "measure") ? ", timed" : ", heuristic"),
+         "%s: algorithms %s", what, impl);
   pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy), pair_free(&dx), pair_free(&dw), pair_free(&db);
   if (wc) cpu->ops->free(cpu, wc);
   if (wg) gpu->ops->free(gpu, wg);

@@ -92,6 +92,13 @@ static void test_train_and_resume(void) {
   CHECKF(st == 0, "exit %d:\n%s", st, out);
   CHECK_CONTAINS(out, "forward+backward");
   CHECK_CONTAINS(out, "g1_b1_conv1");
+  /* after the table, a line per convolution naming how it runs (not its type again) */
+  const char *row = strstr(out, "\ng1_b1_conv1 "), *impl = row ? strstr(row + 1, "\ng1_b1_conv1 ") : NULL;
+  const char *eol = impl ? strchr(impl + 1, '\n') : NULL;
+  char line[256] = "";
+  if (impl && eol) snprintf(line, sizeof line, "%.*s", (int)(eol - impl), impl);
+  CHECKF(strlen(line) > 30 && !strstr(line, "Convolution"),
+         "no implementation line for g1_b1_conv1:\n%s", out);
   free(out);
 }
 

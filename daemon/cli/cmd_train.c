@@ -445,11 +445,14 @@ int dd_cmd_time(int argc, char **argv) {
     goto done;
   }
   dd_net_backward(n);
+  /* each layer timed between synchronizations (a GPU runs asynchronously) */
+  be->ops->synchronize(be);
   double t_all = now_s();
   for (int it = 0; it < iters; it++) {
     for (size_t i = 0; i < n->n_layers; i++) {
       double t0 = now_s();
       n->layers[i].ops->forward(&n->layers[i]);
+      be->ops->synchronize(be);
       fw[i] += now_s() - t0;
     }
     n->iter++;
@@ -457,6 +460,7 @@ int dd_cmd_time(int argc, char **argv) {
       if (!n->graph->layers[i].need_backward || !n->layers[i].ops->backward) continue;
       double t0 = now_s();
       n->layers[i].ops->backward(&n->layers[i]);
+      be->ops->synchronize(be);
       bw[i] += now_s() - t0;
     }
   }
@@ -472,6 +476,13 @@ int dd_cmd_time(int argc, char **argv) {
   int batch = n->n_blobs && n->blobs[0]->shape.ndim ? (int)n->blobs[0]->shape.dims[0] : 1;
   printf("forward %.2f ms, backward %.2f ms, forward+backward %.2f ms per iteration (%d iterations), %.1f img/s\n",
          1e3 * tf / iters, 1e3 * tb / iters, 1e3 * t_all / iters, iters, batch * iters / t_all);
+  /* how each convolution runs (cuDNN's algorithms on a GPU: forward / backward-data /
+   * backward-filter, and whether they were timed; the kernels on the CPU) */
+  for (size_t i = 0; i < n->n_layers && be->ops->conv_impl; i++) {
+    const char *t = n->layers[i].lp->type;
+    if (strcmp(t, "Convolution") && strcmp(t, "Deconvolution")) continue;
+    printf("%-28s %s\n", n->layers[i].name, be->ops->conv_impl(be, (const dd_conv_desc *)n->layers[i].priv));
+  }
   free(fw);
   free(bw);
   status = 0;

@@ -69,7 +69,13 @@ static void usage(FILE *f) {
           "  DD_DNNL=0|own|all             oneDNN off / FP32 convolutions on the own kernels / on\n"
           "                                oneDNN (default: oneDNN where its kernels are AVX-512)\n"
           "  DD_FUSE=0                     every layer its own step, no fused or blocked plans (with\n"
-          "                                DD_DNNL=0: the FP32 reference every other path is tested against)\n",
+          "                                DD_DNNL=0: the FP32 reference every other path is tested against)\n"
+          "Environment (the CUDA backend):\n"
+          "  DD_CUDNN_ALGO=measure         cuDNN's deterministic FP32 convolution algorithms timed once\n"
+          "                                per shape and kept for the process (not yet run on a GPU;\n"
+          "                                default: its heuristics' first); `distilld time` lists them\n"
+          "  DD_CUDA_FUSE=1                the fused BatchNorm+Scale+ReLU step on the GPU (not yet\n"
+          "                                run on a GPU: off by default)\n",
           DD_VERSION);
 }
 
