@@ -37,7 +37,8 @@
 # (b) test_cuda_ops (every backend operation, GPU against CPU) and any other built test labelled
 # gpu, TEST_TIMEOUT_S each; (d) the nets (gen_wrn.py: deploy teachers WRN-40-2 and WRN-28-10,
 # bench students WRN-16-2 and WRN-16-4; batch 128, 3x32x32, 100 classes) and, per pair, bench_kd
-# on cuda:0 (distilld FP32) and bench_kd_torch.py (PyTorch FP32 with TF32 off, PyTorch bf16 with
+# on cuda:0 (distilld FP32 as by default, and again with DD_CUDNN_ALGO=measure DD_CUDA_FUSE=1: the
+# timed cuDNN algorithms and the fused BatchNorm step, not yet the defaults) and bench_kd_torch.py (PyTorch FP32 with TF32 off, PyTorch bf16 with
 # channels_last); (c) test_cuda_ops under compute-sanitizer memcheck when one exists, with what time
 # is left (run after the benchmarks because it is the slowest and least predictable step: a
 # memcheck that runs long must not cost the numbers); (e) the table.
@@ -320,14 +321,22 @@ main() {
   local names=() n
   while IFS= read -r n; do names+=("$n"); done < <(gpu_tests)
   for n in "${names[@]}"; do
-    local exe="$BUILD_DIR/tests/$n"
+    # a ctest variant runs another test's executable with a setting (tests/CMakeLists.txt)
+    local base="$n" venv=()
+    case "$n" in
+      test_cuda_train_fused) base=test_cuda_train venv=(DD_CUDA_FUSE=1) ;;
+      test_cuda_train_measured) base=test_cuda_train venv=(DD_CUDNN_ALGO=measure) ;;
+      test_cuda_ops_measured) base=test_cuda_ops venv=(DD_CUDNN_ALGO=measure) ;;
+    esac
+    local exe="$BUILD_DIR/tests/$base"
     if [ ! -x "$exe" ]; then
       echo "-- $n: not built ($exe)"
       tests_lines+=("$(printf '%-44s %s' "$n" "NOT BUILT")")
       status=1
       continue
     fi
-    step "$n" "$TEST_TIMEOUT_S" "$OUT/$n.log" bash -c 'cd "$1" && exec "$2"' _ "$BUILD_DIR/tests" "$exe"
+    step "$n${venv[*]:+ (${venv[*]})}" "$TEST_TIMEOUT_S" "$OUT/$n.log" env "${venv[@]}" bash -c 'cd "$1" && exec "$2"' _ \
+      "$BUILD_DIR/tests" "$exe"
     local v summary
     v="$(verdict $step_rc "$OUT/$n.log")"
     case "$v" in FAIL* | TIMEOUT | "NOT RUN") status=1 ;; SKIP) [ $dry = 1 ] || status=1 ;; esac
@@ -376,18 +385,22 @@ main() {
   for p in $pairs; do
     t="${p%%:*}" s="${p##*:}" tag="wrn${t/-/_}_to_wrn${s/-/_}"
     tnet="$OUT/nets/wrn${t/-/_}_deploy.prototxt" snet="$OUT/nets/wrn${s/-/_}_bench.prototxt"
-    dlog="$OUT/kd_${tag}_distilld.log" tlog="$OUT/kd_${tag}_torch.log"
+    dlog="$OUT/kd_${tag}_distilld.log" tlog="$OUT/kd_${tag}_torch.log" xlog="$OUT/kd_${tag}_distilld_timed_fused.log"
     if [ -x "$BUILD_DIR/tests/bench_kd" ]; then
       step "bench_kd WRN-$t -> WRN-$s on $device" "$BENCH_TIMEOUT_S" "$dlog" \
         "$BUILD_DIR/tests/bench_kd" --device "$device" --iters "$iters" --warmup "$warmup" --threads 2 \
         --teacher "$tnet" --student "$snet" --temperature 4 --alpha 0.9
+      # issue 19's mechanisms not yet on by default: cuDNN's algorithms timed, the fused BatchNorm
+      step "bench_kd WRN-$t -> WRN-$s on $device (DD_CUDNN_ALGO=measure DD_CUDA_FUSE=1)" "$BENCH_TIMEOUT_S" "$xlog" \
+        env DD_CUDNN_ALGO=measure DD_CUDA_FUSE=1 "$BUILD_DIR/tests/bench_kd" --device "$device" --iters "$iters" \
+        --warmup "$warmup" --threads 2 --teacher "$tnet" --student "$snet" --temperature 4 --alpha 0.9
     else
       echo "-- bench_kd: not built ($BUILD_DIR/tests/bench_kd)" | tee "$dlog"
     fi
     step "bench_kd_torch.py WRN-$t -> WRN-$s on $device (fp32, bf16 channels_last)" "$TORCH_TIMEOUT_S" "$tlog" \
       "$PYTHON" "$here/scripts/bench_kd_torch.py" --device "$device" --teacher "WRN-$t" --student "WRN-$s" \
       --batch "$batch" --classes 100 --iters "$iters" --warmup "$warmup" --mode both "${torch_extra[@]}"
-    rows+=("WRN-$t -> WRN-$s|$dlog|$tlog")
+    rows+=("WRN-$t -> WRN-$s|$dlog|$tlog|$xlog")
   done
 
   # ---- (c) compute-sanitizer ----------------------------------------------------------------------------
@@ -422,7 +435,7 @@ main() {
   # ---- (e) the table ------------------------------------------------------------------------------------
   local r pair a b c ma mb mc ratio
   for r in "${rows[@]}"; do
-    IFS='|' read -r pair dlog tlog <<<"$r"
+    IFS='|' read -r pair dlog tlog xlog <<<"$r"
     [ -n "$(field img_s fp32 "$dlog")" ] && [ -n "$(field img_s fp32 "$tlog")" ] && [ -n "$(field img_s bf16_cl "$tlog")" ] || status=1
   done
   {
@@ -436,15 +449,20 @@ main() {
     fi
     echo "KD step images/s ($device, batch $batch, 3x32x32, 100 classes, T 4, alpha 0.9; median of $iters steps after $warmup;"
     echo "teacher forward + student forward/backward + SGD momentum; in brackets: ms per step):"
-    printf '  %-22s %20s %20s %22s %9s\n' pair "distilld FP32" "PyTorch FP32" "PyTorch bf16+CL" "dd/PT32"
+    printf '  %-22s %20s %20s %20s %22s %9s %9s\n' pair "distilld FP32" "dd timed+fused" "PyTorch FP32" "PyTorch bf16+CL" \
+      "dd/PT32" "t+f/PT32"
     for r in "${rows[@]}"; do
-      IFS='|' read -r pair dlog tlog <<<"$r"
+      IFS='|' read -r pair dlog tlog xlog <<<"$r"
+      local x mx xratio="-"
+      x="$(field img_s fp32 "$xlog" 2>/dev/null)" mx="$(field ms fp32 "$xlog" 2>/dev/null)"
       a="$(field img_s fp32 "$dlog")" ma="$(field ms fp32 "$dlog")"
       b="$(field img_s fp32 "$tlog")" mb="$(field ms fp32 "$tlog")"
       c="$(field img_s bf16_cl "$tlog")" mc="$(field ms bf16_cl "$tlog")"
       ratio="-"
       [ -n "$a" ] && [ -n "$b" ] && ratio="$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
-      printf '  %-22s %20s %20s %22s %9s\n' "$pair" "${a:-n/a}${ma:+ ($ma)}" "${b:-n/a}${mb:+ ($mb)}" "${c:-n/a}${mc:+ ($mc)}" "$ratio"
+      [ -n "$x" ] && [ -n "$b" ] && xratio="$(awk -v a="$x" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+      printf '  %-22s %20s %20s %20s %22s %9s %9s\n' "$pair" "${a:-n/a}${ma:+ ($ma)}" "${x:-n/a}${mx:+ ($mx)}" \
+        "${b:-n/a}${mb:+ ($mb)}" "${c:-n/a}${mc:+ ($mc)}" "$ratio" "$xratio"
     done
     echo "GPU: $gpu_name"
     echo "(logs in $OUT; finished after $(elapsed) s of a ${DEADLINE_S} s deadline; exit $status:" \
