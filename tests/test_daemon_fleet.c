@@ -3,7 +3,8 @@
  * 7. 200 tiny jobs through two daemons: each succeeds exactly once; both workers take some.
  *    A data-parallel job (two CPU ranks) through one daemon; one job on two nodes (two workers
  *    meet through Redis), with node 1's worker lost mid-job; a worker that runs node 0 leaves its
- *    own join entry to another worker at once. */
+ *    own join entry to another worker at once. A worker with max_jobs_per_device 1 and two slots
+ *    runs one job on its device at a time: the second waits (a cancel ends its wait). */
 #define _GNU_SOURCE
 #define TEST_PROC_NAME "test_daemon_fleet"
 #include "test_daemon.h"
@@ -205,6 +206,66 @@ DTEST(test_multinode_own_join) {
          "it started\n", took);
 }
 
+/* ---- max_jobs_per_device: a worker's second job waits for a share of its device -------------------- */
+
+/* 1 when job id's events hold a log line starting with `prefix`. */
+static int has_log(const char *id, const char *prefix) {
+  redisReply *r = xrange(K("job:%s:events", id));
+  int found = 0;
+  for (size_t i = 0; r && i < r->elements && !found; i++) {
+    const char *m = ef(r->element[i], "msg");
+    found = ef_is(r->element[i], "type", "log") && m && !strncmp(m, prefix, strlen(prefix));
+  }
+  if (r) freeReplyObject(r);
+  return found;
+}
+
+static int wait_log(const char *id, const char *prefix, double timeout_s) {
+  double end = mono() + timeout_s;
+  while (mono() < end && !has_log(id, prefix)) sleep_ms(20);
+  return has_log(id, prefix);
+}
+
+DTEST(test_device_shares) {
+  REQUIRE(begin("t7d", 0));
+  daemon_cfg_extra = "max_jobs_per_device: 1\n";
+  dmn *a = daemon_start("wd", 2, 10, 1);
+  daemon_cfg_extra = NULL;
+  REQUIRE(a && daemon_wait_up(a, 15));
+  job_opts big = {.max_iter = 1000000, .display = 10, .test_interval = 0, .snapshot = 0};
+  job_opts small = {.max_iter = 3, .display = 1, .test_interval = 0, .snapshot = 0};
+  REQUIRE(submit_job("d1", &big));
+  REQUIRE(wait_field_at_least("d1", "iter", 10, 30));
+  /* d2 takes the free slot and waits: "cpu" runs d1, and one job per device is the limit */
+  REQUIRE(submit_job("d2", &small));
+  CHECK(wait_log("d2", "waiting: cpu already runs 1 of this worker's jobs (max_jobs_per_device 1)", 20));
+  sleep_ms(500);
+  CHECKF(hget_ll(K("job:d2"), "iter", 0) == 0, "d2 trained while d1 held the device: iter %lld",
+         hget_ll(K("job:d2"), "iter", 0));
+  /* a cancel ends the wait */
+  redisReply *r = cmd("HSET %s cancel 1", K("job:d2"));
+  if (r) freeReplyObject(r);
+  char *st = wait_final("d2", 20);
+  CHECKF(st && !strcmp(st, "cancelled"), "d2 cancelled while waiting: %s (%s)", test__str(st),
+         test__str(hget(K("job:d2"), "error")));
+  free(st);
+  /* the next one waits too, and starts when d1 ends */
+  REQUIRE(submit_job("d3", &small));
+  CHECK(wait_log("d3", "waiting: cpu", 20));
+  r = cmd("HSET %s cancel 1", K("job:d1"));
+  if (r) freeReplyObject(r);
+  st = wait_final("d1", 30);
+  CHECKF(st && !strcmp(st, "cancelled"), "d1: %s", test__str(st));
+  free(st);
+  st = wait_final("d3", 60);
+  CHECKF(st && !strcmp(st, "succeeded"), "d3: %s (%s)", test__str(st), test__str(hget(K("job:d3"), "error")));
+  free(st);
+  CHECK(has_log("d3", "a device share is free: starting"));
+  CHECK(hget_ll(K("job:d3"), "iter", 0) == 3);
+  printf("     two slots, one share of cpu: the second job waited, a cancel ended its wait, the third started when "
+         "the first ended\n");
+}
+
 int main(void) {
   if (daemon_main_begin()) return 1;
   RUN(test_setup);
@@ -212,5 +273,6 @@ int main(void) {
   RUN(test_data_parallel_job);
   RUN(test_multinode_job);
   RUN(test_multinode_own_join);
+  RUN(test_device_shares);
   return daemon_main_end();
 }

@@ -42,6 +42,12 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
   } else if (c->max_job_memory_mb < 0 || c->max_job_memory_mb > ((int64_t)1 << 30)) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: max_job_memory_mb must be 0 (no limit) to 1073741824, got %lld", where,
                   (long long)c->max_job_memory_mb);
+  } else if (c->max_jobs_per_device < 0) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "%s: max_jobs_per_device must be 0 (no limit) or more, got %d", where,
+                  c->max_jobs_per_device);
+  } else if (c->n_device > DD_DCONFIG_MAX_DEVICES) {
+    r = dd_errorf(DD_EINVAL, err, errlen, "%s: device: %zu devices, at most %d", where, c->n_device,
+                  DD_DCONFIG_MAX_DEVICES);
   } else if (c->redis_password_env && c->redis_password_file) {
     r = dd_errorf(DD_EINVAL, err, errlen, "%s: set redis_password_env or redis_password_file, not both", where);
   } else {
@@ -88,11 +94,15 @@ int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, 
   return 0;
 }
 
-int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device) {
+int dd_dconfig_device_index(const Distilld__DaemonConfig *c, const char *device) {
   int kind, index, k, i;
-  if (dd_device_parse(device, &kind, &index, "device", NULL, 0)) return 0;
-  if (c->n_device == 0) return kind == DD_DEVICE_CPU;
+  if (dd_device_parse(device, &kind, &index, "device", NULL, 0)) return -1;
+  if (c->n_device == 0) return kind == DD_DEVICE_CPU ? 0 : -1;
   for (size_t n = 0; n < c->n_device; n++)
-    if (!dd_device_parse(c->device[n], &k, &i, "device", NULL, 0) && k == kind && i == index) return 1;
-  return 0;
+    if (!dd_device_parse(c->device[n], &k, &i, "device", NULL, 0) && k == kind && i == index) return (int)n;
+  return -1;
+}
+
+int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device) {
+  return dd_dconfig_device_index(c, device) >= 0;
 }

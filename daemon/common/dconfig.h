@@ -20,5 +20,10 @@ int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, 
  * none has "cpu"), compared as dd_device_parse reads them (core/base/device.h: "cuda:0" and
  * "cuda:00" are one device); 0 when it names another, or is not a device name. */
 int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device);
+/* Its index in the config's `device` list (0 for "cpu" in a config that names none), or -1. */
+int dd_dconfig_device_index(const Distilld__DaemonConfig *c, const char *device);
+
+/* The most devices a worker's config may list. */
+#define DD_DCONFIG_MAX_DEVICES 64
 
 #endif

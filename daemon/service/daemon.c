@@ -80,7 +80,11 @@ int dd_cmd_daemon(const char *config_path) {
     goto out;
   }
   pthread_mutex_init(&d->ring.mu, NULL);
+  pthread_mutex_init(&d->dev_lock, NULL);
+  pthread_cond_init(&d->dev_cond, NULL);
   status = loop_run(d);
+  pthread_cond_destroy(&d->dev_cond);
+  pthread_mutex_destroy(&d->dev_lock);
   pthread_mutex_destroy(&d->ring.mu);
 out:
   for (int i = 0; i < MAX_SLOTS; i++) free(d->slots[i].text);

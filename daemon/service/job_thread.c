@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/dd_error.h"
@@ -159,6 +160,70 @@ static int check_worker_devices(const daemon_t *d, const Distilld__DistillJob *j
   return 0;
 }
 
+/* ---- shares of the worker's devices (max_jobs_per_device) ---------------------------------------- */
+
+/* Takes a share of each of the job's devices (as indexes into the worker's list, without repeats,
+ * in idx; *n_idx of them): its own, or where it names none the worker's device that runs the
+ * fewest of its jobs now. With max_jobs_per_device set, waits while any of them runs that many,
+ * saying so once in the job's events; returns DD_ESTOPPED (err says why) when the job is stopped
+ * while waiting, else 0. */
+static int acquire_devices(job_t *j, const Distilld__DistillJob *job, int *idx, int *n_idx, char *err, size_t errlen) {
+  daemon_t *d = j->d;
+  int limit = d->cfg->max_jobs_per_device, logged = 0, nd = d->cfg->n_device ? (int)d->cfg->n_device : 1;
+  pthread_mutex_lock(&d->dev_lock);
+  for (;;) {
+    int n = 0, full = -1;
+    if (job->n_device) {
+      for (size_t k = 0; k < job->n_device; k++) {
+        int x = dd_dconfig_device_index(d->cfg, job->device[k]), seen = 0;
+        for (int q = 0; q < n; q++) seen |= idx[q] == x;
+        if (x >= 0 && !seen) idx[n++] = x; /* check_worker_devices has refused names not the worker's */
+      }
+    } else {
+      int best = 0;
+      for (int i = 1; i < nd; i++)
+        if (d->dev_running[i] < d->dev_running[best]) best = i;
+      idx[n++] = best;
+    }
+    for (int q = 0; q < n && full < 0; q++)
+      if (limit > 0 && d->dev_running[idx[q]] >= limit) full = idx[q];
+    if (full < 0) {
+      for (int q = 0; q < n; q++) d->dev_running[idx[q]]++;
+      *n_idx = n;
+      break;
+    }
+    if (atomic_load(&j->stop) != STOP_NONE) {
+      pthread_mutex_unlock(&d->dev_lock);
+      return dd_errorf(DD_ESTOPPED, err, errlen, "stopped while waiting for a share of a device");
+    }
+    if (!logged) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "waiting: %s already runs %d of this worker's jobs (max_jobs_per_device %d)",
+               d->cfg->n_device ? d->cfg->device[full] : "cpu", d->dev_running[full], limit);
+      pthread_mutex_unlock(&d->dev_lock);
+      h_log(j, 2, msg);
+      pthread_mutex_lock(&d->dev_lock);
+      logged = 1;
+      continue;
+    }
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_nsec += 250 * 1000000L; /* wake to look at the stop flag */
+    if (t.tv_nsec >= 1000000000L) t.tv_sec++, t.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&d->dev_cond, &d->dev_lock, &t);
+  }
+  pthread_mutex_unlock(&d->dev_lock);
+  if (logged) h_log(j, 2, "a device share is free: starting");
+  return 0;
+}
+
+static void release_devices(daemon_t *d, const int *idx, int n_idx) {
+  pthread_mutex_lock(&d->dev_lock);
+  for (int q = 0; q < n_idx; q++) d->dev_running[idx[q]]--;
+  pthread_cond_broadcast(&d->dev_cond);
+  pthread_mutex_unlock(&d->dev_lock);
+}
+
 void job_thread(void *arg) {
   job_t *j = arg;
   daemon_t *d = j->d;
@@ -192,9 +257,17 @@ void job_thread(void *arg) {
                    .hooks = {.ctx = j, .log = h_log, .progress = h_progress, .test = h_test, .teacher = h_teacher,
                              .snapshot = h_snapshot, .should_stop = h_stop, .started = h_started}};
   dd_job_result res;
-  j->output_dir = job->output_dir; /* for the backfill (h_started); job outlives the run */
-  int r = dd_job_run(job, &o, &res, err, sizeof err), stopped = res.stopped;
-  j->output_dir = NULL;
+  memset(&res, 0, sizeof res);
+  int dev_idx[DD_DCONFIG_MAX_DEVICES], n_dev = 0;
+  int r = acquire_devices(j, job, dev_idx, &n_dev, err, sizeof err);
+  if (!r) {
+    if (!job->n_device && d->cfg->n_device) o.default_device = d->cfg->device[dev_idx[0]];
+    j->output_dir = job->output_dir; /* for the backfill (h_started); job outlives the run */
+    r = dd_job_run(job, &o, &res, err, sizeof err);
+    j->output_dir = NULL;
+    release_devices(d, dev_idx, n_dev);
+  }
+  int stopped = res.stopped;
   iter = res.iter;
   int stop = atomic_load(&j->stop);
   if (r == DD_ESTOPPED && stop != STOP_NONE) {

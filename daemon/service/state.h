@@ -6,11 +6,13 @@
 #define DD_STATE_H
 
 #include <hiredis/async.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/dconfig.h"
 #include "common/rdzv.h"
 #include "distill.pb-c.h"
 #include "service/paths.h"
@@ -79,6 +81,11 @@ typedef struct daemon {
   uint64_t claims;
   char autoclaim_cursor[64];
   int exit_status;
+  /* jobs running per device of the worker (index: cfg->device's, 0 = "cpu" when it names none),
+   * for max_jobs_per_device; guarded by dev_lock, dev_cond signalled when one ends */
+  pthread_mutex_t dev_lock;
+  pthread_cond_t dev_cond;
+  int dev_running[DD_DCONFIG_MAX_DEVICES];
 } daemon_t;
 
 #endif
