@@ -247,7 +247,7 @@ static const dd_backend_ops cuda_ops = {
     .bn_affine_relu_forward = NULL, .bn_affine_relu_backward = NULL,
     /* inference in the blocked layout: not on this backend (its activations stay NCHW) */
     .conv_blk_prepare = NULL, .conv_blk_forward = NULL, .blk_relu = NULL, .blk_affine = NULL,
-    .blk_sum = NULL, .blk_to_nchw = NULL,
+    .blk_sum = NULL, .blk_to_nchw = NULL, .conv_blk_train = NULL, .blk_from_nchw = NULL,
 
     /* catalogue: data */
 

@@ -366,6 +366,11 @@ static int build_student(kd_bench *b) {
     fprintf(stderr, "bench_kd: out of memory\n");
     return 1;
   }
+  /* and the student trains in it, as a job's does (DD_BLOCKED_TRAIN=0: NCHW FP32 activations) */
+  if (dd_plan_build_blocked_train(b->sn, NULL, 0)) {
+    fprintf(stderr, "bench_kd: out of memory\n");
+    return 1;
+  }
   char plan[512];
   if (!b->o.alone) {
     dd_plan_describe(b->teacher.net, plan, sizeof plan);

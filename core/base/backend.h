@@ -32,6 +32,10 @@ typedef struct {
                      descriptor and workspace (a Convolution layer that learns its weights): the
                      backend may keep what the forward made of x (its converted copy) in the
                      workspace for that pass. 0: no such promise (Deconvolution, frozen layers) */
+  int blk_in, blk_out; /* the layouts of x and dx (blk_in) and of y and dy (blk_out): 0 NCHW FP32;
+                          1 the blocked layout of "inference in the blocked layout" below, bf16
+                          where precision is bf16, else FP32 (a training plan's blocked steps,
+                          core/net/plan.h). Only where conv_blk_train says the backend runs it. */
 } dd_conv_desc;
 
 /* Pooling, Caffe's semantics: windows clipped to the padded input; AVE divides by the window
@@ -80,6 +84,9 @@ typedef struct {
   float eps, maf;
   int relu;    /* a ReLU follows, with negative_slope `slope` */
   float slope;
+  int blocked; /* x, y, dx and dy in the blocked layout (bf16 where `bf16`, else FP32) instead of
+                  NCHW FP32: a training plan's blocked step (the blk_* operations below) */
+  int bf16;
 } dd_bn_affine_desc;
 
 typedef struct dd_backend_ops {
@@ -448,6 +455,12 @@ typedef struct dd_backend_ops {
                   int relu, float slope);
   /* y (NCHW FP32) = x (blocked (N, C, S)); y does not overlap x. */
   void (*blk_to_nchw)(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
+  /* ---- training in the blocked layout (a learning net's blocked plan; NULL: none) ---- */
+  /* Whether the convolution d (its blk_in / blk_out set) runs with those layouts in every pass
+   * (prepares it, at setup); 0 when not: the plan then keeps NCHW FP32 there. */
+  int (*conv_blk_train)(dd_backend *be, const dd_conv_desc *d);
+  /* y (blocked (N, C, S)) = x (NCHW FP32); y does not overlap x. */
+  void (*blk_from_nchw)(dd_backend *be, int bf16, int n, int c, int s, void *y, const float *x);
 } dd_backend_ops;
 
 struct dd_backend {

@@ -170,6 +170,7 @@ static const dd_backend_ops cpu_ops = {
     .blk_affine = dd_cpu_blk_affine,
     .blk_sum = dd_cpu_blk_sum,
     .blk_to_nchw = dd_cpu_blk_to_nchw,
+    .conv_blk_train = dd_cpu_conv_blk_train, .blk_from_nchw = dd_cpu_blk_from_nchw,
 
     /* catalogue: data */
 

@@ -5,7 +5,7 @@
  * saved input, the affine, the ReLU) and their backward 9 times; fused, the forward reads x three
  * times and writes y once, and the backward reads dy, y and x twice and writes dx once. Both
  * compute the statistics with the same row sums in the same order, so the moving sums they store
- * are identical. */
+ * are identical. Blocked activations (d->blocked) go to cpu_blocked_train.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 
@@ -202,6 +202,10 @@ static void fwd_task(void *ctx, int ch, int t) {
 void dd_cpu_bn_affine_relu_forward(dd_backend *be, const dd_bn_affine_desc *d, float *y, const float *x, float *mean,
                                    float *inv_std, float *mean_sum, float *var_sum, float *factor, const float *gamma,
                                    const float *beta) {
+  if (d->blocked) {
+    dd_cpu_bn_blk_forward(be, d, y, x, mean, inv_std, mean_sum, var_sum, factor, gamma, beta);
+    return;
+  }
   fused_job j = {.d = d, .y = y, .x = x, .mean = mean, .inv_std = inv_std, .mean_sum = mean_sum, .var_sum = var_sum,
                  .cmean_sum = mean_sum, .cvar_sum = var_sum, .cfactor = factor, .gamma = gamma, .beta = beta};
   dd_threadpool_run(pool_of(be), d->c, fwd_task, &j);
@@ -278,6 +282,10 @@ static void bwd_task(void *ctx, int ch, int t) {
 void dd_cpu_bn_affine_relu_backward(dd_backend *be, const dd_bn_affine_desc *d, float *dx, float *dgamma, float *dbeta,
                                     const float *dy, const float *y, const float *x, const float *mean,
                                     const float *inv_std, const float *gamma) {
+  if (d->blocked) {
+    dd_cpu_bn_blk_backward(be, d, dx, dgamma, dbeta, dy, y, x, mean, inv_std, gamma);
+    return;
+  }
   fused_job j = {.d = d, .dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .cy = y, .x = x, .cmean = mean,
                  .cinv = inv_std, .gamma = gamma};
   dd_threadpool_run(pool_of(be), d->c, bwd_task, &j);

@@ -130,16 +130,30 @@ const char *dd_cpu_conv_impl(dd_backend *be, const dd_conv_desc *d) {
   return p.fwd_direct ? "direct AVX-512" : "im2col/sgemm";
 }
 
+/* The own kernels' part of a convolution's workspace, rounded up to 64 bytes. */
+static size_t own_ws_bytes(dd_backend *be, const dd_conv_desc *d) {
+  conv_plan p;
+  plan_conv(&p, d);
+  size_t own = ((size_t)p.wflip + (size_t)threads_of(be) * (size_t)p.per_thread) * sizeof(float);
+  return (own + 63) & ~(size_t)63;
+}
+
 size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
   /* oneDNN's buffers live in its own arena; the own kernels' workspace is still sized, for calls
    * that oneDNN's primitive does not fit (a bias the descriptor did not announce); after it, the
    * forward's converted input that oneDNN keeps for backward-filter (keep_input) */
   (void)dd_dnnl_conv_prepare(dnnl_of(be), d);
-  conv_plan p;
-  plan_conv(&p, d);
-  size_t own = ((size_t)p.wflip + (size_t)threads_of(be) * (size_t)p.per_thread) * sizeof(float);
-  own = (own + 63) & ~(size_t)63;
+  size_t own = own_ws_bytes(be, d);
   return own + dd_dnnl_conv_keep_input_at(dnnl_of(be), d, own);
+}
+
+int dd_cpu_conv_blk_train(dd_backend *be, const dd_conv_desc *d) {
+  dd_dnnl *k = dnnl_of(be);
+  if (!k || !dd_cpu_blk_train_fast() || !dd_dnnl_conv_prepare(k, d) || !dd_dnnl_conv_impl(k, d)) return 0;
+  /* the kept input where the layer's workspace (sized for d with NCHW activations, whose
+   * conversion of x is the same) has room for it: where dd_cpu_conv_workspace put it */
+  (void)dd_dnnl_conv_keep_input_at(k, d, own_ws_bytes(be, d));
+  return 1;
 }
 
 /* ---- im2col / col2im ------------------------------------------------------------------------ */
@@ -492,6 +506,7 @@ static void conv_fwd_task(void *ctx, int task, int t) {
 void dd_cpu_conv_forward(dd_backend *be, const dd_conv_desc *d, float *y, const float *x,
                          const float *w, const float *bias, void *ws) {
   if (dd_dnnl_conv_forward(dnnl_of(be), d, y, x, w, bias, ws) == 0) return;
+  if (d->blk_in || d->blk_out) return; /* only oneDNN runs blocked layouts (conv_blk_train said it does) */
   conv_plan p;
   plan_conv(&p, d);
   conv_job j = {.d = d, .p = &p, .nb = p.fwd_b, .y = y, .x = x, .w = w, .bias = bias, .ws = ws};
@@ -554,6 +569,7 @@ static void flip_weights(const dd_conv_desc *d, const conv_plan *p, float *wf, c
 void dd_cpu_conv_backward_data(dd_backend *be, const dd_conv_desc *d, float *dx, const float *dy,
                                const float *w, void *ws) {
   if (dd_dnnl_conv_backward_data(dnnl_of(be), d, dx, dy, w) == 0) return;
+  if (d->blk_in || d->blk_out) return; /* only oneDNN runs blocked layouts (conv_blk_train said it does) */
   conv_plan p;
   plan_conv(&p, d);
   conv_job j = {.d = d, .p = &p, .dx = dx, .dy = dy, .w = w, .ws = ws};
@@ -622,6 +638,7 @@ static void conv_bwd_filter_task(void *ctx, int t, int thread) {
 void dd_cpu_conv_backward_filter(dd_backend *be, const dd_conv_desc *d, float *dw, float *dbias,
                                  const float *dy, const float *x, void *ws) {
   if (dd_dnnl_conv_backward_filter(dnnl_of(be), d, dw, dbias, dy, x, ws) == 0) return;
+  if (d->blk_in || d->blk_out) return; /* only oneDNN runs blocked layouts (conv_blk_train said it does) */
   conv_plan p;
   plan_conv(&p, d);
   int threads = threads_of(be);

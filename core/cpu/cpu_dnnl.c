@@ -418,8 +418,10 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   dnnl_format_tag_t wtag = g > 1 ? dnnl_goihw : dnnl_oihw;
   dnnl_memory_desc_t src_p, dst_p, w_p, b_p, src_a, dst_a, dst_f, w_a, w_f;
   dnnl_data_type_t out = dnnl_f32; /* outputs and weight gradients stay FP32 */
-  if (p_dnnl_memory_desc_init_by_tag(&src_p, 4, sd, dnnl_f32, dnnl_nchw) ||
-      p_dnnl_memory_desc_init_by_tag(&dst_p, 4, dd, dnnl_f32, dnnl_nchw) ||
+  /* the caller's activations: NCHW FP32, or (blk_in: x, dx; blk_out: y, dy) nChw16c in dt, which
+   * the primitives then read and write as they are */
+  if (p_dnnl_memory_desc_init_by_tag(&src_p, 4, sd, d->blk_in ? dt : dnnl_f32, d->blk_in ? dnnl_nChw16c : dnnl_nchw) ||
+      p_dnnl_memory_desc_init_by_tag(&dst_p, 4, dd, d->blk_out ? dt : dnnl_f32, d->blk_out ? dnnl_nChw16c : dnnl_nchw) ||
       p_dnnl_memory_desc_init_by_tag(&w_p, wn, wdims, dnnl_f32, wtag) ||
       p_dnnl_memory_desc_init_by_tag(&b_p, 1, bd, dnnl_f32, dnnl_x) ||
       p_dnnl_memory_desc_init_by_tag(&src_a, 4, sd, dt, dnnl_format_tag_any) ||
@@ -428,6 +430,8 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
       p_dnnl_memory_desc_init_by_tag(&w_a, wn, wdims, dt, dnnl_format_tag_any) ||
       p_dnnl_memory_desc_init_by_tag(&w_f, wn, wdims, out, dnnl_format_tag_any))
     return -1;
+  if (d->blk_in) src_a = src_p;
+  if (d->blk_out) dst_a = dst_f = dst_p;
   const dnnl_memory_desc_t *bias_md = d->bias ? &b_p : NULL;
   dnnl_convolution_desc_t cd;
   dnnl_primitive_desc_t fpd = NULL, pd = NULL;
@@ -448,6 +452,7 @@ static int build_entry(dd_dnnl *k, conv_entry *e, dnnl_data_type_t dt) {
   /* backward data: diff_dst, weights in dt; diff_src FP32 */
   dnnl_memory_desc_t dsrc_f;
   if (!r) r = p_dnnl_memory_desc_init_by_tag(&dsrc_f, 4, sd, out, dnnl_format_tag_any) != dnnl_success;
+  if (d->blk_in) dsrc_f = src_p;
   if (!r)
     r = p_dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &dsrc_f, &w_a, &dst_a, st,
                                                            dil, pl, pr) ||
@@ -534,9 +539,13 @@ int dd_dnnl_conv_prepare(dd_dnnl *k, const dd_conv_desc *d) {
   if (!(e = calloc(1, sizeof *e))) return 0;
   k->e[k->n++] = e;
   e->d = *d;
-  /* bf16 where asked and this CPU has bf16 units; FP32 where fp32_too */
-  e->ok = (d->precision == 1 && bf16_ok && build_entry(k, e, dnnl_bf16) == 0) ||
-          (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
+  /* bf16 where asked and this CPU has bf16 units; FP32 where fp32_too; blocked activations
+   * (blk_in, blk_out) only in the type they are in: bf16 for a bf16 convolution, else FP32 */
+  if (d->blk_in || d->blk_out)
+    e->ok = d->precision == 1 ? bf16_ok && build_entry(k, e, dnnl_bf16) == 0 : fp32_too() && build_entry(k, e, dnnl_f32) == 0;
+  else
+    e->ok = (d->precision == 1 && bf16_ok && build_entry(k, e, dnnl_bf16) == 0) ||
+            (fp32_too() && build_entry(k, e, dnnl_f32) == 0);
   if (!e->ok) return 0;
   size_t need = 0;
   for (int p = 0; p < N_PASSES; p++)

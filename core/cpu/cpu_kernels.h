@@ -50,6 +50,18 @@ void dd_cpu_blk_affine(dd_backend *be, int bf16, int n, int c, int s, void *y, c
 void dd_cpu_blk_sum(dd_backend *be, int bf16, int64_t n, void *y, const void *a, float ca, const void *b, float cb,
                     int relu, float slope);
 void dd_cpu_blk_to_nchw(dd_backend *be, int bf16, int n, int c, int s, float *y, const void *x);
+/* training in the blocked layout (cpu_blocked_train.c); _fast: its vector kernels run here (x86
+ * with AVX512-BF16), without which blocked training plans are not offered (the scalar kernels,
+ * kept for correctness, are slower than the NCHW path) */
+int dd_cpu_blk_train_fast(void);
+int dd_cpu_conv_blk_train(dd_backend *be, const dd_conv_desc *d);
+void dd_cpu_blk_from_nchw(dd_backend *be, int bf16, int n, int c, int s, void *y, const float *x);
+void dd_cpu_bn_blk_forward(dd_backend *be, const dd_bn_affine_desc *d, void *y, const void *x, float *mean,
+                           float *inv_std, float *mean_sum, float *var_sum, float *factor, const float *gamma,
+                           const float *beta);
+void dd_cpu_bn_blk_backward(dd_backend *be, const dd_bn_affine_desc *d, void *dx, float *dgamma, float *dbeta,
+                            const void *dy, const void *y, const void *x, const float *mean, const float *inv_std,
+                            const float *gamma);
 
 void dd_cpu_fill(dd_backend *be, float *x, float value, int64_t n);
 void dd_cpu_axpby(dd_backend *be, int64_t n, float alpha, const float *x, float beta, float *y);

@@ -498,7 +498,8 @@ int dd_net_forward(dd_net *n, double *loss) {
 void dd_net_backward(dd_net *n) {
   for (size_t k = n->plan.n_steps; k-- > 0;) {
     const dd_plan_step *s = &n->plan.steps[k];
-    dd_plan_step_backward(n, s);
+    if (s->kind >= DD_STEP_BLK_CONV) dd_plan_blk_backward(n, s); /* blocked activations (plan_blocked.c) */
+    else dd_plan_step_backward(n, s);
     /* the hook sees every layer of the step, last first, once the step's gradients are final */
     if (n->after_layer_backward)
       for (int i = s->first + s->n_layers; i-- > s->first;) n->after_layer_backward(n->after_layer_backward_ctx, i);

@@ -20,9 +20,9 @@ static int layer_is_loss(const dd_layer *l) {
 
 static int needs_bwd(const dd_net *n, int i) { return n->graph->layers[i].need_backward; }
 
-/* Whether layers i, i + 1 (and i + 2 when *relu comes back 1) are a BatchNorm -> Scale [-> ReLU]
- * run the fused step computes exactly. */
-static int match_bn_scale(const dd_net *n, size_t i, int *relu, float *slope) {
+static int is_conv(const dd_layer *l);
+
+int dd_plan_match_bn_scale(const dd_net *n, size_t i, int *relu, float *slope) {
   if (i + 1 >= n->n_layers) return 0;
   const dd_layer *bn = &n->layers[i], *sc = &n->layers[i + 1];
   if (!is_type(bn, "BatchNorm") || !is_type(sc, "Scale")) return 0;
@@ -50,6 +50,13 @@ static int match_bn_scale(const dd_net *n, size_t i, int *relu, float *slope) {
 }
 
 void dd_plan_free(dd_net *n) {
+  /* a training plan's convolutions go back to NCHW FP32 activations (their primitives for it were
+   * made at setup) */
+  for (size_t i = 0; n->plan.blk_train && i < n->n_layers; i++)
+    if (is_conv(&n->layers[i])) {
+      dd_conv_desc *d = (dd_conv_desc *)n->layers[i].priv;
+      d->blk_in = d->blk_out = 0;
+    }
   for (size_t k = 0; k < n->plan.n_steps; k++) {
     dd_plan_step *s = &n->plan.steps[k];
     if (s->mean) n->be->ops->free(n->be, s->mean);
@@ -74,7 +81,7 @@ int dd_plan_build(dd_net *n, int fuse) {
     dd_plan_step *s = &n->plan.steps[n->plan.n_steps++];
     int relu;
     float slope;
-    if (fuse && match_bn_scale(n, i, &relu, &slope)) {
+    if (fuse && dd_plan_match_bn_scale(n, i, &relu, &slope)) {
       int64_t c = n->layers[i].bottom[0]->shape.dims[1];
       *s = (dd_plan_step){.kind = DD_STEP_BN_SCALE_RELU, .first = (int)i, .n_layers = relu ? 3 : 2, .relu = relu,
                           .slope = slope};
@@ -100,7 +107,8 @@ static dd_bn_affine_desc bn_desc(const dd_net *n, const dd_plan_step *s) {
   const Caffe__BatchNormParameter *p = bn->lp->batch_norm_param;
   return (dd_bn_affine_desc){.n = (int)x->dims[0], .c = (int)x->dims[1], .s = (int)dd_shape_count_range(x, 2, x->ndim),
                              .global = dd_bn_uses_global(bn), .eps = p ? p->eps : 1e-5f,
-                             .maf = p ? p->moving_average_fraction : 0.999f, .relu = s->relu, .slope = s->slope};
+                             .maf = p ? p->moving_average_fraction : 0.999f, .relu = s->relu, .slope = s->slope,
+                             .blocked = s->x_blocked, .bf16 = s->x_blocked && n->plan.blk_bf16};
 }
 
 static const float *scale_beta(const dd_layer *sc) {
@@ -265,8 +273,9 @@ static const dd_conv_desc *conv_desc_of(const dd_layer *l) { return (const dd_co
 
 void dd_plan_describe(const dd_net *n, char *buf, size_t len) {
   int w = n->plan.n_blocked
-              ? snprintf(buf, len, "plan: %zu steps for %zu layers (%zu on blocked %s activations, ReLUs fused)",
-                         n->plan.n_steps, n->n_layers, n->plan.n_blocked, n->plan.blk_bf16 ? "bf16" : "FP32")
+              ? snprintf(buf, len, "plan: %zu steps for %zu layers (%zu on blocked %s activations, %s)", n->plan.n_steps,
+                         n->n_layers, n->plan.n_blocked, n->plan.blk_bf16 ? "bf16" : "FP32",
+                         n->plan.blk_train ? "gradients too; BatchNorm+Scale+ReLU fused" : "ReLUs fused")
               : snprintf(buf, len, "plan: %zu steps for %zu layers (%zu fused: BatchNorm+Scale[+ReLU])", n->plan.n_steps,
                          n->n_layers, n->plan.n_fused);
   if (!n->be->ops->conv_impl || w < 0 || (size_t)w >= len) return;

@@ -43,7 +43,8 @@ typedef struct {
   int relu;      /* DD_STEP_BN_SCALE_RELU: a ReLU is the third layer */
   float slope;   /* its negative_slope */
   float *mean, *inv_std; /* backend memory, C floats each: the batch statistics for backward */
-  int x_blocked;         /* DD_STEP_BLK_CONV: its input is blocked (else NCHW FP32) */
+  int x_blocked;         /* DD_STEP_BLK_CONV: its input is blocked (else NCHW FP32);
+                            DD_STEP_BN_SCALE_RELU: it runs on blocked activations (a training plan) */
   struct dd_tensor *blob; /* DD_STEP_BLK_EXIT: the blob converted */
 } dd_plan_step;
 
@@ -55,6 +56,7 @@ typedef struct dd_plan {
   size_t n_blocked;      /* layers run on blocked activations (dd_plan_build_blocked) */
   int blk_bf16;          /* the blocked activations are bf16 (else FP32) */
   void *blk_scratch;     /* backend memory for DD_STEP_BLK_EXIT: the largest blocked blob it converts */
+  int blk_train;         /* a training plan (dd_plan_build_blocked_train): its steps run backward too */
 } dd_plan;
 
 /* Builds n->plan: fused (where the rules above allow and `fuse` is set, and DD_FUSE is not "0")
@@ -77,11 +79,30 @@ void dd_plan_free(dd_net *n);
  * DD_FUSE=0 turns it off with the fused steps. Returns 0, or DD_ENOMEM (the plan is then the
  * one before). */
 int dd_plan_build_blocked(dd_net *n, const char *const *keep, int n_keep);
-/* Runs a DD_STEP_BLK_* step forward (plan_blocked.c; the net's forward calls it for those steps,
- * dd_plan_step_forward for the others). */
+/* Training in the blocked layout, for a net that learns (a student): rebuilds the plan so that
+ * activations stay blocked (bf16 where the net's convolutions run in bf16, else FP32) from the first
+ * convolution to the first layer that cannot take them, forward and backward, their gradients in
+ * the same layout: Convolutions (oneDNN reads and writes the blocked activations and gradients:
+ * conv_blk_train), BatchNorm -> Scale [-> ReLU] runs (the fused step on blocked data), Eltwise SUMs
+ * and Splits that share memory. A DD_STEP_BLK_EXIT step converts a blob back to NCHW FP32 in place
+ * where another layer reads it, and in backward converts its data back (exact: the values came
+ * from the layout) and its NCHW gradient into the layout. Refuses (returns 0, n_blocked 0, the plan
+ * as before) where the backend lacks the operations, where a blob the net exposes (an output no
+ * layer reads, or one of the `n_keep` names in `keep`) would be blocked, where no convolution
+ * takes blocked activations, and under DD_FUSE=0 or DD_BLOCKED_TRAIN=0. Blobs inside hold blocked data and gradients
+ * after a step; parameters, their gradients, BatchNorm statistics and losses stay FP32. Returns 0
+ * or DD_ENOMEM (the plan is then the plain one). */
+int dd_plan_build_blocked_train(dd_net *n, const char *const *keep, int n_keep);
+/* Runs a DD_STEP_BLK_* step forward or backward (plan_blocked.c; the net's loops call them for
+ * those steps, dd_plan_step_forward / _backward for the others). */
 void dd_plan_blk_forward(dd_net *n, const dd_plan_step *s);
+void dd_plan_blk_backward(dd_net *n, const dd_plan_step *s);
 /* Runs run(n, s), timed into acc[s's index] when acc is not NULL (profiling: dd_plan_profile). */
 void dd_plan_timed(dd_net *n, const dd_plan_step *s, double *acc, void (*run)(dd_net *, const dd_plan_step *));
+
+/* Whether layers i, i + 1 (and i + 2 when *relu comes back 1, with its negative slope) are a
+ * BatchNorm -> Scale [-> ReLU] run the fused step computes exactly (see above). */
+int dd_plan_match_bn_scale(const dd_net *n, size_t i, int *relu, float *slope);
 
 /* One step's forward and backward (the net's loops call these). */
 void dd_plan_step_forward(dd_net *n, const dd_plan_step *s);

@@ -594,7 +594,7 @@ static int create_solver(struct dd_distill *d, char *err, size_t errlen) {
  * how many convolutions got a bf16 kernel on this machine. A frozen net (the teacher) keeps its
  * activations in the blocked layout between its layers (dd_plan_build_blocked: bf16 in bf16, FP32
  * in FP32, where the backend can), the hints' teacher blobs still left in NCHW FP32 after each
- * forward. */
+ * forward; a learning net (the student) trains in it, gradients too (dd_plan_build_blocked_train). */
 static int net_precision(struct dd_distill *d, dd_net *n, const char *who, int precision, int log, char *err,
                          size_t errlen) {
   if (!n) return 0;
@@ -602,6 +602,9 @@ static int net_precision(struct dd_distill *d, dd_net *n, const char *who, int p
   int r = dd_net_set_precision(n, precision, &bf16, &convs, err, errlen);
   if (!r && (r = dd_plan_build_blocked(n, (const char *const *)d->hint_teacher_blob, d->n_hints)))
     snprintf(err, errlen, "out of memory for the blocked plan");
+  /* a learning net (the student) trains in the blocked layout where the backend can */
+  if (!r && !n->plan.n_blocked && (r = dd_plan_build_blocked_train(n, NULL, 0)))
+    snprintf(err, errlen, "out of memory for the blocked training plan");
   if (r) return prefix_err(r, err, errlen, who);
   if (!log) return 0;
   char plan[512];
