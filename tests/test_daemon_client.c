@@ -1,10 +1,14 @@
 /* The daemon end to end (the harness: tests/test_daemon.h): what a job may name, and the CLI.
  *
  * 8. Paths outside the data roots / output root (.., absolute, symlinks) are refused.
- * 9. The client verbs (submit, status, cancel, list, watch) against a live daemon. */
+ * 9. The client verbs (submit, status, cancel, list, watch) against a live daemon; durations read
+ *    "5m22s" (common/cli_util.h), losses 4 significant digits. */
 #define _GNU_SOURCE
 #define TEST_PROC_NAME "test_daemon_client"
 #include "test_daemon.h"
+
+#include <ctype.h>
+#include <regex.h>
 
 /* ---- 8. paths outside the roots are refused ------------------------------------------------------------ */
 
@@ -95,6 +99,52 @@ DTEST(test_path_escapes) {
 
 /* ---- 9. the client verbs against a live daemon ----------------------------------------------------------- */
 
+/* The word after `label` (the first place it stands, then spaces) in `out`, into w; "" if absent. */
+static void word_after(char *w, size_t len, const char *out, const char *label) {
+  const char *p = out ? strstr(out, label) : NULL;
+  w[0] = '\0';
+  if (!p) return;
+  p += strlen(label);
+  p += strspn(p, " ");
+  size_t n = strcspn(p, " \n)");
+  snprintf(w, len, "%.*s", (int)(n < len ? n : len - 1), p);
+}
+
+/* 1 when `w` is a duration as dd_cli_fmt_duration writes it. */
+static int is_duration(const char *w) {
+  regex_t re;
+  if (regcomp(&re, "^([0-9]\\.[0-9]s|[0-9]+s|[0-9]+m[0-5][0-9]s|[0-9]+h[0-5][0-9]m|[0-9]+d[0-2][0-9]h)$", REG_EXTENDED))
+    return 0;
+  int ok = regexec(&re, w, 0, NULL, 0) == 0;
+  regfree(&re);
+  return ok;
+}
+
+/* The significant digits of a number as %g writes it (its mantissa's digits, leading zeros aside). */
+static int sig_digits(const char *w) {
+  int n = 0, lead = 1;
+  for (const char *p = w; *p && *p != 'e'; p++) {
+    if (!isdigit((unsigned char)*p)) continue;
+    if (lead && *p == '0') continue;
+    lead = 0;
+    n++;
+  }
+  return n;
+}
+
+/* Every " loss X" in `out` (status and watch lines) has at most 4 significant digits; at least one. */
+static void check_losses(const char *out) {
+  int seen = 0;
+  for (const char *p = out; p && (p = strstr(p, " loss ")); p += 6) {
+    char w[64];
+    word_after(w, sizeof w, p, " loss ");
+    if (!w[0] || !(isdigit((unsigned char)w[0]) || w[0] == '-')) continue;
+    seen++;
+    CHECKF(sig_digits(w) <= 4, "loss \"%s\" has more than 4 significant digits", w);
+  }
+  CHECKF(seen > 0, "no loss shown: %s", test__str(out));
+}
+
 DTEST(test_client_verbs) {
   REQUIRE(begin("t9", 0));
   char p[512], *out = NULL, id_long[80], id_queued[80], id_short[80];
@@ -149,6 +199,17 @@ DTEST(test_client_verbs) {
   CHECK(st == 0);
   CHECK_CONTAINS(out, "running");
   CHECK_CONTAINS(out, "w9");
+  {
+    char eta[64], elapsed[64], ago[64];
+    word_after(eta, sizeof eta, out, "\n  eta");
+    word_after(elapsed, sizeof elapsed, out, "(elapsed");
+    CHECKF(is_duration(eta) && is_duration(elapsed), "eta \"%s\", elapsed \"%s\": %s", eta, elapsed, out);
+    const char *open = strstr(out, "\n  started ");
+    open = open ? strchr(open, '(') : NULL;
+    word_after(ago, sizeof ago, open, "(");
+    CHECKF(is_duration(ago), "started \"%s\" ago: %s", ago, out);
+  }
+  check_losses(out);
   free(out);
   st = client(&out, "list");
   CHECK(st == 0);
@@ -185,6 +246,12 @@ DTEST(test_client_verbs) {
   CHECK_CONTAINS(out, id_short);
   CHECK_CONTAINS(out, "succeeded");
   CHECK_CONTAINS(out, "METRICS");
+  check_losses(out);
+  {
+    char elapsed[64];
+    word_after(elapsed, sizeof elapsed, out, "\n  elapsed");
+    CHECKF(is_duration(elapsed), "elapsed \"%s\": %s", elapsed, out);
+  }
   free(out);
   st = client(&out, "watch --count 1");
   CHECK(st == 0);

@@ -4,6 +4,32 @@
 #ifndef DD_CLI_H
 #define DD_CLI_H
 
+#include <stdio.h>
+
+/* ---- help and usage (cli/help.c: one table of every verb's synopsis, options and exit status) ---
+ * The conventions: `distilld VERB --help` (or -h, anywhere an option may stand) prints VERB's
+ * usage to stdout and exits 0; a usage error prints "distilld: " + what was wrong, then VERB's
+ * synopsis, to stderr and exits 2. */
+
+/* 1 when `arg` is "--help" or "-h". */
+int dd_cli_is_help(const char *arg);
+
+/* Prints VERB's help to stdout: "usage: distilld VERB ..." (one line per form), what it does, its
+ * options one per line with their defaults, and its exit status. `verb` is a verb's name,
+ * "--config" (the service), "--version" or "help". Returns 0, or 2 for an unknown verb (printed). */
+int dd_cli_help(const char *verb);
+
+/* Prints VERB's synopsis and a pointer to VERB --help to stderr (after the caller's error line);
+ * returns 2, the exit status of a usage error. */
+int dd_cli_usage(const char *verb);
+
+/* A usage error for an argument VERB does not take: "distilld: VERB: unknown option "ARG"" (ARG
+ * starts with '-') or "... unexpected argument "ARG"", then VERB's synopsis. Returns 2. */
+int dd_cli_bad_arg(const char *verb, const char *arg);
+
+/* `distilld help`: every verb's synopsis and summary, and the environment settings. */
+void dd_cli_overview(FILE *f);
+
 /* `distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] [-q]`.
  * Exit status: 0 clean, 1 warnings only, 2 errors. */
 int dd_cmd_check(int argc, char **argv);

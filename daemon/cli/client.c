@@ -9,12 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "common/cli_util.h"
 #include "common/dconfig.h"
 #include "common/keys.h"
 #include "common/redis_sync.h"
-
-static const char common_usage[] = "[--config FILE] [--redis HOST:PORT] [--prefix P]";
 
 /* ---- options every client verb takes ------------------------------------------------------------ */
 
@@ -31,11 +30,6 @@ int client_opt(client_opts *o, int argc, char **argv, int *i) {
   }
   *slot = argv[++*i];
   return 1;
-}
-
-int client_usage(const char *verb, const char *args) {
-  fprintf(stderr, "usage: distilld %s %s %s\n", verb, args, common_usage);
-  return 2;
 }
 
 long client_parse_count(const char *s) {
@@ -243,8 +237,11 @@ int client_no_job(const char *id) {
   dd_cli_error("no job %s (expired or never submitted)", id);
   return 1;
 }
-int client_check_id(const char *verb, const char *id, const char *args) {
-  if (!id) return client_usage(verb, args);
+int client_check_id(const char *verb, const char *id) {
+  if (!id) {
+    dd_cli_error("%s: give a job ID (as submit printed it)", verb);
+    return dd_cli_usage(verb);
+  }
   if (!dd_job_id_valid(id)) {
     dd_cli_error("\"%s\" is not a job id (1 to 64 of A-Z a-z 0-9 _ . -)", id);
     return 2;

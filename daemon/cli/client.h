@@ -25,15 +25,12 @@ typedef struct {
  * was not, -1 when its value is missing (printed). */
 int client_opt(client_opts *o, int argc, char **argv, int *i);
 
-/* Prints "usage: distilld VERB ARGS [--config FILE] [--redis HOST:PORT] [--prefix P]"; returns 2. */
-int client_usage(const char *verb, const char *args);
-
 /* Parses a positive integer option value; -1 when it is not one. */
 long client_parse_count(const char *s);
 
-/* 0 when `id` is given and a job id; else prints the usage (no id) or the rule, and returns exit
- * status 2. */
-int client_check_id(const char *verb, const char *id, const char *args);
+/* 0 when `id` is given and a job id; else prints what is wrong (and VERB's synopsis when there is
+ * no id) and returns exit status 2. */
+int client_check_id(const char *verb, const char *id);
 
 /* ---- the connection -------------------------------------------------------------------------- */
 

@@ -26,17 +26,25 @@ const char *view_fmt_num(char *buf, size_t len, const char *s, int prec, int g) 
   return buf;
 }
 
-void view_fmt_age(char *buf, size_t len, double s) {
-  if (!(s >= 0) || s > 1e10)
-    snprintf(buf, len, "-");
-  else if (s < 60)
-    snprintf(buf, len, "%ds", (int)s);
-  else if (s < 3600)
-    snprintf(buf, len, "%dm", (int)(s / 60));
-  else if (s < 86400)
-    snprintf(buf, len, "%dh", (int)(s / 3600));
-  else
-    snprintf(buf, len, "%dd", (int)(s / 86400));
+/* 1 when `s` ends with `suffix`. */
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+void view_field(FILE *f, const char *k, const char *v) {
+  char buf[64];
+  double d;
+  if (!view_num(v, &d)) {
+    fprintf(f, " %s %s", k, v);
+  } else if (ends_with(k, "_s") && !ends_with(k, "_per_s")) { /* eta_s, elapsed_s: seconds */
+    dd_cli_fmt_duration(d, buf, sizeof buf);
+    fprintf(f, " %.*s %s", (int)(strlen(k) - 2), k, buf);
+  } else if (ends_with(k, "loss")) {
+    fprintf(f, " %s %.4g", k, d);
+  } else {
+    fprintf(f, " %s %s", k, strchr(v, '.') ? view_fmt_num(buf, sizeof buf, v, 5, 1) : v);
+  }
 }
 
 void view_fmt_time(char *buf, size_t len, double t, int short_form) {
@@ -173,7 +181,7 @@ static void job_row(view_cell *row, const char *id, const redisReply *r, double 
   view_cell_set(row[5], hm_value(r, F_TEACHER_ACC) ? view_fmt_num(buf, sizeof buf, hm_value(r, F_TEACHER_ACC), 4, 0) : NULL);
   view_cell_set(row[6], hm_value(r, F_WORKER));
   if (view_num(hm_value(r, F_SUBMITTED), &t))
-    view_fmt_age(buf, sizeof buf, now - t);
+    dd_cli_fmt_duration(now - t, buf, sizeof buf);
   else
     snprintf(buf, sizeof buf, "-");
   view_cell_set(row[7], buf);
@@ -277,7 +285,7 @@ void view_status_block(FILE *f, const char *id, const redisReply *h, double now)
   }
   if ((s = reply_field(h, "epoch"))) fprintf(f, LABEL "%s\n", "epoch", s);
   if ((s = reply_field(h, "loss"))) {
-    fprintf(f, LABEL "%s", "loss", view_fmt_num(a, sizeof a, s, 4, 0));
+    fprintf(f, LABEL "%s", "loss", view_fmt_num(a, sizeof a, s, 4, 1));
     const char *terms[64];
     size_t nt = 0;
     for (size_t i = 0; i + 1 < h->elements && nt < 64; i += 2) {
@@ -287,7 +295,7 @@ void view_status_block(FILE *f, const char *id, const redisReply *h, double now)
     }
     qsort(terms, nt, sizeof *terms, cmp_loss_term);
     for (size_t i = 0; i < nt; i++)
-      fprintf(f, "%s%s %s", i ? ", " : " (", terms[i], view_fmt_num(a, sizeof a, reply_field(h, terms[i]), 4, 0));
+      fprintf(f, "%s%s %s", i ? ", " : " (", terms[i], view_fmt_num(a, sizeof a, reply_field(h, terms[i]), 4, 1));
     fprintf(f, "%s\n", nt ? ")" : "");
   }
   if ((s = reply_field(h, "lr"))) fprintf(f, LABEL "%s\n", "lr", view_fmt_num(a, sizeof a, s, 6, 1));
@@ -323,7 +331,7 @@ void view_status_block(FILE *f, const char *id, const redisReply *h, double now)
   for (size_t i = 0; i < sizeof times / sizeof times[0]; i++)
     if (view_num(reply_field(h, times[i][0]), &v)) {
       view_fmt_time(when, sizeof when, v, 0);
-      view_fmt_age(a, sizeof a, now - v);
+      dd_cli_fmt_duration(now - v, a, sizeof a);
       fprintf(f, LABEL "%s (%s ago)\n", times[i][1], when, a);
     }
   static const char *const counts[][2] = {

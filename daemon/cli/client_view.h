@@ -20,8 +20,10 @@ int view_num(const char *s, double *v);
 /* `s` formatted with %.*f (or %.*g when `g`) when it is a number, else as is. Returns `buf`. */
 const char *view_fmt_num(char *buf, size_t len, const char *s, int prec, int g);
 
-/* "12s", "5m", "3h", "4d" (or "-"). */
-void view_fmt_age(char *buf, size_t len, double s);
+/* Writes " KEY VALUE" of a stream entry's field for a person: seconds (eta_s, elapsed_s: any KEY
+ * ending in _s but not _per_s) as "eta 5m22s" (common/cli_util.h's durations), losses (KEY ending
+ * in loss) to 4 significant digits, other fractions to 5, whole numbers and text as they are. */
+void view_field(FILE *f, const char *k, const char *v);
 
 /* A Unix time (seconds) as local "YYYY-MM-DD HH:MM:SS" (or "HH:MM:SS" when `short_form`). */
 void view_fmt_time(char *buf, size_t len, double t, int short_form);

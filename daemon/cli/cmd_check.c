@@ -225,22 +225,6 @@ static int read_weights(const char *arg, char **wlist, weights_file wf[16], Caff
   return 0;
 }
 
-static void check_help(void) {
-  printf("usage: distilld check NET.prototxt [--weights W.caffemodel[,W2...]] [--solver S.prototxt]\n"
-         "                      [--phase TRAIN|TEST] [--stage S]... [--level N] [-q|--quiet] [--upgrade OUT]\n"
-         "       distilld check --job JOB.prototxt\n"
-         "Parses a net (or a solver and its net, or a job and its nets), prints a summary per layer and\n"
-         "lints it. Exit status 0 clean, 1 warnings, 2 errors.\n"
-         "  --phase P      the phase to build (default TRAIN)\n"
-         "  --stage S      a stage of the NetState (repeatable; replaces the net's own state's stages,\n"
-         "                 as caffe -stage does); with --solver and no --stage: the solver's\n"
-         "                 train_state (TRAIN) or first test_state (TEST) merged into the net's state\n"
-         "  --level N      the NetState's level\n"
-         "  --weights W    check that the .caffemodel files fit the net (Caffe's copy by layer name)\n"
-         "  --upgrade OUT  write the net (or solver) in the current form, as upgrade_net_proto_text does\n"
-         "  -q, --quiet    one summary line instead of one per layer\n");
-}
-
 /* The NetState: --stage/--level replace the net's own (Caffe's command line); else the solver's
  * state for the phase is merged into it (Caffe's Solver). A changed net goes to a copy in
  * *staged, and *netp points to it. Returns 0 or DD_ENOMEM. */
@@ -277,32 +261,32 @@ static int state_option(const char *opt, const char *val, const char **stages, s
 }
 
 int dd_cmd_check(int argc, char **argv) {
-  const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL;
-  if (argc == 2 && !strcmp(argv[0], "--job")) return check_job(argv[1]);
+  const char *net_path = NULL, *weights_arg = NULL, *solver_path = NULL, *upgrade_out = NULL, *job_path = NULL;
   Caffe__Phase phase = CAFFE__PHASE__TRAIN;
-  int quiet = 0, has_level = 0, level = 0;
+  int quiet = 0, has_level = 0, level = 0, n_opts = 0;
   const char *stages[16];
   size_t n_stages = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *val = NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      check_help();
-      return 0;
-    }
+    if (dd_cli_is_help(a)) return dd_cli_help("check");
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
       quiet = 1;
+      n_opts++;
       continue;
     }
     if ((!strcmp(a, "--weights") || !strcmp(a, "--solver") || !strcmp(a, "--phase") || !strcmp(a, "--upgrade") ||
-         !strcmp(a, "--stage") || !strcmp(a, "--level"))) {
+         !strcmp(a, "--stage") || !strcmp(a, "--level") || !strcmp(a, "--job"))) {
       if (i + 1 >= argc) {
         dd_cli_error("check: %s needs a value", a);
-        return 2;
+        return dd_cli_usage("check");
       }
       val = argv[++i];
+      n_opts += strcmp(a, "--job") != 0;
     }
-    if (!strcmp(a, "--weights"))
+    if (!strcmp(a, "--job"))
+      job_path = val;
+    else if (!strcmp(a, "--weights"))
       weights_arg = val;
     else if (!strcmp(a, "--solver"))
       solver_path = val;
@@ -317,8 +301,7 @@ int dd_cmd_check(int argc, char **argv) {
         return 2;
       }
     } else if (a[0] == '-' && a[1]) {
-      dd_cli_error("check: unknown option \"%s\"", a);
-      return 2;
+      return dd_cli_bad_arg("check", a);
     } else if (!net_path)
       net_path = a;
     else {
@@ -326,10 +309,16 @@ int dd_cmd_check(int argc, char **argv) {
       return 2;
     }
   }
+  if (job_path) {
+    if (net_path || n_opts) {
+      dd_cli_error("check: --job takes no other argument (its nets come from the job)");
+      return dd_cli_usage("check");
+    }
+    return check_job(job_path);
+  }
   if (!net_path && !solver_path) {
-    dd_cli_error("check: usage: distilld check NET.prototxt [--weights W[,W...]] [--solver S] [--phase TRAIN|TEST] "
-                 "[--stage S]... [--level N] [--upgrade OUT.prototxt] (--help: more)");
-    return 2;
+    dd_cli_error("check: give a net (NET.prototxt), --solver S.prototxt or --job JOB.prototxt");
+    return dd_cli_usage("check");
   }
 
   int status = 2, r;

@@ -13,15 +13,6 @@
 #include "common/cli_util.h"
 #include "data/convert_imageset.h"
 
-static void convert_usage(FILE *f) {
-  fprintf(f,
-          "usage: distilld convert-imageset [--shuffle [--seed N]] [--resize_height H --resize_width W]\n"
-          "           [--gray] [--encoded [--encode_type png|jpg]] [--check_size] [--skip_errors]\n"
-          "           [--backend lmdb|leveldb] [--progress N] ROOT/ LISTFILE DB_NAME\n"
-          "  LISTFILE lines are \"PATH LABEL\"; each image ROOT/PATH becomes a Datum in the new database\n"
-          "  DB_NAME (raw uint8 C,H,W in B,G,R order; --encoded: the image file itself), key %%08d_PATH.\n");
-}
-
 static void log_line(void *ctx, const char *line) {
   (void)ctx;
   fprintf(stderr, "%s\n", line);
@@ -67,10 +58,11 @@ int dd_cmd_convert_imageset(int argc, char **argv) {
     const char *a = argv[i];
     long v;
     int k;
+    if (dd_cli_is_help(a)) return dd_cli_help("convert-imageset");
     if (strncmp(a, "--", 2) != 0 || !a[2]) {
       if (npos == 3) {
         dd_cli_error("convert-imageset takes ROOT/ LISTFILE DB_NAME; \"%s\" is one too many", a);
-        return 2;
+        return dd_cli_usage("convert-imageset");
       }
       pos[npos++] = a;
       continue;
@@ -80,10 +72,7 @@ int dd_cmd_convert_imageset(int argc, char **argv) {
     else if (!strcmp(a, "--encoded")) o.encoded = 1;
     else if (!strcmp(a, "--check_size")) o.check_size = 1;
     else if (!strcmp(a, "--skip_errors")) o.skip_errors = 1;
-    else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      convert_usage(stdout);
-      return 0;
-    } else if ((k = int_flag(argc, argv, &i, "resize_height", &v))) {
+    else if ((k = int_flag(argc, argv, &i, "resize_height", &v))) {
       if (k < 0) return 2;
       o.resize_height = v > 0 ? (int)v : 0;
     } else if ((k = int_flag(argc, argv, &i, "resize_width", &v))) {
@@ -101,14 +90,12 @@ int dd_cmd_convert_imageset(int argc, char **argv) {
       if (k < 0) return 2;
       if (o.encode_type[0]) o.encoded = 1; /* Caffe: encode_type implies encoded */
     } else {
-      dd_cli_error("convert-imageset: unknown flag %s", a);
-      convert_usage(stderr);
-      return 2;
+      return dd_cli_bad_arg("convert-imageset", a);
     }
   }
   if (npos != 3) {
-    convert_usage(stderr);
-    return 2;
+    dd_cli_error("convert-imageset takes ROOT/ LISTFILE DB_NAME");
+    return dd_cli_usage("convert-imageset");
   }
   o.root = pos[0];
   o.list = pos[1];

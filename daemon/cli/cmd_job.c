@@ -54,18 +54,18 @@ static void ui_progress(void *ctx, const dd_distill_progress *p) {
   dd_cli_fmt_duration(p->eta_s, eta, sizeof eta);
   size_t used = 0;
   for (int i = 0; i < p->n_terms && used < sizeof terms; i++)
-    used += (size_t)snprintf(terms + used, sizeof terms - used, " %s %.4f", p->term_names[i], p->terms[i]);
+    used += (size_t)snprintf(terms + used, sizeof terms - used, " %s %.4g", p->term_names[i], p->terms[i]);
   if (u->tty) {
     int width = 20, filled = p->max_iter > 0 ? (int)((double)width * p->iter / p->max_iter) : 0;
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
-    fprintf(stderr, "\r[%s] %d/%d ep %d loss %.4f lr %.3g %.0f img/s ETA %s ", bar, p->iter, p->max_iter, p->epoch,
+    fprintf(stderr, "\r[%s] %d/%d ep %d loss %.4g lr %.3g %.0f img/s ETA %s ", bar, p->iter, p->max_iter, p->epoch,
             p->loss, p->lr, p->img_per_s, eta);
     fflush(stderr);
     u->bar_open = 1;
   } else {
-    fprintf(stderr, "distilld: iter %d/%d epoch %d loss %.6f lr %.6g %.1f img/s data_wait %.2f ms ETA %s |%s\n", p->iter,
+    fprintf(stderr, "distilld: iter %d/%d epoch %d loss %.4g lr %.6g %.1f img/s data_wait %.2f ms ETA %s |%s\n", p->iter,
             p->max_iter, p->epoch, p->loss, p->lr, p->img_per_s, p->data_wait_ms, eta, terms);
   }
 }
@@ -74,7 +74,7 @@ static void ui_test(void *ctx, const dd_distill_test *t) {
   job_ui *u = ctx;
   end_bar(u);
   fprintf(stderr, "distilld: test at iter %d:", t->iter);
-  for (int i = 0; i < t->n; i++) fprintf(stderr, " %s %.6g", t->names[i], t->values[i]);
+  for (int i = 0; i < t->n; i++) fprintf(stderr, " %s %.4g", t->names[i], t->values[i]);
   fputc('\n', stderr);
 }
 

@@ -18,26 +18,24 @@
 
 /* ---- status ------------------------------------------------------------------------------------- */
 
-static const char status_args[] = "ID [--json]";
-
 int dd_cmd_status(int argc, char **argv) {
   client_opts co = {0};
   const char *id = NULL;
   int json = 0;
   for (int i = 0; i < argc; i++) {
+    if (dd_cli_is_help(argv[i])) return dd_cli_help("status");
     int r = client_opt(&co, argc, argv, &i);
-    if (r < 0) return client_usage("status", status_args);
+    if (r < 0) return dd_cli_usage("status");
     if (r > 0) continue;
     if (!strcmp(argv[i], "--json")) {
       json = 1;
     } else if ((argv[i][0] == '-' && argv[i][1]) || id) {
-      dd_cli_error("status: unexpected argument %s", argv[i]);
-      return client_usage("status", status_args);
+      return dd_cli_bad_arg("status", argv[i]);
     } else {
       id = argv[i];
     }
   }
-  int rc = client_check_id("status", id, status_args);
+  int rc = client_check_id("status", id);
   if (rc) return rc;
   dd_client c;
   if ((rc = client_setup(&c, &co)) != 0) goto done;
@@ -108,16 +106,16 @@ int dd_cmd_cancel(int argc, char **argv) {
   client_opts co = {0};
   const char *id = NULL;
   for (int i = 0; i < argc; i++) {
+    if (dd_cli_is_help(argv[i])) return dd_cli_help("cancel");
     int r = client_opt(&co, argc, argv, &i);
-    if (r < 0) return client_usage("cancel", "ID");
+    if (r < 0) return dd_cli_usage("cancel");
     if (r > 0) continue;
     if ((argv[i][0] == '-' && argv[i][1]) || id) {
-      dd_cli_error("cancel: unexpected argument %s", argv[i]);
-      return client_usage("cancel", "ID");
+      return dd_cli_bad_arg("cancel", argv[i]);
     }
     id = argv[i];
   }
-  int rc = client_check_id("cancel", id, "ID");
+  int rc = client_check_id("cancel", id);
   if (rc) return rc;
   dd_client c;
   if ((rc = client_setup(&c, &co)) != 0) goto done;
@@ -158,25 +156,27 @@ done:
 
 /* ---- list --------------------------------------------------------------------------------------- */
 
-static const char list_args[] = "[--all] [-n N]";
-
 int dd_cmd_list(int argc, char **argv) {
   client_opts co = {0};
   long limit = 20;
   for (int i = 0; i < argc; i++) {
+    if (dd_cli_is_help(argv[i])) return dd_cli_help("list");
     int r = client_opt(&co, argc, argv, &i);
-    if (r < 0) return client_usage("list", list_args);
+    if (r < 0) return dd_cli_usage("list");
     if (r > 0) continue;
     if (!strcmp(argv[i], "--all")) {
       limit = 0;
-    } else if (!strcmp(argv[i], "-n") && i + 1 < argc) {
+    } else if (!strcmp(argv[i], "-n")) {
+      if (i + 1 >= argc) {
+        dd_cli_error("list: -n needs a value");
+        return dd_cli_usage("list");
+      }
       if ((limit = client_parse_count(argv[++i])) < 0) {
         dd_cli_error("-n wants a positive number, got \"%s\"", argv[i]);
         return 2;
       }
     } else {
-      dd_cli_error("list: unexpected argument %s", argv[i]);
-      return client_usage("list", list_args);
+      return dd_cli_bad_arg("list", argv[i]);
     }
   }
   dd_client c;

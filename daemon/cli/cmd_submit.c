@@ -19,8 +19,6 @@
 #include "common/keys.h"
 #include "format/textformat.h"
 
-static const char submit_args[] = "JOB.prototxt [--id ID]";
-
 /* Reads a job file ("-": standard input) of at most DD_MAX_JOB_BYTES. Returns 0 (*out NUL-terminated,
  * the caller frees) or exit status 1 (printed). */
 static int read_job_text(const char *path, char **out, size_t *len) {
@@ -147,26 +145,29 @@ int dd_cmd_submit(int argc, char **argv) {
   client_opts co = {0};
   const char *path = NULL, *id_opt = NULL;
   for (int i = 0; i < argc; i++) {
+    if (dd_cli_is_help(argv[i])) return dd_cli_help("submit");
     int r = client_opt(&co, argc, argv, &i);
-    if (r < 0) return client_usage("submit", submit_args);
+    if (r < 0) return dd_cli_usage("submit");
     if (r > 0) continue;
     if (!strcmp(argv[i], "--id")) {
       if (i + 1 >= argc) {
-        dd_cli_error("--id needs a value");
-        return client_usage("submit", submit_args);
+        dd_cli_error("submit: --id needs a value");
+        return dd_cli_usage("submit");
       }
       id_opt = argv[++i];
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      dd_cli_error("submit: unknown option %s", argv[i]);
-      return client_usage("submit", submit_args);
+      return dd_cli_bad_arg("submit", argv[i]);
     } else if (!path) {
       path = argv[i];
     } else {
       dd_cli_error("submit: one job file at a time");
-      return client_usage("submit", submit_args);
+      return dd_cli_usage("submit");
     }
   }
-  if (!path) return client_usage("submit", submit_args);
+  if (!path) {
+    dd_cli_error("submit: give a job file (JOB.prototxt, or - for standard input)");
+    return dd_cli_usage("submit");
+  }
   if (id_opt && !dd_job_id_valid(id_opt)) {
     dd_cli_error("--id \"%s\": a job id is 1 to 64 of A-Z a-z 0-9 _ . -", id_opt);
     return 2;

@@ -42,6 +42,18 @@ typedef struct {
   Caffe__Phase phase;
 } opts;
 
+/* 1 when `a` is an option of these verbs that takes a value. */
+static int value_option(const char *a) {
+  static const char *const names[] = {"--solver", "--model", "--job", "--weights", "--snapshot", "--dump",
+                                      "--iterations", "--threads", "--device", "--config", "--advertise", "--node",
+                                      "--seed", "--phase", "--stage", "--level", "--input"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(a, names[i])) return 1;
+  return 0;
+}
+
+/* Returns 0, 1 when --help or -h was given (the help printed), or -1 after a usage error
+ * (printed, with the verb's synopsis). PARSE_EXIT turns that into the verb's exit status. */
 static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
   memset(o, 0, sizeof *o);
   o->node = -1;
@@ -49,6 +61,10 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
   o->iterations = -1;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
+    if (dd_cli_is_help(a)) {
+      dd_cli_help(verb);
+      return 1;
+    }
     if (!strcmp(a, "--backward")) {
       o->backward = 1;
       continue;
@@ -57,8 +73,13 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
       o->resume = 1;
       continue;
     }
-    if (a[0] != '-' || i + 1 >= argc) {
-      dd_cli_error("%s: unexpected argument \"%s\" (options take a value: --name VALUE)", verb, a);
+    if (!value_option(a)) {
+      dd_cli_bad_arg(verb, a);
+      return -1;
+    }
+    if (i + 1 >= argc) {
+      dd_cli_error("%s: %s needs a value", verb, a);
+      dd_cli_usage(verb);
       return -1;
     }
     const char *v = argv[++i];
@@ -76,7 +97,7 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--node")) {
       if (dd_cli_parse_int(v, 0, 1023, &o->node)) {
         dd_cli_error("%s: --node takes a node index 0 to 1023, not \"%s\"", verb, v);
-        return 2;
+        return -1;
       }
     }
     else if (!strcmp(a, "--seed")) {
@@ -113,11 +134,13 @@ static int parse_opts(const char *verb, int argc, char **argv, opts *o) {
       o->inputs[o->n_inputs++] = v;
     } else {
       dd_cli_error("%s: unknown option \"%s\"", verb, a);
+      dd_cli_usage(verb);
       return -1;
     }
   }
   return 0;
 }
+#define PARSE_EXIT(r) ((r) > 0 ? 0 : 2)
 
 /* Fills the named Input blobs of `n` from .binaryproto files. Blobs the net lacks are an error
  * when `required`. */
@@ -214,11 +237,11 @@ static void train_display(void *ctx, const dd_solver_stats *st) {
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
-    fprintf(stderr, "\r[%s] iter %d/%d loss %.4f lr %.3g %.1f img/s ETA %s   ", bar, st->iter, st->max_iter,
+    fprintf(stderr, "\r[%s] iter %d/%d loss %.4g lr %.3g %.1f img/s ETA %s   ", bar, st->iter, st->max_iter,
             st->loss, st->lr, st->img_per_s, eta);
     fflush(stderr);
   } else {
-    fprintf(stderr, "distilld: iter %d/%d loss %.6f lr %.6g %.1f img/s data_wait %.2f ms ETA %s%s%s\n", st->iter,
+    fprintf(stderr, "distilld: iter %d/%d loss %.4g lr %.6g %.1f img/s data_wait %.2f ms ETA %s%s%s\n", st->iter,
             st->max_iter, st->loss, st->lr, st->img_per_s, st->data_wait_ms, eta, outs,
             st->data_errors ? " (some images were skipped: see the warnings)" : "");
   }
@@ -228,7 +251,7 @@ static void train_test(void *ctx, const dd_solver_stats *st) {
   train_ctx *t = ctx;
   if (t->tty) fputc('\n', stderr);
   fprintf(stderr, "distilld: test at iter %d:", st->iter);
-  for (int i = 0; i < st->n_outputs; i++) fprintf(stderr, " %s=%.6g", st->output_names[i], st->outputs[i]);
+  for (int i = 0; i < st->n_outputs; i++) fprintf(stderr, " %s=%.4g", st->output_names[i], st->outputs[i]);
   fputc('\n', stderr);
 }
 
@@ -267,7 +290,8 @@ static int solver_net(const Caffe__SolverParameter *sp, const char *solver_path,
 
 int dd_cmd_train(int argc, char **argv) {
   opts o;
-  if (parse_opts("train", argc, argv, &o)) return 2;
+  int pr = parse_opts("train", argc, argv, &o);
+  if (pr) return PARSE_EXIT(pr);
   if (o.job) {
     if (o.solver || o.weights || o.snapshot || o.n_inputs) {
       dd_cli_error("train: --job takes its solver, weights and data from the job file");
@@ -281,8 +305,8 @@ int dd_cmd_train(int argc, char **argv) {
     return 2;
   }
   if (!o.solver) {
-    dd_cli_error("train: usage: distilld train --solver S [--weights W | --snapshot S.solverstate] [--input NAME=F]...");
-    return 2;
+    dd_cli_error("train: give --solver S.prototxt or --job JOB.prototxt");
+    return dd_cli_usage("train");
   }
   if (o.weights && o.snapshot) {
     dd_cli_error("train: give --weights or --snapshot, not both");
@@ -377,10 +401,11 @@ static double now_s(void) {
 
 int dd_cmd_test(int argc, char **argv) {
   opts o;
-  if (parse_opts("test", argc, argv, &o)) return 2;
+  int pr = parse_opts("test", argc, argv, &o);
+  if (pr) return PARSE_EXIT(pr);
   if (!o.model || !o.weights) {
-    dd_cli_error("test: usage: distilld test --model M --weights W [--iterations N] [--input NAME=F]...");
-    return 2;
+    dd_cli_error("test: give --model M.prototxt and --weights W");
+    return dd_cli_usage("test");
   }
   int iters = o.iterations > 0 ? o.iterations : 50, status = 1;
   dd_backend *be = make_backend(&o);
@@ -421,10 +446,11 @@ done:
 
 int dd_cmd_time(int argc, char **argv) {
   opts o;
-  if (parse_opts("time", argc, argv, &o)) return 2;
+  int pr = parse_opts("time", argc, argv, &o);
+  if (pr) return PARSE_EXIT(pr);
   if (!o.model) {
-    dd_cli_error("time: usage: distilld time --model M [--iterations N] [--phase TRAIN|TEST]");
-    return 2;
+    dd_cli_error("time: give --model M.prototxt");
+    return dd_cli_usage("time");
   }
   int iters = o.iterations > 0 ? o.iterations : 10, status = 1;
   dd_backend *be = make_backend(&o);
@@ -523,11 +549,11 @@ static int dump_tensor(const char *dir, const char *name, const dd_tensor *t, in
 
 int dd_cmd_forward(int argc, char **argv) {
   opts o;
-  if (parse_opts("forward", argc, argv, &o)) return 2;
+  int pr = parse_opts("forward", argc, argv, &o);
+  if (pr) return PARSE_EXIT(pr);
   if (!o.model || !o.dump) {
-    dd_cli_error("forward: usage: distilld forward --model M [--weights W] [--phase TRAIN|TEST] "
-                 "--input NAME=F... [--backward] --dump DIR");
-    return 2;
+    dd_cli_error("forward: give --model M.prototxt and --dump DIR");
+    return dd_cli_usage("forward");
   }
   if (mkdir(o.dump, 0755) != 0 && errno != EEXIST) {
     dd_cli_error("forward: cannot create %s: %s", o.dump, strerror(errno));

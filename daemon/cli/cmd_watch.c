@@ -71,7 +71,7 @@ static int worker_table(dd_client *c, FILE *f) {
     view_cell_set(row[3], reply_field(rows[i], "devices"));
     if (view_num(reply_field(rows[i], "heartbeat_at"), &t)) {
       char age[32];
-      view_fmt_age(age, sizeof age, now - t);
+      dd_cli_fmt_duration(now - t, age, sizeof age);
       snprintf(buf, sizeof buf, "%s ago", age);
       view_cell_set(row[4], buf);
     } else {
@@ -93,8 +93,6 @@ done:
 
 
 /* ---- watch -------------------------------------------------------------------------------------- */
-
-static const char watch_args[] = "[ID] [--interval S] [--count N] [-n N]";
 
 static volatile sig_atomic_t watch_stop;
 static void on_watch_signal(int sig) {
@@ -123,7 +121,7 @@ static void watch_sleep(double s) {
 /* Writes the newest `count` entries of a stream, oldest first, one line each: the entry's time,
  * then its fields ("type" first for events; "worker" in brackets at the end). */
 static int stream_tail(dd_client *c, FILE *f, const char *key, const char *title, int count) {
-  char n[16], when[32], a[64];
+  char n[16], when[32];
   snprintf(n, sizeof n, "%d", count);
   redisReply *r = client_command(c, "XREVRANGE", key, "+", "-", "COUNT", n, NULL);
   if (!r) return -1;
@@ -138,11 +136,9 @@ static int stream_tail(dd_client *c, FILE *f, const char *key, const char *title
     const char *type = reply_field(kv, "type"), *worker = reply_field(kv, "worker");
     if (type) fprintf(f, " %-8s", type);
     for (size_t j = 0; kv->type == REDIS_REPLY_ARRAY && j + 1 < kv->elements; j += 2) {
-      const char *k = kv->element[j]->str, *v = kv->element[j + 1]->str;
+      const char *k = kv->element[j]->str;
       if (!strcmp(k, "type") || !strcmp(k, "worker")) continue;
-      double d;
-      /* numbers short, text as is */
-      fprintf(f, " %s %s", k, view_num(v, &d) && strchr(v, '.') ? view_fmt_num(a, sizeof a, v, 5, 1) : v);
+      view_field(f, k, kv->element[j + 1]->str);
     }
     if (worker) fprintf(f, " [%s]", worker);
     fputc('\n', f);
@@ -214,18 +210,23 @@ int dd_cmd_watch(int argc, char **argv) {
   double interval = 1.0;
   long count = 0, limit = 20;
   for (int i = 0; i < argc; i++) {
+    if (dd_cli_is_help(argv[i])) return dd_cli_help("watch");
     int r = client_opt(&co, argc, argv, &i);
-    if (r < 0) return client_usage("watch", watch_args);
+    if (r < 0) return dd_cli_usage("watch");
     if (r > 0) continue;
     const char *a = argv[i];
-    if (!strcmp(a, "--interval") && i + 1 < argc) {
+    if ((!strcmp(a, "--interval") || !strcmp(a, "--count") || !strcmp(a, "-n")) && i + 1 >= argc) {
+      dd_cli_error("watch: %s needs a value", a);
+      return dd_cli_usage("watch");
+    }
+    if (!strcmp(a, "--interval")) {
       char *end;
       interval = strtod(argv[++i], &end);
       if (end == argv[i] || *end || !(interval >= 0.05) || interval > 86400) {
         dd_cli_error("--interval wants seconds between 0.05 and 86400, got \"%s\"", argv[i]);
         return 2;
       }
-    } else if ((!strcmp(a, "--count") || !strcmp(a, "-n")) && i + 1 < argc) {
+    } else if (!strcmp(a, "--count") || !strcmp(a, "-n")) {
       long v = client_parse_count(argv[++i]);
       if (v < 0) {
         dd_cli_error("%s wants a positive number, got \"%s\"", a, argv[i]);
@@ -236,14 +237,13 @@ int dd_cmd_watch(int argc, char **argv) {
       else
         count = v;
     } else if ((a[0] == '-' && a[1]) || id) {
-      dd_cli_error("watch: unexpected argument %s", a);
-      return client_usage("watch", watch_args);
+      return dd_cli_bad_arg("watch", a);
     } else {
       id = a;
     }
   }
   int rc = 0;
-  if (id && (rc = client_check_id("watch", id, watch_args))) return rc;
+  if (id && (rc = client_check_id("watch", id))) return rc;
   dd_client c;
   if ((rc = client_setup(&c, &co)) != 0) goto done;
   if (client_connect(&c) != 0) {
