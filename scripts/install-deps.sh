@@ -7,6 +7,8 @@ pkgs=(
   build-essential cmake pkg-config git
   protobuf-c-compiler libprotobuf-c-dev        # .prototxt/.caffemodel I/O (code generated at build time)
   libuv1-dev libhiredis-dev redis-server       # the daemon and its queue
+  libmicrohttpd-dev                            # the daemon's Prometheus endpoint (docs/monitoring.md)
+  prometheus                                   # tests: promtool and a real Prometheus scraping the daemon
   libturbojpeg0-dev libpng-dev                 # image decoding
   libopenblas-dev                              # CPU GEMM
   liblmdb-dev libleveldb-dev                   # Caffe's Data layer: LMDB and LevelDB databases

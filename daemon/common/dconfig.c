@@ -2,9 +2,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common/dconfig.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "base/device.h"
 #include "base/dd_error.h"
@@ -56,6 +60,12 @@ int dd_dconfig_read(Distilld__DaemonConfig **out, const char *path, char *err, s
     if (bad == 2)
       r = dd_errorf(DD_EINVAL, err, errlen, "%s: key_prefix \"%s\" may hold letters, digits and _-.:{} only", where,
                     c->key_prefix);
+    if (!r && c->metrics_listen && c->metrics_listen[0]) {
+      struct sockaddr_storage sa;
+      socklen_t len;
+      char e[512];
+      if (dd_dconfig_metrics_addr(c, &sa, &len, e, sizeof e)) r = dd_errorf(DD_EINVAL, err, errlen, "%s: %s", where, e);
+    }
     if (!r && c->worker_name) {
       if (!dd_job_id_valid(c->worker_name))
         r = dd_errorf(DD_EINVAL, err, errlen, "%s: worker_name \"%s\" may hold letters, digits and _-. only (at most 64)",
@@ -105,4 +115,64 @@ int dd_dconfig_device_index(const Distilld__DaemonConfig *c, const char *device)
 
 int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device) {
   return dd_dconfig_device_index(c, device) >= 0;
+}
+
+/* "65535" -> 65535; 0 for anything but 1 to 5 digits making 1..65535. */
+static int parse_port(const char *s) {
+  size_t n = strlen(s);
+  if (n < 1 || n > 5 || strspn(s, "0123456789") != n) return 0;
+  long v = strtol(s, NULL, 10);
+  return v >= 1 && v <= 65535 ? (int)v : 0;
+}
+
+int dd_dconfig_metrics_addr(const Distilld__DaemonConfig *c, struct sockaddr_storage *out, socklen_t *outlen, char *err,
+                            size_t errlen) {
+  memset(out, 0, sizeof *out);
+  *outlen = 0;
+  const char *v = c->metrics_listen;
+  if (!v || !v[0]) return 0;
+  char host[64] = "127.0.0.1";
+  const char *port_s = v;
+  if (v[0] == '[') {
+    const char *close = strchr(v, ']');
+    if (!close || close[1] != ':' || (size_t)(close - v - 1) >= sizeof host)
+      return dd_errorf(DD_EINVAL, err, errlen, "metrics_listen \"%s\": an IPv6 address is written [ADDRESS]:PORT", v);
+    memcpy(host, v + 1, (size_t)(close - v - 1));
+    host[close - v - 1] = '\0';
+    port_s = close + 2;
+  } else if (strchr(v, ':')) {
+    const char *colon = strrchr(v, ':');
+    if (colon == v)
+      return dd_errorf(DD_EINVAL, err, errlen,
+                       "metrics_listen \"%s\": name the address: 127.0.0.1%s (loopback only) or 0.0.0.0%s (every interface)",
+                       v, v, v);
+    if ((size_t)(colon - v) >= sizeof host)
+      return dd_errorf(DD_EINVAL, err, errlen, "metrics_listen \"%s\": the address is too long", v);
+    memcpy(host, v, (size_t)(colon - v));
+    host[colon - v] = '\0';
+    if (!strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
+    port_s = colon + 1;
+  }
+  int port = parse_port(port_s);
+  if (!port)
+    return dd_errorf(DD_EINVAL, err, errlen, "metrics_listen \"%s\": \"%s\" is not a port (1 to 65535); write HOST:PORT, "
+                     "e.g. \"127.0.0.1:9464\"", v, port_s);
+  if (v[0] == '[') {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+      return dd_errorf(DD_EINVAL, err, errlen, "metrics_listen \"%s\": \"%s\" is not an IPv6 address", v, host);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    *outlen = sizeof *a;
+    return 0;
+  }
+  struct sockaddr_in *a = (struct sockaddr_in *)out;
+  if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+    return dd_errorf(DD_EINVAL, err, errlen,
+                     "metrics_listen \"%s\": \"%s\" is not an IP address (host names other than localhost are not "
+                     "looked up: write e.g. 127.0.0.1, [::1] or 0.0.0.0)", v, host);
+  a->sin_family = AF_INET;
+  a->sin_port = htons((uint16_t)port);
+  *outlen = sizeof *a;
+  return 0;
 }

@@ -4,6 +4,7 @@
 #define DD_DCONFIG_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "distill.pb-c.h"
 
@@ -22,6 +23,14 @@ int dd_dconfig_password(const Distilld__DaemonConfig *c, char **out, char *err, 
 int dd_dconfig_has_device(const Distilld__DaemonConfig *c, const char *device);
 /* Its index in the config's `device` list (0 for "cpu" in a config that names none), or -1. */
 int dd_dconfig_device_index(const Distilld__DaemonConfig *c, const char *device);
+
+/* The address of the Prometheus endpoint (metrics_listen, docs/monitoring.md) into *out: *outlen
+ * 0 when the field is empty (no endpoint). "PORT" alone and "localhost:PORT" are 127.0.0.1;
+ * "A.B.C.D:PORT" and "[IPV6]:PORT" are those addresses (host names are not looked up, and ":PORT"
+ * is refused: the address must say whether it is loopback or not). Returns 0, or DD_EINVAL with
+ * err naming the field and the value. dd_dconfig_read has checked it already. */
+int dd_dconfig_metrics_addr(const Distilld__DaemonConfig *c, struct sockaddr_storage *out, socklen_t *outlen, char *err,
+                            size_t errlen);
 
 /* The most devices a worker's config may list. */
 #define DD_DCONFIG_MAX_DEVICES 64

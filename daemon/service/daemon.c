@@ -17,6 +17,8 @@
 #include "devices/devices.h"
 #include "service/log.h"
 #include "service/loop.h"
+#include "service/metrics.h"
+#include "service/metrics_http.h"
 #include "service/paths.h"
 #include "service/state.h"
 
@@ -82,7 +84,14 @@ int dd_cmd_daemon(const char *config_path) {
   pthread_mutex_init(&d->ring.mu, NULL);
   pthread_mutex_init(&d->dev_lock, NULL);
   pthread_cond_init(&d->dev_cond, NULL);
-  status = loop_run(d);
+  metrics_init(d);
+  if (d->mx.enabled && metrics_http_start(&d->http, d, err, sizeof err)) {
+    dd_cli_error("%s: %s", config_path, err);
+  } else {
+    status = loop_run(d);
+    metrics_http_stop(d->http); /* after the loop: the endpoint serves while the worker drains */
+  }
+  metrics_destroy(d);
   pthread_cond_destroy(&d->dev_cond);
   pthread_mutex_destroy(&d->dev_lock);
   pthread_mutex_destroy(&d->ring.mu);

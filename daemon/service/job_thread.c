@@ -18,6 +18,7 @@
 #include "service/backfill.h"
 #include "service/events.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/paths.h"
 #include "service/ring.h"
 #include "service/state.h"
@@ -30,6 +31,7 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
   ring_item *it = ring_reserve(&d->ring, prio);
   if (!it) {
     atomic_fetch_add(&j->dropped, 1);
+    atomic_fetch_add(&d->ring_dropped, 1);
     return;
   }
   item_b b;
@@ -41,6 +43,7 @@ static void push_state_event(job_t *j, int prio, void (*fill)(item_b *, job_t *,
     dlog(1, j->id, "an event did not fit its buffer and was not written to Redis");
     j->dropped_reported = reported; /* the count it carried goes with the next item */
     atomic_fetch_add(&j->dropped, 1);
+    atomic_fetch_add(&d->ring_dropped, 1);
     j->next_seq--;
   }
   ring_commit(d, &d->ring, b.ok);
@@ -262,6 +265,7 @@ void job_thread(void *arg) {
   int r = acquire_devices(j, job, dev_idx, &n_dev, err, sizeof err);
   if (!r) {
     if (!job->n_device && d->cfg->n_device) o.default_device = d->cfg->device[dev_idx[0]];
+    metrics_job_device(j->mx_device, sizeof j->mx_device, job, o.default_device);
     j->output_dir = job->output_dir; /* for the backfill (h_started); job outlives the run */
     r = dd_job_run(job, &o, &res, err, sizeof err);
     j->output_dir = NULL;
@@ -304,6 +308,7 @@ void job_thread(void *arg) {
   else
     outcome = OUT_SUCCEEDED;
 done:
+  j->mx_outcome = outcome; /* read by the metrics at the job's ITEM_DONE (a node's own outcome) */
   if (j->join_node) {
     /* node 0's worker reports for the job; this one logs and writes nothing */
     if (outcome == OUT_FAILED) dlog(0, j->id, "node %d failed: %s", j->join_node, err);

@@ -36,6 +36,7 @@
 #include "common/keys.h"
 #include "service/job_thread.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/rio.h"
 #include "service/scripts.h"
 
@@ -104,6 +105,7 @@ static void on_group(redisAsyncContext *ac, void *r, void *priv) {
   d->connected = 1;
   d->down_logged = 0;
   d->backoff_ms = 0;
+  metrics_connected(d);
   dlog(2, NULL, "connected to Redis at %s:%d%s", d->cfg->redis_host, d->cfg->redis_port,
        d->ring.tail > d->ring.head ? "; writing what waited" : "");
   /* named, so `CLIENT LIST` shows which connection is which worker */
@@ -215,6 +217,7 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv) {
     }
     return;
   }
+  metrics_observe(d); /* the metrics read every item before it is retired */
   pthread_mutex_lock(&rg->mu);
   if (seq != rg->head) {
     /* an answer from before a reconnect; the item was sent again */
@@ -242,6 +245,7 @@ static void on_item_reply(redisAsyncContext *ac, void *r, void *priv) {
 
 /* Sends every item not sent yet (each item's last command carries its sequence number). */
 static void pump(daemon_t *d) {
+  metrics_observe(d); /* before sending, and while Redis is away too */
   if (!d->connected || !d->ac) return;
   ring_t *rg = &d->ring;
   for (;;) {
@@ -299,6 +303,7 @@ static void on_wake(uv_async_t *h) { pump(h->data); }
 static void start_job(job_t *j, int attempt) {
   j->attempt = attempt;
   j->running = 1;
+  metrics_job_begin(j->d, (int)(j - j->d->slots));
   dlog(2, j->id, "claimed (entry %s, attempt %d)", j->entry, attempt);
   if (uv_thread_create(&j->thread, job_thread, j) == 0) {
     j->thread_started = 1;
@@ -565,6 +570,7 @@ static void on_cancel_poll(redisAsyncContext *ac, void *r, void *priv) {
 
 static void on_tick(uv_timer_t *t) {
   daemon_t *d = t->data;
+  metrics_refresh(d);
   if (!d->connected || !d->ac) return;
   for (int i = 0; i < d->n_slots; i++) {
     job_t *j = &d->slots[i];
@@ -587,6 +593,8 @@ static void on_renew(redisAsyncContext *ac, void *r, void *priv) {
     atomic_store(&j->stop, STOP_LOST);
   } else if (reply->type == REDIS_REPLY_ERROR) {
     dlog(1, j->id, "lease renewal: %s", reply->str);
+  } else if (!why) {
+    metrics_job_renewed(d, (int)(intptr_t)priv);
   }
 }
 

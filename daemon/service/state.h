@@ -15,6 +15,7 @@
 #include "common/dconfig.h"
 #include "common/rdzv.h"
 #include "distill.pb-c.h"
+#include "service/metrics.h"
 #include "service/paths.h"
 #include "service/ring.h"
 
@@ -55,6 +56,10 @@ typedef struct {
   dd_redis_rdzv rdzv; /* a multi-node job's rendezvous, while open */
   dd_rendezvous rv;
   int rdzv_open;
+  /* for the metrics (service/metrics.c), written by the job thread before the ring item the loop
+   * reads them at: the job's devices (before its start item), its OUT_* (before its ITEM_DONE) */
+  char mx_device[128];
+  int mx_outcome;
 } job_t;
 
 typedef struct daemon {
@@ -86,6 +91,10 @@ typedef struct daemon {
   pthread_mutex_t dev_lock;
   pthread_cond_t dev_cond;
   int dev_running[DD_DCONFIG_MAX_DEVICES];
+  /* the Prometheus endpoint (metrics_listen): its snapshot, written by the loop, and its server */
+  mx_table mx;
+  struct metrics_http *http;
+  atomic_llong ring_dropped; /* ring items dropped (the ring was full), every job together */
 } daemon_t;
 
 #endif
