@@ -278,6 +278,8 @@ void dd_cli_overview(FILE *f) {
           "                                the CPU has; off: bf16 asked runs FP32)\n"
           "  DD_DNNL=0|own|all             oneDNN off / FP32 convolutions on the own kernels / on\n"
           "                                oneDNN (default: oneDNN where its kernels are AVX-512)\n"
+          "  DD_BLOCKED_TRAIN=0            the student's activations and gradients in NCHW FP32 instead\n"
+          "                                of oneDNN's blocked layout (bf16 in a bf16 student)\n"
           "  DD_FUSE=0                     every layer its own step, no fused or blocked plans (with\n"
           "                                DD_DNNL=0: the FP32 reference every other path is tested against)\n"
           "Environment (the CUDA backend):\n"
