@@ -178,9 +178,69 @@ static void test_containerfile(void) {
   free(cf);
 }
 
+/* ---- 5. the Grafana dashboard over Prometheus --------------------------------------------------------- */
+
+/* The generated JSON is what make_prometheus_dashboard.py writes; its queries name documented
+ * metrics and labels and are valid PromQL (promtool, Debian's prometheus package); a broken copy
+ * is caught. The live check (every query on a real Prometheus scraping a real daemon) is
+ * tests/test_daemon_metrics.c's. */
+static void test_prometheus_dashboard(void) {
+  char py[512], cmd[4096], *out = NULL;
+  if (!find_exe(py, sizeof py, "python3")) {
+    printf("SKIP: python3 is not on PATH\n");
+    return;
+  }
+  char promtool[512];
+  int have_promtool = find_exe(promtool, sizeof promtool, "promtool");
+  if (!have_promtool) printf("     promtool not on PATH: PromQL syntax not checked (scripts/install-deps.sh installs it)\n");
+  snprintf(cmd, sizeof cmd, "'%s' '%s/grafana/check_prometheus_dashboard.py' %s%s%s 2>&1", py, DEPLOY,
+           have_promtool ? "--promtool '" : "", have_promtool ? promtool : "", have_promtool ? "'" : "");
+  int st = test_capture(&out, cmd);
+  CHECKF(st == 0 && test__contains(out, ": ok") && (!have_promtool || test__contains(out, "valid PromQL")),
+         "check_prometheus_dashboard.py: exit %d:\n%s", st, test__str(out));
+  free(out);
+  /* the JSON in the repository is the generator's */
+  char gen[300];
+  snprintf(gen, sizeof gen, "%s/gen", root);
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/grafana/make_prometheus_dashboard.py' '%s/' && '%s' '%s/make_prometheus_dashboard.py' && "
+           "cmp '%s/distilld-prometheus-dashboard.json' '%s/grafana/distilld-prometheus-dashboard.json' 2>&1",
+           gen, DEPLOY, gen, py, gen, gen, DEPLOY);
+  st = test_capture(&out, cmd);
+  CHECKF(st == 0, "the dashboard JSON is not what make_prometheus_dashboard.py writes (run it): %s", test__str(out));
+  free(out);
+  char *dj = test_slurp(DEPLOY "/grafana/distilld-prometheus-dashboard.json");
+  REQUIRE(dj);
+  static const struct {
+    const char *from, *to, *want;
+  } bad[] = {
+      {"distilld_job_eta_seconds", "distilld_job_eta", "is not a metric docs/monitoring.md documents"},
+      {"sum by (state)", "sum by (status)", "label 'status' is not one the endpoint sets"},
+      {"\"pluginId\": \"prometheus\"", "\"pluginId\": \"redis-datasource\"", "want exactly one Prometheus"},
+      {"[1h]))", "[1h])", "promtool check rules"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (i == 3 && !have_promtool) continue;
+    int n = 0;
+    char *b = replace_all(dj, bad[i].from, bad[i].to, &n);
+    CHECKF(b && n >= 1, "case %zu: \"%s\" is not in the dashboard", i, bad[i].from);
+    char path[300];
+    snprintf(path, sizeof path, "%s/dash.bad%zu.json", root, i);
+    if (b) wfile(path, "%s", b);
+    free(b);
+    snprintf(cmd, sizeof cmd, "'%s' '%s/grafana/check_prometheus_dashboard.py' --dashboard '%s' %s%s%s 2>&1", py, DEPLOY,
+             path, have_promtool ? "--promtool '" : "", have_promtool ? promtool : "", have_promtool ? "'" : "");
+    st = test_capture(&out, cmd);
+    CHECKF(st == 1 && test__contains(out, bad[i].want), "case %zu (%s): exit %d:\n%s", i, bad[i].want, st,
+           test__str(out));
+    free(out);
+  }
+  free(dj);
+}
+
 int main(void) {
   if (deploy_main_begin()) return 1;
   RUN(test_systemd_unit);
   RUN(test_containerfile);
+  RUN(test_prometheus_dashboard);
   return deploy_main_end();
 }
