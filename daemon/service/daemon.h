@@ -20,6 +20,8 @@
  *   loop.c        the loop: connection, sending the ring, claims, heartbeats, cancels, signals
  *   job_thread.c  one job: parse, check, run through core, hooks -> ring items, the final item
  *   events.c      ring items for progress, tests, snapshots, logs, start and end (fill_*)
+ *   metrics_http.c the Prometheus endpoint (metrics_listen): libmicrohttpd on a thread of its own
+ *   metrics.c     its snapshot table, kept by the loop from the ring's items and its own events
  *   ring.c        the ring's items and how job threads fill them
  *   scripts.c     the Lua scripts
  *   rio.c         hiredis on libuv

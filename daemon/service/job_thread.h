@@ -6,7 +6,8 @@
  *
  * Its side of the daemon's state (service/state.h): it reads the daemon's config, threads, paths,
  * password, worker name and queue key, its own slot, and j->stop (set by the loop); it writes only
- * the ring and the slot's `exited`, `dropped` and job-thread fields. */
+ * the ring, the daemon's `ring_dropped` and the slot's `exited`, `dropped` and job-thread fields (among
+ * them `mx_device` and `mx_outcome`, which the metrics read at the ring items that follow them). */
 #ifndef DD_JOB_THREAD_H
 #define DD_JOB_THREAD_H
 
