@@ -118,6 +118,11 @@ static const char *const watch_opts[] = {
     "-n N", "rows of the job table (default 20)",
     NULL};
 
+static const char *const web_opts[] = {
+    "--listen ADDR:PORT", "where to serve: 127.0.0.1:PORT, localhost:PORT, [::1]:PORT, 0.0.0.0:PORT; 0: a free port (default 127.0.0.1:8080)",
+    "--allow-cancel", "show the cancel button and take POST /api/job/ID/cancel (default: read-only, 403)",
+    NULL};
+
 static const char *const daemon_opts[] = {
     "FILE", "the DaemonConfig (text): Redis, devices, data and output roots (configs/distilld.prototxt)",
     NULL};
@@ -177,6 +182,10 @@ static const verb_help verbs[] = {
      "a live view of the jobs and workers, or of one job, redrawn every S seconds; it rides out a Redis\n"
      "outage and ends on SIGINT.",
      watch_opts, "0 ended (SIGINT, --count, the watched job final), 1 failure (no such job, Redis), 2 usage", 1},
+    {"web", "web [--listen ADDR:PORT] [--allow-cancel]",
+     "serve a live dashboard of the queue, the jobs, the workers and each job's curves and events, read from\n"
+     "Redis, until SIGINT or SIGTERM (docs/monitoring.md). Read-only unless --allow-cancel.",
+     web_opts, "0 after SIGINT or SIGTERM, 1 cannot serve at the address, 2 usage or a bad config", 1},
     {"--config", "--config FILE",
      "run the service: take jobs from the Redis queue, run them, publish their progress (docs/redis.md).",
      daemon_opts, "0 after SIGTERM or SIGINT and a clean drain, 1 start-up failed or the drain timed out, "
@@ -269,7 +278,7 @@ void dd_cli_overview(FILE *f) {
     print_text(f, "      ", verbs[i].summary);
   }
   fprintf(f,
-          "  the client verbs (submit, status, cancel, list, watch) take [--config FILE] [--redis HOST:PORT]\n"
+          "  the client verbs (submit, status, cancel, list, watch, web) take [--config FILE] [--redis HOST:PORT]\n"
           "  [--prefix P]; the config defaults to $DISTILLD_CONFIG, else the built-in defaults (Redis at\n"
           "  127.0.0.1:6379). distilld VERB --help (or -h): VERB's options, with their defaults.\n"
           "\n"

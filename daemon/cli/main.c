@@ -8,6 +8,7 @@
 #include "common/cli_util.h"
 #include "cpu/cpu_blas.h"
 #include "service/daemon.h"
+#include "web/web.h"
 
 int main(int argc, char **argv) {
   /* Before any thread exists: OpenBLAS gets the kernels for this CPU (core/cpu_blas.h). A failure
@@ -39,6 +40,7 @@ int main(int argc, char **argv) {
   if (!strcmp(verb, "cancel")) return dd_cmd_cancel(argc - 2, argv + 2);
   if (!strcmp(verb, "list")) return dd_cmd_list(argc - 2, argv + 2);
   if (!strcmp(verb, "watch")) return dd_cmd_watch(argc - 2, argv + 2);
+  if (!strcmp(verb, "web")) return dd_cmd_web(argc - 2, argv + 2);
   if (!strcmp(verb, "--version") || !strcmp(verb, "version")) {
     if (argc >= 3 && dd_cli_is_help(argv[2])) return dd_cli_help("--version");
     if (argc >= 3) {
