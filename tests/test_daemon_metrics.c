@@ -14,7 +14,8 @@
  *      client that connects and sends nothing (and one that stops mid-header) while a scrape
  *      answers at once, many connections at once; the job trains on, /metrics still answers,
  *      and the silent clients are closed after the connection timeout.
- * 12e. Bad metrics_listen values: the config is refused naming the file and the field.
+ * 12e. Bad metrics_listen values: the config is refused naming the file and the field. "[::1]:PORT"
+ *      serves on IPv6 loopback (not on 127.0.0.1), and serves while Redis cannot be reached.
  *
  * promtool and prometheus are found on PATH; without them 12b and 12c print SKIP. */
 #define _GNU_SOURCE
@@ -25,21 +26,26 @@
 
 /* ---- HTTP over plain sockets ------------------------------------------------------------------- */
 
-/* A connection to 127.0.0.1:port with 5 s send and receive timeouts; -1 when refused. */
-static int tcp_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+/* A connection to 127.0.0.1:port (with `v6`: [::1]:port) with 5 s send and receive timeouts; -1
+ * when refused. */
+static int tcp_open_at(int port, int v6) {
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
   struct timeval tv = {5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+  int r = v6 ? connect(fd, (struct sockaddr *)&a6, sizeof a6) : connect(fd, (struct sockaddr *)&a, sizeof a);
+  if (r != 0) {
     close(fd);
     return -1;
   }
   return fd;
 }
+
+static int tcp_open(int port) { return tcp_open_at(port, 0); }
 
 /* Sends what it can (the server may close first: that is an answer too). */
 static void send_all(int fd, const char *p, size_t n) {
@@ -562,9 +568,57 @@ DTEST(test_bad_clients) {
   free(wait_final("mb1", 60));
 }
 
-/* ---- 12e: bad metrics_listen values ------------------------------------------------------------------- */
+/* ---- 12e: metrics_listen values --------------------------------------------------------------------- */
 
-DTEST(test_bad_listen) {
+/* 1 when [::1]:port can be bound (the machine has IPv6 loopback) */
+static int v6_loopback(int port) {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a6, sizeof a6) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+/* "[::1]:PORT" serves on IPv6 loopback, and serves while Redis cannot be reached. */
+static void check_v6_without_redis(void) {
+  int port = random_port();
+  if (!v6_loopback(port)) {
+    printf("SKIP 12e [::1]: this machine has no IPv6 loopback\n");
+    return;
+  }
+  char cfg[512], log[512], ps[16];
+  snprintf(cfg, sizeof cfg, "%s/v6.cfg", tmp);
+  snprintf(log, sizeof log, "%s/v6.log", tmp);
+  snprintf(ps, sizeof ps, "%d", port);
+  REQUIRE(wfile(cfg, "redis_port: %d\nworker_name: \"wv6\"\nmetrics_listen: \"[::1]:%d\"\n", closed_port(), port));
+  const char *argv[] = {DISTILLD_EXE, "--config", cfg, NULL};
+  pid_t pid = spawn(argv, tmp, log);
+  REQUIRE(pid > 0);
+  char *r = NULL;
+  const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+  for (double end = mono() + 15; mono() < end && http_status(r) != 200; sleep_ms(50)) {
+    free(r);
+    r = NULL;
+    int fd = tcp_open_at(port, 1);
+    if (fd < 0) continue;
+    send_all(fd, req, sizeof req - 1);
+    r = recv_all(fd);
+    close(fd);
+  }
+  CHECKF(http_status(r) == 200 && strstr(r, "distilld_worker_up{worker=\"wv6\"} 1\n") &&
+             strstr(r, "distilld_redis_connected{worker=\"wv6\"} 0\n"),
+         "[::1]:%d without Redis: %.300s", port, test__str(r));
+  free(r);
+  CHECKF(tcp_open_at(port, 0) < 0, "[::1]:%d answers on 127.0.0.1 too", port);
+  kill(pid, SIGTERM);
+  int st = wait_exit(pid, 15000);
+  if (st == -1) kill_wait(pid);
+  CHECKF(exit_code(st) == 0, "the daemon on [::1]: wait status %d", st);
+  CHECKF(!test_log_has_sanitizer_report(log), "a sanitizer report in %s", log);
+  if (test__cur_failed) test_print_tail("wv6", log, 20);
+}
+
+DTEST(test_listen_addresses) {
   test_t0 = mono(); /* no begin(): no Redis is needed */
   static const struct {
     const char *value, *says;
@@ -589,12 +643,13 @@ DTEST(test_bad_listen) {
     free(out);
   }
   printf("     12e: %zu bad metrics_listen values refused, naming the file and the field\n", sizeof bad / sizeof *bad);
+  check_v6_without_redis();
 }
 
 int main(void) {
   if (daemon_main_begin()) return 1;
   RUN(test_setup);
-  RUN(test_bad_listen);
+  RUN(test_listen_addresses);
   RUN(test_series_match_redis);
   RUN(test_prometheus_scrapes);
   RUN(test_bad_clients);
