@@ -5,6 +5,8 @@ over iterations, with the teacher's accuracy as a reference line.
   plot_metrics.py OUTPUT_DIR/metrics.jsonl -o curves.png [--title NAME]
   plot_metrics.py --redis HOST:PORT [--prefix distilld] [--user U --password-env VAR] --job ID
                   -o curves.png [--title NAME]
+  plot_metrics.py A/metrics.jsonl --label "distilled" --compare B/metrics.jsonl --compare-label "alone"
+                  -o curves.png          # two jobs' curves on the same axes (loss and test accuracy)
 
 The metrics file has one JSON object per line (docs/formats.md): "train" records (iter, loss,
 ce_loss, kd_loss, hint*_loss, lr, img_per_s, ...), "test" records (iter, accuracy, loss, ...), a
@@ -197,6 +199,9 @@ def main():
     ap.add_argument("--title", default=None)
     ap.add_argument("--teacher-accuracy", type=float, default=None,
                     help="draw this as the teacher's line (when the metrics have no teacher record)")
+    ap.add_argument("--label", default=None, help="the job's name in the legends (with --compare)")
+    ap.add_argument("--compare", metavar="METRICS", help="a second job's metrics.jsonl, drawn on the same axes")
+    ap.add_argument("--compare-label", default="compared", help="its name in the legends")
     g = ap.add_argument_group("reading a job from Redis (docs/redis.md)")
     g.add_argument("--redis", metavar="HOST:PORT", help="the daemons' Redis")
     g.add_argument("--prefix", default="distilld", help="the config's key_prefix (default distilld)")
@@ -251,19 +256,35 @@ def main():
         t_acc = teacher[-1].get("accuracy") if teacher else a.teacher_accuracy
         title = a.title
 
+    other_train, other_test = [], []
+    if a.compare:
+        recs = load_jsonl(a.compare)
+        other_train = [r for r in recs if r.get("type") == "train"]
+        other_test = [r for r in recs if r.get("type") == "test"]
+        if not other_train and not other_test:
+            sys.exit("plot_metrics.py: %s: no train or test records" % a.compare)
+    me = (a.label + ": ") if a.compare and a.label else ""
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     terms = sorted({k for r in train for k in r if k.endswith("_loss") and k != "loss"})
     its = [r["iter"] for r in train]
-    ax1.plot(its, [r.get("loss") for r in train], label="loss (smoothed, weighted sum)", color="black")
+    ax1.plot(its, [r.get("loss") for r in train], label=me + "loss (smoothed, weighted sum)", color="black")
     for k in terms:
-        ax1.plot(its, [r.get(k) for r in train], label=k, linewidth=1)
+        ax1.plot(its, [r.get(k) for r in train], label=me + k, linewidth=1)
+    if other_train:
+        ax1.plot([r["iter"] for r in other_train], [r.get("loss") for r in other_train],
+                 label=a.compare_label + ": loss", color="tab:gray", linestyle=":")
     ax1.set_xlabel("iteration")
     ax1.set_ylabel("loss")
     ax1.set_yscale("log")
     ax1.grid(True, alpha=0.3)
     ax1.legend(fontsize=8)
     if test:
-        ax2.plot([r["iter"] for r in test], [r.get("accuracy") for r in test], marker="o", label="student test accuracy")
+        ax2.plot([r["iter"] for r in test], [r.get("accuracy") for r in test], marker="o",
+                 label=me + "student test accuracy" if not a.compare else "%s %.4f" % (a.label or "student", test[-1].get("accuracy")))
+    if other_test:
+        ax2.plot([r["iter"] for r in other_test], [r.get("accuracy") for r in other_test], marker="s",
+                 label="%s %.4f" % (a.compare_label, other_test[-1].get("accuracy")), color="tab:gray")
     if t_acc is not None:
         ax2.axhline(t_acc, color="tab:red", linestyle="--", label="teacher %.4f" % t_acc)
     ax2.set_xlabel("iteration")
@@ -278,7 +299,8 @@ def main():
     except OSError as e:
         print("plot_metrics.py: cannot write %s: %s" % (a.output, e.strerror or e), file=sys.stderr)
         sys.exit(2)
-    print("wrote %s (%d train, %d test records)" % (a.output, len(train), len(test)))
+    print("wrote %s (%d train, %d test records%s)" % (a.output, len(train), len(test),
+                                                    ", and %d, %d compared" % (len(other_train), len(other_test)) if a.compare else ""))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ python3 scripts/prepare_fashion_mnist.py --out data/fashion-mnist | tail -n 1
 echo "== the seed's trap, explained by distilld check =="
 $bin check -q tests/data/seed/seed_net.prototxt 2>&1 | sed -n '1,3p' || true
 
-rm -rf out/quickstart/teacher out/quickstart/student out/quickstart/redis
+rm -rf out/quickstart/teacher out/quickstart/student out/quickstart/student_alone out/quickstart/redis
 mkdir -p out/quickstart/redis
 
 # The jobs run the way a fleet runs them: a local redis-server (a free loopback port, data in
@@ -61,6 +61,8 @@ cleanup() {
 trap cleanup EXIT
 client="--config out/quickstart/distilld.prototxt"
 hget() { redis-cli -p "$port" --raw HGET "distilld:job:$1" "$2"; }
+# seconds as the CLI prints durations (5m22s, 42s)
+dur() { awk -v s="${1:-0}" 'BEGIN { s = int(s + 0.5); if (s >= 60) printf "%dm%02ds", s / 60, s % 60; else printf "%ds", s }'; }
 
 # Waits for job $1 to end, showing it live (`distilld watch` on a terminal, a line every 30 s
 # otherwise); fails when the daemon died or the job did not succeed.
@@ -80,7 +82,7 @@ run_job() {
     fi
     n=$((n + 1))
     if [ ! -t 1 ] && [ $((n % 30)) = 0 ]; then
-      echo "  $id: $state, iter $(hget "$id" iter)/$(hget "$id" max_iter), loss $(hget "$id" loss), ETA $(hget "$id" eta_s) s"
+      echo "  $id: $state, iter $(hget "$id" iter)/$(hget "$id" max_iter), loss $(printf '%.4g' "$(hget "$id" loss)"), ETA $(dur "$(hget "$id" eta_s)")"
     fi
     sleep 1
   done
@@ -125,19 +127,37 @@ echo "== student, distilled: out/quickstart/student_job.prototxt, through the da
 sid=$($bin submit out/quickstart/student_job.prototxt $client)
 run_job "$sid"
 
+student_alone=configs/quickstart_student_alone.prototxt
+if [ "${QUICKSTART_DATA:-images}" = lmdb ]; then
+  sed 's|_fmnist_train_val|_fmnist_lmdb_train_val|' "$student_alone" > out/quickstart/student_alone_job.prototxt
+  student_alone=out/quickstart/student_alone_job.prototxt
+fi
+echo "== the same student alone (no teacher, same schedule and seed): $student_alone =="
+aid=$($bin submit "$student_alone" $client)
+run_job "$aid"
+
 t_acc=$(printf '%.4f' "$(hget "$tid" test_acc)")
 s_acc=$(printf '%.4f' "$(hget "$sid" test_acc)")
+a_acc=$(printf '%.4f' "$(hget "$aid" test_acc)")
 plot() {
   /usr/bin/python3 scripts/plot_metrics.py "$@" >/dev/null 2>&1 || python3 scripts/plot_metrics.py "$@" >/dev/null 2>&1 ||
     echo "(no plot: matplotlib missing)"
 }
 plot out/quickstart/teacher/metrics.jsonl -o out/quickstart/teacher.png --title "quickstart teacher"
-plot out/quickstart/student/metrics.jsonl -o out/quickstart/student.png --title "quickstart student (distilled)" \
+plot out/quickstart/student/metrics.jsonl -o out/quickstart/student.png --title "quickstart student: distilled and alone" \
+  --label distilled --compare out/quickstart/student_alone/metrics.jsonl --compare-label alone \
   ${t_acc:+--teacher-accuracy "$t_acc"}
 
 end=$(date +%s)
 echo
-echo "teacher test accuracy: ${t_acc:-?}"
-echo "student test accuracy: ${s_acc:-?} (distilled)"
+echo "test accuracy (10000 Fashion-MNIST TEST images):"
+printf '  %-34s %s\n' "teacher (WRN-10-2)" "${t_acc:-?}" "student distilled (WRN-10-1)" "${s_acc:-?}" \
+  "student alone (WRN-10-1, same seed)" "${a_acc:-?}"
+gain=$(awk -v s="$s_acc" -v a="$a_acc" 'BEGIN { printf "%+.2f", 100 * (s - a) }')
+if awk -v g="$gain" 'BEGIN { exit !(g > 0) }'; then
+  echo "distillation bought $gain points on this schedule"
+else
+  echo "distillation bought nothing on this schedule ($gain points): at this size and length the student alone keeps up (docs/results.md)"
+fi
 echo "total time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s"
-echo "curves: out/quickstart/teacher.png, out/quickstart/student.png; metrics: out/quickstart/*/metrics.jsonl"
+echo "curves: out/quickstart/teacher.png, out/quickstart/student.png (both students' test curves); metrics: out/quickstart/*/metrics.jsonl"

@@ -182,7 +182,7 @@ static void test_shipped_configs_clean(void) {
 /* The shipped jobs that need no trained weights validate and check clean from the source tree. */
 static void test_shipped_jobs_validate(void) {
   const char *jobs[] = {"configs/job_fmnist_teacher.prototxt", "configs/job_fmnist_student_alone.prototxt",
-                        "configs/quickstart_teacher.prototxt"};
+                        "configs/quickstart_teacher.prototxt", "configs/quickstart_student_alone.prototxt"};
   for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' check --job %s 2>&1", DD_SOURCE_DIR, DISTILLD_EXE, jobs[i]);
