@@ -9,6 +9,7 @@
  *      jobs_total{state="cancelled"} is 1. A second daemon on the same port fails to start.
  * 12b. `promtool check metrics` (Debian's prometheus package) accepts the output.
  * 12c. A real Prometheus scrapes the daemon every second; its query API finds the job's
+ *      series, and so do the Grafana dashboard's queries (deploy/grafana/check_prometheus_dashboard.py);
  *      distilld_job_iteration with a plausible value.
  * 12d. Bad clients never stall the daemon: 404, 405, a header over 64 KiB refused, garbage, a
  *      client that connects and sends nothing (and one that stops mid-header) while a scrape
@@ -422,6 +423,18 @@ DTEST(test_prometheus_scrapes) {
   ans = ready ? prom_query(pport, "distilld_job_loss%7Bjob_id%3D%22mp1%22%2Cterm%3D%22kd_loss%22%7D") : NULL;
   CHECKF(prom_value(ans, &v), "distilld_job_loss{term=\"kd_loss\"}: %s", test__str(ans));
   free(ans);
+  /* the Grafana dashboard's every query on this Prometheus (deploy/grafana/): no error, and the
+   * job's progress series there */
+  if (ready) {
+    char cmd[1200], *out = NULL;
+    snprintf(cmd, sizeof cmd, "python3 '%s/deploy/grafana/check_prometheus_dashboard.py' --prometheus http://127.0.0.1:%d --job mp1 2>&1",
+             DD_SOURCE_DIR, pport);
+    int st = test_capture(&out, cmd);
+    CHECKF(st == 0 && strstr(test__str(out), "live: every query ran"), "the dashboard's queries: exit %d:\n%s", st,
+           test__str(out));
+    if (st == 0) printf("     12c: every query of deploy/grafana/distilld-prometheus-dashboard.json ran, the job's series there\n");
+    free(out);
+  }
   kill(pp, SIGTERM);
   if (wait_exit(pp, 15000) == -1) kill_wait(pp);
   if (test__cur_failed) test_print_tail("prometheus", log, 30);

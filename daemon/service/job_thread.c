@@ -58,7 +58,7 @@ static void h_log(void *ctx, int level, const char *msg) {
 }
 static void h_progress(void *ctx, const dd_distill_progress *p) {
   job_t *j = ctx;
-  dlog(3, j->id, "iter %d/%d loss %.5f %.1f img/s", p->iter, p->max_iter, p->loss, p->img_per_s);
+  dlog(3, j->id, "iter %d/%d loss %.4g %.1f img/s", p->iter, p->max_iter, p->loss, p->img_per_s);
   push_state_event(j, PRIO_METRICS, fill_progress, p);
 }
 static void h_test(void *ctx, const dd_distill_test *t) {
