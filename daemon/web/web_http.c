@@ -136,12 +136,27 @@ static enum MHD_Result serve_api(web_http *h, struct MHD_Connection *c, const ch
   return respond_reply(c, &rep);
 }
 
+/* libmicrohttpd decodes the path before on_request sees it, so a %00 would cut it short there: the
+ * raw URI is looked at first, and such a request marked (its *req_cls) to be refused. */
+static char nul_in_uri;
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  (void)cls, (void)c;
+  for (const char *p = uri; (p = strchr(p, '%')) != NULL; p++)
+    if (p[1] == '0' && p[2] == '0') return &nul_in_uri;
+  return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls) {
   web_http *h = cls;
   (void)version, (void)upload_data;
   int is_get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
   int is_post = !strcmp(method, MHD_HTTP_METHOD_POST);
+  if (*req_cls == &nul_in_uri) {
+    *upload_data_size = 0;
+    return respond_error(c, MHD_HTTP_BAD_REQUEST, "a NUL byte (%00) in the URI", NULL);
+  }
   if (is_post) {
     /* the body is not used: counted (in *req_cls, 1 + its bytes) and dropped; a long one closes */
     uintptr_t seen = (uintptr_t)*req_cls;
@@ -211,7 +226,8 @@ int web_http_start(web_http **out, web_ctx *w, const struct sockaddr *sa, int lo
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)WEB_HTTP_MAX_CONNECTIONS,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)WEB_HTTP_TIMEOUT_S,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEB_HTTP_CONNECTION_MEMORY,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_log, h, MHD_OPTION_END);
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
+                            MHD_OPTION_END);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!h->mhd) {
     snprintf(err, errlen, "%s", h->start_error[0] ? h->start_error : "libmicrohttpd did not start");
