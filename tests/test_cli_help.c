@@ -80,7 +80,7 @@ static void test_every_verb_help(void) {
       free(out);
     }
   }
-  CHECKF(client == 5, "%d verbs list the client options, not 5 (submit, status, cancel, list, watch)", client);
+  CHECKF(client == 6, "%d verbs list the client options, not 6 (submit, status, cancel, list, watch, web)", client);
   CHECKF(with_defaults >= 11, "only %d verbs' help names a default", with_defaults);
 }
 
