@@ -151,7 +151,7 @@ plot out/quickstart/student/metrics.jsonl -o out/quickstart/student.png --title 
 end=$(date +%s)
 echo
 echo "test accuracy (10000 Fashion-MNIST TEST images):"
-printf '  %-34s %s\n' "teacher (WRN-10-2)" "${t_acc:-?}" "student distilled (WRN-10-1)" "${s_acc:-?}" \
+printf '  %-36s %s\n' "teacher (WRN-10-2)" "${t_acc:-?}" "student distilled (WRN-10-1)" "${s_acc:-?}" \
   "student alone (WRN-10-1, same seed)" "${a_acc:-?}"
 gain=$(awk -v s="$s_acc" -v a="$a_acc" 'BEGIN { printf "%+.2f", 100 * (s - a) }')
 if awk -v g="$gain" 'BEGIN { exit !(g > 0) }'; then
