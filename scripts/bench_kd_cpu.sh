@@ -8,7 +8,9 @@
 #
 # Variants: reference = distilld's FP32 reference path (DD_FUSE=0 DD_DNNL=0: every layer on its
 # own, the project's own convolutions); default = distilld as it runs by default (the fused plan;
-# FP32 convolutions on the own kernels); dnnl-all = the fused plan with oneDNN running every
+# FP32 convolutions on oneDNN where its kernels are AVX-512, the own kernels elsewhere; the frozen
+# teacher on blocked activations; the student trained on blocked activations where the CPU has
+# AVX512-BF16); dnnl-all = the fused plan with oneDNN running every
 # convolution pass (DD_DNNL=all); bf16 = distilld with --precision bf16;
 # torch-fp32 / torch-bf16 = PyTorch eager FP32 / bf16 autocast + channels_last. Every variant
 # runs once per round, in that order, R rounds; the table gives the median over rounds of each
