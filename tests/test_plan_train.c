@@ -47,6 +47,21 @@ static const char *student =
     "  inner_product_param { num_output: 5 weight_filler { type: \"msra\" } } }\n"
     "layer { name: \"loss\" type: \"SoftmaxWithLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" }\n";
 
+/* A Split whose first reader needs NCHW (a Pooling) and whose second is blocked (a convolution):
+ * the exit before the Pooling makes both tops NCHW, and the Split's backward must still add
+ * gradients of one layout. */
+static const char *split_first_nchw =
+    "name: \"s2\"\n" INPUT("data", "dim: 8 dim: 3 dim: 12 dim: 12") INPUT("label", "dim: 8")
+    CONV("conv1", "data", "c1", 16, 3, 1, 1)
+    "layer { name: \"pa\" type: \"Pooling\" bottom: \"c1\" top: \"pa\" pooling_param { pool: MAX kernel_size: 1 stride: 1 } }\n"
+    CONV("conv2", "c1", "c2", 16, 3, 1, 1)
+    BNSR("b2", "c2", "p2")
+    "layer { name: \"sum\" type: \"Eltwise\" bottom: \"pa\" bottom: \"p2\" top: \"s\" }\n"
+    "layer { name: \"pool\" type: \"Pooling\" bottom: \"s\" top: \"pool\" pooling_param { pool: AVE global_pooling: true } }\n"
+    "layer { name: \"fc\" type: \"InnerProduct\" bottom: \"pool\" top: \"fc\"\n"
+    "  inner_product_param { num_output: 5 weight_filler { type: \"msra\" } } }\n"
+    "layer { name: \"loss\" type: \"SoftmaxWithLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" }\n";
+
 static double tensor_rel(const dd_tensor *a, const dd_tensor *ref, int diff) {
   float *x = diff ? dd_tensor_diff_copy(a) : dd_tensor_data_copy(a);
   float *y = diff ? dd_tensor_diff_copy(ref) : dd_tensor_data_copy(ref);
@@ -78,9 +93,9 @@ static void inputs(dd_net *n, int it) {
 
 /* One net in `precision` with the training plan in the blocked layout; NULL (a message printed)
  * where this CPU cannot run it. */
-static dd_net *blocked_net(int precision) {
+static dd_net *blocked_net_of(const char *text, int precision, int want_blocked) {
   char err[512];
-  dd_net *n = make_net(student, CAFFE__PHASE__TRAIN);
+  dd_net *n = make_net(text, CAFFE__PHASE__TRAIN);
   if (!n) {
     CHECKF(0, "the student net does not build");
     return NULL;
@@ -102,13 +117,17 @@ static dd_net *blocked_net(int precision) {
   dd_plan_describe(n, desc, sizeof desc);
   printf("     %s: %s\n", precision ? "bf16" : "FP32", desc);
   CHECK(n->plan.blk_train && n->plan.blk_bf16 == (precision == DD_PRECISION_BF16));
-  /* all but the pooling, the InnerProduct and the loss (the Split included) */
-  CHECKF(n->plan.n_blocked == n->n_layers - 3 - 2, "%zu of %zu layers blocked", n->plan.n_blocked, n->n_layers);
+  CHECKF(want_blocked < 0 || n->plan.n_blocked == (size_t)want_blocked, "%zu of %zu layers blocked", n->plan.n_blocked,
+         n->n_layers);
   return n;
 }
 
-static void against_reference(int precision, double b_loss, double b_grad, double b_steps) {
-  dd_net *ref = make_net(student, CAFFE__PHASE__TRAIN), *bl = blocked_net(precision);
+/* the student: all but the pooling, the InnerProduct and the loss (the Split included) */
+static dd_net *blocked_net(int precision) { return blocked_net_of(student, precision, 30 - 3 - 2); }
+
+static void against_reference_of(const char *text, int want_blocked, int precision, double b_loss, double b_grad,
+                                 double b_steps) {
+  dd_net *ref = make_net(text, CAFFE__PHASE__TRAIN), *bl = blocked_net_of(text, precision, want_blocked);
   REQUIRE(ref);
   if (!bl) {
     dd_net_destroy(ref);
@@ -145,8 +164,33 @@ static void against_reference(int precision, double b_loss, double b_grad, doubl
   dd_net_destroy(bl);
 }
 
+static void against_reference(int precision, double b_loss, double b_grad, double b_steps) {
+  against_reference_of(student, 30 - 3 - 2, precision, b_loss, b_grad, b_steps);
+}
+
 static void test_blocked_fp32_training(void) { against_reference(DD_PRECISION_FP32, 1e-5, 1e-5, 1e-5); }
 static void test_blocked_bf16_training(void) { against_reference(DD_PRECISION_BF16, 1e-3, 3e-2, 1e-2); }
+
+/* conv1, the Split, conv2 (its input NCHW after the exit, its output blocked) and its
+ * BatchNorm+Scale+ReLU blocked; the Pooling, the Eltwise (one bottom NCHW) and the rest not */
+static void test_split_read_nchw_first(void) {
+  against_reference_of(split_first_nchw, 6, DD_PRECISION_FP32, 1e-5, 1e-5, 1e-5);
+  against_reference_of(split_first_nchw, 6, DD_PRECISION_BF16, 1e-3, 3e-2, 1e-2);
+}
+
+/* a frozen net (a teacher: the student without its loss) is left with its plan */
+static void test_frozen_net_left_alone(void) {
+  char *text = strdup(student);
+  REQUIRE(text);
+  *strstr(text, "layer { name: \"loss\"") = 0;
+  dd_net *n = make_net(text, CAFFE__PHASE__TEST);
+  free(text);
+  REQUIRE(n);
+  size_t steps = n->plan.n_steps;
+  CHECK(dd_plan_build_blocked_train(n, NULL, 0) == 0);
+  CHECK(n->plan.n_blocked == 0 && !n->plan.blk_train && n->plan.n_steps == steps);
+  dd_net_destroy(n);
+}
 
 /* Two runs from the same start give the same bits; a rebuild of the plain plan gives the
  * convolutions their NCHW layouts back (the net then matches a net never blocked). */
@@ -184,6 +228,8 @@ int main(void) {
   if (layers_begin()) return 1;
   RUN(test_blocked_fp32_training);
   RUN(test_blocked_bf16_training);
+  RUN(test_split_read_nchw_first);
+  RUN(test_frozen_net_left_alone);
   RUN(test_blocked_deterministic_and_undone);
   return layers_end();
 }

@@ -150,6 +150,11 @@ size_t dd_cpu_conv_workspace(dd_backend *be, const dd_conv_desc *d) {
 int dd_cpu_conv_blk_train(dd_backend *be, const dd_conv_desc *d) {
   dd_dnnl *k = dnnl_of(be);
   if (!k || !dd_cpu_blk_train_fast() || !dd_dnnl_conv_prepare(k, d) || !dd_dnnl_conv_impl(k, d)) return 0;
+  /* the layer's workspace was sized for its NCHW descriptor: a blocked one whose kept input is
+   * larger (another layout chosen for x) does not fit, and stays NCHW */
+  dd_conv_desc plain = *d;
+  plain.blk_in = plain.blk_out = 0;
+  if (dd_dnnl_conv_kept_bytes(k, d) > dd_dnnl_conv_kept_bytes(k, &plain)) return 0;
   /* the kept input where the layer's workspace (sized for d with NCHW activations, whose
    * conversion of x is the same) has room for it: where dd_cpu_conv_workspace put it */
   (void)dd_dnnl_conv_keep_input_at(k, d, own_ws_bytes(be, d));

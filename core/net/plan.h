@@ -86,12 +86,14 @@ int dd_plan_build_blocked(dd_net *n, const char *const *keep, int n_keep);
  * conv_blk_train), BatchNorm -> Scale [-> ReLU] runs (the fused step on blocked data), Eltwise SUMs
  * and Splits that share memory. A DD_STEP_BLK_EXIT step converts a blob back to NCHW FP32 in place
  * where another layer reads it, and in backward converts its data back (exact: the values came
- * from the layout) and its NCHW gradient into the layout. Refuses (returns 0, n_blocked 0, the plan
- * as before) where the backend lacks the operations, where a blob the net exposes (an output no
- * layer reads, or one of the `n_keep` names in `keep`) would be blocked, where no convolution
- * takes blocked activations, and under DD_FUSE=0 or DD_BLOCKED_TRAIN=0. Blobs inside hold blocked data and gradients
- * after a step; parameters, their gradients, BatchNorm statistics and losses stay FP32. Returns 0
- * or DD_ENOMEM (the plan is then the plain one). */
+ * from the layout) and the NCHW gradients of the blobs sharing its memory into the layout. What the
+ * net exposes (outputs no layer reads, and the `n_keep` names in `keep`) is NCHW FP32 after a
+ * forward, as in the inference plan, and blocked again after a backward (its producer's backward
+ * reads it blocked). Does nothing (returns 0, n_blocked 0, the plan as before) where the net has no
+ * backward, the backend lacks the operations, no convolution takes blocked activations, and under
+ * DD_FUSE=0 or DD_BLOCKED_TRAIN=0. Blobs inside hold blocked data and gradients after a step;
+ * parameters, their gradients, BatchNorm statistics and losses stay FP32. Returns 0 or DD_ENOMEM
+ * (the plan is then the plain one). */
 int dd_plan_build_blocked_train(dd_net *n, const char *const *keep, int n_keep);
 /* Runs a DD_STEP_BLK_* step forward or backward (plan_blocked.c; the net's loops call them for
  * those steps, dd_plan_step_forward / _backward for the others). */

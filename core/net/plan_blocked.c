@@ -310,6 +310,9 @@ int dd_plan_build_blocked_train(dd_net *n, const char *const *keep, int n_keep) 
   if ((env && !strcmp(env, "0")) || (off && !strcmp(off, "0")) || !ops->conv_blk_train || !ops->blk_from_nchw || !ops->blk_to_nchw ||
       !ops->blk_sum || !ops->bn_affine_relu_forward || !ops->bn_affine_relu_backward)
     return 0;
+  int learns = 0; /* a frozen net (a teacher) keeps its inference plan */
+  for (size_t i = 0; i < n->n_layers && !learns; i++) learns = n->graph->layers[i].need_backward;
+  if (!learns) return 0;
   if (n->plan.blk_train || n->plan.n_blocked) { /* from the plain plan */
     int r = dd_plan_build(n, 1);
     if (r) return r;
@@ -388,9 +391,18 @@ static void blk_backward(dd_net *n, const dd_plan_step *s) {
   dd_backend *be = n->be;
   int bf16 = n->plan.blk_bf16;
   if (s->kind == DD_STEP_BLK_EXIT) {
-    /* the producer's backward reads the blob blocked: its data back (exact), its gradient in */
+    /* the producer's backward reads the blob blocked: its data back (exact), and the gradients
+     * in, of every blob that shares its memory (a Split's tops: the exit made them all NCHW, so
+     * the layers after it that read any of them wrote NCHW gradients; a gradient not written yet
+     * is written, blocked, by a reader before the exit, whose backward comes later) */
     to_blocked(n, s->blob, s->blob->data);
-    to_blocked(n, s->blob, s->blob->diff);
+    for (size_t b = 0; b < n->n_blobs; b++) {
+      dd_tensor *t = n->blobs[b];
+      if (t->data != s->blob->data || !t->diff) continue;
+      int seen = 0; /* each gradient buffer once */
+      for (size_t a = 0; a < b && !seen; a++) seen = n->blobs[a]->data == s->blob->data && n->blobs[a]->diff == t->diff;
+      if (!seen) to_blocked(n, t, t->diff);
+    }
     return;
   }
   dd_layer *l = &n->layers[s->first];
