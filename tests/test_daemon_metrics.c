@@ -24,90 +24,7 @@
 #include <poll.h>
 
 #include "test_daemon.h"
-
-/* ---- HTTP over plain sockets ------------------------------------------------------------------- */
-
-/* A connection to 127.0.0.1:port (with `v6`: [::1]:port) with 5 s send and receive timeouts; -1
- * when refused. */
-static int tcp_open_at(int port, int v6) {
-  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-  struct timeval tv = {5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  int r = v6 ? connect(fd, (struct sockaddr *)&a6, sizeof a6) : connect(fd, (struct sockaddr *)&a, sizeof a);
-  if (r != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-static int tcp_open(int port) { return tcp_open_at(port, 0); }
-
-/* Sends what it can (the server may close first: that is an answer too). */
-static void send_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-    if (k <= 0) return;
-    p += k, n -= (size_t)k;
-  }
-}
-
-/* Reads until the peer closes, the socket's timeout or 8 MiB; malloc'd, NUL-terminated. */
-static char *recv_all(int fd) {
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    if (len + 1 == cap) {
-      if (cap >= (8u << 20)) break;
-      char *nb = realloc(buf, cap * 2);
-      if (!nb) break;
-      buf = nb, cap *= 2;
-    }
-    ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-    if (k <= 0) break;
-    len += (size_t)k;
-  }
-  if (buf) buf[len] = '\0';
-  return buf;
-}
-
-/* "HTTP/1.x NNN ...": NNN; 0 for no answer (closed without one). */
-static int http_status(const char *resp) {
-  if (!resp || strncmp(resp, "HTTP/1.", 7) || strlen(resp) < 12) return 0;
-  return atoi(resp + 9);
-}
-
-static const char *http_body(const char *resp) {
-  const char *b = resp ? strstr(resp, "\r\n\r\n") : NULL;
-  return b ? b + 4 : "";
-}
-
-/* One raw request on a connection of its own; the whole answer (malloc'd; "" when none). */
-static char *http_raw(int port, const char *req, size_t len) {
-  int fd = tcp_open(port);
-  if (fd < 0) return strdup("");
-  send_all(fd, req, len);
-  char *r = recv_all(fd);
-  close(fd);
-  return r;
-}
-
-/* GET path (HTTP/1.0: one answer, then the server closes; never chunked): the status, the body
- * into *body (malloc'd) when given. */
-static int http_get(int port, const char *path, char **body) {
-  char req[2048];
-  int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
-  char *r = http_raw(port, req, (size_t)n);
-  int st = http_status(r);
-  if (body) *body = strdup(http_body(r));
-  free(r);
-  return st;
-}
+#include "test_http.h"
 
 /* ---- reading the exposition format ------------------------------------------------------------- */
 
@@ -509,20 +426,11 @@ static void check_bad_requests(int port) {
   CHECKF(http_status(r) == 200 && !http_body(r)[0], "HEAD: %.200s", r);
   free(r);
   /* a request header of 70 KiB: refused (431, or closed), never served */
-  size_t big = 70 * 1024;
-  char *huge = malloc(big + 128);
-  REQUIRE(huge);
-  int n = snprintf(huge, 128, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ");
-  memset(huge + n, 'a', big);
-  memcpy(huge + n + big, "\r\n\r\n", 5);
-  double t0 = mono();
-  r = http_raw(port, huge, (size_t)n + big + 4);
-  int st = http_status(r);
+  double secs = 0;
+  int st = http_huge_header(port, "/metrics", 70 * 1024, &secs);
   CHECKF(st != 200 && (st == 0 || st == 431 || st == 413 || st == 400), "a 70 KiB header: status %d", st);
-  CHECKF(mono() - t0 < 6, "a 70 KiB header took %.1f s", mono() - t0);
-  printf("     12d: a 70 KiB request header: %s%d in %.3f s\n", st ? "HTTP " : "closed, status ", st, mono() - t0);
-  free(r);
-  free(huge);
+  CHECKF(secs < 6, "a 70 KiB header took %.1f s", secs);
+  printf("     12d: a 70 KiB request header: %s%d in %.3f s\n", st ? "HTTP " : "closed, status ", st, secs);
   const char junk[] = "\x01\x02\x03 this is not HTTP\r\n\r\n";
   r = http_raw(port, junk, sizeof junk - 1);
   CHECKF(http_status(r) != 200, "garbage: %.200s", r);

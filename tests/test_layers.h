@@ -332,4 +332,31 @@ static inline int layers_end(void) {
   return test_summary();
 }
 
+/* Largest difference of a tensor's data (or diff) in two nets, relative to the reference's scale. */
+static inline double tensor_rel(const dd_tensor *a, const dd_tensor *ref, int diff) {
+  float *x = diff ? dd_tensor_diff_copy(a) : dd_tensor_data_copy(a);
+  float *y = diff ? dd_tensor_diff_copy(ref) : dd_tensor_data_copy(ref);
+  double d = max_rel_diff(x, y, ref->count);
+  free(x);
+  free(y);
+  return d;
+}
+
+/* One plain SGD step (no momentum, no decay) of the learning parameters: clear, forward (its loss
+ * into *loss), backward, w -= lr * dw. */
+static inline void sgd_step(dd_net *n, float lr, double *loss) {
+  dd_net_clear_param_diffs(n);
+  REQUIRE(dd_net_forward(n, loss) == 0);
+  dd_net_backward(n);
+  for (size_t p = 0; p < n->n_params; p++) {
+    dd_tensor *t = n->params[p].t;
+    if (n->params[p].lr_mult == 0) continue;
+    float *w = dd_tensor_data_copy(t), *g = dd_tensor_diff_copy(t);
+    for (int64_t i = 0; i < t->count; i++) w[i] -= lr * g[i];
+    dd_tensor_set_data(t, w);
+    free(w);
+    free(g);
+  }
+}
+
 #endif

@@ -39,15 +39,6 @@ static char *chain_net(const char *bn, int bias, const char *relu) { return chai
 #define RELU "layer { name: \"re\" type: \"ReLU\" bottom: \"b\" top: \"b\" }\n"
 #define LEAKY "layer { name: \"re\" type: \"ReLU\" bottom: \"b\" top: \"b\" relu_param { negative_slope: 0.1 } }\n"
 
-/* Largest difference of a tensor's data (or diff) in two nets, relative to the reference's scale. */
-static double tensor_rel(const dd_tensor *a, const dd_tensor *ref, int diff) {
-  float *x = diff ? dd_tensor_diff_copy(a) : dd_tensor_data_copy(a);
-  float *y = diff ? dd_tensor_diff_copy(ref) : dd_tensor_data_copy(ref);
-  double d = max_rel_diff(x, y, ref->count);
-  free(x);
-  free(y);
-  return d;
-}
 
 static int tensor_same(const dd_tensor *a, const dd_tensor *b) {
   float *x = dd_tensor_data_copy(a), *y = dd_tensor_data_copy(b);
@@ -192,20 +183,6 @@ static const char *resnet =
     "  inner_product_param { num_output: 4 weight_filler { type: \"msra\" } } }\n"
     "layer { name: \"loss\" type: \"SoftmaxWithLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" }\n";
 
-static void sgd_step(dd_net *n, float lr, double *loss) {
-  dd_net_clear_param_diffs(n);
-  REQUIRE(dd_net_forward(n, loss) == 0);
-  dd_net_backward(n);
-  for (size_t p = 0; p < n->n_params; p++) {
-    dd_tensor *t = n->params[p].t;
-    if (n->params[p].lr_mult == 0) continue;
-    float *w = dd_tensor_data_copy(t), *g = dd_tensor_diff_copy(t);
-    for (int64_t i = 0; i < t->count; i++) w[i] -= lr * g[i];
-    dd_tensor_set_data(t, w);
-    free(w);
-    free(g);
-  }
-}
 
 /* after_layer_backward sees every layer once, last first, as it does unfused (data parallel
  * training starts its all-reduces from it). */

@@ -22,98 +22,9 @@
  * Each `distilld web` must exit 0 on SIGTERM, with no sanitizer report in its log. */
 #define _GNU_SOURCE
 #define TEST_PROC_NAME "test_web"
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include "test_daemon.h"
-
-/* ---- HTTP over plain sockets ------------------------------------------------------------------- */
-
-static int tcp_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  struct timeval tv = {5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-static void send_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-    if (k <= 0) return;
-    p += k, n -= (size_t)k;
-  }
-}
-
-/* Reads until the peer closes, the socket's timeout or 32 MiB; malloc'd, NUL-terminated. */
-static char *recv_all(int fd) {
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    if (len + 1 == cap) {
-      if (cap >= (32u << 20)) break;
-      char *nb = realloc(buf, cap * 2);
-      if (!nb) break;
-      buf = nb, cap *= 2;
-    }
-    ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-    if (k <= 0) break;
-    len += (size_t)k;
-  }
-  if (buf) buf[len] = '\0';
-  return buf;
-}
-
-static int http_status(const char *resp) {
-  if (!resp || strncmp(resp, "HTTP/1.", 7) || strlen(resp) < 12) return 0;
-  return atoi(resp + 9);
-}
-
-static const char *http_body(const char *resp) {
-  const char *b = resp ? strstr(resp, "\r\n\r\n") : NULL;
-  return b ? b + 4 : "";
-}
-
-static char *http_raw(int port, const char *req, size_t len) {
-  int fd = tcp_open(port);
-  if (fd < 0) return strdup("");
-  send_all(fd, req, len);
-  char *r = recv_all(fd);
-  close(fd);
-  return r ? r : strdup("");
-}
-
-/* METHOD path (HTTP/1.0, Host 127.0.0.1:port, `extra` header lines): the status; the whole answer
- * into *resp (malloc'd) when given. */
-static int http_req(int port, const char *method, const char *path, const char *extra, char **resp) {
-  char req[4096];
-  int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n%s%s\r\n", method, path, port,
-                   extra ? extra : "", !strcmp(method, "POST") ? "Content-Length: 0\r\n" : "");
-  char *r = http_raw(port, req, (size_t)n);
-  int st = http_status(r);
-  if (resp)
-    *resp = r;
-  else
-    free(r);
-  return st;
-}
-
-static int http_get(int port, const char *path, char **body) {
-  char *r = NULL;
-  int st = http_req(port, "GET", path, NULL, &r);
-  if (body) *body = strdup(http_body(r));
-  free(r);
-  return st;
-}
+#include "test_http.h"
 
 /* ---- distilld web ------------------------------------------------------------------------------- */
 
@@ -460,21 +371,15 @@ static void check_bad_requests(int port) {
   CHECKF(http_status(r) == 403, "a foreign Host: %.300s", r);
   free(r);
   /* a request header of 64 KiB: refused (431, or closed), never served */
-  size_t big = 64 * 1024;
-  char *huge = malloc(big + 128);
-  REQUIRE(huge);
-  int n = snprintf(huge, 128, "GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ");
-  memset(huge + n, 'a', big);
-  memcpy(huge + n + big, "\r\n\r\n", 5);
-  double t0 = mono();
-  r = http_raw(port, huge, (size_t)n + big + 4);
-  int st = http_status(r);
+  double secs = 0;
+  int st = http_huge_header(port, "/api/overview", 64 * 1024, &secs);
   CHECKF(st != 200 && (st == 0 || st == 431 || st == 413 || st == 400), "a 64 KiB header: status %d", st);
-  CHECKF(mono() - t0 < 6, "a 64 KiB header took %.1f s", mono() - t0);
-  free(r);
+  CHECKF(secs < 6, "a 64 KiB header took %.1f s", secs);
   /* a POST body over the limit: closed or refused, never a cancel */
   size_t body = 64 * 1024;
-  n = snprintf(huge, 128, "POST /api/job/tw2a/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", body);
+  char *huge = malloc(body + 128);
+  REQUIRE(huge);
+  int n = snprintf(huge, 128, "POST /api/job/tw2a/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", body);
   memset(huge + n, 'b', body);
   r = http_raw(port, huge, (size_t)n + body);
   CHECKF(http_status(r) != 200, "a 64 KiB POST body: %.200s", r);

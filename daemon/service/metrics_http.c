@@ -10,17 +10,13 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/dd_error.h"
 #include "common/dconfig.h"
+#include "common/http_server.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/state.h"
@@ -29,14 +25,8 @@ struct metrics_http {
   struct MHD_Daemon *mhd;
   mx_table *table;
   mx_data *copy; /* the one copy: every request is handled on the server's one thread */
-  atomic_int starting; /* MHD_start_daemon has not returned yet */
-  char start_error[256];
-  time_t log_window; /* the logger: at most LOG_PER_MINUTE lines a minute */
-  int log_lines;
-  long long log_dropped;
+  dd_http_log log;
 };
-
-#define LOG_PER_MINUTE 10
 
 /* ---- a growing text buffer --------------------------------------------------------------------------- */
 
@@ -278,30 +268,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return respond(c, MHD_HTTP_OK, b.p, b.len, 1, "text/plain; version=0.0.4; charset=utf-8", NULL);
 }
 
-/* libmicrohttpd's messages: the daemon's log, at most LOG_PER_MINUTE lines a minute (a burst of
- * refused connections would write one each); while starting, the last one is kept for the error. */
-static void on_log(void *cls, const char *fmt, va_list ap) {
-  metrics_http *h = cls;
-  char msg[512];
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  size_t n = strlen(msg);
-  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-  if (atomic_load(&h->starting)) {
-    snprintf(h->start_error, sizeof h->start_error, "%s", msg);
-    return;
-  }
-  time_t now = time(NULL);
-  if (now - h->log_window >= 60) {
-    if (h->log_dropped) dlog(1, NULL, "metrics endpoint: %lld more messages not logged", h->log_dropped);
-    h->log_window = now;
-    h->log_lines = 0;
-    h->log_dropped = 0;
-  }
-  if (h->log_lines++ < LOG_PER_MINUTE)
-    dlog(1, NULL, "metrics endpoint: %s", msg);
-  else
-    h->log_dropped++;
-}
+/* libmicrohttpd's messages (rate-limited by common/http_server.c): the daemon's log */
+static void emit_log(const char *msg) { dlog(1, NULL, "metrics endpoint: %s", msg); }
 
 int metrics_http_start(metrics_http **out, daemon_t *d, char *err, size_t errlen) {
   *out = NULL;
@@ -316,29 +284,18 @@ int metrics_http_start(metrics_http **out, daemon_t *d, char *err, size_t errlen
     return dd_errorf(DD_ENOMEM, err, errlen, "out of memory for the metrics endpoint");
   }
   h->table = &d->mx;
-  atomic_store(&h->starting, 1);
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-  if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
-  uint16_t port = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
-                                           : ntohs(((struct sockaddr_in *)&sa)->sin_port);
-  /* the server's thread inherits this mask: every signal goes to the loop's thread */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  h->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)METRICS_HTTP_MAX_CONNECTIONS,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)METRICS_HTTP_TIMEOUT_S,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_HTTP_CONNECTION_MEMORY,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_log, h, MHD_OPTION_END);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  h->log.emit = emit_log;
+  static const dd_http_limits lim = {METRICS_HTTP_MAX_CONNECTIONS, METRICS_HTTP_TIMEOUT_S, METRICS_HTTP_CONNECTION_MEMORY};
+  h->mhd = dd_http_start((const struct sockaddr *)&sa, &lim, on_request, h, NULL, NULL, &h->log);
   if (!h->mhd) {
     r = dd_errorf(DD_EIO, err, errlen, "metrics_listen \"%s\": cannot serve there: %s", d->cfg->metrics_listen,
-                  h->start_error[0] ? h->start_error : "libmicrohttpd did not start");
+                  h->log.start_error[0] ? h->log.start_error : "libmicrohttpd did not start");
     free(h->copy);
     free(h);
     return r;
   }
-  atomic_store(&h->starting, 0);
+  uint16_t port = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&sa)->sin_port);
   char host[INET6_ADDRSTRLEN] = "?";
   const void *addr = sa.ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&sa)->sin6_addr
                                               : (const void *)&((struct sockaddr_in *)&sa)->sin_addr;

@@ -5,31 +5,21 @@
 
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/http_server.h"
 #include "common/keys.h"
 #include "web/web_assets.h"
 
 struct web_http {
   struct MHD_Daemon *mhd;
   web_ctx *w;
-  int loopback;        /* the address is loopback: Host must name a loopback host */
-  atomic_int starting; /* MHD_start_daemon has not returned yet */
-  char start_error[256];
-  time_t log_window; /* at most LOG_PER_MINUTE of libmicrohttpd's lines a minute */
-  int log_lines;
-  long long log_dropped;
+  int loopback; /* the address is loopback: Host must name a loopback host */
+  dd_http_log log;
 };
-
-#define LOG_PER_MINUTE 10
 
 /* Every answer's headers: nothing from elsewhere (the page and uPlot are served from here), no
  * framing, no sniffing. uPlot sets styles from script, hence style-src 'unsafe-inline'. */
@@ -179,30 +169,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return serve_asset(c, url);
 }
 
-/* libmicrohttpd's messages to stderr, at most LOG_PER_MINUTE lines a minute; while starting, the
- * last one is kept for the error. */
-static void on_log(void *cls, const char *fmt, va_list ap) {
-  web_http *h = cls;
-  char msg[512];
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  size_t n = strlen(msg);
-  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-  if (atomic_load(&h->starting)) {
-    snprintf(h->start_error, sizeof h->start_error, "%s", msg);
-    return;
-  }
-  time_t now = time(NULL);
-  if (now - h->log_window >= 60) {
-    if (h->log_dropped) fprintf(stderr, "distilld web: %lld more messages not logged\n", h->log_dropped);
-    h->log_window = now;
-    h->log_lines = 0;
-    h->log_dropped = 0;
-  }
-  if (h->log_lines++ < LOG_PER_MINUTE)
-    fprintf(stderr, "distilld web: %s\n", msg);
-  else
-    h->log_dropped++;
-}
+/* libmicrohttpd's messages (rate-limited by common/http_server.c): stderr */
+static void emit_log(const char *msg) { fprintf(stderr, "distilld web: %s\n", msg); }
 
 int web_http_start(web_http **out, web_ctx *w, const struct sockaddr *sa, int loopback, unsigned *port_out, char *err,
                    size_t errlen) {
@@ -214,27 +182,16 @@ int web_http_start(web_http **out, web_ctx *w, const struct sockaddr *sa, int lo
   }
   h->w = w;
   h->loopback = loopback;
-  atomic_store(&h->starting, 1);
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-  if (sa->sa_family == AF_INET6) flags |= MHD_USE_IPv6;
-  uint16_t port = sa->sa_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
-                                            : ntohs(((const struct sockaddr_in *)sa)->sin_port);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  h->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, sa,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)WEB_HTTP_MAX_CONNECTIONS,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)WEB_HTTP_TIMEOUT_S,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEB_HTTP_CONNECTION_MEMORY,
-                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
-                            MHD_OPTION_END);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  h->log.emit = emit_log;
+  static const dd_http_limits lim = {WEB_HTTP_MAX_CONNECTIONS, WEB_HTTP_TIMEOUT_S, WEB_HTTP_CONNECTION_MEMORY};
+  h->mhd = dd_http_start(sa, &lim, on_request, h, on_uri, h, &h->log);
   if (!h->mhd) {
-    snprintf(err, errlen, "%s", h->start_error[0] ? h->start_error : "libmicrohttpd did not start");
+    snprintf(err, errlen, "%s", h->log.start_error[0] ? h->log.start_error : "libmicrohttpd did not start");
     free(h);
     return -1;
   }
-  atomic_store(&h->starting, 0);
+  uint16_t port = sa->sa_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
+                                            : ntohs(((const struct sockaddr_in *)sa)->sin_port);
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
   *port_out = info ? info->port : port;
   *out = h;
